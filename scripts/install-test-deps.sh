@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a Debian machine. Idempotent: it
+# only installs packages that are missing, runs `apt-get update` at most once,
+# and says what it did. Run as root (CI does); otherwise it only reports.
+#
+# Grow the list as the harness grows (fido2-tools, swtpm, qemu-system-x86, …):
+# add packages to DEBIAN_PACKAGES below.
+set -euo pipefail
+
+# Debian packages the tests use.
+#   python3-fido2 (0.9.1 on Debian 12), python3-pytest: internal/e2e TestPythonFIDO2 & co.
+DEBIAN_PACKAGES=(
+	python3-fido2
+	python3-pytest
+)
+
+log() { printf 'install-test-deps: %s\n' "$*"; }
+
+missing=()
+for pkg in "${DEBIAN_PACKAGES[@]}"; do
+	if dpkg -s "$pkg" >/dev/null 2>&1 &&
+		[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" = "install ok installed" ]; then
+		log "$pkg: already installed"
+	else
+		missing+=("$pkg")
+	fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+	log "nothing to install"
+	exit 0
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+	log "missing ${missing[*]} and apt-get is not available; install them by hand" >&2
+	exit 1
+fi
+if [ "$(id -u)" -ne 0 ]; then
+	log "missing ${missing[*]}; run as root to install: sudo $0" >&2
+	exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+log "apt-get update"
+apt-get update -q
+log "apt-get install -y ${missing[*]}"
+apt-get install -y -q --no-install-recommends "${missing[@]}"
+for pkg in "${missing[@]}"; do
+	dpkg -s "$pkg" >/dev/null 2>&1 || { log "$pkg: still not installed" >&2; exit 1; }
+	log "$pkg: installed"
+done
