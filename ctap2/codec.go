@@ -1,0 +1,80 @@
+package ctap2
+
+import (
+	"errors"
+
+	"github.com/fxamacker/cbor/v2"
+)
+
+// This is the only file in ctap2 that configures the CBOR library (STYLE §2).
+// Requests are decoded strictly; responses are CTAP2-canonical.
+
+// RawMessage is a raw encoded CBOR value, kept undecoded (extension inputs,
+// COSE keys).
+type RawMessage = cbor.RawMessage
+
+var (
+	encMode cbor.EncMode
+	decMode cbor.DecMode
+)
+
+func init() {
+	var err error
+	eo := cbor.CTAP2EncOptions()
+	encMode, err = eo.EncMode()
+	if err != nil {
+		panic("ctap2: CBOR encode options: " + err.Error())
+	}
+	decMode, err = cbor.DecOptions{
+		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
+		IndefLength:      cbor.IndefLengthForbidden,
+		TagsMd:           cbor.TagsForbidden,
+		MaxNestedLevels:  4, // CTAP2 canonical form allows at most 4 levels
+		MaxArrayElements: 256,
+		MaxMapPairs:      256,
+		UTF8:             cbor.UTF8RejectInvalid,
+	}.DecMode()
+	if err != nil {
+		panic("ctap2: CBOR decode options: " + err.Error())
+	}
+}
+
+// decode parses one complete CBOR item into v and maps failures to status
+// codes: a type mismatch is CBOR_UNEXPECTED_TYPE, a too-long list or map is
+// LIMIT_EXCEEDED, anything else (syntax, duplicate keys, tags, trailing
+// bytes, nesting) is INVALID_CBOR.
+func decode(data []byte, v any) error {
+	if err := decMode.Unmarshal(data, v); err != nil {
+		return decodeStatus(err)
+	}
+	return nil
+}
+
+// decodeFirst is decode for a CBOR item followed by other bytes.
+func decodeFirst(data []byte, v any) (rest []byte, err error) {
+	rest, err = decMode.UnmarshalFirst(data, v)
+	if err != nil {
+		return nil, decodeStatus(err)
+	}
+	return rest, nil
+}
+
+func decodeStatus(err error) error {
+	var typeErr *cbor.UnmarshalTypeError
+	var arrErr *cbor.MaxArrayElementsError
+	var mapErr *cbor.MaxMapPairsError
+	switch {
+	case errors.As(err, &typeErr):
+		return ErrCBORUnexpectedType
+	case errors.As(err, &arrErr), errors.As(err, &mapErr):
+		return ErrLimitExceeded
+	default:
+		return ErrInvalidCBOR
+	}
+}
+
+// encode marshals v in CTAP2 canonical form.
+func encode(v any) ([]byte, error) { return encMode.Marshal(v) }
+
+// isCBORMap reports whether raw starts with a CBOR map header (major type 5).
+func isCBORMap(raw []byte) bool { return len(raw) > 0 && raw[0]>>5 == 5 }

@@ -1,0 +1,187 @@
+package ctap2
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/sha512"
+	"fmt"
+	"slices"
+
+	"github.com/virtkey/virtkey/cose"
+)
+
+// credMeta is the small authenticated metadata sealed into every credential
+// ID by the key store: version, flags, credProtect level.
+type credMeta struct {
+	Resident    bool
+	CredProtect byte
+}
+
+const credMetaVersion = 1
+
+func (m credMeta) marshal() []byte {
+	var flags byte
+	if m.Resident {
+		flags |= 1
+	}
+	return []byte{credMetaVersion, flags, m.CredProtect}
+}
+
+func parseCredMeta(b []byte) (credMeta, bool) {
+	if len(b) < 3 || b[0] != credMetaVersion {
+		return credMeta{}, false
+	}
+	return credMeta{Resident: b[1]&1 != 0, CredProtect: b[2]}, true
+}
+
+// credentialRecord is what the store keeps for a resident (discoverable)
+// credential. The private key is not here: it is wrapped inside ID.
+type credentialRecord struct {
+	ID          []byte     `cbor:"1,keyasint"`
+	RPID        string     `cbor:"2,keyasint"`
+	RPName      string     `cbor:"3,keyasint,omitempty"`
+	User        UserEntity `cbor:"4,keyasint"`
+	Alg         int64      `cbor:"5,keyasint"`
+	PublicKey   []byte     `cbor:"6,keyasint"` // COSE_Key
+	Created     int64      `cbor:"7,keyasint"` // Unix nanoseconds; newest first in discoverable lists
+	CredProtect byte       `cbor:"8,keyasint,omitempty"`
+}
+
+func (r *credentialRecord) rpIDHash() []byte {
+	h := sha256.Sum256([]byte(r.RPID))
+	return h[:]
+}
+
+func parseCredentialRecord(b []byte) (*credentialRecord, error) {
+	var r credentialRecord
+	if err := decode(b, &r); err != nil {
+		return nil, fmt.Errorf("ctap2: corrupt credential record: %w", err)
+	}
+	return &r, nil
+}
+
+// residentCredentials returns the RP's resident credentials, newest first.
+// Unreadable records are skipped and logged.
+func (a *Authenticator) residentCredentials(rpIDHash []byte) ([]*credentialRecord, error) {
+	raws, err := a.cfg.Store.CredentialsByRP(rpIDHash)
+	if err != nil {
+		return nil, err
+	}
+	recs := make([]*credentialRecord, 0, len(raws))
+	for _, raw := range raws {
+		r, err := parseCredentialRecord(raw)
+		if err != nil {
+			a.log.Error("skipping unreadable credential record", "err", err)
+			continue
+		}
+		recs = append(recs, r)
+	}
+	slices.SortStableFunc(recs, func(x, y *credentialRecord) int {
+		if c := -cmpInt64(x.Created, y.Created); c != 0 {
+			return c
+		}
+		return bytes.Compare(x.ID, y.ID)
+	})
+	return recs, nil
+}
+
+func cmpInt64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// foundCredential is a credential located for an operation.
+type foundCredential struct {
+	id     []byte
+	signer crypto.Signer
+	meta   credMeta
+	record *credentialRecord // nil for non-resident credentials
+}
+
+// lookupCredential finds credential id for rpIDHash: a resident credential
+// in the store, or a non-resident one that the key store can open. A
+// resident credential that was deleted is not found even though its ID
+// still opens. ok is false when the credential is not ours.
+func (a *Authenticator) lookupCredential(ctx context.Context, id, rpIDHash []byte) (*foundCredential, bool, error) {
+	signer, rawMeta, err := a.cfg.KeyStore.Signer(ctx, id, rpIDHash)
+	if err != nil {
+		return nil, false, nil // key-store failures are indistinguishable: not ours
+	}
+	meta, ok := parseCredMeta(rawMeta)
+	if !ok {
+		return nil, false, nil
+	}
+	f := &foundCredential{id: id, signer: signer, meta: meta}
+	if meta.Resident {
+		raw, ok, err := a.cfg.Store.Credential(id)
+		if err != nil {
+			return nil, false, err
+		}
+		if !ok {
+			return nil, false, nil
+		}
+		rec, err := parseCredentialRecord(raw)
+		if err != nil || !bytes.Equal(rec.rpIDHash(), rpIDHash) {
+			return nil, false, nil
+		}
+		f.record = rec
+	}
+	return f, true, nil
+}
+
+// openResident opens a resident credential already read from the store.
+func (a *Authenticator) openResident(ctx context.Context, rec *credentialRecord, rpIDHash []byte) (*foundCredential, bool) {
+	signer, rawMeta, err := a.cfg.KeyStore.Signer(ctx, rec.ID, rpIDHash)
+	if err != nil {
+		a.log.Warn("resident credential does not open", "rp", rec.RPID)
+		return nil, false
+	}
+	meta, ok := parseCredMeta(rawMeta)
+	if !ok || !meta.Resident {
+		return nil, false
+	}
+	return &foundCredential{id: rec.ID, signer: signer, meta: meta, record: rec}, true
+}
+
+// sign signs msg with a credential key of algorithm alg, hashing as the
+// algorithm requires.
+func sign(s crypto.Signer, alg cose.Algorithm, msg []byte) ([]byte, error) {
+	switch alg {
+	case cose.AlgES256, cose.AlgRS256:
+		d := sha256.Sum256(msg)
+		return s.Sign(rand.Reader, d[:], crypto.SHA256)
+	case cose.AlgES384:
+		d := sha512.Sum384(msg)
+		return s.Sign(rand.Reader, d[:], crypto.SHA384)
+	case cose.AlgEdDSA:
+		return s.Sign(rand.Reader, msg, crypto.Hash(0))
+	}
+	return nil, fmt.Errorf("ctap2: cannot sign with algorithm %d", alg)
+}
+
+// algOf tells a signer's COSE algorithm from its public key.
+func algOf(s crypto.Signer) cose.Algorithm {
+	switch pub := s.Public().(type) {
+	case *ecdsa.PublicKey:
+		if pub.Curve.Params().BitSize == 384 {
+			return cose.AlgES384
+		}
+		return cose.AlgES256
+	case ed25519.PublicKey:
+		return cose.AlgEdDSA
+	case *rsa.PublicKey:
+		return cose.AlgRS256
+	}
+	return 0
+}

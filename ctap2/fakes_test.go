@@ -1,0 +1,173 @@
+package ctap2
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"sort"
+	"sync"
+
+	"github.com/virtkey/virtkey/cose"
+)
+
+// memStore is an in-memory Store for unit tests and fuzzing.
+type memStore struct {
+	mu       sync.Mutex
+	creds    map[string][]byte
+	rpOf     map[string]string
+	counters map[string]uint32
+	settings map[string][]byte
+}
+
+func newMemStore() *memStore {
+	return &memStore{creds: map[string][]byte{}, rpOf: map[string]string{}, counters: map[string]uint32{}, settings: map[string][]byte{}}
+}
+
+func (m *memStore) PutCredential(id, rpIDHash, record []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.creds[string(id)] = bytes.Clone(record)
+	m.rpOf[string(id)] = string(rpIDHash)
+	return nil
+}
+
+func (m *memStore) Credential(id []byte) ([]byte, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, ok := m.creds[string(id)]
+	return r, ok, nil
+}
+
+func (m *memStore) CredentialsByRP(rpIDHash []byte) ([][]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out [][]byte
+	for id, rp := range m.rpOf {
+		if rp == string(rpIDHash) {
+			out = append(out, m.creds[id])
+		}
+	}
+	return out, nil
+}
+
+func (m *memStore) RPs() ([][]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	seen := map[string]bool{}
+	for _, rp := range m.rpOf {
+		seen[rp] = true
+	}
+	var out [][]byte
+	for rp := range seen {
+		out = append(out, []byte(rp))
+	}
+	sort.Slice(out, func(i, j int) bool { return bytes.Compare(out[i], out[j]) < 0 })
+	return out, nil
+}
+
+func (m *memStore) DeleteCredential(id []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.creds, string(id))
+	delete(m.rpOf, string(id))
+	return nil
+}
+
+func (m *memStore) CountCredentials() (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.creds), nil
+}
+
+func (m *memStore) NextCounter(id []byte) (uint32, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.counters[string(id)]++
+	return m.counters[string(id)], nil
+}
+
+func (m *memStore) Setting(name string) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.settings[name], nil
+}
+
+func (m *memStore) PutSetting(name string, v []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if v == nil {
+		delete(m.settings, name)
+	} else {
+		m.settings[name] = bytes.Clone(v)
+	}
+	return nil
+}
+
+func (m *memStore) Wipe() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.creds, m.rpOf, m.counters, m.settings = map[string][]byte{}, map[string]string{}, map[string]uint32{}, map[string][]byte{}
+	return nil
+}
+
+// memKeys is an in-memory KeyStore: IDs are random handles into a map.
+type memKeys struct {
+	mu   sync.Mutex
+	keys map[string]memKey
+}
+
+type memKey struct {
+	signer   crypto.Signer
+	rpIDHash []byte
+	meta     []byte
+}
+
+func newMemKeys() *memKeys { return &memKeys{keys: map[string]memKey{}} }
+
+func (k *memKeys) NewCredential(_ context.Context, alg cose.Algorithm, rpIDHash, meta []byte) ([]byte, crypto.PublicKey, error) {
+	var s crypto.Signer
+	switch alg {
+	case cose.AlgES256:
+		s, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case cose.AlgEdDSA:
+		_, s, _ = ed25519.GenerateKey(rand.Reader)
+	default:
+		return nil, nil, errors.New("unsupported")
+	}
+	id := make([]byte, 48)
+	rand.Read(id)
+	k.mu.Lock()
+	k.keys[string(id)] = memKey{s, bytes.Clone(rpIDHash), bytes.Clone(meta)}
+	k.mu.Unlock()
+	return id, s.Public(), nil
+}
+
+func (k *memKeys) Signer(_ context.Context, id, rpIDHash []byte) (crypto.Signer, []byte, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	mk, ok := k.keys[string(id)]
+	if !ok || !bytes.Equal(mk.rpIDHash, rpIDHash) {
+		return nil, nil, errors.New("unknown credential")
+	}
+	return mk.signer, mk.meta, nil
+}
+
+func (k *memKeys) Algorithms() []cose.Algorithm {
+	return []cose.Algorithm{cose.AlgES256, cose.AlgEdDSA}
+}
+func (k *memKeys) MaxCredentialIDLength() int { return 48 }
+
+func (k *memKeys) ResetKeys(context.Context) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.keys = map[string]memKey{}
+	return nil
+}
+
+func rpHash(id string) []byte { h := sha256.Sum256([]byte(id)); return h[:] }

@@ -1,0 +1,83 @@
+package ctap2
+
+import (
+	"context"
+)
+
+// Limits advertised by getInfo.
+const (
+	// MaxMsgSize is the largest CTAP message accepted (the CTAPHID maximum).
+	MaxMsgSize = 7609
+	// maxCredentialCountInList bounds allowList and excludeList.
+	maxCredentialCountInList = 32
+)
+
+// GetInfoResponse is the authenticatorGetInfo (0x04) output. See CTAP 2.1 §6.4.
+type GetInfoResponse struct {
+	Versions                         []string         `cbor:"1,keyasint"`
+	Extensions                       []string         `cbor:"2,keyasint,omitempty"`
+	AAGUID                           []byte           `cbor:"3,keyasint"`
+	Options                          map[string]bool  `cbor:"4,keyasint,omitempty"`
+	MaxMsgSize                       uint             `cbor:"5,keyasint,omitempty"`
+	PinUvAuthProtocols               []uint           `cbor:"6,keyasint,omitempty"`
+	MaxCredentialCountInList         uint             `cbor:"7,keyasint,omitempty"`
+	MaxCredentialIDLength            uint             `cbor:"8,keyasint,omitempty"`
+	Transports                       []string         `cbor:"9,keyasint,omitempty"`
+	Algorithms                       []AlgorithmParam `cbor:"10,keyasint,omitempty"`
+	MaxSerializedLargeBlobArray      uint             `cbor:"11,keyasint,omitempty"`
+	ForcePINChange                   *bool            `cbor:"12,keyasint,omitempty"`
+	MinPINLength                     uint             `cbor:"13,keyasint,omitempty"`
+	FirmwareVersion                  *uint32          `cbor:"14,keyasint,omitempty"`
+	MaxCredBlobLength                uint             `cbor:"15,keyasint,omitempty"`
+	MaxRPIDsForSetMinPINLength       uint             `cbor:"16,keyasint,omitempty"`
+	PreferredPlatformUvAttempts      uint             `cbor:"17,keyasint,omitempty"`
+	UVModality                       uint             `cbor:"18,keyasint,omitempty"`
+	RemainingDiscoverableCredentials *uint            `cbor:"20,keyasint,omitempty"`
+	AttestationFormats               []string         `cbor:"22,keyasint,omitempty"`
+}
+
+// AlgorithmParam is an entry of getInfo's algorithms list.
+type AlgorithmParam struct {
+	Alg  int64  `cbor:"alg"`
+	Type string `cbor:"type"`
+}
+
+// getInfo reports what this authenticator supports; it advertises only
+// what works.
+func (a *Authenticator) getInfo(ctx context.Context, r request) (any, error) {
+	if len(r.params) != 0 {
+		return nil, ErrInvalidLength
+	}
+	return a.Info()
+}
+
+// Info returns the authenticatorGetInfo response.
+func (a *Authenticator) Info() (*GetInfoResponse, error) {
+	n, err := a.cfg.Store.CountCredentials()
+	if err != nil {
+		return nil, err
+	}
+	remaining := uint(max(a.cfg.MaxResidentCredentials-n, 0))
+	fw := a.cfg.FirmwareVersion
+	info := &GetInfoResponse{
+		Versions: []string{"FIDO_2_0", "FIDO_2_1"},
+		AAGUID:   a.cfg.AAGUID[:],
+		Options: map[string]bool{
+			"rk":   true,
+			"plat": false,
+			// "up" is omitted: its default is true (avoids the CTAP 2.0/2.1
+			// disagreement about makeCredential up:true).
+		},
+		MaxMsgSize:                       MaxMsgSize,
+		MaxCredentialCountInList:         maxCredentialCountInList,
+		MaxCredentialIDLength:            uint(a.cfg.KeyStore.MaxCredentialIDLength()),
+		Transports:                       []string{"usb"},
+		FirmwareVersion:                  &fw,
+		RemainingDiscoverableCredentials: &remaining,
+		AttestationFormats:               []string{"packed", "none"},
+	}
+	for _, alg := range a.cfg.KeyStore.Algorithms() {
+		info.Algorithms = append(info.Algorithms, AlgorithmParam{Alg: int64(alg), Type: credTypePublicKey})
+	}
+	return info, nil
+}

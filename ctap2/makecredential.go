@@ -1,0 +1,236 @@
+package ctap2
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+
+	"github.com/virtkey/virtkey/cose"
+)
+
+// MakeCredentialRequest is the authenticatorMakeCredential (0x01) input. See CTAP 2.1 §6.1.
+type MakeCredentialRequest struct {
+	ClientDataHash               []byte                `cbor:"1,keyasint"`
+	RP                           *RPEntity             `cbor:"2,keyasint"`
+	User                         *UserEntity           `cbor:"3,keyasint"`
+	PubKeyCredParams             []CredParam           `cbor:"4,keyasint"`
+	ExcludeList                  []CredDescriptor      `cbor:"5,keyasint,omitempty"`
+	Extensions                   map[string]RawMessage `cbor:"6,keyasint,omitempty"`
+	Options                      *Options              `cbor:"7,keyasint,omitempty"`
+	PinUvAuthParam               []byte                `cbor:"8,keyasint,omitempty"`
+	PinUvAuthProtocol            *uint                 `cbor:"9,keyasint,omitempty"`
+	EnterpriseAttestation        *uint                 `cbor:"10,keyasint,omitempty"`
+	AttestationFormatsPreference []string              `cbor:"11,keyasint,omitempty"` // CTAP 2.2
+}
+
+// MakeCredentialResponse is the authenticatorMakeCredential output.
+type MakeCredentialResponse struct {
+	Fmt      string         `cbor:"1,keyasint"`
+	AuthData []byte         `cbor:"2,keyasint"`
+	AttStmt  map[string]any `cbor:"3,keyasint"`
+}
+
+// parseMakeCredential decodes and validates a makeCredential request.
+func parseMakeCredential(params []byte) (*MakeCredentialRequest, error) {
+	var req MakeCredentialRequest
+	if err := decode(params, &req); err != nil {
+		return nil, err
+	}
+	return &req, req.validate()
+}
+
+func (req *MakeCredentialRequest) validate() error {
+	if req.ClientDataHash == nil || req.RP == nil || req.User == nil || req.PubKeyCredParams == nil {
+		return ErrMissingParameter
+	}
+	if req.RP.ID == "" {
+		return ErrMissingParameter
+	}
+	if len(req.RP.ID) > maxRPIDLength {
+		return ErrInvalidParameter
+	}
+	req.RP.Name = truncateUTF8(req.RP.Name, maxRPNameLength)
+	req.RP.Icon = ""
+	if err := req.User.validate(); err != nil {
+		return err
+	}
+	for _, p := range req.PubKeyCredParams {
+		if p.Type == "" || p.Alg == nil {
+			return ErrMissingParameter
+		}
+	}
+	if len(req.ExcludeList) > maxCredentialCountInList {
+		return ErrLimitExceeded
+	}
+	for i := range req.ExcludeList {
+		if err := req.ExcludeList[i].validate(); err != nil {
+			return err
+		}
+	}
+	if req.PinUvAuthParam != nil && req.PinUvAuthProtocol == nil && len(req.PinUvAuthParam) > 0 {
+		return ErrMissingParameter
+	}
+	return nil
+}
+
+// makeCredential creates a credential (CTAP 2.1 §6.1.2).
+func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, error) {
+	req, err := parseMakeCredential(r.params)
+	if err != nil {
+		return nil, err
+	}
+	rpIDHash := sha256.Sum256([]byte(req.RP.ID))
+
+	// Step 1: zero-length pinUvAuthParam is a "touch to select" probe.
+	if req.PinUvAuthParam != nil && len(req.PinUvAuthParam) == 0 {
+		if err := a.confirm(ctx, PresenceRequest{Op: "makeCredential", RPID: req.RP.ID}); err != nil {
+			return nil, err
+		}
+		return nil, ErrPINNotSet
+	}
+	// Step 3: choose the algorithm.
+	alg, ok := a.chooseAlgorithm(req.PubKeyCredParams)
+	if !ok {
+		return nil, ErrUnsupportedAlgorithm
+	}
+	// Step 5: options.
+	rk, _ := req.Options.rk()
+	if up, set := req.Options.up(); set && !up {
+		return nil, ErrInvalidOption
+	}
+	if uv, _ := req.Options.uv(); uv {
+		return nil, ErrInvalidOption // no built-in user verification
+	}
+	// Step 6+: PIN/UV auth. No PIN can be set on this authenticator yet.
+	if req.PinUvAuthParam != nil {
+		if *req.PinUvAuthProtocol != 1 && *req.PinUvAuthProtocol != 2 {
+			return nil, ErrInvalidParameter
+		}
+		return nil, ErrPINNotSet
+	}
+	// Step 8: excludeList, answered only after user presence.
+	for _, d := range req.ExcludeList {
+		if d.Type != credTypePublicKey {
+			continue
+		}
+		_, found, err := a.lookupCredential(ctx, d.ID, rpIDHash[:])
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			if err := a.confirm(ctx, PresenceRequest{Op: "makeCredential", RPID: req.RP.ID, UserName: req.User.Name}); err != nil {
+				return nil, err
+			}
+			return nil, ErrCredentialExcluded
+		}
+	}
+	// Room for one more discoverable credential, replacing the same user's.
+	var replaced [][]byte
+	if rk {
+		existing, err := a.residentCredentials(rpIDHash[:])
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range existing {
+			if bytes.Equal(c.User.ID, req.User.ID) {
+				replaced = append(replaced, c.ID)
+			}
+		}
+		n, err := a.cfg.Store.CountCredentials()
+		if err != nil {
+			return nil, err
+		}
+		if n-len(replaced) >= a.cfg.MaxResidentCredentials {
+			return nil, ErrKeyStoreFull
+		}
+	}
+	// Step 11: user presence.
+	if err := a.confirm(ctx, PresenceRequest{Op: "makeCredential", RPID: req.RP.ID, UserName: req.User.Name}); err != nil {
+		return nil, err
+	}
+	// Step 13+: create the key and, for rk, the record.
+	meta := credMeta{Resident: rk}
+	id, pub, err := a.cfg.KeyStore.NewCredential(ctx, alg, rpIDHash[:], meta.marshal())
+	if err != nil {
+		return nil, err
+	}
+	coseKey, err := cose.EncodePublicKey(pub, alg)
+	if err != nil {
+		return nil, err
+	}
+	if rk {
+		rec := credentialRecord{
+			ID: id, RPID: req.RP.ID, RPName: req.RP.Name, User: *req.User, Alg: int64(alg),
+			PublicKey: coseKey, Created: a.cfg.Now().UnixNano(),
+		}
+		raw, err := encode(&rec)
+		if err != nil {
+			return nil, err
+		}
+		if err := a.cfg.Store.PutCredential(id, rpIDHash[:], raw); err != nil {
+			return nil, err
+		}
+		for _, old := range replaced {
+			if err := a.cfg.Store.DeleteCredential(old); err != nil {
+				return nil, err
+			}
+		}
+	}
+	count, err := a.cfg.Store.NextCounter(id)
+	if err != nil {
+		return nil, err
+	}
+	ad := AuthData{
+		RPIDHash: rpIDHash, Flags: FlagUP, SignCount: count,
+		AAGUID: a.cfg.AAGUID, CredentialID: id, PublicKey: coseKey,
+	}
+	authData := ad.Marshal()
+	resp := &MakeCredentialResponse{AuthData: authData}
+	switch a.attestationFormat(req.AttestationFormatsPreference) {
+	case AttestationNone:
+		resp.Fmt, resp.AttStmt = "none", map[string]any{}
+	default:
+		signer, _, err := a.cfg.KeyStore.Signer(ctx, id, rpIDHash[:])
+		if err != nil {
+			return nil, err
+		}
+		sig, err := sign(signer, alg, append(authData, req.ClientDataHash...))
+		if err != nil {
+			return nil, err
+		}
+		resp.Fmt, resp.AttStmt = "packed", map[string]any{"alg": int64(alg), "sig": sig}
+	}
+	a.log.Info("credential created", "rp", req.RP.ID, "alg", alg.String(), "resident", rk)
+	return resp, nil
+}
+
+// chooseAlgorithm picks the first requested public-key algorithm the key
+// store supports.
+func (a *Authenticator) chooseAlgorithm(params []CredParam) (cose.Algorithm, bool) {
+	supported := a.cfg.KeyStore.Algorithms()
+	for _, p := range params {
+		if p.Type != credTypePublicKey {
+			continue
+		}
+		for _, alg := range supported {
+			if int64(alg) == *p.Alg {
+				return alg, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// attestationFormat honours the CTAP 2.2 attestationFormatsPreference: the
+// first format we can produce wins; otherwise the configured default.
+func (a *Authenticator) attestationFormat(pref []string) Attestation {
+	for _, f := range pref {
+		switch f {
+		case "packed":
+			return AttestationSelf
+		case "none":
+			return AttestationNone
+		}
+	}
+	return a.cfg.Attestation
+}

@@ -1,0 +1,97 @@
+package ctap2
+
+import "unicode/utf8"
+
+// Limits on entity fields. User names and display names up to 64 bytes and
+// icons up to 128 bytes are kept whole (CTAP 2.1 §6.1.2 allows truncation;
+// we never truncate below these). Longer values are truncated at a UTF-8
+// boundary, as the spec permits.
+const (
+	maxUserIDLength   = 64
+	maxUserNameLength = 64
+	maxIconLength     = 128
+	maxRPIDLength     = 255 // DNS name length
+	maxRPNameLength   = 64
+)
+
+// RPEntity is a PublicKeyCredentialRpEntity (WebAuthn §5.4.2).
+type RPEntity struct {
+	ID   string `cbor:"id,omitempty"`
+	Name string `cbor:"name,omitempty"`
+	Icon string `cbor:"icon,omitempty"`
+}
+
+// UserEntity is a PublicKeyCredentialUserEntity (WebAuthn §5.4.3).
+type UserEntity struct {
+	ID          []byte `cbor:"id"`
+	Name        string `cbor:"name,omitempty"`
+	DisplayName string `cbor:"displayName,omitempty"`
+	Icon        string `cbor:"icon,omitempty"`
+}
+
+// CredParam is a PublicKeyCredentialParameters entry.
+type CredParam struct {
+	Type string `cbor:"type"`
+	Alg  *int64 `cbor:"alg"`
+}
+
+// CredDescriptor is a PublicKeyCredentialDescriptor.
+type CredDescriptor struct {
+	Type       string   `cbor:"type"`
+	ID         []byte   `cbor:"id"`
+	Transports []string `cbor:"transports,omitempty"`
+}
+
+// Options holds the "options" map of makeCredential and getAssertion.
+// The fields are tri-state: absent is not the same as false.
+type Options struct {
+	RK *bool `cbor:"rk,omitempty"`
+	UP *bool `cbor:"up,omitempty"`
+	UV *bool `cbor:"uv,omitempty"`
+}
+
+func (o *Options) rk() (v, set bool) { return boolOpt(o, func(o *Options) *bool { return o.RK }) }
+func (o *Options) up() (v, set bool) { return boolOpt(o, func(o *Options) *bool { return o.UP }) }
+func (o *Options) uv() (v, set bool) { return boolOpt(o, func(o *Options) *bool { return o.UV }) }
+
+func boolOpt(o *Options, f func(*Options) *bool) (v, set bool) {
+	if o == nil || f(o) == nil {
+		return false, false
+	}
+	return *f(o), true
+}
+
+const credTypePublicKey = "public-key"
+
+// validate checks a user entity: the id is required and at most 64 bytes.
+func (u *UserEntity) validate() error {
+	if u.ID == nil {
+		return ErrMissingParameter
+	}
+	if len(u.ID) > maxUserIDLength {
+		return ErrInvalidParameter
+	}
+	u.Name = truncateUTF8(u.Name, maxUserNameLength)
+	u.DisplayName = truncateUTF8(u.DisplayName, maxUserNameLength)
+	u.Icon = truncateUTF8(u.Icon, maxIconLength)
+	return nil
+}
+
+// validate checks a credential descriptor: type and id are required.
+func (d *CredDescriptor) validate() error {
+	if d.Type == "" || d.ID == nil {
+		return ErrMissingParameter
+	}
+	return nil
+}
+
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}

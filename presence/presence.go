@@ -1,0 +1,102 @@
+// Package presence provides user-presence providers for ctap2: Auto (tests)
+// and Terminal (asks on a terminal).
+//
+// # Contract
+//
+// Every provider implements ctap2.Presence: Confirm blocks until the user
+// answers or ctx ends, returns nil for yes, ctap2.ErrDeclined for no, and
+// ctx.Err() when cancelled (CTAPHID_CANCEL) or timed out.
+package presence
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+
+	"github.com/virtkey/virtkey/ctap2"
+)
+
+// Auto approves every request at once. It is for automated tests only.
+type Auto struct{}
+
+// Confirm approves unless ctx has already ended.
+func (Auto) Confirm(ctx context.Context, _ ctap2.PresenceRequest) error { return ctx.Err() }
+
+// NewAuto returns Auto and logs a warning that it is for testing.
+func NewAuto(log *slog.Logger) Auto {
+	if log != nil {
+		log.Warn("presence: auto-approving every request; use --presence auto for testing only")
+	}
+	return Auto{}
+}
+
+// Terminal asks the user on a terminal (or any reader/writer pair) and
+// reads a y/n answer. One reader goroutine owns the input; answers typed
+// while no prompt is open are discarded.
+type Terminal struct {
+	out   io.Writer
+	lines chan string
+	mu    sync.Mutex // one prompt at a time
+}
+
+// NewTerminal starts reading answers from in and writes prompts to out.
+func NewTerminal(in io.Reader, out io.Writer) *Terminal {
+	t := &Terminal{out: out, lines: make(chan string)}
+	go func() {
+		sc := bufio.NewScanner(in)
+		for sc.Scan() {
+			t.lines <- sc.Text()
+		}
+		close(t.lines)
+	}()
+	return t
+}
+
+// Describe renders a request for a prompt: "makeCredential for example.com (alice)".
+func Describe(req ctap2.PresenceRequest) string {
+	s := req.Op
+	if req.RPID != "" {
+		s += " for " + req.RPID
+	}
+	if req.UserName != "" {
+		s += " (" + req.UserName + ")"
+	}
+	return s
+}
+
+// Confirm prompts and waits for an answer.
+func (t *Terminal) Confirm(ctx context.Context, req ctap2.PresenceRequest) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	// Drop answers typed before this prompt.
+	for {
+		select {
+		case _, ok := <-t.lines:
+			if ok {
+				continue
+			}
+			return fmt.Errorf("presence: terminal input closed")
+		default:
+		}
+		break
+	}
+	fmt.Fprintf(t.out, "virtkey: allow %s? [y/N] ", Describe(req))
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(t.out, "\nvirtkey: request cancelled")
+		return ctx.Err()
+	case line, ok := <-t.lines:
+		if !ok {
+			return fmt.Errorf("presence: terminal input closed")
+		}
+		switch strings.ToLower(strings.TrimSpace(line)) {
+		case "y", "yes":
+			return nil
+		}
+		return ctap2.ErrDeclined
+	}
+}
