@@ -32,7 +32,12 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	if !isShort() {
+	switch {
+	case isShort():
+	case os.Getenv("VIRTKEY_BIN") != "":
+		// Test a prebuilt (e.g. installed) binary instead of building one.
+		virtkeyBin = os.Getenv("VIRTKEY_BIN")
+	default:
 		virtkeyBin, buildErr = buildVirtkey(dir)
 	}
 	return m.Run()
