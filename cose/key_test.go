@@ -384,7 +384,6 @@ func TestRoundTripAndSign(t *testing.T) {
 	}
 }
 
-
 func TestFromPublicKeyRejects(t *testing.T) {
 	t.Parallel()
 	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
