@@ -184,6 +184,8 @@ def test_make_credential_none_attestation_preference(ctap):
 
     att = ctap.send_cbor(Ctap2.CMD.MAKE_CREDENTIAL, req, parse=AttestationObject)
     assert att.fmt in ("none", "packed")
+    if "none" in ctap.info.data.get(0x16, []):  # getInfo attestationFormats
+        assert att.fmt == "none", "advertises attestationFormats none but ignored the preference"
     check_new_credential(att, cdh, RP1, aaguid=ctap.info.aaguid)
 
 

@@ -144,3 +144,88 @@ def wait_ready(addr=None, timeout=10.0):
             last = e
             time.sleep(0.1)
     raise TimeoutError("authenticator at %s not ready: %r" % (addr, last))
+
+
+class RawClient:
+    """Report-level access for CTAPHID transport tests (no reassembly magic).
+
+    send() pads to 64 bytes; recv() returns one 64-byte report or None on
+    timeout.
+    """
+
+    BROADCAST = 0xFFFFFFFF
+
+    def __init__(self, addr=None):
+        self.addr = parse_addr(addr)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.connect(self.addr)
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send_raw(self, data):
+        self.sock.send(bytes(data))
+
+    def send(self, data):
+        data = bytes(data)
+        assert len(data) <= REPORT_SIZE
+        self.sock.send(data.ljust(REPORT_SIZE, b"\0"))
+
+    def send_init(self, cid, cmd, bcnt, data=b""):
+        """An initialization packet: CID | CMD|0x80 | BCNT | data (≤57 bytes)."""
+        self.send(cid.to_bytes(4, "big") + bytes([0x80 | cmd]) + bcnt.to_bytes(2, "big") + data[:57])
+
+    def send_cont(self, cid, seq, data=b""):
+        self.send(cid.to_bytes(4, "big") + bytes([seq & 0x7F]) + data[:59])
+
+    def recv(self, timeout=2.0):
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(4096)
+        except socket.timeout:
+            return None
+        if len(data) != REPORT_SIZE:
+            raise OSError("%d-byte datagram from the authenticator: %s" % (len(data), data.hex()))
+        return data
+
+    def recv_msg(self, cid, timeout=2.0, skip_keepalive=True):
+        """Reassembles one response on cid; returns (cmd, payload)."""
+        while True:
+            r = self.recv(timeout)
+            if r is None:
+                raise UdpTimeout("no response on CID %08x" % cid)
+            if int.from_bytes(r[:4], "big") != cid:
+                raise AssertionError("response on CID %s, want %08x: %s" % (r[:4].hex(), cid, r.hex()))
+            if not r[4] & 0x80:
+                raise AssertionError("expected an init packet, got %s" % r.hex())
+            cmd = r[4] & 0x7F
+            if cmd == 0x3B and skip_keepalive:
+                continue
+            bcnt = int.from_bytes(r[5:7], "big")
+            data = r[7:]
+            seq = 0
+            while len(data) < bcnt:
+                c = self.recv(timeout)
+                if c is None:
+                    raise UdpTimeout("missing continuation %d on CID %08x" % (seq, cid))
+                assert int.from_bytes(c[:4], "big") == cid and c[4] == seq, c.hex()
+                data += c[5:]
+                seq += 1
+            return cmd, data[:bcnt]
+
+    def init(self, cid=BROADCAST, nonce=None):
+        """CTAPHID INIT; returns the (new) CID."""
+        nonce = nonce or os.urandom(8)
+        self.send_init(cid, 0x06, 8, nonce)
+        while True:
+            cmd, data = self.recv_msg(cid)
+            assert cmd == 0x06, "INIT answered with cmd %#x: %s" % (cmd, data.hex())
+            if data[:8] == nonce:
+                return int.from_bytes(data[8:12], "big")
