@@ -67,6 +67,11 @@ type Config struct {
 	FirmwareVersion uint32
 	// Now returns the current time (default time.Now).
 	Now func() time.Time
+	// UV selects built-in user verification (default UVNone).
+	UV UVMode
+	// Sealer protects the PIN hash at rest; default: the KeyStore, which
+	// must then implement Sealer.
+	Sealer Sealer
 }
 
 // Authenticator is a CTAP2 authenticator. Its methods are safe for
@@ -75,10 +80,16 @@ type Authenticator struct {
 	cfg Config
 	log *slog.Logger
 
+	sealer Sealer
+
 	mu      sync.Mutex
 	powerUp time.Time
+	state   persistentState     // PIN, UV and config state (mirrors the Store)
 	next    *nextAssertionState // authenticatorGetNextAssertion state
-	seq     uint64              // tie-breaker for credential creation order
+	// Volatile PIN state, dropped at power-up.
+	keyAgreement KeyAgreement
+	token        tokenState
+	pinFails     int // consecutive wrong PINs since power-up
 }
 
 // New returns an authenticator, powered up.
@@ -108,7 +119,18 @@ func New(cfg Config) (*Authenticator, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &Authenticator{cfg: cfg, log: log}
+	sealer := cfg.Sealer
+	if sealer == nil {
+		s, ok := cfg.KeyStore.(Sealer)
+		if !ok {
+			return nil, errNoSealer
+		}
+		sealer = s
+	}
+	a := &Authenticator{cfg: cfg, log: log, sealer: sealer}
+	if err := a.loadState(); err != nil {
+		return nil, err
+	}
 	a.powerUp = cfg.Now()
 	return a, nil
 }
@@ -119,6 +141,9 @@ func (a *Authenticator) PowerCycle() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.next = nil
+	a.keyAgreement.Regenerate()
+	a.revokeTokens()
+	a.pinFails = 0
 	a.powerUp = a.cfg.Now()
 	a.log.Info("power cycle")
 }

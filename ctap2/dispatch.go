@@ -53,6 +53,12 @@ func (a *Authenticator) dispatch(ctx context.Context, r request) (any, error) {
 		return a.getNextAssertion(ctx, r, next)
 	case CmdReset:
 		return a.reset(ctx, r)
+	case CmdClientPIN:
+		return a.clientPIN(ctx, r)
+	case CmdCredentialManagement, CmdCredMgmtPreview:
+		return a.credentialManagement(ctx, r)
+	case CmdConfig:
+		return a.authenticatorConfig(ctx, r)
 	case CmdSelection:
 		return a.selection(ctx, r)
 	default:

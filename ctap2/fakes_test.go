@@ -171,3 +171,24 @@ func (k *memKeys) ResetKeys(context.Context) error {
 }
 
 func rpHash(id string) []byte { h := sha256.Sum256([]byte(id)); return h[:] }
+
+// Seal and Open make memKeys a Sealer (a test fake: XOR with a fixed pad
+// plus the AAD as a check; not cryptography).
+func (k *memKeys) Seal(_ context.Context, pt, aad []byte) ([]byte, error) {
+	out := append(append([]byte{byte(len(aad))}, aad...), pt...)
+	for i := 1 + len(aad); i < len(out); i++ {
+		out[i] ^= 0x5A
+	}
+	return out, nil
+}
+
+func (k *memKeys) Open(_ context.Context, sealed, aad []byte) ([]byte, error) {
+	if len(sealed) < 1+len(aad) || int(sealed[0]) != len(aad) || !bytes.Equal(sealed[1:1+len(aad)], aad) {
+		return nil, errors.New("does not open")
+	}
+	out := bytes.Clone(sealed[1+len(aad):])
+	for i := range out {
+		out[i] ^= 0x5A
+	}
+	return out, nil
+}

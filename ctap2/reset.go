@@ -34,6 +34,10 @@ func (a *Authenticator) reset(ctx context.Context, r request) (any, error) {
 		return nil, fmt.Errorf("wipe store: %w", err)
 	}
 	a.next = nil
+	a.state = defaultState()
+	a.keyAgreement.Regenerate()
+	a.revokeTokens()
+	a.pinFails = 0
 	a.log.Warn("authenticator reset: all credentials erased")
 	return nil, nil
 }

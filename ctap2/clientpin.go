@@ -1,0 +1,365 @@
+package ctap2
+
+import (
+	"bytes"
+	"context"
+)
+
+// ClientPIN subcommands (CTAP 2.1 §6.5.5).
+const (
+	pinGetRetries            = 0x01
+	pinGetKeyAgreement       = 0x02
+	pinSetPIN                = 0x03
+	pinChangePIN             = 0x04
+	pinGetPINToken           = 0x05
+	pinGetTokenUsingUV       = 0x06
+	pinGetUVRetries          = 0x07
+	pinGetTokenUsingPINPerms = 0x09
+)
+
+// ClientPINRequest is the authenticatorClientPIN (0x06) input. See CTAP 2.1 §6.5.5.
+type ClientPINRequest struct {
+	PinUvAuthProtocol *uint             `cbor:"1,keyasint,omitempty"`
+	SubCommand        *uint             `cbor:"2,keyasint,omitempty"`
+	KeyAgreement      *KeyAgreementCOSE `cbor:"3,keyasint,omitempty"`
+	PinUvAuthParam    []byte            `cbor:"4,keyasint,omitempty"`
+	NewPinEnc         []byte            `cbor:"5,keyasint,omitempty"`
+	PinHashEnc        []byte            `cbor:"6,keyasint,omitempty"`
+	Permissions       *uint             `cbor:"9,keyasint,omitempty"`
+	RPID              *string           `cbor:"10,keyasint,omitempty"`
+}
+
+// KeyAgreementCOSE is the platform's key-agreement key as a COSE_Key
+// (EC2, P-256; the alg is nominally -25 and not checked).
+type KeyAgreementCOSE struct {
+	Kty int    `cbor:"1,keyasint"`
+	Alg int    `cbor:"3,keyasint,omitempty"`
+	Crv int    `cbor:"-1,keyasint"`
+	X   []byte `cbor:"-2,keyasint"`
+	Y   []byte `cbor:"-3,keyasint"`
+}
+
+// ClientPINResponse is the authenticatorClientPIN output.
+type ClientPINResponse struct {
+	KeyAgreement    map[int]any `cbor:"1,keyasint,omitempty"`
+	PinUvAuthToken  []byte      `cbor:"2,keyasint,omitempty"`
+	PinRetries      *uint       `cbor:"3,keyasint,omitempty"`
+	PowerCycleState *bool       `cbor:"4,keyasint,omitempty"`
+	UVRetries       *uint       `cbor:"5,keyasint,omitempty"`
+}
+
+func parseClientPIN(params []byte) (*ClientPINRequest, error) {
+	var req ClientPINRequest
+	if err := decode(params, &req); err != nil {
+		return nil, err
+	}
+	if req.SubCommand == nil {
+		return nil, ErrMissingParameter
+	}
+	// Every subcommand except the two retry queries needs a protocol.
+	switch *req.SubCommand {
+	case pinGetRetries, pinGetUVRetries:
+		return &req, nil
+	}
+	if req.PinUvAuthProtocol == nil {
+		return nil, ErrMissingParameter
+	}
+	if _, ok := PINProtocolByVersion(*req.PinUvAuthProtocol); !ok {
+		return nil, ErrInvalidParameter
+	}
+	need := func(ok bool) error {
+		if !ok {
+			return ErrMissingParameter
+		}
+		return nil
+	}
+	ka := req.KeyAgreement != nil
+	switch *req.SubCommand {
+	case pinGetKeyAgreement:
+		return &req, nil
+	case pinSetPIN:
+		return &req, need(ka && req.NewPinEnc != nil && req.PinUvAuthParam != nil)
+	case pinChangePIN:
+		return &req, need(ka && req.NewPinEnc != nil && req.PinHashEnc != nil && req.PinUvAuthParam != nil)
+	case pinGetPINToken:
+		if err := need(ka && req.PinHashEnc != nil); err != nil {
+			return nil, err
+		}
+		if req.Permissions != nil || req.RPID != nil {
+			return nil, ErrInvalidParameter
+		}
+		return &req, nil
+	case pinGetTokenUsingPINPerms:
+		return &req, need(ka && req.PinHashEnc != nil && req.Permissions != nil)
+	case pinGetTokenUsingUV:
+		return &req, need(ka && req.Permissions != nil)
+	}
+	return nil, ErrInvalidSubcommand
+}
+
+// clientPIN runs authenticatorClientPIN.
+func (a *Authenticator) clientPIN(ctx context.Context, r request) (any, error) {
+	req, err := parseClientPIN(r.params)
+	if err != nil {
+		return nil, err
+	}
+	switch *req.SubCommand {
+	case pinGetRetries:
+		retries := a.state.PINRetries
+		blocked := a.pinFails >= maxConsecutivePINFails
+		return &ClientPINResponse{PinRetries: &retries, PowerCycleState: &blocked}, nil
+	case pinGetUVRetries:
+		if a.cfg.UV == UVNone {
+			return nil, ErrInvalidSubcommand
+		}
+		retries := a.state.UVRetries
+		return &ClientPINResponse{UVRetries: &retries}, nil
+	case pinGetKeyAgreement:
+		return &ClientPINResponse{KeyAgreement: a.keyAgreement.PublicCOSE()}, nil
+	}
+	p, _ := PINProtocolByVersion(*req.PinUvAuthProtocol)
+	shared, err := a.sharedSecret(p, req.KeyAgreement)
+	if err != nil {
+		return nil, err
+	}
+	switch *req.SubCommand {
+	case pinSetPIN:
+		return nil, a.setPIN(ctx, shared, req)
+	case pinChangePIN:
+		return nil, a.changePIN(ctx, shared, req)
+	case pinGetPINToken:
+		return a.getPINToken(ctx, shared, req.PinHashEnc, PermMakeCredential|PermGetAssertion, "")
+	case pinGetTokenUsingPINPerms:
+		perms, rpID, err := a.checkPermissions(req)
+		if err != nil {
+			return nil, err
+		}
+		return a.getPINToken(ctx, shared, req.PinHashEnc, perms, rpID)
+	case pinGetTokenUsingUV:
+		return a.getUVToken(ctx, shared, req)
+	}
+	return nil, ErrInvalidSubcommand
+}
+
+func (a *Authenticator) sharedSecret(p PINProtocol, k *KeyAgreementCOSE) (*SharedSecret, error) {
+	if k.Kty != 2 || k.Crv != 1 {
+		return nil, ErrInvalidParameter
+	}
+	pub, err := ParsePlatformKey(k.X, k.Y)
+	if err != nil {
+		return nil, ErrInvalidParameter
+	}
+	return a.keyAgreement.SharedSecret(p, pub)
+}
+
+// decryptNewPIN decrypts and checks newPinEnc against the PIN policy.
+func (a *Authenticator) decryptNewPIN(shared *SharedSecret, newPinEnc []byte) (string, error) {
+	want := 64
+	if shared.Version() == 2 {
+		want = 80
+	}
+	if len(newPinEnc) != want {
+		return "", ErrInvalidParameter
+	}
+	padded, err := shared.Decrypt(newPinEnc)
+	if err != nil {
+		return "", ErrInvalidParameter
+	}
+	pin, err := UnpadPIN(padded)
+	if err != nil {
+		return "", err
+	}
+	if uint(PINCodePoints(pin)) < a.state.MinPINLength {
+		return "", ErrPINPolicyViolation
+	}
+	return pin, nil
+}
+
+// setPIN sets the first PIN (§6.5.5.5).
+func (a *Authenticator) setPIN(ctx context.Context, shared *SharedSecret, req *ClientPINRequest) error {
+	if a.state.pinSet() {
+		return ErrNotAllowed
+	}
+	if !shared.Verify(req.NewPinEnc, req.PinUvAuthParam) {
+		return ErrPINAuthInvalid
+	}
+	pin, err := a.decryptNewPIN(shared, req.NewPinEnc)
+	if err != nil {
+		return err
+	}
+	return a.storePIN(ctx, pin)
+}
+
+func (a *Authenticator) storePIN(ctx context.Context, pin string) error {
+	sealed, err := a.sealPINHash(ctx, PINHash(pin))
+	if err != nil {
+		return err
+	}
+	st := a.state
+	st.PINHashSealed = sealed
+	st.PINRetries = maxPINRetries
+	st.PINCodePoints = uint(PINCodePoints(pin))
+	st.ForcePINChange = false
+	st.PersistentTokenSealed = nil
+	if err := a.saveState(st); err != nil {
+		return err
+	}
+	a.revokeTokens()
+	a.log.Info("PIN set")
+	return nil
+}
+
+// changePIN replaces the PIN (§6.5.5.6).
+func (a *Authenticator) changePIN(ctx context.Context, shared *SharedSecret, req *ClientPINRequest) error {
+	if !a.state.pinSet() {
+		return ErrPINNotSet
+	}
+	if err := a.pinUsable(); err != nil {
+		return err
+	}
+	if !shared.Verify(append(bytes.Clone(req.NewPinEnc), req.PinHashEnc...), req.PinUvAuthParam) {
+		return ErrPINAuthInvalid
+	}
+	if err := a.checkPINHash(ctx, shared, req.PinHashEnc); err != nil {
+		return err
+	}
+	pin, err := a.decryptNewPIN(shared, req.NewPinEnc)
+	if err != nil {
+		return err
+	}
+	if a.state.ForcePINChange {
+		if ok, _ := a.pinHashMatches(ctx, PINHash(pin)); ok {
+			return ErrPINPolicyViolation // must differ from the PIN it replaces
+		}
+	}
+	return a.storePIN(ctx, pin)
+}
+
+// pinUsable refuses PIN attempts when the PIN is blocked.
+func (a *Authenticator) pinUsable() error {
+	if a.state.PINRetries == 0 {
+		return ErrPINBlocked
+	}
+	if a.pinFails >= maxConsecutivePINFails {
+		return ErrPINAuthBlocked
+	}
+	return nil
+}
+
+// checkPINHash decrements the persistent retry counter before comparing
+// (so that cutting power mid-attempt still costs a try), then compares the
+// decrypted pinHashEnc with the stored hash (§6.5.5.7 steps 4–6).
+func (a *Authenticator) checkPINHash(ctx context.Context, shared *SharedSecret, pinHashEnc []byte) error {
+	st := a.state
+	st.PINRetries--
+	if err := a.saveState(st); err != nil {
+		return err
+	}
+	hash, err := shared.Decrypt(pinHashEnc)
+	ok := false
+	if err == nil && len(hash) == 16 {
+		if ok, err = a.pinHashMatches(ctx, hash); err != nil {
+			return err
+		}
+	}
+	if !ok {
+		a.keyAgreement.Regenerate()
+		a.pinFails++
+		switch {
+		case a.state.PINRetries == 0:
+			a.log.Warn("PIN blocked: only a reset can recover the key")
+			return ErrPINBlocked
+		case a.pinFails >= maxConsecutivePINFails:
+			return ErrPINAuthBlocked
+		}
+		return ErrPINInvalid
+	}
+	a.pinFails = 0
+	st = a.state
+	st.PINRetries = maxPINRetries
+	return a.saveState(st)
+}
+
+// checkPermissions validates the permissions and rpId of subcommands 0x06
+// and 0x09 (§6.5.5.7).
+func (a *Authenticator) checkPermissions(req *ClientPINRequest) (Permission, string, error) {
+	perms := *req.Permissions
+	if perms == 0 || perms > 0xFF {
+		return 0, "", ErrInvalidParameter
+	}
+	p := Permission(perms)
+	rpID := ""
+	if req.RPID != nil {
+		rpID = *req.RPID
+	}
+	if p&(PermMakeCredential|PermGetAssertion) != 0 && rpID == "" {
+		return 0, "", ErrMissingParameter
+	}
+	const supported = PermMakeCredential | PermGetAssertion | PermCredentialMgmt | PermAuthenticatorCfg | PermPersistentCredMgmt
+	if p&^supported != 0 {
+		return 0, "", ErrUnauthorizedPermission
+	}
+	if p&PermPersistentCredMgmt != 0 && p != PermPersistentCredMgmt {
+		return 0, "", ErrUnauthorizedPermission // pcmr is granted only on its own
+	}
+	return p, rpID, nil
+}
+
+// getPINToken verifies the PIN and issues a token (§6.5.5.7 and 0x09).
+func (a *Authenticator) getPINToken(ctx context.Context, shared *SharedSecret, pinHashEnc []byte, perms Permission, rpID string) (any, error) {
+	if !a.state.pinSet() {
+		return nil, ErrPINNotSet
+	}
+	if err := a.pinUsable(); err != nil {
+		return nil, err
+	}
+	if err := a.checkPINHash(ctx, shared, pinHashEnc); err != nil {
+		return nil, err
+	}
+	if a.state.ForcePINChange {
+		return nil, ErrPINPolicyViolation
+	}
+	var tok *PINUVAuthToken
+	if perms == PermPersistentCredMgmt {
+		tok = NewPINUVAuthToken()
+		sealed, err := a.sealer.Seal(ctx, tok.Bytes(), persistentTokenAAD)
+		if err != nil {
+			return nil, err
+		}
+		st := a.state
+		st.PersistentTokenSealed = sealed
+		if err := a.saveState(st); err != nil {
+			return nil, err
+		}
+	} else {
+		tok = a.issueToken(perms, rpID)
+	}
+	enc, err := shared.Encrypt(tok.Bytes())
+	if err != nil {
+		return nil, err
+	}
+	return &ClientPINResponse{PinUvAuthToken: enc}, nil
+}
+
+// getUVToken verifies the user with built-in UV and issues a token (0x06).
+func (a *Authenticator) getUVToken(ctx context.Context, shared *SharedSecret, req *ClientPINRequest) (any, error) {
+	if a.cfg.UV == UVNone {
+		return nil, ErrInvalidSubcommand
+	}
+	perms, rpID, err := a.checkPermissions(req)
+	if err != nil {
+		return nil, err
+	}
+	if perms == PermPersistentCredMgmt {
+		return nil, ErrUnauthorizedPermission
+	}
+	if err := a.performBuiltInUV(ctx, PresenceRequest{Op: "getPinUvAuthTokenUsingUv", RPID: rpID}); err != nil {
+		return nil, err
+	}
+	tok := a.issueToken(perms, rpID)
+	enc, err := shared.Encrypt(tok.Bytes())
+	if err != nil {
+		return nil, err
+	}
+	return &ClientPINResponse{PinUvAuthToken: enc}, nil
+}
