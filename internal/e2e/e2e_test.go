@@ -73,6 +73,7 @@ type cred struct {
 	User    string `json:"user"`
 	RP      string `json:"rp"`
 	Counter uint32 `json:"counter"`
+	Fmt     string `json:"fmt,omitempty"` // attestation format (register only)
 }
 
 func parseCreds(t *testing.T, out string) []cred {
@@ -242,4 +243,18 @@ func registerThenKill(t *testing.T, k *keyProc, prefix string, killAfter int) []
 		t.Fatalf("register-loop: %v\nstderr:\n%s", err, stderr.String())
 	}
 	return out
+}
+
+// TestAttestationNone: `run --attestation none` makes "none" attestations,
+// and the credentials work as usual.
+func TestAttestationNone(t *testing.T) {
+	needPythonFIDO2(t)
+	k := startKey(t, t.TempDir(), "--attestation", "none")
+	cs := parseCreds(t, scenario(t, k, "register", "--rp", "example.com", "--user", "alice"))
+	if len(cs) != 1 || cs[0].Fmt != "none" {
+		t.Fatalf("register with --attestation none: %+v, want one credential with fmt none", cs)
+	}
+	f := filepath.Join(t.TempDir(), "creds.jsonl")
+	writeCreds(t, f, cs)
+	checkAsserted(t, cs, parseCreds(t, scenario(t, k, "assert", "--rp", "example.com", "--creds", f, "--discoverable")))
 }

@@ -162,13 +162,14 @@ type keyProc struct {
 
 // startKey runs virtkey on a free 127.0.0.1 UDP port with the given state
 // directory and waits until it answers CTAPHID INIT. It is stopped with
-// SIGTERM at cleanup (which must make it exit 0 within 5 s).
-func startKey(t *testing.T, stateDir string) *keyProc {
+// SIGTERM at cleanup (which must make it exit 0 within 5 s). extra flags
+// are appended to the `run` command line.
+func startKey(t *testing.T, stateDir string, extra ...string) *keyProc {
 	t.Helper()
 	needBinary(t)
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		k, err := tryStartKey(stateDir)
+		k, err := tryStartKey(stateDir, extra)
 		if err == nil {
 			t.Logf("virtkey started on %s (state %s, pid %d)", k.Addr, stateDir, k.cmd.Process.Pid)
 			t.Cleanup(func() { k.Stop(t) })
@@ -180,7 +181,7 @@ func startKey(t *testing.T, stateDir string) *keyProc {
 	return nil
 }
 
-func tryStartKey(stateDir string) (*keyProc, error) {
+func tryStartKey(stateDir string, extra []string) (*keyProc, error) {
 	port, err := freeUDPPort()
 	if err != nil {
 		return nil, err
@@ -191,13 +192,14 @@ func tryStartKey(stateDir string) (*keyProc, error) {
 		log:      &syncBuffer{},
 		done:     make(chan struct{}),
 	}
-	k.cmd = exec.Command(virtkeyBin, "run",
+	args := []string{"run",
 		"--transport", "udp",
 		"--udp-listen", k.Addr,
 		"--state-dir", stateDir,
 		"--presence", "auto",
 		"--reset-window", "0",
-	)
+	}
+	k.cmd = exec.Command(virtkeyBin, append(args, extra...)...)
 	k.cmd.Stdout = k.log
 	k.cmd.Stderr = k.log
 	if err := k.cmd.Start(); err != nil {

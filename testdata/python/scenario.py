@@ -33,6 +33,23 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import virtkey_udp  # noqa: E402
 
 
+def verify_attestation(att, cdh):
+    """packed self attestation or none; raises Failure otherwise."""
+    from fido2.attestation import NoneAttestation, PackedAttestation
+
+    try:
+        if att.fmt == "packed" and "x5c" not in att.att_statement:
+            PackedAttestation().verify(att.att_statement, att.auth_data, cdh)
+        elif att.fmt == "none":
+            NoneAttestation().verify(att.att_statement, att.auth_data, cdh)
+        else:
+            raise Failure("unexpected attestation %s %r" % (att.fmt, att.att_statement))
+    except Failure:
+        raise
+    except Exception as e:
+        raise Failure("attestation does not verify: %r" % e)
+
+
 class Failure(Exception):
     pass
 
@@ -50,6 +67,7 @@ def cred_line(rp, uid, att):
         "user": uid.hex(),
         "rp": rp,
         "counter": att.auth_data.counter,
+        "fmt": att.fmt,
     }
 
 
@@ -63,6 +81,7 @@ def register_one(ctap, rp, name, rk=True):
         [{"type": "public-key", "alg": -7}],
         options={"rk": True} if rk else None,
     )
+    verify_attestation(att, cdh)
     return cred_line(rp, uid, att)
 
 
