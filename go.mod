@@ -1,6 +1,6 @@
 module github.com/virtkey/virtkey
 
-go 1.25.0
+go 1.26.0
 
 require (
 	github.com/fxamacker/cbor/v2 v2.9.6 // indirect
