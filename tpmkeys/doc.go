@@ -1,0 +1,39 @@
+// Package tpmkeys holds credential private keys (key custody) for virtkey.
+//
+// [Software] keeps no per-credential state: a credential ID is the
+// credential's private key sealed under a 32-byte master key, bound to the
+// relying party's rpIdHash. The master key lives in the state directory,
+// either as a key file or derived from a passphrase with Argon2id.
+// A TPM-backed store comes later in this package; the master key of a
+// Software store may then be sealed by the TPM and passed to [NewSoftware].
+//
+// # Key hierarchy
+//
+// Two subkeys are derived from the master key with HKDF-SHA-256 (RFC 5869),
+// one for wrapping credentials and one for [Software.Seal]; the master key
+// itself is not kept after derivation. Both use XChaCha20-Poly1305 with a
+// random 24-byte nonce, so nonces never need coordination.
+//
+// # Credential ID format (version 1)
+//
+//	id        = 0x01 ‖ nonce (24) ‖ XChaCha20-Poly1305(wrapKey, nonce, plaintext, aad)
+//	aad       = 0x01 ‖ rpIdHash (32)
+//	plaintext = alg (int16, big-endian COSE id) ‖ private key ‖ len(meta) (1) ‖ meta, zero-padded to 16
+//
+// The private key is the P-256 scalar (32 bytes), the Ed25519 seed (32) or
+// the P-384 scalar (48), so IDs are 92 bytes for ES256 and EdDSA and 108 for
+// ES384, whatever meta holds. An ID that fails to open for any reason
+// (forged, corrupted, another RP, another master key) yields the single
+// error [ErrUnknownCredential].
+//
+// # State directory files
+//
+//   - master.key: the 32 raw master-key bytes (key-file mode), mode 0600.
+//   - passphrase.json: Argon2id parameters, the salt and a key-check value
+//     (HMAC-SHA-256 of a fixed label under a key derived from the master
+//     key; not the key itself) so a wrong passphrase fails at open.
+//
+// Both are written once, on first use, through a temporary file that is
+// fsynced and then hard-linked into place (never overwriting a file another
+// process created first), followed by an fsync of the directory.
+package tpmkeys

@@ -1,0 +1,307 @@
+package tpmkeys
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/crypto/argon2"
+)
+
+// Files in the state directory.
+const (
+	KeyFileName        = "master.key"
+	PassphraseFileName = "passphrase.json"
+)
+
+// Argon2Params are the Argon2id (RFC 9106) cost parameters used when a
+// passphrase store is created. They are recorded in the state directory, so
+// an existing store always opens with the parameters it was created with.
+type Argon2Params struct {
+	Time      uint32 // passes
+	MemoryKiB uint32
+	Threads   uint8
+}
+
+// DefaultArgon2Params: 3 passes over 64 MiB with 2 lanes (about 0.1–0.2 s
+// on a laptop), RFC 9106 §7.4's second recommended option with a smaller
+// memory budget for a key that unlocks once per process start.
+var DefaultArgon2Params = Argon2Params{Time: 3, MemoryKiB: 64 << 10, Threads: 2}
+
+// Limits on parameters read back from disk, so that a damaged or hostile
+// passphrase.json cannot make us allocate without bound.
+const (
+	maxArgon2Time   = 64
+	maxArgon2Memory = 1 << 20 // KiB: 1 GiB
+	saltSize        = 32
+)
+
+func (p Argon2Params) validate() error {
+	if p.Time < 1 || p.Time > maxArgon2Time || p.Threads < 1 ||
+		p.MemoryKiB < 8*uint32(p.Threads) || p.MemoryKiB > maxArgon2Memory {
+		return fmt.Errorf("tpmkeys: Argon2id parameters %+v out of range", p)
+	}
+	return nil
+}
+
+// WithArgon2Params sets the Argon2id parameters for a passphrase store that
+// is being created (tests use cheap ones). An existing store keeps its own.
+func WithArgon2Params(p Argon2Params) Option { return func(o *options) { o.argon2 = p } }
+
+// OpenSoftware opens the Software store of a state directory whose master
+// key is the key file dir/master.key, creating the directory (0700) and a
+// random key (0600) on first use. It refuses a key file readable by group
+// or others and a directory set up for a passphrase.
+func OpenSoftware(dir string, opts ...Option) (*Software, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("tpmkeys: state directory: %w", err)
+	}
+	if exists(filepath.Join(dir, PassphraseFileName)) {
+		return nil, fmt.Errorf("tpmkeys: state directory %s is protected by a passphrase; give the passphrase", dir)
+	}
+	master, err := keyFile(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(master)
+	return newSoftware(master, o)
+}
+
+// OpenSoftwarePassphrase opens the Software store of a state directory
+// whose master key is derived from passphrase with Argon2id, setting it up
+// (salt, parameters, key-check value in dir/passphrase.json, 0600) on first
+// use. A passphrase other than the first one fails with [ErrWrongPassphrase].
+// It refuses a directory that holds a key file.
+func OpenSoftwarePassphrase(dir string, passphrase []byte, opts ...Option) (*Software, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if len(passphrase) == 0 {
+		return nil, errors.New("tpmkeys: empty passphrase")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("tpmkeys: state directory: %w", err)
+	}
+	if exists(filepath.Join(dir, KeyFileName)) {
+		return nil, fmt.Errorf("tpmkeys: state directory %s uses a key file (%s), not a passphrase", dir, KeyFileName)
+	}
+	master, err := passphraseKey(dir, passphrase, o.argon2)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(master)
+	return newSoftware(master, o)
+}
+
+// keyFile reads dir/master.key, creating it on first use.
+func keyFile(dir string) ([]byte, error) {
+	path := filepath.Join(dir, KeyFileName)
+	for range 2 {
+		b, err := readSecretFile(path)
+		if err == nil {
+			if len(b) != MasterKeySize {
+				clear(b)
+				return nil, fmt.Errorf("tpmkeys: %s holds %d bytes, want %d", path, len(b), MasterKeySize)
+			}
+			return b, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		key := make([]byte, MasterKeySize)
+		rand.Read(key)
+		err = createFileAtomic(dir, KeyFileName, key)
+		if err == nil {
+			return key, nil
+		}
+		clear(key)
+		if !errors.Is(err, fs.ErrExist) {
+			return nil, err
+		}
+		// Another process created it first: read theirs.
+	}
+	return nil, fmt.Errorf("tpmkeys: %s appears and disappears", path)
+}
+
+// passphraseFile is the JSON form of dir/passphrase.json.
+type passphraseFile struct {
+	Version   int    `json:"version"`
+	KDF       string `json:"kdf"`
+	Time      uint32 `json:"time"`
+	MemoryKiB uint32 `json:"memory_kib"`
+	Threads   uint8  `json:"threads"`
+	Salt      []byte `json:"salt"`
+	Check     []byte `json:"check"` // HMAC-SHA-256(HKDF(master, infoCheck), checkLabel)
+}
+
+const checkLabel = "virtkey passphrase check"
+
+func (p *passphraseFile) params() Argon2Params {
+	return Argon2Params{Time: p.Time, MemoryKiB: p.MemoryKiB, Threads: p.Threads}
+}
+
+// passphraseKey derives the master key from passphrase, creating
+// dir/passphrase.json on first use and checking the passphrase otherwise.
+func passphraseKey(dir string, passphrase []byte, create Argon2Params) ([]byte, error) {
+	path := filepath.Join(dir, PassphraseFileName)
+	for range 2 {
+		b, err := readSecretFile(path)
+		if err == nil {
+			return openPassphraseFile(path, b, passphrase)
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		if err := create.validate(); err != nil {
+			return nil, err
+		}
+		pf := passphraseFile{Version: 1, KDF: "argon2id", Time: create.Time, MemoryKiB: create.MemoryKiB, Threads: create.Threads,
+			Salt: make([]byte, saltSize)}
+		rand.Read(pf.Salt)
+		master := argon2.IDKey(passphrase, pf.Salt, pf.Time, pf.MemoryKiB, pf.Threads, MasterKeySize)
+		if pf.Check, err = keyCheck(master); err != nil {
+			return nil, err
+		}
+		data, err := json.MarshalIndent(&pf, "", "  ")
+		if err != nil {
+			return nil, fmt.Errorf("tpmkeys: %w", err)
+		}
+		err = createFileAtomic(dir, PassphraseFileName, append(data, '\n'))
+		if err == nil {
+			return master, nil
+		}
+		clear(master)
+		if !errors.Is(err, fs.ErrExist) {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("tpmkeys: %s appears and disappears", path)
+}
+
+func openPassphraseFile(path string, data, passphrase []byte) ([]byte, error) {
+	var pf passphraseFile
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&pf); err != nil {
+		return nil, fmt.Errorf("tpmkeys: %s: %w", path, err)
+	}
+	if pf.Version != 1 || pf.KDF != "argon2id" {
+		return nil, fmt.Errorf("tpmkeys: %s: unsupported version %d / kdf %q", path, pf.Version, pf.KDF)
+	}
+	if err := pf.params().validate(); err != nil {
+		return nil, fmt.Errorf("%w (in %s)", err, path)
+	}
+	if len(pf.Salt) < 16 || len(pf.Check) != sha256.Size {
+		return nil, fmt.Errorf("tpmkeys: %s: bad salt or check value", path)
+	}
+	master := argon2.IDKey(passphrase, pf.Salt, pf.Time, pf.MemoryKiB, pf.Threads, MasterKeySize)
+	check, err := keyCheck(master)
+	if err != nil {
+		clear(master)
+		return nil, err
+	}
+	if !hmac.Equal(check, pf.Check) {
+		clear(master)
+		return nil, ErrWrongPassphrase
+	}
+	return master, nil
+}
+
+// keyCheck is HMAC-SHA-256 of a fixed label under a key derived from the
+// master key: it confirms a passphrase without revealing the key.
+func keyCheck(master []byte) ([]byte, error) {
+	k, err := deriveKey(master, infoCheck)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(k)
+	m := hmac.New(sha256.New, k)
+	m.Write([]byte(checkLabel))
+	return m.Sum(nil), nil
+}
+
+// readSecretFile reads a regular file that only its owner may access.
+func readSecretFile(path string) ([]byte, error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil, err // fs.ErrNotExist passes through
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("tpmkeys: %s is not a regular file", path)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("tpmkeys: %s is accessible by group or others (mode %04o); run chmod 600 on it", path, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("tpmkeys: %w", err)
+	}
+	return b, nil
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
+
+// createFileAtomic creates dir/name holding data, mode 0600, all or
+// nothing: the data goes to a temporary file that is fsynced, then linked to
+// its name (which fails with fs.ErrExist rather than replace a file another
+// process made first), and the directory is fsynced. On file systems
+// without hard links it falls back to rename.
+func createFileAtomic(dir, name string, data []byte) (err error) {
+	f, err := os.CreateTemp(dir, "."+name+".tmp-*") // mode 0600
+	if err != nil {
+		return fmt.Errorf("tpmkeys: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("tpmkeys: writing %s: %w", tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("tpmkeys: syncing %s: %w", tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("tpmkeys: %w", err)
+	}
+	final := filepath.Join(dir, name)
+	if err := os.Link(tmp, final); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		if exists(final) {
+			return fmt.Errorf("tpmkeys: %s: %w", final, fs.ErrExist)
+		}
+		if err := os.Rename(tmp, final); err != nil {
+			return fmt.Errorf("tpmkeys: %w", err)
+		}
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("tpmkeys: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("tpmkeys: syncing %s: %w", dir, err)
+	}
+	return nil
+}

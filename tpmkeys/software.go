@@ -1,0 +1,373 @@
+package tpmkeys
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/cipher"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/virtkey/virtkey/cose"
+)
+
+// MasterKeySize is the size of a Software master key in bytes.
+const MasterKeySize = 32
+
+// MaxMetaLength is the most metadata NewCredential seals into an ID.
+const MaxMetaLength = 16
+
+// RPIDHashSize is the length of the rpIdHash (SHA-256) every call takes.
+const RPIDHashSize = sha256.Size
+
+const (
+	credVersion = 0x01
+	sealVersion = 0x01
+	nonceSize   = chacha20poly1305.NonceSizeX
+	tagSize     = chacha20poly1305.Overhead
+	algSize     = 2
+	metaField   = 1 + MaxMetaLength // length byte ‖ padded meta
+
+	// HKDF info strings; changing one orphans every credential.
+	infoWrap  = "virtkey tpmkeys v1: credential wrapping"
+	infoSeal  = "virtkey tpmkeys v1: seal"
+	infoCheck = "virtkey tpmkeys v1: passphrase check"
+)
+
+// algSpec describes one supported algorithm. The table is immutable.
+type algSpec struct {
+	alg     cose.Algorithm
+	privLen int
+	// generate makes a key and returns it with its raw private encoding.
+	generate func() (crypto.Signer, []byte, error)
+	// load rebuilds the key from its raw private encoding.
+	load func(raw []byte) (crypto.Signer, error)
+}
+
+// specs lists the supported algorithms, preferred first.
+var specs = []algSpec{
+	{cose.AlgES256, 32, genECDSA(elliptic.P256()), loadECDSA(elliptic.P256())},
+	{cose.AlgEdDSA, ed25519.SeedSize, genEd25519, loadEd25519},
+	{cose.AlgES384, 48, genECDSA(elliptic.P384()), loadECDSA(elliptic.P384())},
+}
+
+func specFor(alg cose.Algorithm) (*algSpec, bool) {
+	for i := range specs {
+		if specs[i].alg == alg {
+			return &specs[i], true
+		}
+	}
+	return nil, false
+}
+
+// idLen is the credential ID length for a private key of privLen bytes.
+func idLen(privLen int) int {
+	return 1 + nonceSize + algSize + privLen + metaField + tagSize
+}
+
+func genECDSA(c elliptic.Curve) func() (crypto.Signer, []byte, error) {
+	return func() (crypto.Signer, []byte, error) {
+		k, err := ecdsa.GenerateKey(c, rand.Reader)
+		if err != nil {
+			return nil, nil, err
+		}
+		raw, err := k.Bytes()
+		if err != nil {
+			return nil, nil, err
+		}
+		return k, raw, nil
+	}
+}
+
+func loadECDSA(c elliptic.Curve) func([]byte) (crypto.Signer, error) {
+	return func(raw []byte) (crypto.Signer, error) { return ecdsa.ParseRawPrivateKey(c, raw) }
+}
+
+func genEd25519() (crypto.Signer, []byte, error) {
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	return k, bytes.Clone(k.Seed()), nil
+}
+
+func loadEd25519(raw []byte) (crypto.Signer, error) {
+	if len(raw) != ed25519.SeedSize {
+		return nil, errors.New("bad Ed25519 seed length")
+	}
+	return ed25519.NewKeyFromSeed(raw), nil
+}
+
+// Software is a key store whose credential IDs carry their own private keys,
+// wrapped under a master key (see the package documentation for the
+// format). It implements ctap2.KeyStore and ctap2.Sealer, is safe for
+// concurrent use, and keeps no per-credential state beyond a bounded cache.
+type Software struct {
+	wrap  cipher.AEAD // credential IDs
+	seal  cipher.AEAD // Seal / Open
+	cache *keyCache
+}
+
+// Option configures a Software store.
+type Option func(*options)
+
+type options struct {
+	cacheSize int
+	argon2    Argon2Params
+}
+
+func defaultOptions() options {
+	return options{cacheSize: DefaultCacheSize, argon2: DefaultArgon2Params}
+}
+
+// WithCacheSize sets how many opened credential keys are cached (0 turns
+// the cache off). The default is [DefaultCacheSize].
+func WithCacheSize(n int) Option { return func(o *options) { o.cacheSize = max(n, 0) } }
+
+// NewSoftware returns a Software store keyed by masterKey (32 bytes), for
+// callers that keep the master key themselves (a TPM-sealed key, tests).
+// masterKey is not retained.
+func NewSoftware(masterKey []byte, opts ...Option) (*Software, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return newSoftware(masterKey, o)
+}
+
+func newSoftware(master []byte, o options) (*Software, error) {
+	if len(master) != MasterKeySize {
+		return nil, fmt.Errorf("tpmkeys: master key of %d bytes, want %d", len(master), MasterKeySize)
+	}
+	wrap, err := deriveAEAD(master, infoWrap)
+	if err != nil {
+		return nil, err
+	}
+	seal, err := deriveAEAD(master, infoSeal)
+	if err != nil {
+		return nil, err
+	}
+	return &Software{wrap: wrap, seal: seal, cache: newKeyCache(o.cacheSize)}, nil
+}
+
+func deriveKey(master []byte, info string) ([]byte, error) {
+	k, err := hkdf.Key(sha256.New, master, nil, info, chacha20poly1305.KeySize)
+	if err != nil {
+		return nil, fmt.Errorf("tpmkeys: deriving %q: %w", info, err)
+	}
+	return k, nil
+}
+
+func deriveAEAD(master []byte, info string) (cipher.AEAD, error) {
+	k, err := deriveKey(master, info)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(k)
+	a, err := chacha20poly1305.NewX(k)
+	if err != nil {
+		return nil, fmt.Errorf("tpmkeys: %w", err)
+	}
+	return a, nil
+}
+
+// Algorithms returns ES256, EdDSA and ES384, in order of preference.
+func (s *Software) Algorithms() []cose.Algorithm {
+	algs := make([]cose.Algorithm, len(specs))
+	for i, sp := range specs {
+		algs[i] = sp.alg
+	}
+	return algs
+}
+
+// MaxCredentialIDLength is the length of the longest ID NewCredential
+// returns (108 bytes, for ES384).
+func (s *Software) MaxCredentialIDLength() int {
+	n := 0
+	for _, sp := range specs {
+		n = max(n, idLen(sp.privLen))
+	}
+	return n
+}
+
+// NewCredential creates a key pair for alg bound to rpIDHash (32 bytes) and
+// returns its credential ID and public key. meta (at most [MaxMetaLength]
+// bytes) is sealed into the ID and returned by Signer. All IDs of one
+// algorithm have the same length. ctx is not used.
+func (s *Software) NewCredential(_ context.Context, alg cose.Algorithm, rpIDHash, meta []byte) ([]byte, crypto.PublicKey, error) {
+	if len(rpIDHash) != RPIDHashSize {
+		return nil, nil, fmt.Errorf("tpmkeys: rpIDHash of %d bytes, want %d", len(rpIDHash), RPIDHashSize)
+	}
+	if len(meta) > MaxMetaLength {
+		return nil, nil, fmt.Errorf("tpmkeys: %d bytes of credential metadata, at most %d fit", len(meta), MaxMetaLength)
+	}
+	sp, ok := specFor(alg)
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: %v (%d)", ErrUnsupportedAlgorithm, alg, int(alg))
+	}
+	priv, raw, err := sp.generate()
+	if err != nil {
+		return nil, nil, fmt.Errorf("tpmkeys: generating %v key: %w", alg, err)
+	}
+	defer clear(raw)
+
+	pt := make([]byte, algSize, algSize+sp.privLen+metaField)
+	binary.BigEndian.PutUint16(pt, uint16(int16(alg)))
+	pt = append(pt, raw...)
+	pt = append(pt, byte(len(meta)))
+	pt = append(pt, meta...)
+	pt = append(pt, make([]byte, MaxMetaLength-len(meta))...)
+	defer clear(pt)
+
+	id := make([]byte, 1+nonceSize, idLen(sp.privLen))
+	id[0] = credVersion
+	rand.Read(id[1:])
+	id = s.wrap.Seal(id, id[1:1+nonceSize], pt, credAAD(rpIDHash))
+
+	key := &credentialKey{alg: alg, priv: priv, pub: priv.Public()}
+	s.cache.put(&cacheEntry{id: string(id), rpIDHash: bytes.Clone(rpIDHash), key: key, meta: bytes.Clone(meta)})
+	return id, key.pub, nil
+}
+
+// Signer opens a credential ID made by NewCredential for rpIDHash and
+// returns its signer and metadata. Every failure is [ErrUnknownCredential].
+// The signer's Sign takes a digest for ES256/ES384 (crypto.SHA256 /
+// crypto.SHA384 opts) and the whole message for EdDSA (crypto.Hash(0)), as
+// crypto.Signer does; cose.Sign does this for a COSE algorithm. ctx is not
+// used.
+func (s *Software) Signer(_ context.Context, credID, rpIDHash []byte) (crypto.Signer, []byte, error) {
+	if e, ok := s.cache.get(credID); ok && bytes.Equal(e.rpIDHash, rpIDHash) {
+		return e.key, bytes.Clone(e.meta), nil
+	}
+	key, meta, err := s.open(credID, rpIDHash)
+	if err != nil {
+		return nil, nil, ErrUnknownCredential
+	}
+	s.cache.put(&cacheEntry{id: string(credID), rpIDHash: bytes.Clone(rpIDHash), key: key, meta: meta})
+	return key, bytes.Clone(meta), nil
+}
+
+// open authenticates and decodes a credential ID. Its errors are for tests
+// and never leave the package.
+func (s *Software) open(id, rpIDHash []byte) (*credentialKey, []byte, error) {
+	if len(rpIDHash) != RPIDHashSize {
+		return nil, nil, errors.New("bad rpIDHash length")
+	}
+	if len(id) < 1+nonceSize+tagSize || id[0] != credVersion {
+		return nil, nil, errors.New("not a version 1 credential ID")
+	}
+	known := false
+	for _, sp := range specs {
+		known = known || len(id) == idLen(sp.privLen)
+	}
+	if !known {
+		return nil, nil, errors.New("bad credential ID length")
+	}
+	pt, err := s.wrap.Open(nil, id[1:1+nonceSize], id[1+nonceSize:], credAAD(rpIDHash))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer clear(pt)
+	alg := cose.Algorithm(int16(binary.BigEndian.Uint16(pt)))
+	sp, ok := specFor(alg)
+	if !ok || len(pt) != algSize+sp.privLen+metaField {
+		return nil, nil, errors.New("bad plaintext")
+	}
+	raw := pt[algSize : algSize+sp.privLen]
+	mf := pt[algSize+sp.privLen:]
+	n := int(mf[0])
+	if n > MaxMetaLength {
+		return nil, nil, errors.New("bad metadata length")
+	}
+	priv, err := sp.load(raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &credentialKey{alg: alg, priv: priv, pub: priv.Public()}, bytes.Clone(mf[1 : 1+n]), nil
+}
+
+func credAAD(rpIDHash []byte) []byte {
+	aad := make([]byte, 0, 1+len(rpIDHash))
+	aad = append(aad, credVersion)
+	return append(aad, rpIDHash...)
+}
+
+// Seal encrypts and authenticates plaintext, bound to aad, under the seal
+// subkey: 0x01 ‖ nonce (24) ‖ ciphertext ‖ tag (16). ctx is not used.
+func (s *Software) Seal(_ context.Context, plaintext, aad []byte) ([]byte, error) {
+	out := make([]byte, 1+nonceSize, 1+nonceSize+len(plaintext)+tagSize)
+	out[0] = sealVersion
+	rand.Read(out[1:])
+	return s.seal.Seal(out, out[1:], plaintext, sealAAD(aad)), nil
+}
+
+// Open reverses Seal with the same aad. Any failure is [ErrSealedData].
+func (s *Software) Open(_ context.Context, sealed, aad []byte) ([]byte, error) {
+	if len(sealed) < 1+nonceSize+tagSize || sealed[0] != sealVersion {
+		return nil, ErrSealedData
+	}
+	pt, err := s.seal.Open(nil, sealed[1:1+nonceSize], sealed[1+nonceSize:], sealAAD(aad))
+	if err != nil {
+		return nil, ErrSealedData
+	}
+	return pt, nil
+}
+
+func sealAAD(aad []byte) []byte {
+	b := make([]byte, 0, 1+len(aad))
+	b = append(b, sealVersion)
+	return append(b, aad...)
+}
+
+// LogValue implements slog.LogValuer: a key store logs as "REDACTED".
+func (s *Software) LogValue() slog.Value { return slog.StringValue("REDACTED") }
+
+// String keeps key material out of fmt output.
+func (s *Software) String() string { return "tpmkeys.Software(REDACTED)" }
+
+// GoString keeps key material out of %#v output.
+func (s *Software) GoString() string { return s.String() }
+
+// MarshalJSON refuses to serialize a key store.
+func (s *Software) MarshalJSON() ([]byte, error) {
+	return nil, errors.New("tpmkeys: refusing to marshal a key store")
+}
+
+// credentialKey is the crypto.Signer Signer returns: the credential's
+// private key behind a wrapper that never prints or serializes it.
+type credentialKey struct {
+	alg  cose.Algorithm
+	priv crypto.Signer // *ecdsa.PrivateKey or ed25519.PrivateKey
+	pub  crypto.PublicKey
+}
+
+// Public returns the credential's *ecdsa.PublicKey or ed25519.PublicKey.
+func (k *credentialKey) Public() crypto.PublicKey { return k.pub }
+
+// Sign signs as the underlying key does.
+func (k *credentialKey) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return k.priv.Sign(r, digest, opts)
+}
+
+// Algorithm is the COSE algorithm the credential was created for.
+func (k *credentialKey) Algorithm() cose.Algorithm { return k.alg }
+
+func (k *credentialKey) LogValue() slog.Value { return slog.StringValue("REDACTED") }
+func (k *credentialKey) String() string {
+	return "tpmkeys credential key " + k.alg.String() + " (REDACTED)"
+}
+func (k *credentialKey) GoString() string { return k.String() }
+func (k *credentialKey) MarshalJSON() ([]byte, error) {
+	return nil, errors.New("tpmkeys: refusing to marshal a private key")
+}
