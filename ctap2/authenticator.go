@@ -86,6 +86,7 @@ type Authenticator struct {
 	powerUp time.Time
 	state   persistentState     // PIN, UV and config state (mirrors the Store)
 	next    *nextAssertionState // authenticatorGetNextAssertion state
+	enum    *credMgmtEnumState  // credential-management enumeration state
 	// Volatile PIN state, dropped at power-up.
 	keyAgreement KeyAgreement
 	token        tokenState

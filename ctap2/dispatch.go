@@ -40,8 +40,8 @@ func commandName(cmd byte) string {
 // dispatch routes one command. Stateful follow-up commands (getNextAssertion)
 // see their state only if nothing else ran in between.
 func (a *Authenticator) dispatch(ctx context.Context, r request) (any, error) {
-	next := a.next
-	a.next = nil
+	next, enum := a.next, a.enum
+	a.next, a.enum = nil, nil
 	switch r.cmd {
 	case CmdGetInfo:
 		return a.getInfo(ctx, r)
@@ -56,7 +56,7 @@ func (a *Authenticator) dispatch(ctx context.Context, r request) (any, error) {
 	case CmdClientPIN:
 		return a.clientPIN(ctx, r)
 	case CmdCredentialManagement, CmdCredMgmtPreview:
-		return a.credentialManagement(ctx, r)
+		return a.credentialManagement(ctx, r, enum)
 	case CmdConfig:
 		return a.authenticatorConfig(ctx, r)
 	case CmdSelection:

@@ -76,13 +76,6 @@ func (a *Authenticator) getAssertion(ctx context.Context, r request) (any, error
 	}
 	rpIDHash := sha256.Sum256([]byte(req.RPID))
 
-	// Step 1: zero-length pinUvAuthParam is a "touch to select" probe.
-	if req.PinUvAuthParam != nil && len(req.PinUvAuthParam) == 0 {
-		if err := a.confirm(ctx, PresenceRequest{Op: "getAssertion", RPID: req.RPID}); err != nil {
-			return nil, err
-		}
-		return nil, ErrPINNotSet
-	}
 	// Step 5: options.
 	if _, set := req.Options.rk(); set {
 		return nil, ErrUnsupportedOption
@@ -91,15 +84,15 @@ func (a *Authenticator) getAssertion(ctx context.Context, r request) (any, error
 	if v, set := req.Options.up(); set {
 		up = v
 	}
-	if uv, _ := req.Options.uv(); uv {
-		return nil, ErrInvalidOption // no built-in user verification
-	}
-	// Step 6+: PIN/UV auth. No PIN can be set on this authenticator yet.
-	if req.PinUvAuthParam != nil {
-		if *req.PinUvAuthProtocol != 1 && *req.PinUvAuthProtocol != 2 {
-			return nil, ErrInvalidParameter
-		}
-		return nil, ErrPINNotSet
+	uvOpt, _ := req.Options.uv()
+	pres := PresenceRequest{Op: "getAssertion", RPID: req.RPID}
+	// Steps 1, 2, 6: PIN/UV.
+	uv, err := a.userVerification(ctx, uvRequest{
+		presence: pres, param: req.PinUvAuthParam, protocol: req.PinUvAuthProtocol, uvOption: uvOpt,
+		clientDataHash: req.ClientDataHash, perm: PermGetAssertion,
+	})
+	if err != nil {
+		return nil, err
 	}
 
 	// Step 7: locate credentials.
@@ -145,11 +138,16 @@ func (a *Authenticator) getAssertion(ctx context.Context, r request) (any, error
 
 	// Step 9: user presence, before revealing whether credentials exist.
 	var flags byte
-	if up {
-		if err := a.confirm(ctx, PresenceRequest{Op: "getAssertion", RPID: req.RPID}); err != nil {
+	if up && !uv.present {
+		if err := a.confirm(ctx, pres); err != nil {
 			return nil, err
 		}
+	}
+	if up || uv.present {
 		flags |= FlagUP
+	}
+	if uv.verified {
+		flags |= FlagUV
 	}
 	if first == nil {
 		return nil, ErrNoCredentials
@@ -157,6 +155,9 @@ func (a *Authenticator) getAssertion(ctx context.Context, r request) (any, error
 	resp, err := a.assert(first, rpIDHash, req.ClientDataHash, flags)
 	if err != nil {
 		return nil, err
+	}
+	if uv.usedToken {
+		a.clearTokenAfterUse()
 	}
 	if total > 1 {
 		resp.NumberOfCredentials = uint(total)

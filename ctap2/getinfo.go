@@ -67,7 +67,18 @@ func (a *Authenticator) Info() (*GetInfoResponse, error) {
 			"plat": false,
 			// "up" is omitted: its default is true (avoids the CTAP 2.0/2.1
 			// disagreement about makeCredential up:true).
+			"clientPin":             a.state.pinSet(),
+			"pinUvAuthToken":        true,
+			"makeCredUvNotRqd":      true,
+			"credMgmt":              true,
+			"credentialMgmtPreview": true,
+			"authnrCfg":             true,
+			"setMinPINLength":       true,
+			"alwaysUv":              a.state.AlwaysUV,
 		},
+		PinUvAuthProtocols:               []uint{2, 1},
+		MinPINLength:                     a.state.MinPINLength,
+		MaxRPIDsForSetMinPINLength:       maxRPIDsForMinPIN,
 		MaxMsgSize:                       MaxMsgSize,
 		MaxCredentialCountInList:         maxCredentialCountInList,
 		MaxCredentialIDLength:            uint(a.cfg.KeyStore.MaxCredentialIDLength()),
@@ -75,6 +86,16 @@ func (a *Authenticator) Info() (*GetInfoResponse, error) {
 		FirmwareVersion:                  &fw,
 		RemainingDiscoverableCredentials: &remaining,
 		AttestationFormats:               []string{"packed", "none"},
+	}
+	if a.state.ForcePINChange {
+		t := true
+		info.ForcePINChange = &t
+	}
+	if a.cfg.UV != UVNone {
+		info.Options["uv"] = true
+		info.Options["uvAcfg"] = true
+		info.PreferredPlatformUvAttempts = 3
+		info.UVModality = 0x02 // USER_VERIFY_FINGERPRINT_INTERNAL, as browsers expect of built-in UV
 	}
 	for _, alg := range a.cfg.KeyStore.Algorithms() {
 		info.Algorithms = append(info.Algorithms, AlgorithmParam{Alg: int64(alg), Type: credTypePublicKey})

@@ -81,13 +81,6 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 	}
 	rpIDHash := sha256.Sum256([]byte(req.RP.ID))
 
-	// Step 1: zero-length pinUvAuthParam is a "touch to select" probe.
-	if req.PinUvAuthParam != nil && len(req.PinUvAuthParam) == 0 {
-		if err := a.confirm(ctx, PresenceRequest{Op: "makeCredential", RPID: req.RP.ID}); err != nil {
-			return nil, err
-		}
-		return nil, ErrPINNotSet
-	}
 	// Step 3: choose the algorithm.
 	alg, ok := a.chooseAlgorithm(req.PubKeyCredParams)
 	if !ok {
@@ -98,15 +91,15 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 	if up, set := req.Options.up(); set && !up {
 		return nil, ErrInvalidOption
 	}
-	if uv, _ := req.Options.uv(); uv {
-		return nil, ErrInvalidOption // no built-in user verification
-	}
-	// Step 6+: PIN/UV auth. No PIN can be set on this authenticator yet.
-	if req.PinUvAuthParam != nil {
-		if *req.PinUvAuthProtocol != 1 && *req.PinUvAuthProtocol != 2 {
-			return nil, ErrInvalidParameter
-		}
-		return nil, ErrPINNotSet
+	uvOpt, _ := req.Options.uv()
+	pres := PresenceRequest{Op: "makeCredential", RPID: req.RP.ID, UserName: req.User.Name}
+	// Steps 1, 2, 6–11: PIN/UV.
+	uv, err := a.userVerification(ctx, uvRequest{
+		presence: pres, param: req.PinUvAuthParam, protocol: req.PinUvAuthProtocol, uvOption: uvOpt,
+		clientDataHash: req.ClientDataHash, perm: PermMakeCredential, needsUVIfProtected: rk,
+	})
+	if err != nil {
+		return nil, err
 	}
 	// Step 8: excludeList, answered only after user presence.
 	for _, d := range req.ExcludeList {
@@ -118,8 +111,10 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 			return nil, err
 		}
 		if found {
-			if err := a.confirm(ctx, PresenceRequest{Op: "makeCredential", RPID: req.RP.ID, UserName: req.User.Name}); err != nil {
-				return nil, err
+			if !uv.present {
+				if err := a.confirm(ctx, pres); err != nil {
+					return nil, err
+				}
 			}
 			return nil, ErrCredentialExcluded
 		}
@@ -145,8 +140,14 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 		}
 	}
 	// Step 11: user presence.
-	if err := a.confirm(ctx, PresenceRequest{Op: "makeCredential", RPID: req.RP.ID, UserName: req.User.Name}); err != nil {
-		return nil, err
+	if !uv.present {
+		if err := a.confirm(ctx, pres); err != nil {
+			return nil, err
+		}
+	}
+	flags := FlagUP
+	if uv.verified {
+		flags |= FlagUV
 	}
 	// Step 13+: create the key and, for rk, the record.
 	meta := credMeta{Resident: rk}
@@ -181,7 +182,7 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 		return nil, err
 	}
 	ad := AuthData{
-		RPIDHash: rpIDHash, Flags: FlagUP, SignCount: count,
+		RPIDHash: rpIDHash, Flags: flags, SignCount: count,
 		AAGUID: a.cfg.AAGUID, CredentialID: id, PublicKey: coseKey,
 	}
 	authData := ad.Marshal()
@@ -199,6 +200,9 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 			return nil, err
 		}
 		resp.Fmt, resp.AttStmt = "packed", map[string]any{"alg": int64(alg), "sig": sig}
+	}
+	if uv.usedToken {
+		a.clearTokenAfterUse()
 	}
 	a.log.Info("credential created", "rp", req.RP.ID, "alg", alg.String(), "resident", rk)
 	return resp, nil
