@@ -42,8 +42,9 @@
 //     MSG → ERR_INVALID_CMD unless the handler implements [MsgHandler]
 //     (without it the NMSG capability is set). WINK answers empty and calls
 //     [Winker]. LOCK takes one byte of seconds (0 releases, at most 10,
-//     else ERR_INVALID_PAR); while it holds, init packets on other CIDs get
-//     ERR_LOCK_REQUIRED. Unknown commands → ERR_INVALID_CMD. Capabilities
+//     else ERR_INVALID_PAR); while it holds, init packets on every other
+//     CID, broadcast INIT included, get ERR_LOCK_REQUIRED (CANCEL is
+//     dropped). Unknown commands → ERR_INVALID_CMD. Capabilities
 //     are WINK | LOCK | CBOR (| NMSG).
 //   - CBOR and MSG run the handler in a goroutine of their own; the reader
 //     never blocks on it. Meanwhile KEEPALIVE goes out every

@@ -344,6 +344,9 @@ func TestServerChannelBusyWhileProcessing(t *testing.T) {
 		h.expectError(cidB, ErrChannelBusy)
 		h.send(cidA, CmdPing, []byte{1}) // the busy channel itself
 		h.expectError(cidA, ErrChannelBusy)
+		if cid := h.initCID(); cid == cidA { // broadcast INIT is answered
+			t.Fatalf("INIT allocated the busy CID")
+		}
 		h.send(cidB, CmdCancel, nil) // another channel's CANCEL: ignored
 		h.write(contPkt(cidB, 0, nil))
 		if d := time.Since(start); d != 0 {
