@@ -1,0 +1,110 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/virtkey/virtkey/ctap2"
+)
+
+// authenticatorConfig subcommands (CTAP 2.1 §6.11).
+const (
+	cfgEnableEnterpriseAttestation = 0x01
+	cfgToggleAlwaysUV              = 0x02
+	cfgSetMinPINLength             = 0x03
+)
+
+// configRequest is the authenticatorConfig (0x0D) input; SubCommandParams
+// is pre-encoded so that the bytes authenticated are the bytes sent.
+type configRequest struct {
+	SubCommand        uint       `cbor:"1,keyasint"`
+	SubCommandParams  RawMessage `cbor:"2,keyasint,omitempty"`
+	PinUvAuthProtocol uint       `cbor:"3,keyasint,omitempty"`
+	PinUvAuthParam    []byte     `cbor:"4,keyasint,omitempty"`
+}
+
+type setMinPINLengthParams struct {
+	NewMinPINLength   uint     `cbor:"1,keyasint,omitempty"`
+	MinPINLengthRPIDs []string `cbor:"2,keyasint,omitempty"`
+	ForceChangePIN    bool     `cbor:"3,keyasint,omitempty"`
+}
+
+// Config changes the authenticator's settings (authenticatorConfig, CTAP
+// 2.1 §6.11). Get one from [Device.Config].
+type Config struct {
+	d     *Device
+	token *PINToken // nil: the key has neither PIN nor built-in UV
+}
+
+// Config returns the authenticatorConfig interface of the device,
+// authenticated by token (which needs the acfg permission). token may be
+// nil only on a key protected by neither a PIN nor built-in UV. It fails
+// with [ErrNotSupported] when getInfo lacks the option authnrCfg.
+func (d *Device) Config(ctx context.Context, token *PINToken) (*Config, error) {
+	info, err := d.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if v, _ := Option(info, "authnrCfg"); !v {
+		return nil, fmt.Errorf("authenticatorConfig: %w", ErrNotSupported)
+	}
+	return &Config{d: d, token: token}, nil
+}
+
+var cfgNames = map[uint]string{
+	cfgEnableEnterpriseAttestation: "enableEnterpriseAttestation",
+	cfgToggleAlwaysUV:              "toggleAlwaysUv",
+	cfgSetMinPINLength:             "setMinPINLength",
+}
+
+// do sends one subcommand with pinUvAuthParam =
+// authenticate(token, 32×0xFF ‖ 0x0D ‖ subCommand ‖ subCommandParams).
+func (c *Config) do(ctx context.Context, sub uint, params any) error {
+	req := &configRequest{SubCommand: sub}
+	if params != nil {
+		p, err := encode(params)
+		if err != nil {
+			return fmt.Errorf("config %s: encoding: %w", cfgNames[sub], err)
+		}
+		req.SubCommandParams = p
+	}
+	if c.token != nil {
+		msg := append(bytes.Repeat([]byte{0xFF}, 32), ctap2.CmdConfig, byte(sub))
+		msg = append(msg, req.SubCommandParams...)
+		req.PinUvAuthProtocol = c.token.Protocol()
+		req.PinUvAuthParam = c.token.Authenticate(msg)
+	}
+	c.d.mu.Lock()
+	defer c.d.mu.Unlock()
+	err := c.d.call(ctx, "config "+cfgNames[sub], ctap2.CmdConfig, req, nil)
+	c.d.info = nil // the options changed
+	return err
+}
+
+// ToggleAlwaysUV flips the alwaysUv option (toggleAlwaysUv).
+func (c *Config) ToggleAlwaysUV(ctx context.Context) error {
+	return c.do(ctx, cfgToggleAlwaysUV, nil)
+}
+
+// EnableEnterpriseAttestation turns enterprise attestation on
+// (enableEnterpriseAttestation).
+func (c *Config) EnableEnterpriseAttestation(ctx context.Context) error {
+	return c.do(ctx, cfgEnableEnterpriseAttestation, nil)
+}
+
+// SetMinPINLength raises the minimum PIN length to n code points (0 keeps
+// it), sets the RP IDs that may read it through the minPinLength extension,
+// and with forceChange makes the user change the PIN before the next use
+// (setMinPINLength). The minimum can only grow (PIN_POLICY_VIOLATION).
+func (c *Config) SetMinPINLength(ctx context.Context, n uint, rpIDs []string, forceChange bool) error {
+	if n == 0 && len(rpIDs) == 0 && !forceChange {
+		return errors.New("config setMinPINLength: nothing to change")
+	}
+	return c.do(ctx, cfgSetMinPINLength, &setMinPINLengthParams{
+		NewMinPINLength:   n,
+		MinPINLengthRPIDs: rpIDs,
+		ForceChangePIN:    forceChange,
+	})
+}
