@@ -67,6 +67,13 @@ func (c *keyCache) put(e *cacheEntry) {
 	}
 }
 
+func (c *keyCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ll.Init()
+	clear(c.m)
+}
+
 func (c *keyCache) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -29,11 +29,23 @@
 // # State directory files
 //
 //   - master.key: the 32 raw master-key bytes (key-file mode), mode 0600.
-//   - passphrase.json: Argon2id parameters, the salt and a key-check value
-//     (HMAC-SHA-256 of a fixed label under a key derived from the master
-//     key; not the key itself) so a wrong passphrase fails at open.
+//   - passphrase.json: Argon2id parameters, the salt, a key-check value
+//     (HMAC-SHA-256 of a fixed label under a key derived from the Argon2id
+//     output; not a key) so a wrong passphrase fails at open, and a key
+//     generation number: the master key is HKDF(Argon2id output,
+//     "… generation N").
 //
-// Both are written once, on first use, through a temporary file that is
-// fsynced and then hard-linked into place (never overwriting a file another
-// process created first), followed by an fsync of the directory.
+// Both are created on first use through a temporary file that is fsynced
+// and then hard-linked into place (never overwriting a file another process
+// created first), followed by an fsync of the directory.
+//
+// # Reset
+//
+// [Software.ResetKeys] (authenticatorReset) switches to a new master key so
+// that every earlier credential ID and sealed blob stops opening: a new
+// random key file (written to a temporary file, fsynced, renamed over the
+// old one, directory fsynced), or the next generation of a passphrase
+// store. Old IDs of a passphrase store stay derivable by whoever knows the
+// passphrase and the old generation number; a key-file store's old key is
+// gone.
 package tpmkeys

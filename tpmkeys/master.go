@@ -75,7 +75,20 @@ func OpenSoftware(dir string, opts ...Option) (*Software, error) {
 		return nil, err
 	}
 	defer clear(master)
-	return newSoftware(master, o)
+	s, err := newSoftware(master, o)
+	if err != nil {
+		return nil, err
+	}
+	s.rotate = func() ([]byte, error) {
+		key := make([]byte, MasterKeySize)
+		rand.Read(key)
+		if err := writeFileAtomic(dir, KeyFileName, key, true); err != nil {
+			clear(key)
+			return nil, err
+		}
+		return key, nil
+	}
+	return s, nil
 }
 
 // OpenSoftwarePassphrase opens the Software store of a state directory
@@ -97,12 +110,40 @@ func OpenSoftwarePassphrase(dir string, passphrase []byte, opts ...Option) (*Sof
 	if exists(filepath.Join(dir, KeyFileName)) {
 		return nil, fmt.Errorf("tpmkeys: state directory %s uses a key file (%s), not a passphrase", dir, KeyFileName)
 	}
-	master, err := passphraseKey(dir, passphrase, o.argon2)
+	root, pf, err := passphraseRoot(dir, passphrase, o.argon2)
+	if err != nil {
+		return nil, err
+	}
+	master, err := generationKey(root, pf.Generation)
 	if err != nil {
 		return nil, err
 	}
 	defer clear(master)
-	return newSoftware(master, o)
+	s, err := newSoftware(master, o)
+	if err != nil {
+		return nil, err
+	}
+	// ResetKeys moves to the next generation. The Argon2id output stays in
+	// memory for that, as the master key itself would.
+	s.rotate = func() ([]byte, error) {
+		next := *pf
+		next.Generation++
+		data, err := json.MarshalIndent(&next, "", "  ")
+		if err != nil {
+			return nil, fmt.Errorf("tpmkeys: %w", err)
+		}
+		if err := writeFileAtomic(dir, PassphraseFileName, append(data, '\n'), true); err != nil {
+			return nil, err
+		}
+		*pf = next
+		return generationKey(root, pf.Generation)
+	}
+	return s, nil
+}
+
+// generationKey is the master key of generation gen of a passphrase store.
+func generationKey(root []byte, gen uint32) ([]byte, error) {
+	return deriveKey(root, fmt.Sprintf("%s %d", infoGeneration, gen))
 }
 
 // keyFile reads dir/master.key, creating it on first use.
@@ -122,7 +163,7 @@ func keyFile(dir string) ([]byte, error) {
 		}
 		key := make([]byte, MasterKeySize)
 		rand.Read(key)
-		err = createFileAtomic(dir, KeyFileName, key)
+		err = writeFileAtomic(dir, KeyFileName, key, false)
 		if err == nil {
 			return key, nil
 		}
@@ -143,7 +184,12 @@ type passphraseFile struct {
 	MemoryKiB uint32 `json:"memory_kib"`
 	Threads   uint8  `json:"threads"`
 	Salt      []byte `json:"salt"`
-	Check     []byte `json:"check"` // HMAC-SHA-256(HKDF(master, infoCheck), checkLabel)
+	// Check is HMAC-SHA-256(HKDF(root, infoCheck), checkLabel), where root
+	// is the Argon2id output.
+	Check []byte `json:"check"`
+	// Generation counts ResetKeys calls: the master key is
+	// HKDF(root, infoGeneration ‖ " " ‖ generation).
+	Generation uint32 `json:"generation"`
 }
 
 const checkLabel = "virtkey passphrase check"
@@ -152,9 +198,10 @@ func (p *passphraseFile) params() Argon2Params {
 	return Argon2Params{Time: p.Time, MemoryKiB: p.MemoryKiB, Threads: p.Threads}
 }
 
-// passphraseKey derives the master key from passphrase, creating
-// dir/passphrase.json on first use and checking the passphrase otherwise.
-func passphraseKey(dir string, passphrase []byte, create Argon2Params) ([]byte, error) {
+// passphraseRoot derives the root secret from passphrase with Argon2id,
+// creating dir/passphrase.json on first use and checking the passphrase
+// otherwise.
+func passphraseRoot(dir string, passphrase []byte, create Argon2Params) ([]byte, *passphraseFile, error) {
 	path := filepath.Join(dir, PassphraseFileName)
 	for range 2 {
 		b, err := readSecretFile(path)
@@ -162,67 +209,67 @@ func passphraseKey(dir string, passphrase []byte, create Argon2Params) ([]byte, 
 			return openPassphraseFile(path, b, passphrase)
 		}
 		if !errors.Is(err, fs.ErrNotExist) {
-			return nil, err
+			return nil, nil, err
 		}
 		if err := create.validate(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		pf := passphraseFile{Version: 1, KDF: "argon2id", Time: create.Time, MemoryKiB: create.MemoryKiB, Threads: create.Threads,
 			Salt: make([]byte, saltSize)}
 		rand.Read(pf.Salt)
-		master := argon2.IDKey(passphrase, pf.Salt, pf.Time, pf.MemoryKiB, pf.Threads, MasterKeySize)
-		if pf.Check, err = keyCheck(master); err != nil {
-			return nil, err
+		root := argon2.IDKey(passphrase, pf.Salt, pf.Time, pf.MemoryKiB, pf.Threads, MasterKeySize)
+		if pf.Check, err = keyCheck(root); err != nil {
+			return nil, nil, err
 		}
 		data, err := json.MarshalIndent(&pf, "", "  ")
 		if err != nil {
-			return nil, fmt.Errorf("tpmkeys: %w", err)
+			return nil, nil, fmt.Errorf("tpmkeys: %w", err)
 		}
-		err = createFileAtomic(dir, PassphraseFileName, append(data, '\n'))
+		err = writeFileAtomic(dir, PassphraseFileName, append(data, '\n'), false)
 		if err == nil {
-			return master, nil
+			return root, &pf, nil
 		}
-		clear(master)
+		clear(root)
 		if !errors.Is(err, fs.ErrExist) {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return nil, fmt.Errorf("tpmkeys: %s appears and disappears", path)
+	return nil, nil, fmt.Errorf("tpmkeys: %s appears and disappears", path)
 }
 
-func openPassphraseFile(path string, data, passphrase []byte) ([]byte, error) {
+func openPassphraseFile(path string, data, passphrase []byte) ([]byte, *passphraseFile, error) {
 	var pf passphraseFile
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&pf); err != nil {
-		return nil, fmt.Errorf("tpmkeys: %s: %w", path, err)
+		return nil, nil, fmt.Errorf("tpmkeys: %s: %w", path, err)
 	}
 	if pf.Version != 1 || pf.KDF != "argon2id" {
-		return nil, fmt.Errorf("tpmkeys: %s: unsupported version %d / kdf %q", path, pf.Version, pf.KDF)
+		return nil, nil, fmt.Errorf("tpmkeys: %s: unsupported version %d / kdf %q", path, pf.Version, pf.KDF)
 	}
 	if err := pf.params().validate(); err != nil {
-		return nil, fmt.Errorf("%w (in %s)", err, path)
+		return nil, nil, fmt.Errorf("%w (in %s)", err, path)
 	}
 	if len(pf.Salt) < 16 || len(pf.Check) != sha256.Size {
-		return nil, fmt.Errorf("tpmkeys: %s: bad salt or check value", path)
+		return nil, nil, fmt.Errorf("tpmkeys: %s: bad salt or check value", path)
 	}
-	master := argon2.IDKey(passphrase, pf.Salt, pf.Time, pf.MemoryKiB, pf.Threads, MasterKeySize)
-	check, err := keyCheck(master)
+	root := argon2.IDKey(passphrase, pf.Salt, pf.Time, pf.MemoryKiB, pf.Threads, MasterKeySize)
+	check, err := keyCheck(root)
 	if err != nil {
-		clear(master)
-		return nil, err
+		clear(root)
+		return nil, nil, err
 	}
 	if !hmac.Equal(check, pf.Check) {
-		clear(master)
-		return nil, ErrWrongPassphrase
+		clear(root)
+		return nil, nil, ErrWrongPassphrase
 	}
-	return master, nil
+	return root, &pf, nil
 }
 
 // keyCheck is HMAC-SHA-256 of a fixed label under a key derived from the
-// master key: it confirms a passphrase without revealing the key.
-func keyCheck(master []byte) ([]byte, error) {
-	k, err := deriveKey(master, infoCheck)
+// passphrase's root secret: it confirms a passphrase without revealing a key.
+func keyCheck(root []byte) ([]byte, error) {
+	k, err := deriveKey(root, infoCheck)
 	if err != nil {
 		return nil, err
 	}
@@ -256,12 +303,13 @@ func exists(path string) bool {
 	return err == nil
 }
 
-// createFileAtomic creates dir/name holding data, mode 0600, all or
-// nothing: the data goes to a temporary file that is fsynced, then linked to
-// its name (which fails with fs.ErrExist rather than replace a file another
-// process made first), and the directory is fsynced. On file systems
-// without hard links it falls back to rename.
-func createFileAtomic(dir, name string, data []byte) (err error) {
+// writeFileAtomic writes dir/name holding data, mode 0600, all or
+// nothing: the data goes to a temporary file that is fsynced, then moved to
+// its name, and the directory is fsynced. With replace the move is a
+// rename. Without it the move is a hard link, which fails with fs.ErrExist
+// rather than replace a file another process created first (on file
+// systems without hard links it falls back to a rename after a check).
+func writeFileAtomic(dir, name string, data []byte, replace bool) error {
 	f, err := os.CreateTemp(dir, "."+name+".tmp-*") // mode 0600
 	if err != nil {
 		return fmt.Errorf("tpmkeys: %w", err)
@@ -280,7 +328,11 @@ func createFileAtomic(dir, name string, data []byte) (err error) {
 		return fmt.Errorf("tpmkeys: %w", err)
 	}
 	final := filepath.Join(dir, name)
-	if err := os.Link(tmp, final); err != nil {
+	if replace {
+		if err := os.Rename(tmp, final); err != nil {
+			return fmt.Errorf("tpmkeys: %w", err)
+		}
+	} else if err := os.Link(tmp, final); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return err
 		}

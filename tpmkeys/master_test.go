@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/virtkey/virtkey/cose"
+	"github.com/virtkey/virtkey/ctap2"
 )
 
 // cheap keeps Argon2id fast in tests.
@@ -180,5 +181,68 @@ func TestArgon2ParamsValidate(t *testing.T) {
 	}
 	if _, err := OpenSoftwarePassphrase(t.TempDir(), []byte("pw"), WithArgon2Params(Argon2Params{})); err == nil {
 		t.Error("zero Argon2 params accepted")
+	}
+}
+
+var _ ctap2.KeyResetter = (*Software)(nil)
+
+func TestResetKeys(t *testing.T) {
+	t.Parallel()
+	type opener func() (*Software, error)
+	keyDir, passDir := t.TempDir(), t.TempDir()
+	master := bytes.Repeat([]byte{3}, MasterKeySize)
+	for name, open := range map[string]opener{
+		"key file":   func() (*Software, error) { return OpenSoftware(keyDir) },
+		"passphrase": func() (*Software, error) { return OpenSoftwarePassphrase(passDir, []byte("pw"), cheap) },
+		"in memory":  func() (*Software, error) { return NewSoftware(master) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			s, err := open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			rp := rpHash("a")
+			oldID, _, _ := s.NewCredential(ctx, cose.AlgES256, rp, nil)
+			if _, _, err := s.Signer(ctx, oldID, rp); err != nil { // now cached
+				t.Fatal(err)
+			}
+			oldSealed, _ := s.Seal(ctx, []byte("pin"), nil)
+			if err := s.ResetKeys(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := s.Signer(ctx, oldID, rp); err != ErrUnknownCredential {
+				t.Fatalf("old credential after ResetKeys: %v", err)
+			}
+			if _, err := s.Open(ctx, oldSealed, nil); err != ErrSealedData {
+				t.Fatalf("old sealed data after ResetKeys: %v", err)
+			}
+			newID, _, _ := s.NewCredential(ctx, cose.AlgES256, rp, nil)
+			again, err := open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _, errNew := again.Signer(ctx, newID, rp)
+			_, _, errOld := again.Signer(ctx, oldID, rp)
+			if name == "in memory" { // the caller's key is unchanged
+				if errNew == nil || errOld != nil {
+					t.Fatalf("in-memory reset leaked to the caller's key: %v / %v", errNew, errOld)
+				}
+				return
+			}
+			if errNew != nil || errOld == nil {
+				t.Fatalf("after reopen: new credential %v, old credential %v", errNew, errOld)
+			}
+		})
+	}
+	ents, _ := os.ReadDir(keyDir)
+	pents, _ := os.ReadDir(passDir)
+	if len(ents) != 1 || len(pents) != 1 {
+		t.Fatalf("left-over files: %v %v", ents, pents)
+	}
+	if m := mode(t, filepath.Join(keyDir, KeyFileName)); m != 0o600 {
+		t.Fatalf("rotated key file mode %o", m)
+	}
+	if _, err := OpenSoftwarePassphrase(passDir, []byte("pW"), cheap); !errors.Is(err, ErrWrongPassphrase) {
+		t.Fatalf("wrong passphrase after reset: %v", err)
 	}
 }

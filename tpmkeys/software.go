@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 
 	"golang.org/x/crypto/chacha20poly1305"
 
@@ -43,6 +44,9 @@ const (
 	infoWrap  = "virtkey tpmkeys v1: credential wrapping"
 	infoSeal  = "virtkey tpmkeys v1: seal"
 	infoCheck = "virtkey tpmkeys v1: passphrase check"
+	// infoGeneration, a space and the decimal generation number derive a
+	// passphrase store's master key from its Argon2id output.
+	infoGeneration = "virtkey tpmkeys v1: master key generation"
 )
 
 // algSpec describes one supported algorithm. The table is immutable.
@@ -114,9 +118,13 @@ func loadEd25519(raw []byte) (crypto.Signer, error) {
 // format). It implements ctap2.KeyStore and ctap2.Sealer, is safe for
 // concurrent use, and keeps no per-credential state beyond a bounded cache.
 type Software struct {
-	wrap  cipher.AEAD // credential IDs
-	seal  cipher.AEAD // Seal / Open
+	mu    sync.RWMutex // write-locked only by ResetKeys
+	wrap  cipher.AEAD  // credential IDs
+	seal  cipher.AEAD  // Seal / Open
 	cache *keyCache
+	// rotate persists and returns a new master key for ResetKeys; nil
+	// means the key lives only in memory (NewSoftware).
+	rotate func() ([]byte, error)
 }
 
 // Option configures a Software store.
@@ -147,18 +155,58 @@ func NewSoftware(masterKey []byte, opts ...Option) (*Software, error) {
 }
 
 func newSoftware(master []byte, o options) (*Software, error) {
+	s := &Software{cache: newKeyCache(o.cacheSize)}
+	if err := s.setMaster(master); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// setMaster derives the subkeys of master. Called before s is shared or
+// with s.mu write-locked.
+func (s *Software) setMaster(master []byte) error {
 	if len(master) != MasterKeySize {
-		return nil, fmt.Errorf("tpmkeys: master key of %d bytes, want %d", len(master), MasterKeySize)
+		return fmt.Errorf("tpmkeys: master key of %d bytes, want %d", len(master), MasterKeySize)
 	}
 	wrap, err := deriveAEAD(master, infoWrap)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	seal, err := deriveAEAD(master, infoSeal)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return &Software{wrap: wrap, seal: seal, cache: newKeyCache(o.cacheSize)}, nil
+	s.wrap, s.seal = wrap, seal
+	return nil
+}
+
+// ResetKeys replaces the master key with a new random one, so that every
+// credential ID and sealed blob made so far stops opening
+// (authenticatorReset; it implements ctap2.KeyResetter). A store from
+// OpenSoftware writes the new key file before it switches; one from
+// OpenSoftwarePassphrase moves to the next key generation derived from the
+// same passphrase (recorded in passphrase.json); one from NewSoftware
+// changes the key in memory only, so its caller's key keeps opening the
+// old credentials. ctx is not used.
+func (s *Software) ResetKeys(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var master []byte
+	if s.rotate != nil {
+		var err error
+		if master, err = s.rotate(); err != nil {
+			return err
+		}
+	} else {
+		master = make([]byte, MasterKeySize)
+		rand.Read(master)
+	}
+	defer clear(master)
+	if err := s.setMaster(master); err != nil {
+		return err
+	}
+	s.cache.clear()
+	return nil
 }
 
 func deriveKey(master []byte, info string) ([]byte, error) {
@@ -216,6 +264,8 @@ func (s *Software) NewCredential(_ context.Context, alg cose.Algorithm, rpIDHash
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: %v (%d)", ErrUnsupportedAlgorithm, alg, int(alg))
 	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	priv, raw, err := sp.generate()
 	if err != nil {
 		return nil, nil, fmt.Errorf("tpmkeys: generating %v key: %w", alg, err)
@@ -247,6 +297,8 @@ func (s *Software) NewCredential(_ context.Context, alg cose.Algorithm, rpIDHash
 // crypto.Signer does; cose.Sign does this for a COSE algorithm. ctx is not
 // used.
 func (s *Software) Signer(_ context.Context, credID, rpIDHash []byte) (crypto.Signer, []byte, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if e, ok := s.cache.get(credID); ok && bytes.Equal(e.rpIDHash, rpIDHash) {
 		return e.key, bytes.Clone(e.meta), nil
 	}
@@ -306,6 +358,8 @@ func credAAD(rpIDHash []byte) []byte {
 // Seal encrypts and authenticates plaintext, bound to aad, under the seal
 // subkey: 0x01 ‖ nonce (24) ‖ ciphertext ‖ tag (16). ctx is not used.
 func (s *Software) Seal(_ context.Context, plaintext, aad []byte) ([]byte, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	out := make([]byte, 1+nonceSize, 1+nonceSize+len(plaintext)+tagSize)
 	out[0] = sealVersion
 	rand.Read(out[1:])
@@ -317,6 +371,8 @@ func (s *Software) Open(_ context.Context, sealed, aad []byte) ([]byte, error) {
 	if len(sealed) < 1+nonceSize+tagSize || sealed[0] != sealVersion {
 		return nil, ErrSealedData
 	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	pt, err := s.seal.Open(nil, sealed[1:1+nonceSize], sealed[1+nonceSize:], sealAAD(aad))
 	if err != nil {
 		return nil, ErrSealedData
