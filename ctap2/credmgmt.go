@@ -1,11 +1,367 @@
 package ctap2
 
-import "context"
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+)
 
-// credentialManagement is authenticatorCredentialManagement (0x0A, preview 0x41).
-func (a *Authenticator) credentialManagement(ctx context.Context, r request, enum *credMgmtEnumState) (any, error) {
-	return nil, ErrInvalidCommand
+// Credential-management subcommands (CTAP 2.1 §6.8).
+const (
+	cmGetCredsMetadata          = 0x01
+	cmEnumerateRPsBegin         = 0x02
+	cmEnumerateRPsGetNextRP     = 0x03
+	cmEnumerateCredentialsBegin = 0x04
+	cmEnumerateCredentialsNext  = 0x05 // enumerateCredentialsGetNextCredential
+	cmDeleteCredential          = 0x06
+	cmUpdateUserInformation     = 0x07
+)
+
+// CredentialManagementRequest is the authenticatorCredentialManagement
+// (0x0A, preview 0x41) input. See CTAP 2.1 §6.8.
+//
+// SubCommandParams stays raw: pinUvAuthParam authenticates the parameter
+// bytes exactly as the platform sent them, not a re-encoding.
+type CredentialManagementRequest struct {
+	SubCommand        *uint      `cbor:"1,keyasint,omitempty"`
+	SubCommandParams  RawMessage `cbor:"2,keyasint,omitempty"`
+	PinUvAuthProtocol *uint      `cbor:"3,keyasint,omitempty"`
+	PinUvAuthParam    []byte     `cbor:"4,keyasint,omitempty"`
+
+	params credMgmtParams // decoded SubCommandParams
 }
 
-// credMgmtEnumState is the enumeration in progress.
-type credMgmtEnumState struct{}
+// credMgmtParams is the subCommandParams map (CTAP 2.1 §6.8).
+type credMgmtParams struct {
+	RPIDHash     []byte          `cbor:"1,keyasint,omitempty"`
+	CredentialID *CredDescriptor `cbor:"2,keyasint,omitempty"`
+	User         *UserEntity     `cbor:"3,keyasint,omitempty"`
+}
+
+// CredentialManagementResponse is the authenticatorCredentialManagement
+// output; each subcommand fills in its own fields.
+type CredentialManagementResponse struct {
+	ExistingResidentCredentialsCount             *uint           `cbor:"1,keyasint,omitempty"`
+	MaxPossibleRemainingResidentCredentialsCount *uint           `cbor:"2,keyasint,omitempty"`
+	RP                                           *RPEntity       `cbor:"3,keyasint,omitempty"`
+	RPIDHash                                     []byte          `cbor:"4,keyasint,omitempty"`
+	TotalRPs                                     *uint           `cbor:"5,keyasint,omitempty"`
+	User                                         *UserEntity     `cbor:"6,keyasint,omitempty"`
+	CredentialID                                 *CredDescriptor `cbor:"7,keyasint,omitempty"`
+	PublicKey                                    RawMessage      `cbor:"8,keyasint,omitempty"` // COSE_Key as stored
+	TotalCredentials                             *uint           `cbor:"9,keyasint,omitempty"`
+	CredProtect                                  uint            `cbor:"10,keyasint,omitempty"`
+	// Key 0x0B largeBlobKey is filled in once the largeBlobKey extension
+	// stores per-credential keys.
+	LargeBlobKey []byte `cbor:"11,keyasint,omitempty"`
+}
+
+// credMgmtEnumState is an enumeration in progress: what the matching
+// GetNext subcommand returns next. dispatch drops it before every command,
+// so it survives only from one Begin/GetNext to the directly following one.
+type credMgmtEnumState struct {
+	cid   uint32
+	next  uint // the GetNext subcommand that may follow
+	rps   []credMgmtRP
+	creds []*credentialRecord
+}
+
+// credMgmtRP is one relying party as enumerateRPs reports it.
+type credMgmtRP struct {
+	rp   RPEntity
+	hash []byte
+}
+
+func parseCredentialManagement(params []byte) (*CredentialManagementRequest, error) {
+	var req CredentialManagementRequest
+	if err := decode(params, &req); err != nil {
+		return nil, err
+	}
+	if req.SubCommandParams != nil {
+		if err := decode(req.SubCommandParams, &req.params); err != nil {
+			return nil, err
+		}
+	}
+	return &req, req.validate()
+}
+
+func (req *CredentialManagementRequest) validate() error {
+	if req.SubCommand == nil {
+		return ErrMissingParameter
+	}
+	p := &req.params
+	switch *req.SubCommand {
+	case cmGetCredsMetadata, cmEnumerateRPsBegin, cmEnumerateRPsGetNextRP, cmEnumerateCredentialsNext:
+		return nil
+	case cmEnumerateCredentialsBegin:
+		if p.RPIDHash == nil {
+			return ErrMissingParameter
+		}
+		if len(p.RPIDHash) != sha256.Size {
+			return ErrInvalidParameter
+		}
+		return nil
+	case cmDeleteCredential:
+		if p.CredentialID == nil {
+			return ErrMissingParameter
+		}
+		return p.CredentialID.validate()
+	case cmUpdateUserInformation:
+		if p.CredentialID == nil || p.User == nil {
+			return ErrMissingParameter
+		}
+		if err := p.CredentialID.validate(); err != nil {
+			return err
+		}
+		return p.User.validate()
+	}
+	return ErrInvalidSubcommand
+}
+
+// authenticated reports whether subcommand sub needs a pinUvAuthParam; the
+// GetNext subcommands do not (§6.8.3, §6.8.5).
+func credMgmtAuthenticated(sub uint) bool {
+	return sub != cmEnumerateRPsGetNextRP && sub != cmEnumerateCredentialsNext
+}
+
+// credMgmtReadOnly reports whether sub only reads, so that a CTAP 2.2
+// persistent (pcmr) token may authorise it.
+func credMgmtReadOnly(sub uint) bool {
+	switch sub {
+	case cmGetCredsMetadata, cmEnumerateRPsBegin, cmEnumerateCredentialsBegin:
+		return true
+	}
+	return false
+}
+
+// credentialManagement runs authenticatorCredentialManagement (0x0A, preview 0x41).
+func (a *Authenticator) credentialManagement(ctx context.Context, r request, enum *credMgmtEnumState) (any, error) {
+	req, err := parseCredentialManagement(r.params)
+	if err != nil {
+		return nil, err
+	}
+	sub := *req.SubCommand
+	var tokenRPID string
+	if credMgmtAuthenticated(sub) {
+		if tokenRPID, err = a.credMgmtAuth(req); err != nil {
+			return nil, err
+		}
+	}
+	switch sub {
+	case cmGetCredsMetadata:
+		if tokenRPID != "" {
+			return nil, ErrPINAuthInvalid
+		}
+		return a.credsMetadata()
+	case cmEnumerateRPsBegin:
+		if tokenRPID != "" {
+			return nil, ErrPINAuthInvalid
+		}
+		return a.enumerateRPsBegin(r.cid)
+	case cmEnumerateCredentialsBegin:
+		if tokenRPID != "" && !bytes.Equal(rpIDHashOf(tokenRPID), req.params.RPIDHash) {
+			return nil, ErrPINAuthInvalid
+		}
+		return a.enumerateCredentialsBegin(r.cid, req.params.RPIDHash)
+	case cmEnumerateRPsGetNextRP, cmEnumerateCredentialsNext:
+		if enum == nil || enum.next != sub || enum.cid != r.cid {
+			return nil, ErrNotAllowed
+		}
+		if sub == cmEnumerateRPsGetNextRP {
+			return a.nextRP(enum), nil
+		}
+		return a.nextCredential(enum), nil
+	case cmDeleteCredential:
+		return nil, a.deleteCredential(req.params.CredentialID.ID, tokenRPID)
+	case cmUpdateUserInformation:
+		return nil, a.updateUserInformation(req.params.CredentialID.ID, req.params.User, tokenRPID)
+	}
+	return nil, ErrInvalidSubcommand
+}
+
+// credMgmtAuth verifies pinUvAuthParam = authenticate(token, subCommand ‖
+// subCommandParams as sent) and the cm permission (pcmr suffices for the
+// read-only subcommands). It returns the token's permissions RP ID, "" if
+// the token is not bound to one.
+func (a *Authenticator) credMgmtAuth(req *CredentialManagementRequest) (string, error) {
+	if req.PinUvAuthParam == nil {
+		return "", ErrPUATRequired
+	}
+	sub := *req.SubCommand
+	msg := append([]byte{byte(sub)}, req.SubCommandParams...)
+	err := a.verifyPinUvAuth(req.PinUvAuthProtocol, req.PinUvAuthParam, msg, PermCredentialMgmt, "")
+	if err == nil {
+		// Only the volatile token carries cm; see verifyPersistentToken.
+		return a.token.rpID, nil
+	}
+	if !errors.Is(err, ErrPINAuthInvalid) || !credMgmtReadOnly(sub) {
+		return "", err
+	}
+	// The persistent read-only token is never bound to an RP ID.
+	return "", a.verifyPinUvAuth(req.PinUvAuthProtocol, req.PinUvAuthParam, msg, PermPersistentCredMgmt, "")
+}
+
+func rpIDHashOf(rpID string) []byte {
+	h := sha256.Sum256([]byte(rpID))
+	return h[:]
+}
+
+// credsMetadata is getCredsMetadata (§6.8.2).
+func (a *Authenticator) credsMetadata() (any, error) {
+	n, err := a.cfg.Store.CountCredentials()
+	if err != nil {
+		return nil, err
+	}
+	existing := uint(n)
+	remaining := uint(max(a.cfg.MaxResidentCredentials-n, 0))
+	return &CredentialManagementResponse{
+		ExistingResidentCredentialsCount:             &existing,
+		MaxPossibleRemainingResidentCredentialsCount: &remaining,
+	}, nil
+}
+
+// enumerateRPsBegin is enumerateRPsBegin (§6.8.3): the first RP, in store
+// order (sorted by rpIDHash), and the total; the rest wait for GetNextRP.
+func (a *Authenticator) enumerateRPsBegin(cid uint32) (any, error) {
+	hashes, err := a.cfg.Store.RPs()
+	if err != nil {
+		return nil, err
+	}
+	var rps []credMgmtRP
+	for _, h := range hashes {
+		recs, err := a.residentCredentials(h)
+		if err != nil {
+			return nil, err
+		}
+		if len(recs) == 0 {
+			continue // only unreadable records: nothing to manage
+		}
+		rp := RPEntity{ID: recs[0].RPID}
+		for _, c := range recs { // the newest credential that recorded a name
+			if c.RPName != "" {
+				rp.Name = c.RPName
+				break
+			}
+		}
+		rps = append(rps, credMgmtRP{rp: rp, hash: h})
+	}
+	if len(rps) == 0 {
+		return nil, ErrNoCredentials
+	}
+	total := uint(len(rps))
+	st := &credMgmtEnumState{cid: cid, next: cmEnumerateRPsGetNextRP, rps: rps}
+	resp := a.nextRP(st)
+	resp.TotalRPs = &total
+	return resp, nil
+}
+
+// nextRP returns the next RP of st and keeps st for the following command
+// while RPs remain.
+func (a *Authenticator) nextRP(st *credMgmtEnumState) *CredentialManagementResponse {
+	rp := st.rps[0]
+	st.rps = st.rps[1:]
+	if len(st.rps) > 0 {
+		a.enum = st
+	}
+	return &CredentialManagementResponse{RP: &rp.rp, RPIDHash: rp.hash}
+}
+
+// enumerateCredentialsBegin is enumerateCredentialsBegin (§6.8.4): the
+// RP's newest credential and the total; the rest wait for GetNextCredential.
+func (a *Authenticator) enumerateCredentialsBegin(cid uint32, rpIDHash []byte) (any, error) {
+	recs, err := a.residentCredentials(rpIDHash)
+	if err != nil {
+		return nil, err
+	}
+	if len(recs) == 0 {
+		return nil, ErrNoCredentials
+	}
+	total := uint(len(recs))
+	st := &credMgmtEnumState{cid: cid, next: cmEnumerateCredentialsNext, creds: recs}
+	resp := a.nextCredential(st)
+	resp.TotalCredentials = &total
+	return resp, nil
+}
+
+// nextCredential returns the next credential of st and keeps st for the
+// following command while credentials remain.
+func (a *Authenticator) nextCredential(st *credMgmtEnumState) *CredentialManagementResponse {
+	rec := st.creds[0]
+	st.creds = st.creds[1:]
+	if len(st.creds) > 0 {
+		a.enum = st
+	}
+	user := rec.User
+	return &CredentialManagementResponse{
+		User:         &user,
+		CredentialID: &CredDescriptor{Type: credTypePublicKey, ID: rec.ID},
+		PublicKey:    RawMessage(rec.PublicKey),
+		CredProtect:  uint(rec.CredProtect),
+	}
+}
+
+// residentRecord reads the resident credential id from the store; ok is
+// false when there is none (or it is unreadable).
+func (a *Authenticator) residentRecord(id []byte) (*credentialRecord, bool, error) {
+	raw, ok, err := a.cfg.Store.Credential(id)
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	rec, err := parseCredentialRecord(raw)
+	if err != nil {
+		a.log.Error("unreadable credential record", "err", err)
+		return nil, false, nil
+	}
+	return rec, true, nil
+}
+
+// deleteCredential is deleteCredential (§6.8.5). A token bound to an RP ID
+// may delete only that RP's credentials.
+func (a *Authenticator) deleteCredential(id []byte, tokenRPID string) error {
+	rec, ok, err := a.residentRecord(id)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return ErrNoCredentials
+	}
+	if tokenRPID != "" && tokenRPID != rec.RPID {
+		return ErrPINAuthInvalid
+	}
+	if err := a.cfg.Store.DeleteCredential(id); err != nil {
+		return err
+	}
+	a.log.Info("credential deleted", "rp", rec.RPID)
+	return nil
+}
+
+// updateUserInformation is updateUserInformation (§6.8.6): user.id must be
+// the stored one; name and displayName are replaced, and an absent or empty
+// one is removed. The record is rewritten in one atomic PutCredential.
+func (a *Authenticator) updateUserInformation(id []byte, user *UserEntity, tokenRPID string) error {
+	rec, ok, err := a.residentRecord(id)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return ErrNoCredentials
+	}
+	if tokenRPID != "" && tokenRPID != rec.RPID {
+		return ErrPINAuthInvalid
+	}
+	if !bytes.Equal(user.ID, rec.User.ID) {
+		return ErrInvalidParameter
+	}
+	rec.User.Name = user.Name
+	rec.User.DisplayName = user.DisplayName
+	raw, err := encode(rec)
+	if err != nil {
+		return err
+	}
+	if err := a.cfg.Store.PutCredential(rec.ID, rec.rpIDHash(), raw); err != nil {
+		return err
+	}
+	a.log.Info("credential user information updated", "rp", rec.RPID)
+	return nil
+}
