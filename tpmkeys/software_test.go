@@ -388,3 +388,16 @@ func BenchmarkSignerEdDSA(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSignerLookup is the key store's own share of a cached
+// getAssertion signature: everything but the ECDSA signing.
+func BenchmarkSignerLookup(b *testing.B) {
+	s := newTestStore(b)
+	rp := rpHash("example.com")
+	id, _, _ := s.NewCredential(ctx, cose.AlgES256, rp, []byte("meta"))
+	for b.Loop() {
+		if _, _, err := s.Signer(ctx, id, rp); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
