@@ -30,10 +30,10 @@ type Argon2Params struct {
 	Threads   uint8
 }
 
-// DefaultArgon2Params: 3 passes over 64 MiB with 2 lanes (about 0.1–0.2 s
-// on a laptop), RFC 9106 §7.4's second recommended option with a smaller
-// memory budget for a key that unlocks once per process start.
-var DefaultArgon2Params = Argon2Params{Time: 3, MemoryKiB: 64 << 10, Threads: 2}
+// defaultArgon2Params: 3 passes over 64 MiB with 2 lanes (about 0.1–0.2 s
+// on a laptop), RFC 9106 §4's second recommended option with a smaller
+// memory budget, for a key that unlocks once per process start.
+var defaultArgon2Params = Argon2Params{Time: 3, MemoryKiB: 64 << 10, Threads: 2}
 
 // Limits on parameters read back from disk, so that a damaged or hostile
 // passphrase.json cannot make us allocate without bound.
@@ -52,7 +52,9 @@ func (p Argon2Params) validate() error {
 }
 
 // WithArgon2Params sets the Argon2id parameters for a passphrase store that
-// is being created (tests use cheap ones). An existing store keeps its own.
+// is being created (tests use cheap ones); the default is 3 passes over
+// 64 MiB with 2 lanes. An existing store keeps the parameters it was
+// created with.
 func WithArgon2Params(p Argon2Params) Option { return func(o *options) { o.argon2 = p } }
 
 // OpenSoftware opens the Software store of a state directory whose master

@@ -171,7 +171,7 @@ func TestPassphrase(t *testing.T) {
 
 func TestArgon2ParamsValidate(t *testing.T) {
 	t.Parallel()
-	if err := DefaultArgon2Params.validate(); err != nil {
+	if err := defaultArgon2Params.validate(); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []Argon2Params{{}, {Time: 1, MemoryKiB: 7, Threads: 1}, {Time: 1, MemoryKiB: 64, Threads: 0}, {Time: 65, MemoryKiB: 64, Threads: 1}} {

@@ -136,7 +136,7 @@ type options struct {
 }
 
 func defaultOptions() options {
-	return options{cacheSize: DefaultCacheSize, argon2: DefaultArgon2Params}
+	return options{cacheSize: DefaultCacheSize, argon2: defaultArgon2Params}
 }
 
 // WithCacheSize sets how many opened credential keys are cached (0 turns
