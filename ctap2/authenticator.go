@@ -141,7 +141,7 @@ func New(cfg Config) (*Authenticator, error) {
 func (a *Authenticator) PowerCycle() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.next = nil
+	a.next, a.enum = nil, nil
 	a.keyAgreement.Regenerate()
 	a.revokeTokens()
 	a.pinFails = 0

@@ -19,16 +19,31 @@ import (
 // credMeta is the small authenticated metadata sealed into every credential
 // ID by the key store: version, flags, credProtect level.
 type credMeta struct {
-	Resident    bool
-	CredProtect byte
+	Resident          bool
+	HMACSecret        bool
+	LargeBlobKey      bool
+	ThirdPartyPayment bool
+	CredProtect       byte
 }
 
 const credMetaVersion = 1
 
+const (
+	metaResident byte = 1 << iota
+	metaHMACSecret
+	metaLargeBlobKey
+	metaThirdPartyPayment
+)
+
 func (m credMeta) marshal() []byte {
 	var flags byte
-	if m.Resident {
-		flags |= 1
+	for _, f := range []struct {
+		on  bool
+		bit byte
+	}{{m.Resident, metaResident}, {m.HMACSecret, metaHMACSecret}, {m.LargeBlobKey, metaLargeBlobKey}, {m.ThirdPartyPayment, metaThirdPartyPayment}} {
+		if f.on {
+			flags |= f.bit
+		}
 	}
 	return []byte{credMetaVersion, flags, m.CredProtect}
 }
@@ -37,7 +52,12 @@ func parseCredMeta(b []byte) (credMeta, bool) {
 	if len(b) < 3 || b[0] != credMetaVersion {
 		return credMeta{}, false
 	}
-	return credMeta{Resident: b[1]&1 != 0, CredProtect: b[2]}, true
+	f := b[1]
+	return credMeta{
+		Resident: f&metaResident != 0, HMACSecret: f&metaHMACSecret != 0,
+		LargeBlobKey: f&metaLargeBlobKey != 0, ThirdPartyPayment: f&metaThirdPartyPayment != 0,
+		CredProtect: b[2],
+	}, true
 }
 
 // credentialRecord is what the store keeps for a resident (discoverable)
@@ -51,6 +71,9 @@ type credentialRecord struct {
 	PublicKey   []byte     `cbor:"6,keyasint"` // COSE_Key
 	Created     int64      `cbor:"7,keyasint"` // Unix nanoseconds; newest first in discoverable lists
 	CredProtect byte       `cbor:"8,keyasint,omitempty"`
+	// CredBlobSealed is the credBlob extension's data, sealed by the key store.
+	CredBlobSealed []byte `cbor:"9,keyasint,omitempty"`
+	LargeBlobKey   bool   `cbor:"10,keyasint,omitempty"` // created with largeBlobKey
 }
 
 func (r *credentialRecord) rpIDHash() []byte {

@@ -26,16 +26,25 @@ type GetAssertionResponse struct {
 	User                *UserEntity    `cbor:"4,keyasint,omitempty"`
 	NumberOfCredentials uint           `cbor:"5,keyasint,omitempty"`
 	UserSelected        *bool          `cbor:"6,keyasint,omitempty"`
+	LargeBlobKey        []byte         `cbor:"7,keyasint,omitempty"`
+}
+
+// assertionContext is what every assertion of one getAssertion (and its
+// getNextAssertion continuations) shares.
+type assertionContext struct {
+	rpIDHash       [32]byte
+	clientDataHash []byte
+	flags          byte
+	ext            *gaExtensions
+	hmacSecret     *hmacSecretRequest
 }
 
 // nextAssertionState is what authenticatorGetNextAssertion continues.
 type nextAssertionState struct {
-	cid            uint32
-	rpIDHash       [32]byte
-	clientDataHash []byte
-	flags          byte
-	remaining      []*credentialRecord
-	expires        time.Time
+	assertionContext
+	cid       uint32
+	remaining []*credentialRecord
+	expires   time.Time
 }
 
 // getNextAssertionTimeout is how long after a getAssertion the platform
@@ -86,6 +95,16 @@ func (a *Authenticator) getAssertion(ctx context.Context, r request) (any, error
 	}
 	uvOpt, _ := req.Options.uv()
 	pres := PresenceRequest{Op: "getAssertion", RPID: req.RPID}
+	ext, err := parseGAExtensions(req.Extensions)
+	if err != nil {
+		return nil, err
+	}
+	var hmacReq *hmacSecretRequest
+	if ext.hmacSecret != nil {
+		if hmacReq, err = a.prepareHMACSecret(ext.hmacSecret); err != nil {
+			return nil, err
+		}
+	}
 	// Steps 1, 2, 6: PIN/UV.
 	uv, err := a.userVerification(ctx, uvRequest{
 		presence: pres, param: req.PinUvAuthParam, protocol: req.PinUvAuthProtocol, uvOption: uvOpt,
@@ -108,7 +127,7 @@ func (a *Authenticator) getAssertion(ctx context.Context, r request) (any, error
 			if err != nil {
 				return nil, err
 			}
-			if ok {
+			if ok && (uv.verified || visibleWithoutUV(f.meta.CredProtect, true)) {
 				first, total = f, 1
 				break
 			}
@@ -121,7 +140,7 @@ func (a *Authenticator) getAssertion(ctx context.Context, r request) (any, error
 		var usable []*credentialRecord
 		for _, rec := range recs {
 			f, ok := a.openResident(ctx, rec, rpIDHash[:])
-			if !ok {
+			if !ok || !(uv.verified || visibleWithoutUV(f.meta.CredProtect, false)) {
 				continue
 			}
 			if first == nil {
@@ -152,7 +171,8 @@ func (a *Authenticator) getAssertion(ctx context.Context, r request) (any, error
 	if first == nil {
 		return nil, ErrNoCredentials
 	}
-	resp, err := a.assert(first, rpIDHash, req.ClientDataHash, flags)
+	actx := assertionContext{rpIDHash: rpIDHash, clientDataHash: req.ClientDataHash, flags: flags, ext: ext, hmacSecret: hmacReq}
+	resp, err := a.assert(ctx, first, &actx)
 	if err != nil {
 		return nil, err
 	}
@@ -162,37 +182,65 @@ func (a *Authenticator) getAssertion(ctx context.Context, r request) (any, error
 	if total > 1 {
 		resp.NumberOfCredentials = uint(total)
 		a.next = &nextAssertionState{
-			cid: r.cid, rpIDHash: rpIDHash, clientDataHash: req.ClientDataHash, flags: flags,
-			remaining: rest, expires: a.cfg.Now().Add(getNextAssertionTimeout),
+			assertionContext: actx, cid: r.cid, remaining: rest,
+			expires: a.cfg.Now().Add(getNextAssertionTimeout),
 		}
 	}
 	return resp, nil
 }
 
-// assert builds and signs one assertion.
-func (a *Authenticator) assert(c *foundCredential, rpIDHash [32]byte, clientDataHash []byte, flags byte) (*GetAssertionResponse, error) {
+// assert builds and signs one assertion, with its extension outputs.
+func (a *Authenticator) assert(ctx context.Context, c *foundCredential, actx *assertionContext) (*GetAssertionResponse, error) {
+	resp := &GetAssertionResponse{Credential: CredDescriptor{Type: credTypePublicKey, ID: c.id}}
+	outputs := map[string]any{}
+	if actx.hmacSecret != nil && c.meta.HMACSecret {
+		out, err := a.hmacSecretOutput(ctx, actx.hmacSecret, c.id, actx.flags&FlagUV != 0)
+		if err != nil {
+			return nil, err
+		}
+		outputs[extHMACSecret] = out
+	}
+	if actx.ext.credBlob {
+		blob := []byte{}
+		if c.record != nil && c.record.CredBlobSealed != nil {
+			b, err := a.sealer.Open(ctx, c.record.CredBlobSealed, credBlobAAD(c.id))
+			if err != nil {
+				return nil, err
+			}
+			blob = b
+		}
+		outputs[extCredBlob] = blob
+	}
+	if actx.ext.thirdPartyPayment {
+		outputs[extThirdPartyPayment] = c.meta.ThirdPartyPayment
+	}
+	if actx.ext.largeBlobKey && c.meta.LargeBlobKey {
+		key, err := a.credentialSecret(ctx, c.id, labelLargeBlobKey)
+		if err != nil {
+			return nil, err
+		}
+		resp.LargeBlobKey = key
+	}
+	extData, err := extensionMap(outputs)
+	if err != nil {
+		return nil, err
+	}
 	count, err := a.cfg.Store.NextCounter(c.id)
 	if err != nil {
 		return nil, err
 	}
-	ad := AuthData{RPIDHash: rpIDHash, Flags: flags, SignCount: count}
-	authData := ad.Marshal()
-	msg := make([]byte, 0, len(authData)+len(clientDataHash))
-	msg = append(append(msg, authData...), clientDataHash...)
-	sig, err := sign(c.signer, algOf(c.signer), msg)
-	if err != nil {
+	ad := AuthData{RPIDHash: actx.rpIDHash, Flags: actx.flags, SignCount: count, Extensions: extData}
+	resp.AuthData = ad.Marshal()
+	msg := make([]byte, 0, len(resp.AuthData)+len(actx.clientDataHash))
+	msg = append(append(msg, resp.AuthData...), actx.clientDataHash...)
+	if resp.Signature, err = sign(c.signer, algOf(c.signer), msg); err != nil {
 		return nil, err
-	}
-	resp := &GetAssertionResponse{
-		Credential: CredDescriptor{Type: credTypePublicKey, ID: c.id},
-		AuthData:   authData,
-		Signature:  sig,
 	}
 	if c.meta.Resident {
 		// Without user verification, an authenticator with no display
 		// returns only the user id (CTAP 2.1 §6.2.2 step 12).
 		u := UserEntity{ID: c.record.User.ID}
-		if flags&FlagUV != 0 {
+		if actx.flags&FlagUV != 0 {
 			u = c.record.User
 		}
 		resp.User = &u

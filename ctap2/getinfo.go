@@ -87,6 +87,18 @@ func (a *Authenticator) Info() (*GetInfoResponse, error) {
 		RemainingDiscoverableCredentials: &remaining,
 		AttestationFormats:               []string{"packed", "none"},
 	}
+	if _, ok := a.cfg.KeyStore.(SecretDeriver); ok {
+		info.Extensions = supportedExtensions
+	} else {
+		for _, e := range supportedExtensions {
+			switch e {
+			case extHMACSecret, extHMACSecretMC, extLargeBlobKey:
+				continue // need per-credential secrets
+			}
+			info.Extensions = append(info.Extensions, e)
+		}
+	}
+	info.MaxCredBlobLength = maxCredBlobLength
 	if a.state.ForcePINChange {
 		t := true
 		info.ForcePINChange = &t

@@ -16,7 +16,7 @@ func (a *Authenticator) getNextAssertion(ctx context.Context, r request, st *nex
 		if !ok {
 			continue
 		}
-		resp, err := a.assert(f, st.rpIDHash, st.clientDataHash, st.flags)
+		resp, err := a.assert(ctx, f, &st.assertionContext)
 		if err != nil {
 			return nil, err
 		}

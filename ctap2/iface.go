@@ -36,6 +36,15 @@ type Sealer interface {
 	Open(ctx context.Context, sealed, aad []byte) ([]byte, error)
 }
 
+// SecretDeriver derives per-credential secrets — the two hmac-secret
+// CredRandoms, the largeBlobKey — deterministically from a credential ID
+// and a label, under the key store's master key. Nothing has to be stored,
+// so non-resident credentials support these extensions too. The result is
+// 32 bytes and never leaves the authenticator except as the protocol says.
+type SecretDeriver interface {
+	CredentialSecret(ctx context.Context, credID []byte, label string) ([]byte, error)
+}
+
 // CredStore keeps resident-credential records durably. Records are opaque
 // to the store (ctap2 encodes them); the store indexes them by credential ID
 // and by rpIDHash so that one RP's credentials are found without a scan.

@@ -25,9 +25,11 @@ type MakeCredentialRequest struct {
 
 // MakeCredentialResponse is the authenticatorMakeCredential output.
 type MakeCredentialResponse struct {
-	Fmt      string         `cbor:"1,keyasint"`
-	AuthData []byte         `cbor:"2,keyasint"`
-	AttStmt  map[string]any `cbor:"3,keyasint"`
+	Fmt          string         `cbor:"1,keyasint"`
+	AuthData     []byte         `cbor:"2,keyasint"`
+	AttStmt      map[string]any `cbor:"3,keyasint"`
+	EPAtt        *bool          `cbor:"4,keyasint,omitempty"`
+	LargeBlobKey []byte         `cbor:"5,keyasint,omitempty"`
 }
 
 // parseMakeCredential decodes and validates a makeCredential request.
@@ -93,6 +95,16 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 	}
 	uvOpt, _ := req.Options.uv()
 	pres := PresenceRequest{Op: "makeCredential", RPID: req.RP.ID, UserName: req.User.Name}
+	ext, err := parseMCExtensions(req.Extensions)
+	if err != nil {
+		return nil, err
+	}
+	var hmacMC *hmacSecretRequest
+	if ext.hmacSecretMC != nil && ext.hmacSecret {
+		if hmacMC, err = a.prepareHMACSecret(ext.hmacSecretMC); err != nil {
+			return nil, err
+		}
+	}
 	// Steps 1, 2, 6–11: PIN/UV.
 	uv, err := a.userVerification(ctx, uvRequest{
 		presence: pres, param: req.PinUvAuthParam, protocol: req.PinUvAuthProtocol, uvOption: uvOpt,
@@ -106,11 +118,11 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 		if d.Type != credTypePublicKey {
 			continue
 		}
-		_, found, err := a.lookupCredential(ctx, d.ID, rpIDHash[:])
+		c, found, err := a.lookupCredential(ctx, d.ID, rpIDHash[:])
 		if err != nil {
 			return nil, err
 		}
-		if found {
+		if found && (uv.verified || c.meta.CredProtect != credProtectUVRequired) {
 			if !uv.present {
 				if err := a.confirm(ctx, pres); err != nil {
 					return nil, err
@@ -150,7 +162,10 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 		flags |= FlagUV
 	}
 	// Step 13+: create the key and, for rk, the record.
-	meta := credMeta{Resident: rk}
+	meta := credMeta{
+		Resident: rk, HMACSecret: ext.hmacSecret, LargeBlobKey: ext.largeBlobKey,
+		ThirdPartyPayment: ext.thirdPartyPayment, CredProtect: ext.credProtect,
+	}
 	id, pub, err := a.cfg.KeyStore.NewCredential(ctx, alg, rpIDHash[:], meta.marshal())
 	if err != nil {
 		return nil, err
@@ -159,12 +174,65 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 	if err != nil {
 		return nil, err
 	}
+	// Everything that can fail runs before the record is written, so a
+	// failure leaves no credential behind.
+	outputs := map[string]any{}
+	if ext.credProtect != 0 {
+		outputs[extCredProtect] = ext.credProtect
+	}
+	if ext.hmacSecret {
+		outputs[extHMACSecret] = true
+	}
+	if ext.credBlobSet {
+		outputs[extCredBlob] = rk && len(ext.credBlob) <= maxCredBlobLength
+	}
+	if ext.minPINLength && a.minPINLengthAllowed(req.RP.ID) {
+		outputs[extMinPINLength] = a.state.MinPINLength
+	}
+	if hmacMC != nil {
+		out, err := a.hmacSecretOutput(ctx, hmacMC, id, uv.verified)
+		if err != nil {
+			return nil, err
+		}
+		outputs[extHMACSecretMC] = out
+	}
+	extData, err := extensionMap(outputs)
+	if err != nil {
+		return nil, err
+	}
+	resp := &MakeCredentialResponse{}
+	if ext.largeBlobKey {
+		if resp.LargeBlobKey, err = a.credentialSecret(ctx, id, labelLargeBlobKey); err != nil {
+			return nil, err
+		}
+	}
+	var rec *credentialRecord
 	if rk {
-		rec := credentialRecord{
+		rec = &credentialRecord{
 			ID: id, RPID: req.RP.ID, RPName: req.RP.Name, User: *req.User, Alg: int64(alg),
 			PublicKey: coseKey, Created: a.cfg.Now().UnixNano(),
+			CredProtect: ext.credProtect, LargeBlobKey: ext.largeBlobKey,
 		}
-		raw, err := encode(&rec)
+		if ext.credBlobSet && len(ext.credBlob) <= maxCredBlobLength {
+			if rec.CredBlobSealed, err = a.sealer.Seal(ctx, ext.credBlob, credBlobAAD(id)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	count, err := a.cfg.Store.NextCounter(id)
+	if err != nil {
+		return nil, err
+	}
+	ad := AuthData{
+		RPIDHash: rpIDHash, Flags: flags, SignCount: count,
+		AAGUID: a.cfg.AAGUID, CredentialID: id, PublicKey: coseKey, Extensions: extData,
+	}
+	resp.AuthData = ad.Marshal()
+	if err := a.attest(ctx, resp, req, id, alg, rpIDHash[:]); err != nil {
+		return nil, err
+	}
+	if rec != nil {
+		raw, err := encode(rec)
 		if err != nil {
 			return nil, err
 		}
@@ -177,35 +245,31 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 			}
 		}
 	}
-	count, err := a.cfg.Store.NextCounter(id)
-	if err != nil {
-		return nil, err
-	}
-	ad := AuthData{
-		RPIDHash: rpIDHash, Flags: flags, SignCount: count,
-		AAGUID: a.cfg.AAGUID, CredentialID: id, PublicKey: coseKey,
-	}
-	authData := ad.Marshal()
-	resp := &MakeCredentialResponse{AuthData: authData}
-	switch a.attestationFormat(req.AttestationFormatsPreference) {
-	case AttestationNone:
-		resp.Fmt, resp.AttStmt = "none", map[string]any{}
-	default:
-		signer, _, err := a.cfg.KeyStore.Signer(ctx, id, rpIDHash[:])
-		if err != nil {
-			return nil, err
-		}
-		sig, err := sign(signer, alg, append(authData, req.ClientDataHash...))
-		if err != nil {
-			return nil, err
-		}
-		resp.Fmt, resp.AttStmt = "packed", map[string]any{"alg": int64(alg), "sig": sig}
-	}
 	if uv.usedToken {
 		a.clearTokenAfterUse()
 	}
 	a.log.Info("credential created", "rp", req.RP.ID, "alg", alg.String(), "resident", rk)
 	return resp, nil
+}
+
+// attest fills in the attestation statement (CTAP 2.1 §6.1.2 step 17).
+func (a *Authenticator) attest(ctx context.Context, resp *MakeCredentialResponse, req *MakeCredentialRequest, id []byte, alg cose.Algorithm, rpIDHash []byte) error {
+	switch a.attestationFormat(req.AttestationFormatsPreference) {
+	case AttestationNone:
+		resp.Fmt, resp.AttStmt = "none", map[string]any{}
+		return nil
+	}
+	signer, _, err := a.cfg.KeyStore.Signer(ctx, id, rpIDHash)
+	if err != nil {
+		return err
+	}
+	msg := append(bytes.Clone(resp.AuthData), req.ClientDataHash...)
+	sig, err := sign(signer, alg, msg)
+	if err != nil {
+		return err
+	}
+	resp.Fmt, resp.AttStmt = "packed", map[string]any{"alg": int64(alg), "sig": sig}
+	return nil
 }
 
 // chooseAlgorithm picks the first requested public-key algorithm the key

@@ -9,6 +9,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -118,10 +119,12 @@ func loadEd25519(raw []byte) (crypto.Signer, error) {
 // format). It implements ctap2.KeyStore and ctap2.Sealer, is safe for
 // concurrent use, and keeps no per-credential state beyond a bounded cache.
 type Software struct {
-	mu    sync.RWMutex // write-locked only by ResetKeys
-	wrap  cipher.AEAD  // credential IDs
-	seal  cipher.AEAD  // Seal / Open
-	cache *keyCache
+	mu   sync.RWMutex // write-locked only by ResetKeys
+	wrap cipher.AEAD  // credential IDs
+	seal cipher.AEAD  // Seal / Open
+	// secret keys CredentialSecret (HMAC-SHA-256).
+	secret []byte
+	cache  *keyCache
 	// rotate persists and returns a new master key for ResetKeys; nil
 	// means the key lives only in memory (NewSoftware).
 	rotate func() ([]byte, error)
@@ -176,8 +179,33 @@ func (s *Software) setMaster(master []byte) error {
 	if err != nil {
 		return err
 	}
-	s.wrap, s.seal = wrap, seal
+	secret, err := deriveKey(master, infoSecret)
+	if err != nil {
+		return err
+	}
+	s.wrap, s.seal, s.secret = wrap, seal, secret
 	return nil
+}
+
+// infoSecret is the HKDF info of the per-credential secret key.
+const infoSecret = "virtkey software credential secrets v1"
+
+// CredentialSecret derives a 32-byte secret for credential credID and label
+// (hmac-secret CredRandoms, largeBlobKey): HMAC-SHA-256 under a subkey of the
+// master key over len(label) ‖ label ‖ credID. It implements
+// ctap2.SecretDeriver; ResetKeys changes every derived secret. ctx is not used.
+func (s *Software) CredentialSecret(_ context.Context, credID []byte, label string) ([]byte, error) {
+	if len(label) > 255 {
+		return nil, fmt.Errorf("tpmkeys: secret label too long")
+	}
+	s.mu.RLock()
+	key := s.secret
+	s.mu.RUnlock()
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte{byte(len(label))})
+	m.Write([]byte(label))
+	m.Write(credID)
+	return m.Sum(nil), nil
 }
 
 // ResetKeys replaces the master key with a new random one, so that every

@@ -401,3 +401,26 @@ func BenchmarkSignerLookup(b *testing.B) {
 		}
 	}
 }
+
+func TestCredentialSecret(t *testing.T) {
+	t.Parallel()
+	s, err := NewSoftware(bytes.Repeat([]byte{7}, MasterKeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var _ ctap2.SecretDeriver = s
+	a, _ := s.CredentialSecret(context.Background(), []byte("id1"), "x")
+	b, _ := s.CredentialSecret(context.Background(), []byte("id1"), "x")
+	c, _ := s.CredentialSecret(context.Background(), []byte("id1"), "y")
+	d, _ := s.CredentialSecret(context.Background(), []byte("id2"), "x")
+	if len(a) != 32 || !bytes.Equal(a, b) || bytes.Equal(a, c) || bytes.Equal(a, d) {
+		t.Fatal("secrets must be deterministic per (id, label) and differ otherwise")
+	}
+	if err := s.ResetKeys(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := s.CredentialSecret(context.Background(), []byte("id1"), "x")
+	if bytes.Equal(a, e) {
+		t.Fatal("ResetKeys must change derived secrets")
+	}
+}
