@@ -87,6 +87,8 @@ type Authenticator struct {
 	state   persistentState     // PIN, UV and config state (mirrors the Store)
 	next    *nextAssertionState // authenticatorGetNextAssertion state
 	enum    *credMgmtEnumState  // credential-management enumeration state
+	// largeBlobWrite is a serialized large-blob array being written in fragments.
+	largeBlobWrite *largeBlobWriteState
 	// Volatile PIN state, dropped at power-up.
 	keyAgreement KeyAgreement
 	token        tokenState
@@ -141,7 +143,7 @@ func New(cfg Config) (*Authenticator, error) {
 func (a *Authenticator) PowerCycle() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.next, a.enum = nil, nil
+	a.next, a.enum, a.largeBlobWrite = nil, nil, nil
 	a.keyAgreement.Regenerate()
 	a.revokeTokens()
 	a.pinFails = 0

@@ -52,8 +52,8 @@ type CredentialManagementResponse struct {
 	PublicKey                                    RawMessage      `cbor:"8,keyasint,omitempty"` // COSE_Key as stored
 	TotalCredentials                             *uint           `cbor:"9,keyasint,omitempty"`
 	CredProtect                                  uint            `cbor:"10,keyasint,omitempty"`
-	// Key 0x0B largeBlobKey is filled in once the largeBlobKey extension
-	// stores per-credential keys.
+	// LargeBlobKey is the credential's largeBlobKey, for credentials made
+	// with the largeBlobKey extension.
 	LargeBlobKey []byte `cbor:"11,keyasint,omitempty"`
 }
 
@@ -163,7 +163,7 @@ func (a *Authenticator) credentialManagement(ctx context.Context, r request, enu
 		if tokenRPID != "" && !bytes.Equal(rpIDHashOf(tokenRPID), req.params.RPIDHash) {
 			return nil, ErrPINAuthInvalid
 		}
-		return a.enumerateCredentialsBegin(r.cid, req.params.RPIDHash)
+		return a.enumerateCredentialsBegin(ctx, r.cid, req.params.RPIDHash)
 	case cmEnumerateRPsGetNextRP, cmEnumerateCredentialsNext:
 		if enum == nil || enum.next != sub || enum.cid != r.cid {
 			return nil, ErrNotAllowed
@@ -171,7 +171,7 @@ func (a *Authenticator) credentialManagement(ctx context.Context, r request, enu
 		if sub == cmEnumerateRPsGetNextRP {
 			return a.nextRP(enum), nil
 		}
-		return a.nextCredential(enum), nil
+		return a.nextCredential(ctx, enum)
 	case cmDeleteCredential:
 		return nil, a.deleteCredential(req.params.CredentialID.ID, tokenRPID)
 	case cmUpdateUserInformation:
@@ -269,7 +269,7 @@ func (a *Authenticator) nextRP(st *credMgmtEnumState) *CredentialManagementRespo
 
 // enumerateCredentialsBegin is enumerateCredentialsBegin (§6.8.4): the
 // RP's newest credential and the total; the rest wait for GetNextCredential.
-func (a *Authenticator) enumerateCredentialsBegin(cid uint32, rpIDHash []byte) (any, error) {
+func (a *Authenticator) enumerateCredentialsBegin(ctx context.Context, cid uint32, rpIDHash []byte) (any, error) {
 	recs, err := a.residentCredentials(rpIDHash)
 	if err != nil {
 		return nil, err
@@ -279,26 +279,37 @@ func (a *Authenticator) enumerateCredentialsBegin(cid uint32, rpIDHash []byte) (
 	}
 	total := uint(len(recs))
 	st := &credMgmtEnumState{cid: cid, next: cmEnumerateCredentialsNext, creds: recs}
-	resp := a.nextCredential(st)
+	resp, err := a.nextCredential(ctx, st)
+	if err != nil {
+		return nil, err
+	}
 	resp.TotalCredentials = &total
 	return resp, nil
 }
 
 // nextCredential returns the next credential of st and keeps st for the
 // following command while credentials remain.
-func (a *Authenticator) nextCredential(st *credMgmtEnumState) *CredentialManagementResponse {
+func (a *Authenticator) nextCredential(ctx context.Context, st *credMgmtEnumState) (*CredentialManagementResponse, error) {
 	rec := st.creds[0]
 	st.creds = st.creds[1:]
 	if len(st.creds) > 0 {
 		a.enum = st
 	}
 	user := rec.User
-	return &CredentialManagementResponse{
+	resp := &CredentialManagementResponse{
 		User:         &user,
 		CredentialID: &CredDescriptor{Type: credTypePublicKey, ID: rec.ID},
 		PublicKey:    RawMessage(rec.PublicKey),
 		CredProtect:  uint(rec.CredProtect),
 	}
+	if rec.LargeBlobKey {
+		key, err := a.credentialSecret(ctx, rec.ID, labelLargeBlobKey)
+		if err != nil {
+			return nil, err
+		}
+		resp.LargeBlobKey = key
+	}
+	return resp, nil
 }
 
 // residentRecord reads the resident credential id from the store; ok is

@@ -33,7 +33,7 @@ func (a *Authenticator) reset(ctx context.Context, r request) (any, error) {
 	if err := a.cfg.Store.Wipe(); err != nil {
 		return nil, fmt.Errorf("wipe store: %w", err)
 	}
-	a.next, a.enum = nil, nil
+	a.next, a.enum, a.largeBlobWrite = nil, nil, nil
 	a.state = defaultState()
 	a.keyAgreement.Regenerate()
 	a.revokeTokens()
