@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/virtkey/virtkey/ctap2/client"
+	"github.com/virtkey/virtkey/hid"
+	"github.com/virtkey/virtkey/hid/udp"
+)
+
+// Device selection for the management commands.
+//
+//	--device udp:HOST:PORT   a key served over UDP (virtkey run, the SoloKeys simulator)
+//	--device /dev/hidrawN    a key on a hidraw node (virtual or hardware)
+//	(none)                   $VIRTKEY_DEVICE, else the only FIDO key on the system
+//
+// The only FIDO key is found by reading /sys/class/hidraw/*/device/report_descriptor
+// and keeping the devices whose descriptor has the FIDO usage page 0xF1D0.
+
+// Timeouts of the management commands.
+const (
+	initTimeout    = 3 * time.Second  // CTAPHID_INIT: does anything answer?
+	commandTimeout = 90 * time.Second // one CTAP command, a touch included
+)
+
+// hidrawDevice is a FIDO hidraw node found on the system.
+type hidrawDevice struct {
+	Path string // /dev/hidrawN
+	Name string // HID_NAME from sysfs, may be empty
+}
+
+// openedDevice is an open transport and the CTAP2 client on it.
+type openedDevice struct {
+	dev   *client.Device
+	name  string // what the user would pass to --device
+	close func() error
+}
+
+// reportDevice is a hid.ReportDevice that can be closed.
+type reportDevice interface {
+	hid.ReportDevice
+	io.Closer
+}
+
+// openDevice opens the device named by spec ("" = find the only one) and
+// sets up CTAPHID on it. onKeepalive receives KEEPALIVE status bytes.
+func openDevice(ctx context.Context, spec string, onKeepalive func(byte)) (*openedDevice, error) {
+	if spec == "" {
+		found, err := findFIDOHidraw()
+		if err != nil {
+			return nil, &cliError{code: exitNoDevice, msg: fmt.Sprintf("looking for FIDO keys: %v; name one with --device", err)}
+		}
+		switch len(found) {
+		case 0:
+			return nil, &cliError{code: exitNoDevice, msg: "no FIDO security key found (no hidraw device with the FIDO usage page 0xF1D0); " +
+				"plug one in, or name one with --device (for a virtual key served by \"virtkey run\": --device udp:127.0.0.1:8111)"}
+		case 1:
+			spec = found[0].Path
+		default:
+			var b strings.Builder
+			b.WriteString("several FIDO security keys found; choose one with --device:")
+			for _, d := range found {
+				fmt.Fprintf(&b, "\n  %s", d.Path)
+				if d.Name != "" {
+					fmt.Fprintf(&b, "  %s", d.Name)
+				}
+			}
+			return nil, &cliError{code: exitNoDevice, msg: b.String()}
+		}
+	}
+
+	var rd reportDevice
+	var err error
+	switch {
+	case strings.HasPrefix(spec, "udp:"):
+		addr := strings.TrimPrefix(spec, "udp:")
+		if addr == "" {
+			return nil, &cliError{code: exitUsage, msg: "--device udp: needs HOST:PORT, e.g. udp:127.0.0.1:8111"}
+		}
+		rd, err = udp.Dial(addr)
+	case strings.HasPrefix(spec, "/"):
+		rd, err = openHidraw(spec)
+	default:
+		return nil, &cliError{code: exitUsage, msg: fmt.Sprintf("--device %q: want udp:HOST:PORT or a hidraw path such as /dev/hidraw3", spec)}
+	}
+	if err != nil {
+		return nil, &cliError{code: exitNoDevice, msg: fmt.Sprintf("opening %s: %v", spec, err)}
+	}
+	ictx, cancel := context.WithTimeout(ctx, initTimeout)
+	defer cancel()
+	dev, err := client.Open(ictx, rd, &client.Options{OnKeepalive: onKeepalive, Timeout: commandTimeout})
+	if err != nil {
+		rd.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		msg := fmt.Sprintf("no FIDO key answers at %s: %v", spec, err)
+		if errors.Is(err, context.DeadlineExceeded) {
+			msg = fmt.Sprintf("no FIDO key answers at %s (no reply within %v)", spec, initTimeout)
+			if strings.HasPrefix(spec, "udp:") {
+				msg += "; is \"virtkey run\" serving there?"
+			}
+		}
+		return nil, &cliError{code: exitNoDevice, msg: msg}
+	}
+	return &openedDevice{dev: dev, name: spec, close: rd.Close}, nil
+}
