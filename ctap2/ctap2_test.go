@@ -413,3 +413,25 @@ func TestStatusOf(t *testing.T) {
 		}
 	}
 }
+
+func TestSelectNewestAccount(t *testing.T) {
+	t.Parallel()
+	tk := newTestKey(t, func(c *Config) { c.SelectNewestAccount = true })
+	tk.makeCred(t, mcParams("example.com", []byte("u1"), "alice", true))
+	tk.now = tk.now.Add(time.Second)
+	tk.makeCred(t, mcParams("example.com", []byte("u2"), "bob", true))
+	st, out := tk.call(t, CmdGetAssertion, map[int]any{1: "example.com", 2: cdh})
+	if st != StatusOK {
+		t.Fatal(st)
+	}
+	var ga GetAssertionResponse
+	if err := decode(out, &ga); err != nil {
+		t.Fatal(err)
+	}
+	if ga.NumberOfCredentials != 0 || ga.UserSelected == nil || !*ga.UserSelected || string(ga.User.ID) != "u2" {
+		t.Fatalf("n=%d selected=%v user=%q", ga.NumberOfCredentials, ga.UserSelected, ga.User.ID)
+	}
+	if st, _ := tk.call(t, CmdGetNextAssertion, nil); st != ErrNotAllowed {
+		t.Fatalf("GNA after a key-side selection: %v", st)
+	}
+}

@@ -179,7 +179,10 @@ func (a *Authenticator) getAssertion(ctx context.Context, r request) (any, error
 	if uv.usedToken {
 		a.clearTokenAfterUse()
 	}
-	if total > 1 {
+	if total > 1 && a.cfg.SelectNewestAccount {
+		selected := true
+		resp.UserSelected = &selected
+	} else if total > 1 {
 		resp.NumberOfCredentials = uint(total)
 		a.next = &nextAssertionState{
 			assertionContext: actx, cid: r.cid, remaining: rest,

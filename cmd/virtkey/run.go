@@ -38,6 +38,7 @@ type runFlags struct {
 	tpm            string
 	vid, pid       uint
 	name           string
+	selectAccount  string
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
@@ -59,6 +60,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.StringVar(&f.tpm, "tpm", "", "TPM to use with --keystore tpm: a device path (default /dev/tpmrm0, then /dev/tpm0) or tcp://127.0.0.1:PORT (swtpm)")
 	fs.UintVar(&f.vid, "vid", 0x1209, "USB vendor id of the uhid device")
 	fs.UintVar(&f.pid, "pid", 0x7664, "USB product id of the uhid device")
+	fs.StringVar(&f.selectAccount, "select-account", "platform", "several passkeys for one site: platform (numberOfCredentials + getNextAssertion; the client chooses) or newest (the key picks the newest itself and marks it userSelected, for headless browsers)")
 	fs.StringVar(&f.name, "name", "virtkey FIDO2 security key", "device name of the uhid device")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: virtkey run [flags]")
@@ -158,6 +160,9 @@ func runKey(ctx context.Context, args []string, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("--uv %q: want none, auto or deny", f.uv)
 	}
+	if f.selectAccount != "platform" && f.selectAccount != "newest" {
+		return fmt.Errorf("--select-account %q: want platform or newest", f.selectAccount)
+	}
 	keys, closeKeys, err := openKeyStore(ctx, f, log)
 	if err != nil {
 		return err
@@ -172,7 +177,8 @@ func runKey(ctx context.Context, args []string, stderr io.Writer) error {
 	auth, err := ctap2.New(ctap2.Config{
 		KeyStore: keys, Store: db, Presence: pres, Logger: log, AAGUID: aaguid, UV: uv,
 		ResetWindow: f.resetWindow, MaxResidentCredentials: f.maxResident, Attestation: att,
-		FirmwareVersion: uint32(version[0])<<16 | uint32(version[1])<<8 | uint32(version[2]),
+		SelectNewestAccount: f.selectAccount == "newest",
+		FirmwareVersion:     uint32(version[0])<<16 | uint32(version[1])<<8 | uint32(version[2]),
 	})
 	if err != nil {
 		return err
