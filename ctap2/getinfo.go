@@ -48,11 +48,17 @@ func (a *Authenticator) getInfo(ctx context.Context, r request) (any, error) {
 	if len(r.params) != 0 {
 		return nil, ErrInvalidLength
 	}
-	return a.Info()
+	return a.info()
 }
 
 // Info returns the authenticatorGetInfo response.
 func (a *Authenticator) Info() (*GetInfoResponse, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.info()
+}
+
+func (a *Authenticator) info() (*GetInfoResponse, error) {
 	n, err := a.cfg.Store.CountCredentials()
 	if err != nil {
 		return nil, err
