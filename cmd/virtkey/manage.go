@@ -188,31 +188,40 @@ func (m *manager) flagSet(name, usage string) *flag.FlagSet {
 // With dashIDs, an argument that starts with "-" but names no flag is
 // positional (a base64url credential ID may start with "-").
 func parseArgs(fs *flag.FlagSet, args []string, dashIDs bool) ([]string, error) {
-	var pos []string
-	for len(args) > 0 {
-		a := args[0]
-		if dashIDs && len(a) > 1 && a[0] == '-' && a != "--" {
-			name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
-			if fs.Lookup(name) == nil && name != "h" && name != "help" {
-				pos = append(pos, a)
-				args = args[1:]
-				continue
-			}
-		}
-		if err := fs.Parse(args); err != nil {
-			return nil, errUsage
-		}
-		rest := fs.Args()
-		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		if len(rest) == 0 {
+	var flags, pos []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
 			break
 		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
+		if len(a) < 2 || a[0] != '-' {
+			pos = append(pos, a)
+			continue
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		f := fs.Lookup(name)
+		switch {
+		case f == nil && dashIDs && name != "h" && name != "help":
+			pos = append(pos, a)
+		case f == nil || hasValue || isBoolFlag(f):
+			flags = append(flags, a) // an unknown flag fails in Parse
+		case i+1 < len(args):
+			flags = append(flags, a, args[i+1])
+			i++
+		default:
+			flags = append(flags, a) // missing value: Parse says so
+		}
+	}
+	if err := fs.Parse(flags); err != nil {
+		return nil, errUsage
 	}
 	return pos, nil
+}
+
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
 }
 
 // usageError prints msg and the usage of fs and returns errUsage.

@@ -143,7 +143,7 @@ func (m *manager) credMgmt(ctx context.Context) (*client.CredentialManagement, e
 	}
 	tok, err := m.token(ctx, dev, client.PermCredentialMgmt)
 	if errors.Is(err, errNoProtection) {
-		return nil, &cliError{code: exitPINNeeded, msg: "managing passkeys needs a PIN and none is set on the key; set one with \"virtkey pin set\""}
+		return nil, &cliError{code: exitPINNeeded, msg: "no PIN is set on the key, and managing passkeys needs one; set one with \"virtkey pin set\""}
 	}
 	if err != nil {
 		return nil, err
