@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -151,7 +153,8 @@ func (m *manager) credMgmt(ctx context.Context) (*client.CredentialManagement, e
 	return dev.CredentialManagement(ctx, tok)
 }
 
-// enumerate lists the passkeys of every RP, or of rpID only.
+// enumerate lists the passkeys of every RP, or of rpID only, sorted by
+// RP and user name.
 func enumerate(ctx context.Context, cm *client.CredentialManagement, rpID string) ([]passkey, error) {
 	var rps []client.RP
 	if rpID != "" {
@@ -172,6 +175,9 @@ func enumerate(ctx context.Context, cm *client.CredentialManagement, rpID string
 			out = append(out, passkey{rp: rp, cred: c})
 		}
 	}
+	slices.SortStableFunc(out, func(a, b passkey) int {
+		return cmp.Or(cmp.Compare(a.rpLabel(), b.rpLabel()), cmp.Compare(a.cred.User.Name, b.cred.User.Name))
+	})
 	return out, nil
 }
 

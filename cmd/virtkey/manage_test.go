@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/ctap2/client"
@@ -19,7 +20,7 @@ import (
 
 // serveUDPKey serves an in-process virtual key on a free loopback UDP port
 // and returns its address.
-func serveUDPKey(t *testing.T) string {
+func serveUDPKey(t *testing.T, mod ...func(*ctap2.Config)) string {
 	t.Helper()
 	dir := t.TempDir()
 	keys, err := tpmkeys.OpenSoftware(dir)
@@ -30,7 +31,11 @@ func serveUDPKey(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	auth, err := ctap2.New(ctap2.Config{KeyStore: keys, Store: db})
+	cfg := ctap2.Config{KeyStore: keys, Store: db}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	auth, err := ctap2.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,6 +83,26 @@ func runInProcess(t *testing.T, env map[string]string, args ...string) cliResult
 func TestManageInProcess(t *testing.T) {
 	t.Parallel()
 	manageScenario(t, serveUDPKey(t), runInProcess)
+}
+
+// TestTouchPrompt checks that the user is asked to touch the key while it
+// waits for presence (CTAPHID KEEPALIVE with UPNEEDED).
+func TestTouchPrompt(t *testing.T) {
+	t.Parallel()
+	addr := serveUDPKey(t, func(c *ctap2.Config) {
+		c.Presence = ctap2.PresenceFunc(func(ctx context.Context, _ ctap2.PresenceRequest) error {
+			select {
+			case <-time.After(300 * time.Millisecond):
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	})
+	r := runInProcess(t, nil, "reset", "--device", "udp:"+addr)
+	if r.code != 0 || strings.Count(r.stderr, "Touch your security key") != 1 {
+		t.Errorf("exit %d, stderr %q; want one touch prompt", r.code, r.stderr)
+	}
 }
 
 func TestNoDevice(t *testing.T) {
