@@ -189,8 +189,11 @@ func (c *CredentialManagement) EnumerateRPs(ctx context.Context) ([]RP, error) {
 	if resp.TotalRPs == nil {
 		return nil, errors.New("credMgmt enumerateRPsBegin: response without totalRPs")
 	}
-	total := int(*resp.TotalRPs)
-	rps := make([]RP, 0, total)
+	total, err := enumTotal(*resp.TotalRPs)
+	if err != nil {
+		return nil, err
+	}
+	rps := make([]RP, 0, min(total, 64))
 	for i := 0; ; i++ {
 		rp, err := rpOf(resp)
 		if err != nil {
@@ -204,6 +207,18 @@ func (c *CredentialManagement) EnumerateRPs(ctx context.Context) ([]RP, error) {
 			return nil, err
 		}
 	}
+}
+
+// maxEnumerate bounds the totals an authenticator may announce: far more
+// than any key holds, few enough that a broken or hostile device cannot
+// keep the client enumerating for ever.
+const maxEnumerate = 10000
+
+func enumTotal(n uint) (int, error) {
+	if n == 0 || n > maxEnumerate {
+		return 0, fmt.Errorf("credMgmt: implausible total of %d", n)
+	}
+	return int(n), nil
 }
 
 func rpOf(r *credMgmtResponse) (RP, error) {
@@ -234,8 +249,11 @@ func (c *CredentialManagement) EnumerateCredentials(ctx context.Context, rpIDHas
 	if resp.TotalCredentials == nil {
 		return nil, errors.New("credMgmt enumerateCredentialsBegin: response without totalCredentials")
 	}
-	total := int(*resp.TotalCredentials)
-	creds := make([]Credential, 0, total)
+	total, err := enumTotal(*resp.TotalCredentials)
+	if err != nil {
+		return nil, err
+	}
+	creds := make([]Credential, 0, min(total, 64))
 	for i := 0; ; i++ {
 		if resp.User == nil || resp.CredentialID == nil {
 			return nil, errors.New("credMgmt: credential without user or credentialID")
