@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"strings"
 	"time"
 
@@ -89,7 +90,11 @@ func openDevice(ctx context.Context, spec string, onKeepalive func(byte)) (*open
 		return nil, &cliError{code: exitUsage, msg: fmt.Sprintf("--device %q: want udp:HOST:PORT or a hidraw path such as /dev/hidraw3", spec)}
 	}
 	if err != nil {
-		return nil, &cliError{code: exitNoDevice, msg: fmt.Sprintf("opening %s: %v", spec, err)}
+		msg := fmt.Sprintf("opening %s: %v", spec, err)
+		if errors.Is(err, fs.ErrPermission) {
+			msg += " (give your user access to FIDO keys with a udev rule, such as the 70-u2f.rules libfido2 ships)"
+		}
+		return nil, &cliError{code: exitNoDevice, msg: msg}
 	}
 	ictx, cancel := context.WithTimeout(ctx, initTimeout)
 	defer cancel()
