@@ -43,7 +43,6 @@ func TestCredentialManagement(t *testing.T) {
 		t.Fatal(err)
 	}
 	md, err := cm.Metadata(ctx)
-	skipUnimplemented(t, err)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +144,6 @@ func TestConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = cfg.ToggleAlwaysUV(ctx)
-	skipUnimplemented(t, err)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,15 +66,6 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// skipUnimplemented skips while the authenticator side of a command has
-// not landed (it answers INVALID_COMMAND).
-func skipUnimplemented(t *testing.T, err error) {
-	t.Helper()
-	if errors.Is(err, ctap2.ErrInvalidCommand) {
-		t.Skipf("authenticator does not implement this command yet: %v", err)
-	}
-}
-
 func TestGetInfo(t *testing.T) {
 	t.Parallel()
 	k := newTestKey(t)
