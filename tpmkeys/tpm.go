@@ -233,6 +233,30 @@ func OpenTPM(ctx context.Context, dir string, open Opener, opts ...TPMOption) (*
 	return t, nil
 }
 
+// CheckTPM reports whether the TPM that open reaches can serve state
+// directory dir, without changing either: nil, an [ErrTPMUnavailable]
+// error, or an [ErrTPMMismatch] error when dir was set up on another TPM
+// (or before a TPM clear). It re-creates the SRK and flushes it.
+func CheckTPM(ctx context.Context, dir string, open Opener) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	st, err := readTPMState(dir)
+	if err != nil {
+		return err
+	}
+	conn, err := open()
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrTPMUnavailable, err)
+	}
+	t := &TPM{dir: dir, conn: conn, log: slog.New(slog.DiscardHandler)}
+	if st != nil {
+		t.pinned = st.SRKName
+	}
+	defer t.Close()
+	return t.loadSRK()
+}
+
 func srkKind(k *srk) string {
 	if k.persistent {
 		return "persistent 0x81000001"
