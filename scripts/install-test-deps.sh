@@ -24,6 +24,12 @@ DEBIAN_PACKAGES=(
 	fido2-tools
 	openssh-client
 	chromium
+	# presence: the notify tests start a private bus with dbus-daemon.
+	dbus-daemon
+	# hid/uhid: TestLayoutMatchesHeader compiles a C check of the event
+	# layout against linux/uhid.h.
+	gcc
+	linux-libc-dev
 )
 
 log() { printf 'install-test-deps: %s\n' "$*"; }
