@@ -1,0 +1,192 @@
+package ctap2_test
+
+// Performance benchmarks (issue 2, "Performance"). The targets are ratios
+// to raw crypto measured in the same run, never wall-clock limits:
+//
+//	GetAssertionES256  / RawSignES256        ≤ 1.25
+//	MakeCredentialES256 / RawKeygenSignES256 ≤ 3
+//
+// The Paired benchmarks time each operation against its yardstick call by
+// call and report the ratio as x-base. internal/bench/cmd/benchratio
+// (scripts/bench.sh) runs them, with the UDP round trip of internal/bench,
+// and prints the median ratios.
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"testing"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/virtkey/virtkey/ctap2"
+	"github.com/virtkey/virtkey/inproc"
+	"github.com/virtkey/virtkey/internal/bench"
+)
+
+// Shared with webauthn_e2e_test.go.
+const (
+	rpID     = "example.com"
+	rpOrigin = "https://example.com"
+)
+
+// encMode encodes requests CTAP2-canonically, as a platform does.
+var encMode = func() cbor.EncMode {
+	em, err := cbor.CTAP2EncOptions().EncMode()
+	if err != nil {
+		panic(err)
+	}
+	return em
+}()
+
+func sha(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
+
+// benchMessage stands in for authenticatorData ‖ clientDataHash (37 + 32 bytes).
+var benchMessage = make([]byte, 69)
+
+// BenchmarkRawSignES256 is the yardstick: one P-256 ECDSA signature over a
+// SHA-256 digest computed beforehand.
+func BenchmarkRawSignES256(b *testing.B) { loop(b, rawSignOp(b)) }
+
+// BenchmarkRawKeygenSignES256 is the yardstick for makeCredential: a P-256
+// key generation and one signature.
+func BenchmarkRawKeygenSignES256(b *testing.B) { loop(b, rawKeygenSignOp(b)) }
+
+// benchKey is an in-process key on a fresh state directory: the software
+// key store and the bbolt store, as `virtkey run` uses them.
+func benchKey(b *testing.B) *inproc.Key {
+	b.Helper()
+	k, err := inproc.New(inproc.Options{Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { k.Close() })
+	return k
+}
+
+func mustCBOR(b *testing.B, v any) []byte {
+	b.Helper()
+	p, err := encMode.Marshal(v)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+func benchMCParams(rk bool) map[int]any {
+	m := map[int]any{
+		1: sha([]byte("bench client data")),
+		2: map[string]any{"id": rpID, "name": "Example"},
+		3: map[string]any{"id": []byte("bench-user-0001"), "name": "bench", "displayName": "Bench User"},
+		4: []map[string]any{{"type": "public-key", "alg": -7}},
+	}
+	if rk {
+		m[7] = map[string]bool{"rk": true}
+	}
+	return m
+}
+
+// getAssertionOp makes a resident ES256 credential on a fresh key and
+// returns one in-process getAssertion with it in the allowList.
+func getAssertionOp(b *testing.B) func() {
+	k := benchKey(b)
+	ctx := context.Background()
+	st, out := k.Authenticator.Do(ctx, ctap2.CmdMakeCredential, mustCBOR(b, benchMCParams(true)))
+	if st != ctap2.StatusOK {
+		b.Fatalf("makeCredential: %v", st)
+	}
+	var mc ctap2.MakeCredentialResponse
+	if err := cbor.Unmarshal(out, &mc); err != nil {
+		b.Fatal(err)
+	}
+	ad, err := ctap2.ParseAuthData(mc.AuthData)
+	if err != nil {
+		b.Fatal(err)
+	}
+	params := mustCBOR(b, map[int]any{
+		1: rpID,
+		2: sha([]byte("bench client data")),
+		3: []map[string]any{{"type": "public-key", "id": ad.CredentialID}},
+	})
+	return func() {
+		if st, _ := k.Authenticator.Do(ctx, ctap2.CmdGetAssertion, params); st != ctap2.StatusOK {
+			b.Fatalf("getAssertion: %v", st)
+		}
+	}
+}
+
+// makeCredentialOp returns one in-process makeCredential on a fresh key.
+// The same user is registered every time, so for a resident credential
+// each call replaces the previous one and the store keeps its size.
+func makeCredentialOp(b *testing.B, rk bool) func() {
+	k := benchKey(b)
+	ctx := context.Background()
+	params := mustCBOR(b, benchMCParams(rk))
+	return func() {
+		if st, _ := k.Authenticator.Do(ctx, ctap2.CmdMakeCredential, params); st != ctap2.StatusOK {
+			b.Fatalf("makeCredential: %v", st)
+		}
+	}
+}
+
+// rawSignOp and rawKeygenSignOp are the yardsticks as functions.
+func rawSignOp(b *testing.B) func() {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	digest := sha256.Sum256(benchMessage)
+	return func() {
+		if _, err := ecdsa.SignASN1(rand.Reader, priv, digest[:]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func rawKeygenSignOp(b *testing.B) func() {
+	digest := sha256.Sum256(benchMessage)
+	return func() {
+		priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := ecdsa.SignASN1(rand.Reader, priv, digest[:]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func loop(b *testing.B, op func()) {
+	b.ReportAllocs()
+	for b.Loop() {
+		op()
+	}
+}
+
+// BenchmarkGetAssertionES256 is an in-process authenticatorGetAssertion
+// (CBOR request in, CBOR response out) with an allowList of one resident
+// ES256 credential: key unwrap, store lookup, durable counter, signature.
+func BenchmarkGetAssertionES256(b *testing.B) { loop(b, getAssertionOp(b)) }
+
+// BenchmarkMakeCredentialES256 is an in-process authenticatorMakeCredential
+// of a resident ES256 credential with packed self attestation, stored in
+// the bbolt store (the state directory is under $TMPDIR: its fsyncs count).
+func BenchmarkMakeCredentialES256(b *testing.B) { loop(b, makeCredentialOp(b, true)) }
+
+// BenchmarkMakeCredentialES256NonResident is the same without rk: no
+// credential record, for comparison.
+func BenchmarkMakeCredentialES256NonResident(b *testing.B) { loop(b, makeCredentialOp(b, false)) }
+
+// BenchmarkPairedGetAssertionES256 times getAssertion against a raw
+// signature call by call (bench.Paired); x-base is the target ratio (≤ 1.25).
+func BenchmarkPairedGetAssertionES256(b *testing.B) {
+	bench.Paired(b, rawSignOp(b), getAssertionOp(b))
+}
+
+// BenchmarkPairedMakeCredentialES256 times a resident makeCredential
+// against key generation + signature; x-base is the target ratio (≤ 3).
+func BenchmarkPairedMakeCredentialES256(b *testing.B) {
+	bench.Paired(b, rawKeygenSignOp(b), makeCredentialOp(b, true))
+}

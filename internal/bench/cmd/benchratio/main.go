@@ -1,0 +1,218 @@
+// Command benchratio runs virtkey's performance benchmarks and prints the
+// ratios the project's targets are stated in, each against raw crypto
+// measured in the same run:
+//
+//	getAssertion in process (ES256, resident, durable counter) / raw ecdsa.SignASN1   ≤ 1.25
+//	getAssertion round trip over UDP                         / raw ecdsa.SignASN1   ≤ 1.6
+//	makeCredential in process (ES256, resident)              / keygen + SignASN1    ≤ 3
+//
+// It compiles the test binaries of ./ctap2 and ./internal/bench once, then
+// runs every benchmark once per round for -rounds rounds, alternating, so
+// that a slow spell on a shared machine hits numerator and denominator
+// alike. A ratio is computed per round from benchmarks of the same binary
+// run; the table shows medians. Run it from the module root:
+//
+//	go run ./internal/bench/cmd/benchratio [-rounds 5] [-benchtime 0.3s] [-check]
+//
+// The benchmarks' state directories are made under $TMPDIR (see
+// -statedir), so makeCredential pays the fsyncs of the disk it runs on.
+// With -check the exit status is 1 when a target is missed; speed targets
+// are never unit tests.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// binary is one compiled test binary and the benchmarks it runs.
+type binary struct {
+	pkg   string
+	bench string // -test.bench pattern
+	path  string
+}
+
+// target is one ratio and its goal.
+type target struct {
+	name     string
+	num, den string // benchmark names (without the -GOMAXPROCS suffix)
+	pkg      string // both come from this binary's run
+	max      float64
+}
+
+var targets = []target{
+	{"getAssertion in process / raw sign", "BenchmarkGetAssertionES256", "BenchmarkRawSignES256", "./ctap2", 1.25},
+	{"getAssertion over UDP / raw sign", "BenchmarkGetAssertionUDP", "BenchmarkRawSignES256", "./internal/bench", 1.6},
+	{"makeCredential (rk) / keygen+sign", "BenchmarkMakeCredentialES256", "BenchmarkRawKeygenSignES256", "./ctap2", 3},
+}
+
+func main() {
+	rounds := flag.Int("rounds", 5, "rounds (each runs every benchmark once)")
+	benchtime := flag.String("benchtime", "0.3s", "go test -benchtime per benchmark run (a duration or Nx)")
+	statedir := flag.String("statedir", "", "directory for the benchmarks' state (TMPDIR); empty: inherit")
+	check := flag.Bool("check", false, "exit with status 1 if a target is missed")
+	verbose := flag.Bool("v", false, "print every benchmark line")
+	cpuprofile := flag.String("cpuprofile", "", "directory to write one CPU profile per benchmark binary (last round)")
+	flag.Parse()
+	if *rounds < 1 {
+		fatalf("-rounds must be at least 1")
+	}
+
+	tmp, err := os.MkdirTemp("", "benchratio-")
+	if err != nil {
+		fatalf("%v", err)
+	}
+	defer os.RemoveAll(tmp)
+
+	bins := []*binary{
+		{pkg: "./ctap2", bench: "^Benchmark(RawSignES256|RawKeygenSignES256|GetAssertionES256|MakeCredentialES256)$"},
+		{pkg: "./internal/bench", bench: "^Benchmark(RawSignES256|GetAssertionUDP|GetAssertionHIDPipe)$"},
+	}
+	for _, b := range bins {
+		b.path = filepath.Join(tmp, strings.ReplaceAll(strings.Trim(b.pkg, "./"), "/", "_")+".test")
+		cmd := exec.Command("go", "test", "-c", "-o", b.path, b.pkg)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fatalf("building %s: %v", b.pkg, err)
+		}
+	}
+
+	// results[pkg][bench] = ns/op per round; ratios[target] per round.
+	results := map[string]map[string][]float64{}
+	ratios := make([][]float64, len(targets))
+	start := time.Now()
+	for r := 0; r < *rounds; r++ {
+		for _, b := range bins {
+			args := []string{"-test.run", "^$", "-test.bench", b.bench, "-test.benchtime", *benchtime, "-test.count", "1"}
+			if *cpuprofile != "" && r == *rounds-1 {
+				if err := os.MkdirAll(*cpuprofile, 0o755); err != nil {
+					fatalf("%v", err)
+				}
+				prof := filepath.Join(*cpuprofile, filepath.Base(b.path)+".prof")
+				args = append(args, "-test.cpuprofile", prof)
+				fmt.Fprintf(os.Stderr, "cpu profile: %s (binary %s kept beside it)\n", prof, filepath.Base(b.path))
+				copyFile(b.path, filepath.Join(*cpuprofile, filepath.Base(b.path)))
+			}
+			cmd := exec.Command(b.path, args...)
+			cmd.Dir = b.pkg // as go test does
+			if *statedir != "" {
+				cmd.Env = append(os.Environ(), "TMPDIR="+*statedir)
+			}
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, os.Stderr
+			if err := cmd.Run(); err != nil {
+				os.Stderr.Write(out.Bytes())
+				fatalf("running %s benchmarks: %v", b.pkg, err)
+			}
+			got := parse(out.Bytes(), *verbose)
+			if results[b.pkg] == nil {
+				results[b.pkg] = map[string][]float64{}
+			}
+			for name, ns := range got {
+				results[b.pkg][name] = append(results[b.pkg][name], ns)
+			}
+			for i, t := range targets {
+				if t.pkg != b.pkg {
+					continue
+				}
+				num, ok1 := got[t.num]
+				den, ok2 := got[t.den]
+				if !ok1 || !ok2 || den == 0 {
+					fatalf("%s: missing %s or %s in the output", b.pkg, t.num, t.den)
+				}
+				ratios[i] = append(ratios[i], num/den)
+			}
+		}
+	}
+
+	fmt.Printf("benchratio: %d rounds, -benchtime %s, %s", *rounds, *benchtime, time.Since(start).Round(time.Second))
+	if *statedir != "" {
+		fmt.Printf(", state in %s", *statedir)
+	}
+	fmt.Printf("\n\nmedian ns/op (min–max over rounds)\n")
+	for _, b := range bins {
+		names := make([]string, 0, len(results[b.pkg]))
+		for n := range results[b.pkg] {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		for _, n := range names {
+			v := results[b.pkg][n]
+			fmt.Printf("  %-18s %-34s %12.0f  (%.0f–%.0f)\n", b.pkg, n, median(v), slices.Min(v), slices.Max(v))
+		}
+	}
+	fmt.Printf("\nratio (median of per-round ratios)            median   min–max      target\n")
+	missed := false
+	for i, t := range targets {
+		m := median(ratios[i])
+		verdict := "ok"
+		if m > t.max {
+			verdict, missed = "MISSED", true
+		}
+		fmt.Printf("  %-42s %6.2f×  %5.2f–%-5.2f  ≤ %.2g×  %s\n", t.name, m, slices.Min(ratios[i]), slices.Max(ratios[i]), t.max, verdict)
+	}
+	if missed && *check {
+		os.Exit(1)
+	}
+}
+
+// parse reads `go test -bench` output: name-P  N  X ns/op ….
+func parse(out []byte, verbose bool) map[string]float64 {
+	got := map[string]float64{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") || f[3] != "ns/op" {
+			continue
+		}
+		if verbose {
+			fmt.Fprintln(os.Stderr, sc.Text())
+		}
+		name := f[0]
+		if i := strings.LastIndexByte(name, '-'); i > 0 {
+			if _, err := strconv.Atoi(name[i+1:]); err == nil {
+				name = name[:i]
+			}
+		}
+		ns, err := strconv.ParseFloat(f[2], 64)
+		if err != nil {
+			continue
+		}
+		got[name] = ns
+	}
+	return got
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+func copyFile(from, to string) {
+	b, err := os.ReadFile(from)
+	if err == nil {
+		err = os.WriteFile(to, b, 0o755)
+	}
+	if err != nil {
+		fatalf("%v", err)
+	}
+}
+
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "benchratio: "+format+"\n", args...)
+	os.Exit(2)
+}

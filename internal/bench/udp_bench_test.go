@@ -1,0 +1,188 @@
+package bench_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/virtkey/virtkey/ctap2"
+	"github.com/virtkey/virtkey/hid"
+	"github.com/virtkey/virtkey/hid/udp"
+	"github.com/virtkey/virtkey/inproc"
+	"github.com/virtkey/virtkey/internal/bench"
+)
+
+func rawSignOp(b *testing.B) func() {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	digest := sha256.Sum256(make([]byte, 69)) // authenticatorData ‖ clientDataHash
+	return func() {
+		if _, err := ecdsa.SignASN1(rand.Reader, priv, digest[:]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func loop(b *testing.B, op func()) {
+	b.ReportAllocs()
+	for b.Loop() {
+		op()
+	}
+}
+
+// BenchmarkRawSignES256 is the yardstick for BenchmarkGetAssertionUDP, in
+// the same binary so that both come from one run: one P-256 ECDSA
+// signature over a SHA-256 digest computed beforehand.
+func BenchmarkRawSignES256(b *testing.B) { loop(b, rawSignOp(b)) }
+
+var encMode = func() cbor.EncMode {
+	em, err := cbor.CTAP2EncOptions().EncMode()
+	if err != nil {
+		panic(err)
+	}
+	return em
+}()
+
+func mustCBOR(b *testing.B, v any) []byte {
+	b.Helper()
+	p, err := encMode.Marshal(v)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+// residentCredential makes a resident ES256 credential on example.com
+// through c and returns the getAssertion request (command byte included)
+// that uses it in an allowList.
+func residentCredential(b *testing.B, ctx context.Context, c *hid.Client) []byte {
+	b.Helper()
+	cdh := sha256.Sum256([]byte("bench client data"))
+	mc := append([]byte{ctap2.CmdMakeCredential}, mustCBOR(b, map[int]any{
+		1: cdh[:],
+		2: map[string]any{"id": "example.com", "name": "Example"},
+		3: map[string]any{"id": []byte("bench-user-0001"), "name": "bench"},
+		4: []map[string]any{{"type": "public-key", "alg": -7}},
+		7: map[string]bool{"rk": true},
+	})...)
+	out, err := c.CBOR(ctx, mc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if len(out) == 0 || ctap2.StatusCode(out[0]) != ctap2.StatusOK {
+		b.Fatalf("makeCredential: % x", out[:min(len(out), 1)])
+	}
+	var resp ctap2.MakeCredentialResponse
+	if err := cbor.Unmarshal(out[1:], &resp); err != nil {
+		b.Fatal(err)
+	}
+	ad, err := ctap2.ParseAuthData(resp.AuthData)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return append([]byte{ctap2.CmdGetAssertion}, mustCBOR(b, map[int]any{
+		1: "example.com",
+		2: cdh[:],
+		3: []map[string]any{{"type": "public-key", "id": ad.CredentialID}},
+	})...)
+}
+
+func getAssertionOp(b *testing.B, ctx context.Context, c *hid.Client, req []byte) func() {
+	return func() {
+		out, err := c.CBOR(ctx, req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(out) == 0 || ctap2.StatusCode(out[0]) != ctap2.StatusOK {
+			b.Fatalf("getAssertion: % x", out[:min(len(out), 1)])
+		}
+	}
+}
+
+func newKey(b *testing.B) *inproc.Key {
+	b.Helper()
+	k, err := inproc.New(inproc.Options{Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { k.Close() })
+	return k
+}
+
+// udpGetAssertion serves a fresh key with udp.Listen("127.0.0.1:0") +
+// Serve, connects a CTAPHID client with udp.Dial, makes a resident ES256
+// credential and returns one getAssertion round trip with it.
+func udpGetAssertion(b *testing.B) func() {
+	k := newKey(b)
+	conn, err := udp.Listen("127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- conn.Serve(ctx, k.Authenticator, nil) }()
+	b.Cleanup(func() {
+		cancel()
+		conn.Close()
+		select {
+		case err := <-served:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				b.Errorf("Serve: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			b.Error("Serve did not return")
+		}
+	})
+	cc, err := udp.Dial(conn.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cc.Close() })
+	c := hid.NewClient(cc)
+	if err := c.Init(ctx); err != nil {
+		b.Fatal(err)
+	}
+	return getAssertionOp(b, ctx, c, residentCredential(b, ctx, c))
+}
+
+// pipeGetAssertion is the same through CTAPHID reports on the key's
+// in-memory pipe (no sockets).
+func pipeGetAssertion(b *testing.B) func() {
+	k := newKey(b)
+	ctx := context.Background()
+	c, err := k.Client(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return getAssertionOp(b, ctx, c, residentCredential(b, ctx, c))
+}
+
+// BenchmarkGetAssertionUDP is a getAssertion round trip over the UDP
+// transport on loopback: the request (allowList of one resident ES256
+// credential) goes out in two 64-byte datagrams and the answer comes back
+// in five.
+func BenchmarkGetAssertionUDP(b *testing.B) { loop(b, udpGetAssertion(b)) }
+
+// BenchmarkGetAssertionHIDPipe is the same round trip on the in-memory
+// pipe: the cost of the CTAPHID layer without sockets.
+func BenchmarkGetAssertionHIDPipe(b *testing.B) { loop(b, pipeGetAssertion(b)) }
+
+// BenchmarkPairedGetAssertionUDP times the UDP round trip against a raw
+// signature call by call (bench.Paired); x-base is the target ratio (≤ 1.6).
+func BenchmarkPairedGetAssertionUDP(b *testing.B) {
+	bench.Paired(b, rawSignOp(b), udpGetAssertion(b))
+}
+
+// BenchmarkPairedGetAssertionHIDPipe is the same for the in-memory pipe.
+func BenchmarkPairedGetAssertionHIDPipe(b *testing.B) {
+	bench.Paired(b, rawSignOp(b), pipeGetAssertion(b))
+}
