@@ -68,13 +68,13 @@ func WithTPMLogger(l *slog.Logger) TPMOption { return func(o *tpmOptions) { o.lo
 //
 //	id        = 0x02 ‖ nonce (24) ‖ XChaCha20-Poly1305(tpmWrapKey, nonce, plaintext, aad)
 //	aad       = 0x02 ‖ rpIdHash (32)
-//	plaintext = alg (int16, -7) ‖ blobs, zero-padded to 256 ‖ len(meta) (1) ‖ meta, zero-padded to 16
+//	plaintext = alg (int16, -7) ‖ blobs, zero-padded to 320 ‖ len(meta) (1) ‖ meta, zero-padded to 16
 //	blobs     = TPM2B_PUBLIC ‖ TPM2B_PRIVATE  (each a 2-byte size and its contents)
 const (
 	tpmCredVersion  = 0x02
-	tpmBlobCapacity = 256
+	tpmBlobCapacity = 320
 	tpmPlainLen     = algSize + tpmBlobCapacity + metaField
-	tpmIDLen        = 1 + nonceSize + tpmPlainLen + tagSize // 316
+	tpmIDLen        = 1 + nonceSize + tpmPlainLen + tagSize // 380
 
 	// infoTPMWrap is the HKDF info of the TPM credential wrapping key;
 	// changing it orphans every TPM credential.
@@ -376,7 +376,7 @@ func (t *TPM) Algorithms() []cose.Algorithm {
 	return []cose.Algorithm{cose.AlgES256}
 }
 
-// MaxCredentialIDLength is the length of every TPM credential ID (316
+// MaxCredentialIDLength is the length of every TPM credential ID (380
 // bytes); wrapped EdDSA IDs are shorter (92).
 func (t *TPM) MaxCredentialIDLength() int { return tpmIDLen }
 

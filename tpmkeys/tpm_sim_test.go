@@ -125,7 +125,7 @@ func TestTPMCreateSignVerify(t *testing.T) {
 	if err != nil {
 		t.Fatalf("NewCredential: %v", err)
 	}
-	if len(id) != k.MaxCredentialIDLength() || len(id) != 316 {
+	if len(id) != k.MaxCredentialIDLength() || len(id) != 380 {
 		t.Errorf("ID of %d bytes, want %d", len(id), k.MaxCredentialIDLength())
 	}
 	s, gotMeta, err := k.Signer(ctx, id, rp)
