@@ -30,6 +30,11 @@ DEBIAN_PACKAGES=(
 	# layout against linux/uhid.h.
 	gcc
 	linux-libc-dev
+	# tpmkeys: the TPM simulator tests link go-tpm-tools' simulator (cgo,
+	# -lcrypto); internal/tpmtest runs swtpm (TESTBED §5).
+	libssl-dev
+	swtpm
+	swtpm-tools
 )
 
 log() { printf 'install-test-deps: %s\n' "$*"; }
