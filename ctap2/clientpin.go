@@ -295,7 +295,7 @@ func (a *Authenticator) checkPermissions(req *ClientPINRequest) (Permission, str
 	if p&(PermMakeCredential|PermGetAssertion) != 0 && rpID == "" {
 		return 0, "", ErrMissingParameter
 	}
-	const supported = PermMakeCredential | PermGetAssertion | PermCredentialMgmt | PermAuthenticatorCfg | PermPersistentCredMgmt
+	const supported = PermMakeCredential | PermGetAssertion | PermCredentialMgmt | PermLargeBlobWrite | PermAuthenticatorCfg | PermPersistentCredMgmt
 	if p&^supported != 0 {
 		return 0, "", ErrUnauthorizedPermission
 	}

@@ -216,7 +216,7 @@ func TestClientPINLifecycle(t *testing.T) {
 			want  StatusCode
 		}{
 			{PermBioEnrollment, "", ErrUnauthorizedPermission},
-			{PermLargeBlobWrite, "", ErrUnauthorizedPermission},
+			{PermLargeBlobWrite, "", StatusOK},
 			{PermMakeCredential, "", ErrMissingParameter},
 			{PermPersistentCredMgmt | PermCredentialMgmt, "", ErrUnauthorizedPermission},
 		} {

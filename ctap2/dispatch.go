@@ -61,6 +61,8 @@ func (a *Authenticator) dispatch(ctx context.Context, r request) (any, error) {
 		return a.authenticatorConfig(ctx, r)
 	case CmdSelection:
 		return a.selection(ctx, r)
+	case CmdLargeBlobs:
+		return a.largeBlobs(ctx, r)
 	default:
 		return nil, ErrInvalidCommand
 	}
