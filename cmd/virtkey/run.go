@@ -45,10 +45,10 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	f := &runFlags{}
 	fs := flag.NewFlagSet("virtkey run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&f.transport, "transport", "udp", "how the key is attached: udp (uhid support arrives in a later release)")
+	fs.StringVar(&f.transport, "transport", "uhid", "how the key is attached: uhid (a USB security key through /dev/uhid, which must be writable: see contrib/udev) or udp (CTAPHID reports over UDP on --udp-listen, for python-fido2, the virtkey CLI and tests)")
 	fs.StringVar(&f.udpListen, "udp-listen", "127.0.0.1:8111", "UDP address to serve CTAPHID reports on (SoloKeys simulation compatible)")
 	fs.StringVar(&f.stateDir, "state-dir", defaultStateDir(), "directory holding the key's state (created 0700)")
-	fs.StringVar(&f.presence, "presence", "terminal", "user presence: auto (approve everything; testing only) or terminal (ask on the controlling terminal)")
+	fs.StringVar(&f.presence, "presence", "terminal", "how the user approves a request: terminal (ask on the controlling terminal), pinentry (a pinentry dialog; PINENTRY_PROGRAM, else pinentry), notify (a desktop notification with Allow/Deny over the session D-Bus) or auto (approve everything; testing only)")
 	fs.DurationVar(&f.resetWindow, "reset-window", 10*time.Second, "authenticatorReset is allowed only this long after power-up; 0 = always")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.aaguid, "aaguid", "", "AAGUID to report (32 hex digits, dashes allowed); default virtkey's own")
