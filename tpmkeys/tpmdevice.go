@@ -2,7 +2,6 @@ package tpmkeys
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -45,7 +44,7 @@ func OpenerFor(spec string) (Opener, error) {
 				}
 				errs = append(errs, err)
 			}
-			return nil, errors.Join(errs...)
+			return nil, deviceErrors(errs)
 		}, nil
 	case strings.HasPrefix(spec, "tcp://"):
 		addr := strings.TrimPrefix(spec, "tcp://")
@@ -58,6 +57,19 @@ func OpenerFor(spec string) (Opener, error) {
 	}
 	return nil, fmt.Errorf("tpmkeys: TPM %q: want a device path (/dev/tpmrm0) or tcp://HOST:PORT", spec)
 }
+
+// deviceErrors are the failures of each default device, on one line.
+type deviceErrors []error
+
+func (e deviceErrors) Error() string {
+	s := make([]string, len(e))
+	for i, err := range e {
+		s[i] = err.Error()
+	}
+	return strings.Join(s, "; ")
+}
+
+func (e deviceErrors) Unwrap() []error { return e }
 
 func openDevice(path string) (transport.TPMCloser, error) {
 	t, err := linuxtpm.Open(path)
