@@ -4,13 +4,15 @@
 // credential's private key sealed under a 32-byte master key, bound to the
 // relying party's rpIdHash. The master key lives in the state directory,
 // either as a key file or derived from a passphrase with Argon2id.
-// A TPM-backed store comes later in this package; the master key of a
-// Software store may then be sealed by the TPM and passed to [NewSoftware].
+// [TPM] keeps ES256 credential keys inside a TPM 2.0 (see its doc comment
+// for the ID format and tpm.json); its master key is sealed by the TPM and
+// keys an internal [Software] store for everything the TPM cannot hold.
 //
 // # Key hierarchy
 //
-// Two subkeys are derived from the master key with HKDF-SHA-256 (RFC 5869),
-// one for wrapping credentials and one for [Software.Seal]; the master key
+// Three subkeys are derived from the master key with HKDF-SHA-256 (RFC 5869),
+// one for wrapping credentials, one for [Software.Seal] and one for
+// [Software.CredentialSecret]; the master key
 // itself is not kept after derivation. Both use XChaCha20-Poly1305 with a
 // random 24-byte nonce, so nonces never need coordination.
 //
