@@ -12,8 +12,8 @@
 //
 // Three subkeys are derived from the master key with HKDF-SHA-256 (RFC 5869),
 // one for wrapping credentials, one for [Software.Seal] and one for
-// [Software.CredentialSecret]; the master key
-// itself is not kept after derivation. Both use XChaCha20-Poly1305 with a
+// [Software.CredentialSecret] (HMAC-SHA-256); the master key itself is not
+// kept after derivation. Wrapping and sealing use XChaCha20-Poly1305 with a
 // random 24-byte nonce, so nonces never need coordination.
 //
 // # Credential ID format (version 1)

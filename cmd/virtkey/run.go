@@ -56,7 +56,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.StringVar(&f.passphraseFile, "passphrase-file", "", "derive the master key from the passphrase in this file (argon2id) instead of a key file; VIRTKEY_PASSPHRASE works too")
 	fs.IntVar(&f.maxResident, "max-resident", 256, "maximum number of discoverable credentials")
 	fs.StringVar(&f.uv, "uv", "none", "built-in user verification for testing: none, auto (the user always verifies) or deny (always fails, counting uvRetries)")
-	fs.StringVar(&f.keystore, "keystore", "software", "key custody: software (keys wrapped by a master key in the state dir) or tpm")
+	fs.StringVar(&f.keystore, "keystore", "software", "key custody: software (keys wrapped by a master key in the state dir), tpm (ES256 keys inside the TPM) or tpm+eddsa (also EdDSA, software keys wrapped by the TPM-sealed master key)")
 	fs.StringVar(&f.tpm, "tpm", "", "TPM to use with --keystore tpm: a device path (default /dev/tpmrm0, then /dev/tpm0) or tcp://127.0.0.1:PORT (swtpm)")
 	fs.UintVar(&f.vid, "vid", 0x1209, "USB vendor id of the uhid device")
 	fs.UintVar(&f.pid, "pid", 0x7664, "USB product id of the uhid device")
