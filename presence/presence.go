@@ -1,5 +1,6 @@
-// Package presence provides user-presence providers for ctap2: Auto (tests)
-// and Terminal (asks on a terminal).
+// Package presence provides user-presence providers for ctap2: Auto
+// (tests), Terminal (asks on a terminal), Pinentry (an Assuan pinentry
+// dialog) and Notify (a desktop notification over the session D-Bus).
 //
 // # Contract
 //
