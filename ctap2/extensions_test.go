@@ -688,7 +688,11 @@ func TestByteStringGivenAsArray(t *testing.T) {
 	}{
 		{"credBlob", CmdMakeCredential, withExt(mcParams("example.com", []byte("v"), "m", true), 6, map[string]any{extCredBlob: []int{1, 2}})},
 		{"hmac-secret saltEnc", CmdGetAssertion, withExt(gaParams("example.com", ad.CredentialID), 4, map[string]any{extHMACSecret: map[int]any{2: make([]int, 32)}})},
-		{"clientDataHash", CmdMakeCredential, func() map[int]any { p := mcParams("example.com", []byte("w"), "w", false); p[1] = make([]int, 32); return p }()},
+		{"clientDataHash", CmdMakeCredential, func() map[int]any {
+			p := mcParams("example.com", []byte("w"), "w", false)
+			p[1] = make([]int, 32)
+			return p
+		}()},
 		{"largeBlobs fragment", CmdLargeBlobs, map[int]any{2: make([]int, 17), 3: 0, 4: 17}},
 	} {
 		if st, _ := tk.call(t, tc.cmd, tc.params); st != ErrCBORUnexpectedType {
@@ -706,8 +710,7 @@ func FuzzExtensionInputs(f *testing.F) {
 	pp := newPINPlatform(f, tk, 2)
 	pp1 := newPINPlatform(f, tk, 1)
 	all := map[string]any{extHMACSecret: true, extCredProtect: 2, extCredBlob: []byte("blob"), extLargeBlobKey: true, extThirdPartyPayment: true, extMinPINLength: true}
-	resp, ad := tk.makeCred(f, withOptions(withExt(mcParams("example.com", []byte("u1"), "alice", false), 6, all), 7, map[string]bool{"rk": true, "uv": true}))
-	_ = resp
+	_, ad := tk.makeCred(f, withOptions(withExt(mcParams("example.com", []byte("u1"), "alice", false), 6, all), 7, map[string]bool{"rk": true, "uv": true}))
 	id := ad.CredentialID
 	enc := func(v any) []byte {
 		b, err := encode(v)
