@@ -65,6 +65,7 @@ var specs = []algSpec{
 	{cose.AlgES256, 32, genECDSA(elliptic.P256()), loadECDSA(elliptic.P256())},
 	{cose.AlgEdDSA, ed25519.SeedSize, genEd25519, loadEd25519},
 	{cose.AlgES384, 48, genECDSA(elliptic.P384()), loadECDSA(elliptic.P384())},
+	{cose.AlgRS256, rsaPrivLen, genRSA, loadRSA}, // seed-derived RSA-2048: rsa.go
 }
 
 func specFor(alg cose.Algorithm) (*algSpec, bool) {
@@ -258,7 +259,7 @@ func deriveAEAD(master []byte, info string) (cipher.AEAD, error) {
 	return a, nil
 }
 
-// Algorithms returns ES256, EdDSA and ES384, in order of preference.
+// Algorithms returns ES256, EdDSA, ES384 and RS256, in order of preference.
 func (s *Software) Algorithms() []cose.Algorithm {
 	algs := make([]cose.Algorithm, len(specs))
 	for i, sp := range specs {
@@ -268,7 +269,7 @@ func (s *Software) Algorithms() []cose.Algorithm {
 }
 
 // MaxCredentialIDLength is the length of the longest ID NewCredential
-// returns (108 bytes, for ES384).
+// returns (108 bytes, for ES384; RS256 IDs are 100).
 func (s *Software) MaxCredentialIDLength() int {
 	n := 0
 	for _, sp := range specs {
@@ -432,7 +433,7 @@ func (s *Software) MarshalJSON() ([]byte, error) {
 // private key behind a wrapper that never prints or serializes it.
 type credentialKey struct {
 	alg  cose.Algorithm
-	priv crypto.Signer // *ecdsa.PrivateKey or ed25519.PrivateKey
+	priv crypto.Signer // *ecdsa.PrivateKey, ed25519.PrivateKey or *rsa.PrivateKey
 	pub  crypto.PublicKey
 }
 
