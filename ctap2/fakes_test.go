@@ -29,9 +29,14 @@ func newMemStore() *memStore {
 	return &memStore{creds: map[string][]byte{}, rpOf: map[string]string{}, counters: map[string]uint32{}, settings: map[string][]byte{}}
 }
 
-func (m *memStore) PutCredential(id, rpIDHash, record []byte) error {
+func (m *memStore) PutCredential(id, rpIDHash, record []byte, replaces ...[]byte) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	for _, old := range replaces {
+		delete(m.creds, string(old))
+		delete(m.rpOf, string(old))
+		delete(m.counters, string(old))
+	}
 	m.creds[string(id)] = bytes.Clone(record)
 	m.rpOf[string(id)] = string(rpIDHash)
 	return nil

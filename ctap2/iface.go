@@ -50,8 +50,9 @@ type SecretDeriver interface {
 // and by rpIDHash so that one RP's credentials are found without a scan.
 // Every method is atomic: after a crash the store holds the old or the new state.
 type CredStore interface {
-	// PutCredential inserts or replaces the record of credential id.
-	PutCredential(id, rpIDHash, record []byte) error
+	// PutCredential inserts or replaces the record of credential id and, in
+	// the same atomic step, deletes the credentials in replaces.
+	PutCredential(id, rpIDHash, record []byte, replaces ...[]byte) error
 	// Credential returns the record of id; ok is false when there is none.
 	Credential(id []byte) (record []byte, ok bool, err error)
 	// CredentialsByRP returns the records stored under rpIDHash, in no particular order.

@@ -219,12 +219,10 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 			}
 		}
 	}
-	count, err := a.cfg.Store.NextCounter(id)
-	if err != nil {
-		return nil, err
-	}
+	// A new credential's signature counter starts at 0; its first assertion
+	// reserves counter values, so registration costs no counter write.
 	ad := AuthData{
-		RPIDHash: rpIDHash, Flags: flags, SignCount: count,
+		RPIDHash: rpIDHash, Flags: flags, SignCount: 0,
 		AAGUID: a.cfg.AAGUID, CredentialID: id, PublicKey: coseKey, Extensions: extData,
 	}
 	resp.AuthData = ad.Marshal()
@@ -236,13 +234,8 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 		if err != nil {
 			return nil, err
 		}
-		if err := a.cfg.Store.PutCredential(id, rpIDHash[:], raw); err != nil {
+		if err := a.cfg.Store.PutCredential(id, rpIDHash[:], raw, replaced...); err != nil {
 			return nil, err
-		}
-		for _, old := range replaced {
-			if err := a.cfg.Store.DeleteCredential(old); err != nil {
-				return nil, err
-			}
 		}
 	}
 	if uv.usedToken {

@@ -216,8 +216,11 @@ func checkCredID(id []byte) error {
 }
 
 // PutCredential inserts or replaces the record of credential id under
-// rpIDHash (32 bytes), moving it in the RP index if its RP changed.
-func (d *DB) PutCredential(id, rpIDHash, record []byte) error {
+// rpIDHash (32 bytes), moving it in the RP index if its RP changed. The
+// credentials in replaces (a discoverable credential superseded by a new one
+// for the same user) are deleted in the same transaction, so a crash leaves
+// either the old credentials or the new one.
+func (d *DB) PutCredential(id, rpIDHash, record []byte, replaces ...[]byte) error {
 	if err := checkCredID(id); err != nil {
 		return err
 	}
@@ -227,7 +230,20 @@ func (d *DB) PutCredential(id, rpIDHash, record []byte) error {
 	v := make([]byte, 0, RPIDHashSize+len(record))
 	v = append(v, rpIDHash...)
 	v = append(v, record...)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return ErrClosed
+	}
 	err := d.bolt.Update(func(tx *bolt.Tx) error {
+		for _, old := range replaces {
+			if bytes.Equal(old, id) {
+				continue
+			}
+			if err := deleteCredentialTx(tx, old); err != nil {
+				return err
+			}
+		}
 		creds := tx.Bucket(bucketCreds)
 		if old := creds.Get(id); old != nil {
 			oldRP, _, err := splitCred(id, old)
@@ -252,7 +268,31 @@ func (d *DB) PutCredential(id, rpIDHash, record []byte) error {
 	if err != nil {
 		return fmt.Errorf("store: putting credential: %w", err)
 	}
+	for _, old := range replaces {
+		if !bytes.Equal(old, id) {
+			delete(d.counters, sha256.Sum256(old))
+		}
+	}
 	return nil
+}
+
+// deleteCredentialTx removes id, its index entry and its counter row.
+func deleteCredentialTx(tx *bolt.Tx, id []byte) error {
+	creds := tx.Bucket(bucketCreds)
+	if v := creds.Get(id); v != nil {
+		rp, _, err := splitCred(id, v)
+		if err != nil {
+			return err
+		}
+		if err := unindex(tx, rp, id); err != nil {
+			return err
+		}
+		if err := creds.Delete(id); err != nil {
+			return err
+		}
+	}
+	key := sha256.Sum256(id)
+	return tx.Bucket(bucketCounters).Delete(key[:])
 }
 
 // splitCred splits a creds value into rpIdHash and record.
@@ -353,22 +393,7 @@ func (d *DB) DeleteCredential(id []byte) error {
 	if d.closed {
 		return ErrClosed
 	}
-	err := d.bolt.Update(func(tx *bolt.Tx) error {
-		creds := tx.Bucket(bucketCreds)
-		if v := creds.Get(id); v != nil {
-			rp, _, err := splitCred(id, v)
-			if err != nil {
-				return err
-			}
-			if err := unindex(tx, rp, id); err != nil {
-				return err
-			}
-			if err := creds.Delete(id); err != nil {
-				return err
-			}
-		}
-		return tx.Bucket(bucketCounters).Delete(key[:])
-	})
+	err := d.bolt.Update(func(tx *bolt.Tx) error { return deleteCredentialTx(tx, id) })
 	if err != nil {
 		return fmt.Errorf("store: deleting credential: %w", err)
 	}

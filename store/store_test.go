@@ -374,3 +374,35 @@ func BenchmarkPutCredential(b *testing.B) {
 		}
 	}
 }
+
+func TestPutCredentialReplaces(t *testing.T) {
+	t.Parallel()
+	db, _ := openTemp(t)
+	rp := bytes.Repeat([]byte{1}, RPIDHashSize)
+	if err := db.PutCredential([]byte("old"), rp, []byte("r-old")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.NextCounter([]byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.PutCredential([]byte("new"), rp, []byte("r-new"), []byte("old"), []byte("absent")); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := db.Credential([]byte("old")); ok {
+		t.Fatal("replaced credential still present")
+	}
+	recs, err := db.CredentialsByRP(rp)
+	if err != nil || len(recs) != 1 || string(recs[0]) != "r-new" {
+		t.Fatalf("RP index after replace: %q %v", recs, err)
+	}
+	if n, _ := db.CountCredentials(); n != 1 {
+		t.Fatalf("count %d", n)
+	}
+	// Replacing itself is a plain overwrite.
+	if err := db.PutCredential([]byte("new"), rp, []byte("r-new2"), []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok, _ := db.Credential([]byte("new")); !ok || string(r) != "r-new2" {
+		t.Fatalf("self-replace: %q %v", r, ok)
+	}
+}
