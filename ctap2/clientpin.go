@@ -22,9 +22,9 @@ type ClientPINRequest struct {
 	PinUvAuthProtocol *uint             `cbor:"1,keyasint,omitempty"`
 	SubCommand        *uint             `cbor:"2,keyasint,omitempty"`
 	KeyAgreement      *KeyAgreementCOSE `cbor:"3,keyasint,omitempty"`
-	PinUvAuthParam    []byte            `cbor:"4,keyasint,omitempty"`
-	NewPinEnc         []byte            `cbor:"5,keyasint,omitempty"`
-	PinHashEnc        []byte            `cbor:"6,keyasint,omitempty"`
+	PinUvAuthParam    Bytes             `cbor:"4,keyasint,omitempty"`
+	NewPinEnc         Bytes             `cbor:"5,keyasint,omitempty"`
+	PinHashEnc        Bytes             `cbor:"6,keyasint,omitempty"`
 	Permissions       *uint             `cbor:"9,keyasint,omitempty"`
 	RPID              *string           `cbor:"10,keyasint,omitempty"`
 }
@@ -32,11 +32,11 @@ type ClientPINRequest struct {
 // KeyAgreementCOSE is the platform's key-agreement key as a COSE_Key
 // (EC2, P-256; the alg is nominally -25 and not checked).
 type KeyAgreementCOSE struct {
-	Kty int    `cbor:"1,keyasint"`
-	Alg int    `cbor:"3,keyasint,omitempty"`
-	Crv int    `cbor:"-1,keyasint"`
-	X   []byte `cbor:"-2,keyasint"`
-	Y   []byte `cbor:"-3,keyasint"`
+	Kty int   `cbor:"1,keyasint"`
+	Alg int   `cbor:"3,keyasint,omitempty"`
+	Crv int   `cbor:"-1,keyasint"`
+	X   Bytes `cbor:"-2,keyasint"`
+	Y   Bytes `cbor:"-3,keyasint"`
 }
 
 // ClientPINResponse is the authenticatorClientPIN output.

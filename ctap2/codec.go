@@ -78,3 +78,22 @@ func encode(v any) ([]byte, error) { return encMode.Marshal(v) }
 
 // isCBORMap reports whether raw starts with a CBOR map header (major type 5).
 func isCBORMap(raw []byte) bool { return len(raw) > 0 && raw[0]>>5 == 5 }
+
+// Bytes is a CBOR byte string. The CBOR library would also fill a []byte
+// from an array of small integers; request fields use Bytes so that such an
+// array is CBOR_UNEXPECTED_TYPE, as CTAP requires. Bytes converts freely to
+// and from []byte and encodes as a byte string.
+type Bytes []byte
+
+// UnmarshalCBOR accepts only a CBOR byte string (major type 2).
+func (b *Bytes) UnmarshalCBOR(data []byte) error {
+	if len(data) == 0 || data[0]>>5 != 2 {
+		return &cbor.UnmarshalTypeError{CBORType: "non-byte-string", GoType: "ctap2.Bytes"}
+	}
+	var raw []byte
+	if err := decMode.Unmarshal(data, &raw); err != nil {
+		return err
+	}
+	*b = raw
+	return nil
+}

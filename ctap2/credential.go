@@ -63,17 +63,17 @@ func parseCredMeta(b []byte) (credMeta, bool) {
 // credentialRecord is what the store keeps for a resident (discoverable)
 // credential. The private key is not here: it is wrapped inside ID.
 type credentialRecord struct {
-	ID          []byte     `cbor:"1,keyasint"`
+	ID          Bytes      `cbor:"1,keyasint"`
 	RPID        string     `cbor:"2,keyasint"`
 	RPName      string     `cbor:"3,keyasint,omitempty"`
 	User        UserEntity `cbor:"4,keyasint"`
 	Alg         int64      `cbor:"5,keyasint"`
-	PublicKey   []byte     `cbor:"6,keyasint"` // COSE_Key
+	PublicKey   Bytes      `cbor:"6,keyasint"` // COSE_Key
 	Created     int64      `cbor:"7,keyasint"` // Unix nanoseconds; newest first in discoverable lists
 	CredProtect byte       `cbor:"8,keyasint,omitempty"`
 	// CredBlobSealed is the credBlob extension's data, sealed by the key store.
-	CredBlobSealed []byte `cbor:"9,keyasint,omitempty"`
-	LargeBlobKey   bool   `cbor:"10,keyasint,omitempty"` // created with largeBlobKey
+	CredBlobSealed Bytes `cbor:"9,keyasint,omitempty"`
+	LargeBlobKey   bool  `cbor:"10,keyasint,omitempty"` // created with largeBlobKey
 }
 
 func (r *credentialRecord) rpIDHash() []byte {

@@ -27,14 +27,14 @@ type CredentialManagementRequest struct {
 	SubCommand        *uint      `cbor:"1,keyasint,omitempty"`
 	SubCommandParams  RawMessage `cbor:"2,keyasint,omitempty"`
 	PinUvAuthProtocol *uint      `cbor:"3,keyasint,omitempty"`
-	PinUvAuthParam    []byte     `cbor:"4,keyasint,omitempty"`
+	PinUvAuthParam    Bytes      `cbor:"4,keyasint,omitempty"`
 
 	params credMgmtParams // decoded SubCommandParams
 }
 
 // credMgmtParams is the subCommandParams map (CTAP 2.1 §6.8).
 type credMgmtParams struct {
-	RPIDHash     []byte          `cbor:"1,keyasint,omitempty"`
+	RPIDHash     Bytes           `cbor:"1,keyasint,omitempty"`
 	CredentialID *CredDescriptor `cbor:"2,keyasint,omitempty"`
 	User         *UserEntity     `cbor:"3,keyasint,omitempty"`
 }

@@ -42,8 +42,8 @@ const (
 // hmac-secret-mc makeCredential input). See CTAP 2.1 §12.5.
 type hmacSecretInput struct {
 	KeyAgreement      *KeyAgreementCOSE `cbor:"1,keyasint"`
-	SaltEnc           []byte            `cbor:"2,keyasint"`
-	SaltAuth          []byte            `cbor:"3,keyasint"`
+	SaltEnc           Bytes             `cbor:"2,keyasint"`
+	SaltAuth          Bytes             `cbor:"3,keyasint"`
 	PinUvAuthProtocol *uint             `cbor:"4,keyasint,omitempty"`
 }
 
@@ -97,7 +97,7 @@ func parseMCExtensions(m map[string]RawMessage) (*mcExtensions, error) {
 		}
 		e.credProtect = byte(level)
 	}
-	if ok, err := decodeExt(m, extCredBlob, &e.credBlob); err != nil {
+	if ok, err := decodeExt(m, extCredBlob, (*Bytes)(&e.credBlob)); err != nil {
 		return nil, err
 	} else if ok {
 		e.credBlobSet = true

@@ -678,7 +678,6 @@ func TestExtensionBadInput(t *testing.T) {
 // clientDataHash, user.id, credBlob, saltEnc, a largeBlobs fragment).
 func TestByteStringGivenAsArray(t *testing.T) {
 	t.Parallel()
-	t.Skip("known bug in codec.go: CBOR arrays of uints 0..255 decode into []byte fields; reported to the lead, remove this skip with the fix")
 	tk := newTestKey(t)
 	_, ad := tk.makeCred(t, mcParams("example.com", []byte("u"), "n", true))
 	for _, tc := range []struct {

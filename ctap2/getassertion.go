@@ -9,11 +9,11 @@ import (
 // GetAssertionRequest is the authenticatorGetAssertion (0x02) input. See CTAP 2.1 §6.2.
 type GetAssertionRequest struct {
 	RPID              string                `cbor:"1,keyasint"`
-	ClientDataHash    []byte                `cbor:"2,keyasint"`
+	ClientDataHash    Bytes                 `cbor:"2,keyasint"`
 	AllowList         []CredDescriptor      `cbor:"3,keyasint,omitempty"`
 	Extensions        map[string]RawMessage `cbor:"4,keyasint,omitempty"`
 	Options           *Options              `cbor:"5,keyasint,omitempty"`
-	PinUvAuthParam    []byte                `cbor:"6,keyasint,omitempty"`
+	PinUvAuthParam    Bytes                 `cbor:"6,keyasint,omitempty"`
 	PinUvAuthProtocol *uint                 `cbor:"7,keyasint,omitempty"`
 }
 

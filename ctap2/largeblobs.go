@@ -52,10 +52,10 @@ type largeBlobWriteState struct {
 // LargeBlobsRequest is the authenticatorLargeBlobs (0x0C) input. See CTAP 2.1 §6.10.2.
 type LargeBlobsRequest struct {
 	Get               *uint64 `cbor:"1,keyasint,omitempty"`
-	Set               []byte  `cbor:"2,keyasint,omitempty"`
+	Set               Bytes   `cbor:"2,keyasint,omitempty"`
 	Offset            *uint64 `cbor:"3,keyasint,omitempty"`
 	Length            *uint64 `cbor:"4,keyasint,omitempty"`
-	PinUvAuthParam    []byte  `cbor:"5,keyasint,omitempty"`
+	PinUvAuthParam    Bytes   `cbor:"5,keyasint,omitempty"`
 	PinUvAuthProtocol *uint   `cbor:"6,keyasint,omitempty"`
 }
 

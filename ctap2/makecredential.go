@@ -10,14 +10,14 @@ import (
 
 // MakeCredentialRequest is the authenticatorMakeCredential (0x01) input. See CTAP 2.1 §6.1.
 type MakeCredentialRequest struct {
-	ClientDataHash               []byte                `cbor:"1,keyasint"`
+	ClientDataHash               Bytes                 `cbor:"1,keyasint"`
 	RP                           *RPEntity             `cbor:"2,keyasint"`
 	User                         *UserEntity           `cbor:"3,keyasint"`
 	PubKeyCredParams             []CredParam           `cbor:"4,keyasint"`
 	ExcludeList                  []CredDescriptor      `cbor:"5,keyasint,omitempty"`
 	Extensions                   map[string]RawMessage `cbor:"6,keyasint,omitempty"`
 	Options                      *Options              `cbor:"7,keyasint,omitempty"`
-	PinUvAuthParam               []byte                `cbor:"8,keyasint,omitempty"`
+	PinUvAuthParam               Bytes                 `cbor:"8,keyasint,omitempty"`
 	PinUvAuthProtocol            *uint                 `cbor:"9,keyasint,omitempty"`
 	EnterpriseAttestation        *uint                 `cbor:"10,keyasint,omitempty"`
 	AttestationFormatsPreference []string              `cbor:"11,keyasint,omitempty"` // CTAP 2.2
@@ -98,6 +98,10 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 	ext, err := parseMCExtensions(req.Extensions)
 	if err != nil {
 		return nil, err
+	}
+	if ext.largeBlobKey && !rk {
+		// Large blobs belong to discoverable credentials (CTAP 2.1 §12.3).
+		return nil, ErrInvalidOption
 	}
 	var hmacMC *hmacSecretRequest
 	if ext.hmacSecretMC != nil && ext.hmacSecret {

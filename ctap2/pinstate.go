@@ -39,7 +39,7 @@ const settingState = "state"
 // survives a power cycle. It is stored as one setting, written whole, so
 // every update is atomic. The PIN hash is sealed by the key store.
 type persistentState struct {
-	PINHashSealed  []byte   `cbor:"1,keyasint,omitempty"`
+	PINHashSealed  Bytes    `cbor:"1,keyasint,omitempty"`
 	PINRetries     uint     `cbor:"2,keyasint"`
 	PINCodePoints  uint     `cbor:"3,keyasint,omitempty"`
 	ForcePINChange bool     `cbor:"4,keyasint,omitempty"`
@@ -49,7 +49,7 @@ type persistentState struct {
 	AlwaysUV       bool     `cbor:"8,keyasint,omitempty"`
 	EnterpriseAtt  bool     `cbor:"9,keyasint,omitempty"`
 	// PersistentTokenSealed is the CTAP 2.2 pcmr token, which survives power cycles.
-	PersistentTokenSealed []byte `cbor:"10,keyasint,omitempty"`
+	PersistentTokenSealed Bytes `cbor:"10,keyasint,omitempty"`
 }
 
 func defaultState() persistentState {

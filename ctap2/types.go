@@ -23,7 +23,7 @@ type RPEntity struct {
 
 // UserEntity is a PublicKeyCredentialUserEntity (WebAuthn §5.4.3).
 type UserEntity struct {
-	ID          []byte `cbor:"id"`
+	ID          Bytes  `cbor:"id"`
 	Name        string `cbor:"name,omitempty"`
 	DisplayName string `cbor:"displayName,omitempty"`
 	Icon        string `cbor:"icon,omitempty"`
@@ -38,7 +38,7 @@ type CredParam struct {
 // CredDescriptor is a PublicKeyCredentialDescriptor.
 type CredDescriptor struct {
 	Type       string   `cbor:"type"`
-	ID         []byte   `cbor:"id"`
+	ID         Bytes    `cbor:"id"`
 	Transports []string `cbor:"transports,omitempty"`
 }
 

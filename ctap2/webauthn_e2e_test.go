@@ -247,7 +247,7 @@ func assertionBody(t testing.TB, ga *ctap2.GetAssertionResponse, cdj []byte) *pr
 				ID:   base64.RawURLEncoding.EncodeToString(ga.Credential.ID),
 				Type: "public-key",
 			},
-			RawID:                   ga.Credential.ID,
+			RawID:                   []byte(ga.Credential.ID),
 			AuthenticatorAttachment: "cross-platform",
 		},
 		AssertionResponse: protocol.AuthenticatorAssertionResponse{
