@@ -166,14 +166,14 @@ func discoverableLogin(t testing.TB, wa *webauthn.WebAuthn, d *client.Device, u 
 	body, err := json.Marshal(protocol.CredentialAssertionResponse{
 		PublicKeyCredential: protocol.PublicKeyCredential{
 			Credential:              protocol.Credential{ID: base64.RawURLEncoding.EncodeToString(ga.Credential.ID), Type: "public-key"},
-			RawID:                   ga.Credential.ID,
+			RawID:                   []byte(ga.Credential.ID),
 			AuthenticatorAttachment: "cross-platform",
 		},
 		AssertionResponse: protocol.AuthenticatorAssertionResponse{
 			AuthenticatorResponse: protocol.AuthenticatorResponse{ClientDataJSON: cdj},
 			AuthenticatorData:     ga.AuthData,
 			Signature:             ga.Signature,
-			UserHandle:            ga.User.ID,
+			UserHandle:            []byte(ga.User.ID),
 		},
 	})
 	if err != nil {
