@@ -1,0 +1,36 @@
+// Package vmtest is virtkey's end-to-end harness in a real Linux kernel: it
+// boots Debian's own kernel under qemu (TCG, no KVM needed) with a tiny
+// busybox initramfs and the host's root file system mounted read-only over
+// 9p with a tmpfs overlay, so the guest runs the host's fido2-tools,
+// OpenSSH and Chromium against `virtkey run --transport uhid` on the
+// guest's /dev/uhid — the kernel path the build machines themselves lack.
+//
+// The recipe and its pitfalls are in the project's TESTBED notes (§4); in
+// short:
+//
+//   - The kernel is not installed: `apt-get download` fetches Debian's
+//     linux-image package (the one linux-image-amd64 depends on), and only
+//     the boot image and the dozen modules the guest needs are unpacked
+//     (dpkg-deb --fsys-tarfile), then depmod'ed. The uncompressed ELF
+//     vmlinux is cut out of the bzImage (xz) because qemu boots its PVH
+//     entry point directly, ~5 s faster per boot under TCG.
+//   - The initramfs (gzip'ed newc cpio written here) holds busybox-static,
+//     testdata/vm/init and the modules, loaded in the order uhid, hidraw and
+//     9p need (hid-generic is required for a /dev/hidraw node).
+//   - Both are cached under $VIRTKEY_VM_CACHE, else $XDG_CACHE_HOME/virtkey-vm,
+//     else ~/.cache/virtkey-vm, keyed by the kernel package version and a
+//     hash of everything that goes into the initramfs.
+//   - Each boot gets a shared folder (a second, writable 9p mount at
+//     /vkshare in the guest) holding the freshly built virtkey, the helper
+//     programs (internal/vmtest/hidtool, internal/vmtest/rp) and the
+//     scenario scripts from testdata/vm; the guest writes its logs there.
+//   - Every boot runs under timeout(1); the guest prints one line
+//     "VKTEST <scenario> PASS|FAIL|SKIP <detail>" per scenario, and
+//     TestVM turns each into a subtest. The scenarios a group must report
+//     are read from its script (its `scenario NAME SECONDS` lines), so a
+//     scenario that never reports fails too.
+//
+// TestVM skips when qemu, busybox-static or the kernel cannot be had,
+// unless CI=true, where that fails. VIRTKEY_VM=0 (or -short) skips it on
+// purpose; scripts/vm-test.sh runs it alone.
+package vmtest

@@ -1,0 +1,283 @@
+package vmtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// group is one boot: a scenario script and the machine it needs.
+type group struct {
+	name     string
+	script   string // under testdata/vm
+	memoryMB int
+	cpus     int
+	timeout  time.Duration
+	needs    []string // host programs the guest runs
+}
+
+var groups = []group{
+	{
+		name: "tools", script: "tools.sh", memoryMB: 1024, cpus: 2, timeout: 12 * time.Minute,
+		needs: []string{"fido2-token", "fido2-cred", "fido2-assert", "ssh-keygen", "setsid", "pkill", "base64"},
+	},
+	{
+		name: "chromium", script: "chromium.sh", memoryMB: 2048, cpus: 2, timeout: 14 * time.Minute,
+		needs: []string{"chromium", "fido2-token", "setsid"},
+	},
+}
+
+// skipOrFail skips (a laptop without qemu) or, under CI=true, fails.
+func skipOrFail(t *testing.T, format string, a ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, a...)
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s (CI=true: a missing VM tool fails; scripts/install-test-deps.sh installs them)", msg)
+	}
+	t.Skipf("%s — skipping the VM harness (CI=true makes this fail; scripts/install-test-deps.sh installs what it needs)", msg)
+}
+
+func checkPrep(t *testing.T, what string, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	var envErr *EnvError
+	if errors.As(err, &envErr) {
+		skipOrFail(t, "%s: %v", what, err)
+	}
+	t.Fatalf("%s: %v", what, err)
+}
+
+// repoRoot is the module root (this package is internal/vmtest).
+func repoRoot(t *testing.T) string {
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fileExists(filepath.Join(root, "go.mod")) {
+		t.Fatalf("no go.mod in %s", root)
+	}
+	return root
+}
+
+func TestVM(t *testing.T) {
+	switch v := os.Getenv("VIRTKEY_VM"); {
+	case v == "0" || v == "skip":
+		t.Skip("VIRTKEY_VM=" + v)
+	case testing.Short():
+		t.Skip("-short: the VM harness boots qemu (minutes); scripts/vm-test.sh runs it alone")
+	}
+	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
+		t.Skipf("the VM harness boots Debian's amd64 kernel with the host's root: linux/amd64 only, not %s/%s", runtime.GOOS, runtime.GOARCH)
+	}
+	selected := map[string]bool{}
+	if s := os.Getenv("VIRTKEY_VM_GROUPS"); s != "" {
+		for _, g := range strings.Split(s, ",") {
+			selected[strings.TrimSpace(g)] = true
+		}
+	}
+
+	root := repoRoot(t)
+	qemu, err := FindQemu()
+	checkPrep(t, "qemu", err)
+	busybox, err := FindBusybox()
+	checkPrep(t, "busybox", err)
+	cache, err := CacheDir()
+	checkPrep(t, "cache", err)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	if dl, ok := t.Deadline(); ok {
+		ctx, cancel = context.WithDeadline(context.Background(), dl.Add(-30*time.Second))
+	}
+	defer cancel()
+
+	t0 := time.Now()
+	k, err := PrepareKernel(ctx, cache, t.Logf)
+	checkPrep(t, "kernel", err)
+	initrd, err := BuildInitramfs(cache, k, filepath.Join(root, "testdata", "vm", "init"), busybox, t.Logf)
+	checkPrep(t, "initramfs", err)
+	t.Logf("kernel %s (%s %s), boot image %s, initramfs %s, ready in %v",
+		k.Release, k.Package, k.Version, filepath.Base(k.BootImage()), filepath.Base(initrd), time.Since(t0).Round(time.Millisecond))
+
+	share := shareDir(t)
+	t0 = time.Now()
+	if err := buildGuestFiles(ctx, root, share); err != nil {
+		t.Fatalf("building the guest's programs: %v", err)
+	}
+	t.Logf("built virtkey, hidtool and rp into %s in %v", share, time.Since(t0).Round(time.Millisecond))
+
+	for _, g := range groups {
+		t.Run(g.name, func(t *testing.T) {
+			if len(selected) > 0 && !selected[g.name] {
+				t.Skipf("not in VIRTKEY_VM_GROUPS=%s", os.Getenv("VIRTKEY_VM_GROUPS"))
+			}
+			for _, p := range g.needs {
+				if _, err := exec.LookPath(p); err != nil {
+					skipOrFail(t, "the guest runs the host's %s, which is missing", p)
+				}
+			}
+			runGroup(t, ctx, g, &Boot{
+				Kernel: k, Initramfs: initrd, Share: share,
+				Script:   "/vkshare/testdata/vm/" + g.script,
+				Group:    g.name,
+				MemoryMB: g.memoryMB, CPUs: g.cpus, Timeout: g.timeout,
+				Console: filepath.Join(share, "logs", g.name+".console.log"),
+			}, qemu, filepath.Join(root, "testdata", "vm", g.script))
+		})
+	}
+}
+
+// shareDir is the folder the guest sees as /vkshare: VIRTKEY_VM_KEEP=DIR
+// keeps it (logs of every scenario, the consoles) for a look afterwards.
+func shareDir(t *testing.T) string {
+	if d := os.Getenv("VIRTKEY_VM_KEEP"); d != "" {
+		d, _ = filepath.Abs(d)
+		os.RemoveAll(d)
+		if err := os.MkdirAll(filepath.Join(d, "logs"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("VIRTKEY_VM_KEEP: the guest's files and logs stay in %s", d)
+		return d
+	}
+	d := t.TempDir()
+	os.MkdirAll(filepath.Join(d, "logs"), 0o755)
+	return d
+}
+
+// buildGuestFiles builds virtkey and the two helpers into share/bin (static,
+// no race detector: the guest runs them under TCG) and copies the scenario
+// scripts to share/testdata/vm.
+func buildGuestFiles(ctx context.Context, root, share string) error {
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if !fileExists(goBin) {
+		p, err := exec.LookPath("go")
+		if err != nil {
+			return err
+		}
+		goBin = p
+	}
+	bin := filepath.Join(share, "bin")
+	cmd := exec.CommandContext(ctx, goBin, "build", "-o", bin+string(os.PathSeparator),
+		"./cmd/virtkey", "./internal/vmtest/hidtool", "./internal/vmtest/rp")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	src := filepath.Join(root, "testdata", "vm")
+	dst := filepath.Join(share, "testdata", "vm")
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			continue
+		}
+		if err := copyFile(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, fi.Mode().Perm())
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// runGroup boots one group and reports each planned scenario as a
+// subtest.
+func runGroup(t *testing.T, ctx context.Context, g group, b *Boot, qemu, hostScript string) {
+	planned, err := PlannedScenarios(hostScript)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		if left := time.Until(dl); left < b.Timeout {
+			if left < time.Minute {
+				t.Fatalf("only %v left before the test deadline: not booting (raise go test -timeout)", left.Round(time.Second))
+			}
+			b.Timeout = left
+		}
+	}
+	res, err := b.Run(ctx, qemu)
+	if err != nil {
+		t.Fatalf("booting: %v", err)
+	}
+	t.Logf("boot %q: %v wall (guest: init at %.1fs, root ready at %.1fs), %d of %d scenarios reported; console: %s",
+		g.name, res.Duration.Round(100*time.Millisecond), res.Uptime("init"), res.Uptime("root-ready"),
+		len(res.Results), len(planned), b.Console)
+
+	seen := map[string]bool{}
+	for _, name := range planned {
+		seen[name] = true
+		t.Run(name, func(t *testing.T) { reportScenario(t, res, name) })
+	}
+	for _, r := range res.Results {
+		if !seen[r.Name] {
+			seen[r.Name] = true
+			t.Run(r.Name, func(t *testing.T) { reportScenario(t, res, r.Name) })
+		}
+	}
+
+	switch {
+	case res.TimedOut:
+		t.Errorf("the boot timed out after %v (timeout(1) killed qemu); console tail:\n%s", b.Timeout, tail(res.Console, 60))
+	case res.BootFail != "":
+		t.Errorf("the guest's init failed: %s; console tail:\n%s", res.BootFail, tail(res.Console, 60))
+	case !res.Finished:
+		t.Errorf("the guest did not reach its poweroff (qemu: %v); console tail:\n%s", res.ExitErr, tail(res.Console, 60))
+	}
+}
+
+func reportScenario(t *testing.T, res *BootResult, name string) {
+	r, ok := res.Result(name)
+	if !ok {
+		last := "none"
+		if n := len(res.Began); n > 0 {
+			last = res.Began[n-1]
+		}
+		t.Fatalf("not reported (last scenario begun: %s; boot timed out: %v)", last, res.TimedOut)
+	}
+	switch r.Status {
+	case "PASS":
+		t.Logf("PASS in %.1fs: %s", r.Seconds, r.Detail)
+	case "SKIP":
+		t.Skipf("skipped in the guest: %s", r.Detail)
+	default:
+		msg := fmt.Sprintf("FAIL in %.1fs: %s", r.Seconds, r.Detail)
+		if logs := res.Logs[name]; len(logs) > 0 {
+			msg += "\n  " + strings.Join(logs, "\n  ")
+		}
+		t.Error(msg)
+	}
+}
