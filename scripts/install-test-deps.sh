@@ -35,6 +35,11 @@ DEBIAN_PACKAGES=(
 	libssl-dev
 	swtpm
 	swtpm-tools
+	# internal/fido2tools: unmodified fido2-token/-cred/-assert and
+	# ssh-keygen (fido2-tools, openssh-client above) through the LD_PRELOAD
+	# UDP shim (testdata/libfido2-shim), compiled by gcc (above) against
+	# fido.h from libfido2-dev (TESTBED §3).
+	libfido2-dev
 )
 
 log() { printf 'install-test-deps: %s\n' "$*"; }

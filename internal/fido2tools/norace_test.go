@@ -1,0 +1,5 @@
+//go:build !race
+
+package fido2tools
+
+const raceEnabled = false
