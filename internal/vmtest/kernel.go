@@ -1,3 +1,5 @@
+//go:build linux
+
 package vmtest
 
 import (
@@ -13,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -85,11 +86,11 @@ func CacheDir() (string, error) {
 	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
 		return filepath.Join(d, "virtkey-vm"), nil
 	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", envErrorf("no cache folder: set VIRTKEY_VM_CACHE (%v)", err)
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".cache", "virtkey-vm"), nil
 	}
-	return filepath.Join(home, ".cache", "virtkey-vm"), nil
+	// No $HOME (some CI runners): a per-user folder under the temp dir.
+	return filepath.Join(os.TempDir(), fmt.Sprintf("virtkey-vm-cache-%d", os.Getuid())), nil
 }
 
 // lockDir takes an exclusive flock on dir/.lock (two test processes
@@ -522,14 +523,4 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// sortedKeys is a small helper for stable output.
-func sortedKeys[V any](m map[string]V) []string {
-	k := make([]string, 0, len(m))
-	for s := range m {
-		k = append(k, s)
-	}
-	sort.Strings(k)
-	return k
 }

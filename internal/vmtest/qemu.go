@@ -1,3 +1,5 @@
+//go:build linux
+
 package vmtest
 
 import (
@@ -57,7 +59,8 @@ func FindQemu() (string, error) {
 }
 
 // Args are qemu's arguments for b (TESTBED §4: TCG, PVH vmlinux when
-// available, the host root read-only over 9p, isa-debug-exit).
+// available, the host root read-only over 9p, the share read-write). The
+// guest ends with reboot -f, which -no-reboot turns into qemu's exit.
 func (b *Boot) Args() []string {
 	cpus := b.CPUs
 	if cpus <= 0 {
@@ -78,7 +81,6 @@ func (b *Boot) Args() []string {
 		"-serial", "stdio", "-no-reboot",
 		"-kernel", b.Kernel.BootImage(), "-initrd", b.Initramfs,
 		"-append", appendLine,
-		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
 		"-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
 		"-virtfs", "local,path=" + b.Share + ",mount_tag=vkshare,security_model=none,multidevs=remap",
 	}

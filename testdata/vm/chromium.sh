@@ -74,7 +74,7 @@ sc_chromium_load() {
 		chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
 		--disable-background-networking --disable-component-update --disable-sync \
 		--disable-dev-shm-usage --user-data-dir=/tmp/chromium-profile \
-		--enable-logging=stderr --v=0 --vmodule='*/device/fido/*=1,*/webauthn/*=1' \
+		--enable-logging=stderr --v=0 \
 		"$URL" >"$LOGS/chromium.log" 2>&1 </dev/null &
 	i=0
 	until grep -q "^page-loaded" "$RESULTS" 2>/dev/null; do
