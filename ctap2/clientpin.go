@@ -332,7 +332,7 @@ func (a *Authenticator) getPINToken(ctx context.Context, shared *SharedSecret, p
 			return nil, err
 		}
 	} else {
-		tok = a.issueToken(perms, rpID)
+		tok = a.issueToken(shared.Version(), perms, rpID)
 	}
 	enc, err := shared.Encrypt(tok.Bytes())
 	if err != nil {
@@ -356,7 +356,7 @@ func (a *Authenticator) getUVToken(ctx context.Context, shared *SharedSecret, re
 	if err := a.performBuiltInUV(ctx, PresenceRequest{Op: "getPinUvAuthTokenUsingUv", RPID: rpID}); err != nil {
 		return nil, err
 	}
-	tok := a.issueToken(perms, rpID)
+	tok := a.issueToken(shared.Version(), perms, rpID)
 	enc, err := shared.Encrypt(tok.Bytes())
 	if err != nil {
 		return nil, err

@@ -107,6 +107,7 @@ func (a *Authenticator) pinHashMatches(ctx context.Context, hash []byte) (bool, 
 // per power cycle, replaced by every new issue.
 type tokenState struct {
 	token    *PINUVAuthToken
+	protocol uint // the PIN/UV auth protocol it was issued under
 	perms    Permission
 	rpID     string // bound RP id, "" if unbound
 	issued   time.Time
@@ -114,9 +115,10 @@ type tokenState struct {
 	verified bool // obtained with user verification (PIN or built-in UV)
 }
 
-// issueToken makes a fresh token (revoking the previous one).
-func (a *Authenticator) issueToken(perms Permission, rpID string) *PINUVAuthToken {
-	a.token = tokenState{token: NewPINUVAuthToken(), perms: perms, rpID: rpID, issued: a.cfg.Now(), inUse: true, verified: true}
+// issueToken makes a fresh token for protocol (revoking the previous one).
+// The token authenticates only requests made with that protocol.
+func (a *Authenticator) issueToken(protocol uint, perms Permission, rpID string) *PINUVAuthToken {
+	a.token = tokenState{token: NewPINUVAuthToken(), protocol: protocol, perms: perms, rpID: rpID, issued: a.cfg.Now(), inUse: true, verified: true}
 	return a.token.token
 }
 
@@ -138,7 +140,7 @@ func (a *Authenticator) verifyPinUvAuth(protocol *uint, param, msg []byte, perm 
 	if t.inUse && a.cfg.Now().Sub(t.issued) > tokenMaxUsage {
 		a.revokeTokens()
 	}
-	if !t.inUse || !p.Verify(t.token, msg, param) {
+	if !t.inUse || t.protocol != p.Version() || !p.Verify(t.token, msg, param) {
 		if a.verifyPersistentToken(p, msg, param, perm) {
 			return nil
 		}

@@ -361,12 +361,6 @@ def test_token_lifecycle(key, proto, addr, open_dev):
     get_assertion(ctap, RP1, cred, auth=(proto, token(ctap, proto, PERM.GET_ASSERTION, RP1["id"])))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="virtkey keeps one pinUvAuthToken for both protocols (ctap2.NewPINUVAuthToken: 'valid for "
-    "both protocols'); CTAP 2.1 resets a separate token per protocol (resetPinUvAuthToken for all "
-    "pinUvAuthProtocols), so a token issued through one protocol must not verify under the other",
-)
 def test_token_bound_to_its_protocol(key, proto):
     """A token issued through protocol N authenticates only with protocol N."""
     ctap = set_pin(key, proto)
@@ -864,12 +858,6 @@ def test_config_toggle_always_uv_without_pin(key, addr, open_dev):
     get_assertion(ctap, RP1, cred)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="getInfo keeps makeCredUvNotRqd true while alwaysUv is on, although makeCredential then "
-    "refuses every request without UV (PUAT_REQUIRED); CTAP 2.1 alwaysUv turns makeCredUvNotRqd "
-    "off (OpenSK: makeCredUvNotRqd = !alwaysUv)",
-)
 def test_config_always_uv_clears_make_cred_uv_not_rqd(key):
     ctap = key
     assert ctap.info.options.get("makeCredUvNotRqd") is True
