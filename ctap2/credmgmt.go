@@ -300,7 +300,7 @@ func (a *Authenticator) nextCredential(ctx context.Context, st *credMgmtEnumStat
 		User:         &user,
 		CredentialID: &CredDescriptor{Type: credTypePublicKey, ID: rec.ID},
 		PublicKey:    RawMessage(rec.PublicKey),
-		CredProtect:  uint(rec.CredProtect),
+		CredProtect:  uint(max(rec.CredProtect, credProtectUVOptional)), // a credential made without credProtect has level 1
 	}
 	if rec.LargeBlobKey {
 		key, err := a.credentialSecret(ctx, rec.ID, labelLargeBlobKey)

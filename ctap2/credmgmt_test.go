@@ -245,7 +245,7 @@ func TestCredMgmtEnumerate(t *testing.T) {
 						}
 						ids[string(f.id)] = true
 						if c.CredentialID.Type != "public-key" || !bytes.Equal(c.User.ID, f.userID) ||
-							!bytes.Equal(c.PublicKey, f.pub) || c.CredProtect != 0 || c.LargeBlobKey != nil {
+							!bytes.Equal(c.PublicKey, f.pub) || c.CredProtect != 1 || c.LargeBlobKey != nil {
 							t.Fatalf("credential %x: %+v", f.id, c)
 						}
 					}
@@ -275,7 +275,7 @@ func TestCredMgmtCredProtectListed(t *testing.T) {
 	pp, tok := setPINAndGetToken(t, tk, testPIN, PermCredentialMgmt, "", 2)
 	_, creds := enumerateAll(t, tk, CmdCredentialManagement, pp, tok)
 	for _, c := range creds["a.example"] {
-		want := uint(0)
+		want := uint(1) // made without credProtect: userVerificationOptional
 		if bytes.Equal(c.CredentialID.ID, fx[0].id) {
 			want = 2
 		}
