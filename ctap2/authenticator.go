@@ -63,6 +63,17 @@ type Config struct {
 	MaxResidentCredentials int
 	// Attestation is the default format (default AttestationSelf).
 	Attestation Attestation
+	// Batch is the batch attestation identity: AttestationBatch signs with
+	// it, and so do the fido-u2f format and U2F registration (ECDSA P-256
+	// only). nil: U2F registrations carry a self-signed certificate.
+	Batch *AttestationIdentity
+	// Enterprise is the enterprise attestation identity (unique per
+	// device). Set, the authenticator is enterprise-attestation capable:
+	// getInfo lists "ep", and authenticatorConfig can enable it.
+	Enterprise *AttestationIdentity
+	// EnterpriseRPIDs are the RP IDs that get vendor-facilitated
+	// enterprise attestation (enterpriseAttestation 1).
+	EnterpriseRPIDs []string
 	// FirmwareVersion is reported by getInfo.
 	FirmwareVersion uint32
 	// Now returns the current time (default time.Now).

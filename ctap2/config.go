@@ -48,7 +48,7 @@ func parseConfig(params []byte) (*ConfigRequest, error) {
 		return nil, ErrMissingParameter
 	}
 	switch *req.SubCommand {
-	case cfgToggleAlwaysUV:
+	case cfgEnableEnterpriseAttestation, cfgToggleAlwaysUV:
 	case cfgSetMinPINLength:
 		if req.SubCommandParams != nil {
 			if err := decode(req.SubCommandParams, &req.minPIN); err != nil {
@@ -56,10 +56,8 @@ func parseConfig(params []byte) (*ConfigRequest, error) {
 			}
 		}
 	default:
-		// enableEnterpriseAttestation is refused until enterprise
-		// attestation exists (getInfo does not advertise "ep"); no vendor
-		// prototype commands are defined (vendorPrototypeConfigCommands
-		// is absent from getInfo).
+		// No vendor prototype commands are defined
+		// (vendorPrototypeConfigCommands is absent from getInfo).
 		return nil, ErrInvalidSubcommand
 	}
 	if req.PinUvAuthParam != nil && req.PinUvAuthProtocol == nil {
@@ -87,6 +85,19 @@ func (a *Authenticator) authenticatorConfig(ctx context.Context, r request) (any
 		}
 	}
 	switch *req.SubCommand {
+	case cfgEnableEnterpriseAttestation:
+		// §6.11.1; refused by an authenticator that is not enterprise
+		// attestation capable (no Config.Enterprise, no "ep" in getInfo).
+		if !a.enterpriseCapable() {
+			return nil, ErrInvalidSubcommand
+		}
+		st := a.state
+		st.EnterpriseAtt = true
+		if err := a.saveState(st); err != nil {
+			return nil, err
+		}
+		a.log.Info("enterprise attestation enabled")
+		return nil, nil
 	case cfgToggleAlwaysUV:
 		st := a.state
 		st.AlwaysUV = !st.AlwaysUV

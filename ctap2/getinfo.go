@@ -66,7 +66,7 @@ func (a *Authenticator) info() (*GetInfoResponse, error) {
 	remaining := uint(max(a.cfg.MaxResidentCredentials-n, 0))
 	fw := a.cfg.FirmwareVersion
 	info := &GetInfoResponse{
-		Versions: []string{"FIDO_2_0", "FIDO_2_1"},
+		Versions: append(a.u2fVersions(), "FIDO_2_0", "FIDO_2_1"),
 		AAGUID:   a.cfg.AAGUID[:],
 		Options: map[string]bool{
 			"rk":   true,
@@ -110,6 +110,9 @@ func (a *Authenticator) info() (*GetInfoResponse, error) {
 	if a.state.ForcePINChange {
 		t := true
 		info.ForcePINChange = &t
+	}
+	if a.enterpriseCapable() {
+		info.Options["ep"] = a.state.EnterpriseAtt
 	}
 	if a.cfg.UV != UVNone {
 		info.Options["uv"] = true

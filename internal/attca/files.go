@@ -1,0 +1,335 @@
+package attca
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Files of the attestation directory (<state-dir>/attestation, mode 0700).
+// Private keys are PKCS#8 PEM, mode 0600; certificates PEM, mode 0644.
+// The keys are the vendor's attestation keys, not user secrets: they are
+// not sealed (so an administrator can copy them to other installations),
+// and never logged.
+const (
+	DirName            = "attestation"
+	RootKeyFile        = "ca.key"
+	RootCertFile       = "ca.pem"
+	BatchKeyFile       = "batch.key"
+	BatchCertFile      = "batch.pem"
+	EnterpriseKeyFile  = "enterprise.key"
+	EnterpriseCertFile = "enterprise.pem"
+)
+
+// Set is the attestation CA of a state directory with the identities it
+// issued.
+type Set struct {
+	Root *x509.Certificate
+	// RootFile is the root certificate's path, to give relying parties.
+	RootFile   string
+	Batch      *Identity
+	Enterprise *Identity
+	// Changed lists what Open created or re-issued, for the log.
+	Changed []string
+}
+
+// Open loads the attestation CA in dir/attestation and its batch and
+// enterprise identities, creating whatever does not exist yet. A leaf
+// certificate that is missing, was not issued by the root, does not match
+// its key or carries another AAGUID (after --aaguid changed) is re-issued
+// for the same key. A root certificate without its key, or a file that
+// does not parse, is an error: the root may be trusted by relying parties
+// and is never replaced silently. Every file is written atomically.
+func Open(dir string, aaguid [16]byte, now time.Time) (*Set, error) {
+	d := filepath.Join(dir, DirName)
+	if err := os.MkdirAll(d, 0o700); err != nil {
+		return nil, fmt.Errorf("attca: %w", err)
+	}
+	s := &Set{RootFile: filepath.Join(d, RootCertFile)}
+	ca, err := openRoot(d, now, s)
+	if err != nil {
+		return nil, err
+	}
+	s.Root = ca.Root
+	if s.Batch, err = openLeaf(d, ca, BatchKeyFile, BatchCertFile, aaguid, now, s, func(*x509.Certificate) string { return BatchCN }); err != nil {
+		return nil, err
+	}
+	s.Enterprise, err = openLeaf(d, ca, EnterpriseKeyFile, EnterpriseCertFile, aaguid, now, s, func(old *x509.Certificate) string {
+		if old != nil && strings.HasPrefix(old.Subject.CommonName, "virtkey EA Serial ") {
+			return old.Subject.CommonName // keep the device's serial
+		}
+		var b [8]byte
+		rand.Read(b[:])
+		return EnterpriseCN(binary.BigEndian.Uint64(b[:]) >> 1)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func openRoot(d string, now time.Time, s *Set) (*Authority, error) {
+	keyPath, certPath := filepath.Join(d, RootKeyFile), filepath.Join(d, RootCertFile)
+	certPEM, err := os.ReadFile(certPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		// The certificate is written after the key, so without it no
+		// relying party can have seen this root: (re)create it.
+		ca, err := NewAuthority(now)
+		if err != nil {
+			return nil, err
+		}
+		if err := writeKey(keyPath, ca.key); err != nil {
+			return nil, err
+		}
+		if err := writeCerts(certPath, ca.Root.Raw); err != nil {
+			return nil, err
+		}
+		// Leaves of an earlier root are stale.
+		for _, f := range []string{BatchCertFile, EnterpriseCertFile} {
+			if err := os.Remove(filepath.Join(d, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("attca: %w", err)
+			}
+		}
+		s.Changed = append(s.Changed, "created the attestation root "+certPath)
+		return ca, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("attca: %w", err)
+	}
+	certs, err := parseCerts(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("attca: %s: %w", certPath, err)
+	}
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("attca: the root certificate %s is there but its key is not: %w", certPath, err)
+	}
+	key, err := parseKey(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("attca: %s: %w", keyPath, err)
+	}
+	if !samePublic(key, certs[0].PublicKey) {
+		return nil, fmt.Errorf("attca: %s does not hold the key of %s", keyPath, certPath)
+	}
+	return &Authority{Root: certs[0], key: key}, nil
+}
+
+func openLeaf(d string, ca *Authority, keyFile, certFile string, aaguid [16]byte, now time.Time, s *Set, cn func(old *x509.Certificate) string) (*Identity, error) {
+	keyPath, certPath := filepath.Join(d, keyFile), filepath.Join(d, certFile)
+	keyPEM, err := os.ReadFile(keyPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		id, err := ca.NewIdentity(cn(nil), aaguid, now)
+		if err != nil {
+			return nil, err
+		}
+		if err := writeKey(keyPath, id.Signer); err != nil {
+			return nil, err
+		}
+		if err := writeCerts(certPath, id.Leaf.Raw); err != nil {
+			return nil, err
+		}
+		s.Changed = append(s.Changed, "created "+certPath)
+		return id, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("attca: %w", err)
+	}
+	key, err := parseKey(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("attca: %s: %w", keyPath, err)
+	}
+	var old *x509.Certificate
+	if certPEM, err := os.ReadFile(certPath); err == nil {
+		certs, err := parseCerts(certPEM)
+		if err != nil {
+			return nil, fmt.Errorf("attca: %s: %w", certPath, err)
+		}
+		old = certs[0]
+		if old.CheckSignatureFrom(ca.Root) == nil && Check(old, aaguid, key) == nil {
+			return &Identity{Signer: key, Chain: [][]byte{old.Raw}, Leaf: old}, nil
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("attca: %w", err)
+	}
+	leaf, err := ca.Issue(key.Public(), cn(old), aaguid, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeCerts(certPath, leaf.Raw); err != nil {
+		return nil, err
+	}
+	s.Changed = append(s.Changed, "re-issued "+certPath)
+	return &Identity{Signer: key, Chain: [][]byte{leaf.Raw}, Leaf: leaf}, nil
+}
+
+// LoadFiles reads a user-supplied attestation identity: keyFile holds a
+// PEM private key (PKCS#8, SEC 1 "EC PRIVATE KEY" or PKCS#1), certFile one
+// or more PEM certificates, the attestation certificate first and then its
+// chain (the root may be left out). The key must match the first
+// certificate. It does not check the FIDO certificate requirements: see
+// [Check].
+func LoadFiles(keyFile, certFile string) (*Identity, error) {
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	key, err := parseKey(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", keyFile, err)
+	}
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := parseCerts(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", certFile, err)
+	}
+	if !samePublic(key, certs[0].PublicKey) {
+		return nil, fmt.Errorf("%s does not hold the key of the first certificate in %s", keyFile, certFile)
+	}
+	id := &Identity{Signer: key, Leaf: certs[0]}
+	for _, c := range certs {
+		id.Chain = append(id.Chain, c.Raw)
+	}
+	return id, nil
+}
+
+// parseKey decodes the first PEM private key in b.
+func parseKey(b []byte) (crypto.Signer, error) {
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			return nil, errors.New("no PEM private key")
+		}
+		var k any
+		var err error
+		switch blk.Type {
+		case "PRIVATE KEY":
+			k, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
+		case "EC PRIVATE KEY":
+			k, err = x509.ParseECPrivateKey(blk.Bytes)
+		case "RSA PRIVATE KEY":
+			k, err = x509.ParsePKCS1PrivateKey(blk.Bytes)
+		default:
+			continue // e.g. EC PARAMETERS
+		}
+		if err != nil {
+			return nil, err
+		}
+		switch k := k.(type) {
+		case *ecdsa.PrivateKey:
+			return k, nil
+		case ed25519.PrivateKey:
+			return k, nil
+		case *rsa.PrivateKey:
+			return k, nil
+		}
+		return nil, fmt.Errorf("unsupported private key type %T", k)
+	}
+}
+
+// parseCerts decodes every PEM certificate in b, in order.
+func parseCerts(b []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no PEM certificate")
+	}
+	return certs, nil
+}
+
+func samePublic(k crypto.Signer, pub crypto.PublicKey) bool {
+	eq, ok := k.Public().(interface{ Equal(crypto.PublicKey) bool })
+	return ok && eq.Equal(pub)
+}
+
+func writeKey(path string, k crypto.Signer) error {
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		return err
+	}
+	b := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	clear(der)
+	defer clear(b)
+	return writeFile(path, b, 0o600)
+}
+
+func writeCerts(path string, ders ...[]byte) error {
+	var buf bytes.Buffer
+	for _, der := range ders {
+		pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: der})
+	}
+	return writeFile(path, buf.Bytes(), 0o644)
+}
+
+// writeFile replaces path atomically: a temporary file in the same
+// directory is written, fsynced and renamed over path, and the directory
+// is fsynced.
+func writeFile(path string, data []byte, perm os.FileMode) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("attca: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			os.Remove(f.Name())
+		}
+	}()
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return fmt.Errorf("attca: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("attca: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("attca: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("attca: %w", err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("attca: %w", err)
+	}
+	df, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("attca: %w", err)
+	}
+	defer df.Close()
+	if err := df.Sync(); err != nil {
+		return fmt.Errorf("attca: %w", err)
+	}
+	return nil
+}
