@@ -62,7 +62,13 @@ await() {
 	cat "$RESULTS"
 	case "$_l" in
 	"$1 PASS"*) detail "${_l#"$1" PASS }" ;;
-	*) die "$_l" ;;
+	*)
+		# What the key last did tells a key error from a browser that
+		# got its answer and then waited on a sheet headless mode cannot
+		# show (account chooser, PIN prompt).
+		_k=$(grep -o 'cmd=[A-Za-z]* status=[A-Z_]*' "$VKLOGFILE" | tail -n 3 | tr '\n' ' ')
+		die "$_l; the key's last commands: $_k"
+		;;
 	esac
 }
 
