@@ -39,6 +39,11 @@ type runFlags struct {
 	vid, pid       uint
 	name           string
 	selectAccount  string
+
+	// A user-supplied batch attestation identity, and the RP IDs that get
+	// vendor-facilitated enterprise attestation (cmd/virtkey/attestation.go).
+	attestationKey, attestationCert string
+	enterpriseRPs                   rpList
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
@@ -52,7 +57,10 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.DurationVar(&f.resetWindow, "reset-window", 10*time.Second, "authenticatorReset is allowed only this long after power-up; 0 = always")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.aaguid, "aaguid", "", "AAGUID to report (32 hex digits, dashes allowed); default virtkey's own")
-	fs.StringVar(&f.attestation, "attestation", "self", "default attestation: self (packed, signed by the credential) or none")
+	fs.StringVar(&f.attestation, "attestation", "batch", "default attestation: batch (packed, signed by the batch key under virtkey's own CA in <state-dir>/attestation, or --attestation-key), self (packed, signed by the credential) or none")
+	fs.StringVar(&f.attestationKey, "attestation-key", "", "batch attestation private key (PEM: PKCS#8, EC or RSA) to use instead of the generated one; needs --attestation-cert")
+	fs.StringVar(&f.attestationCert, "attestation-cert", "", "PEM certificate chain of --attestation-key, attestation certificate first")
+	fs.Var(&f.enterpriseRPs, "enterprise-rp", "RP ID that gets vendor-facilitated enterprise attestation once enabled with authenticatorConfig (repeatable)")
 	fs.StringVar(&f.passphraseFile, "passphrase-file", "", "derive the master key from the passphrase in this file (argon2id) instead of a key file; VIRTKEY_PASSPHRASE works too")
 	fs.IntVar(&f.maxResident, "max-resident", 256, "maximum number of discoverable credentials")
 	fs.StringVar(&f.uv, "uv", "none", "built-in user verification for testing: none, auto (the user always verifies) or deny (always fails, counting uvRetries)")
@@ -125,15 +133,6 @@ func runKey(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var att ctap2.Attestation
-	switch f.attestation {
-	case "self":
-		att = ctap2.AttestationSelf
-	case "none":
-		att = ctap2.AttestationNone
-	default:
-		return fmt.Errorf("--attestation %q: want self or none", f.attestation)
-	}
 	pres, closePresence, err := newPresence(f, log)
 	if err != nil {
 		return err
@@ -147,6 +146,10 @@ func runKey(ctx context.Context, args []string, stderr io.Writer) error {
 
 	if err := os.MkdirAll(f.stateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
+	}
+	att, err := loadAttestation(f, aaguid, log)
+	if err != nil {
+		return err
 	}
 	var uv ctap2.UVMode
 	switch f.uv {
@@ -176,7 +179,8 @@ func runKey(ctx context.Context, args []string, stderr io.Writer) error {
 
 	auth, err := ctap2.New(ctap2.Config{
 		KeyStore: keys, Store: db, Presence: pres, Logger: log, AAGUID: aaguid, UV: uv,
-		ResetWindow: f.resetWindow, MaxResidentCredentials: f.maxResident, Attestation: att,
+		ResetWindow: f.resetWindow, MaxResidentCredentials: f.maxResident,
+		Attestation: att.mode, Batch: att.batch, Enterprise: att.enterprise, EnterpriseRPIDs: att.enterpriseRPIDs,
 		SelectNewestAccount: f.selectAccount == "newest",
 		FirmwareVersion:     uint32(version[0])<<16 | uint32(version[1])<<8 | uint32(version[2]),
 	})

@@ -34,11 +34,11 @@ import virtkey_udp  # noqa: E402
 
 
 def verify_attestation(att, cdh):
-    """packed self attestation or none; raises Failure otherwise."""
+    """packed (batch with x5c, or self) or none; raises Failure otherwise."""
     from fido2.attestation import NoneAttestation, PackedAttestation
 
     try:
-        if att.fmt == "packed" and "x5c" not in att.att_statement:
+        if att.fmt == "packed":
             PackedAttestation().verify(att.att_statement, att.auth_data, cdh)
         elif att.fmt == "none":
             NoneAttestation().verify(att.att_statement, att.auth_data, cdh)

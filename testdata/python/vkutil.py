@@ -66,22 +66,29 @@ def ctap_error(code):
 def verify_attestation(att, cdh):
     """Verifies a makeCredential attestation object like an RP would.
 
-    packed must be *self* attestation (no x5c, alg of the credential key,
-    signature over authData || clientDataHash with the credential key); none
-    must carry an empty attStmt.
+    packed is either *batch* attestation (virtkey run's default: x5c holding
+    the batch certificate, which must meet the FIDO packed certificate
+    requirements python-fido2 checks, alg -7, signature over authData ||
+    clientDataHash with the certificate's key) or *self* attestation (no x5c,
+    alg of the credential key, signature with the credential key); none must
+    carry an empty attStmt.
     """
     assert isinstance(att, AttestationObject)
     if att.fmt == "packed":
         stmt = att.att_statement
-        assert "x5c" not in stmt, "expected packed self attestation, got x5c"
         assert "ecdaaKeyId" not in stmt
-        cose = att.auth_data.credential_data.public_key
-        assert stmt.get("alg") == cose[3], "attStmt alg %r != credential alg %r" % (
-            stmt.get("alg"),
-            cose[3],
-        )
         result = PackedAttestation().verify(stmt, att.auth_data, cdh)
-        assert result.attestation_type == AttestationType.SELF
+        if "x5c" in stmt:
+            assert len(stmt["x5c"]) >= 1
+            assert stmt.get("alg") == ES256, "batch attestation alg %r" % stmt.get("alg")
+            assert result.attestation_type == AttestationType.BASIC
+        else:
+            cose = att.auth_data.credential_data.public_key
+            assert stmt.get("alg") == cose[3], "attStmt alg %r != credential alg %r" % (
+                stmt.get("alg"),
+                cose[3],
+            )
+            assert result.attestation_type == AttestationType.SELF
     elif att.fmt == "none":
         assert att.att_statement == {}, "none attestation must have an empty attStmt"
         NoneAttestation().verify(att.att_statement, att.auth_data, cdh)

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/virtkey/virtkey/ctap2"
+	"github.com/virtkey/virtkey/internal/attca"
+)
+
+// attestationConfig is what --attestation, --attestation-key,
+// --attestation-cert and --enterprise-rp put into ctap2.Config.
+type attestationConfig struct {
+	mode            ctap2.Attestation
+	batch           *ctap2.AttestationIdentity
+	enterprise      *ctap2.AttestationIdentity
+	enterpriseRPIDs []string
+}
+
+// rpList is a repeatable flag (--enterprise-rp).
+type rpList []string
+
+func (l *rpList) String() string { return strings.Join(*l, ",") }
+
+func (l *rpList) Set(s string) error {
+	if s == "" {
+		return errors.New("empty RP ID")
+	}
+	*l = append(*l, s)
+	return nil
+}
+
+// loadAttestation opens (creating on first start) the attestation CA in
+// the state directory, which always issues the enterprise certificate and,
+// unless --attestation-key and --attestation-cert give another, the batch
+// certificate. aaguid is the effective AAGUID (zero: ctap2's default).
+func loadAttestation(f *runFlags, aaguid [16]byte, log *slog.Logger) (*attestationConfig, error) {
+	c := &attestationConfig{enterpriseRPIDs: f.enterpriseRPs}
+	switch f.attestation {
+	case "batch":
+		c.mode = ctap2.AttestationBatch
+	case "self":
+		c.mode = ctap2.AttestationSelf
+	case "none":
+		c.mode = ctap2.AttestationNone
+	default:
+		return nil, fmt.Errorf("--attestation %q: want batch, self or none", f.attestation)
+	}
+	if (f.attestationKey == "") != (f.attestationCert == "") {
+		return nil, errors.New("--attestation-key and --attestation-cert go together")
+	}
+	if aaguid == ([16]byte{}) {
+		aaguid = ctap2.DefaultAAGUID
+	}
+	ca, err := attca.Open(f.stateDir, aaguid, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("attestation CA: %w", err)
+	}
+	for _, what := range ca.Changed {
+		log.Info("attestation: " + what)
+	}
+	c.batch = &ctap2.AttestationIdentity{Signer: ca.Batch.Signer, Chain: ca.Batch.Chain}
+	c.enterprise = &ctap2.AttestationIdentity{Signer: ca.Enterprise.Signer, Chain: ca.Enterprise.Chain}
+	if f.attestationKey != "" {
+		id, err := attca.LoadFiles(f.attestationKey, f.attestationCert)
+		if err != nil {
+			return nil, fmt.Errorf("--attestation-key/--attestation-cert: %w", err)
+		}
+		if err := signableKey(id.Signer); err != nil {
+			return nil, fmt.Errorf("--attestation-key: %w", err)
+		}
+		// A vendor may know better; say what a relying party will object to.
+		if err := attca.Check(id.Leaf, aaguid, id.Signer); err != nil {
+			log.Warn("the attestation certificate does not meet the FIDO packed attestation requirements", "cert", f.attestationCert, "problems", err.Error())
+		}
+		c.batch = &ctap2.AttestationIdentity{Signer: id.Signer, Chain: id.Chain}
+		if f.attestation != "batch" {
+			log.Warn("--attestation-key is used only with --attestation batch", "attestation", f.attestation)
+		}
+	}
+	if c.mode == ctap2.AttestationBatch {
+		log.Info("attestation", "mode", f.attestation, "root", ca.RootFile)
+	} else {
+		log.Info("attestation", "mode", f.attestation)
+	}
+	return c, nil
+}
+
+// signableKey accepts the attestation keys ctap2 signs packed statements
+// with: ECDSA P-256 (ES256, also U2F) or P-384 (ES384), Ed25519, RSA.
+func signableKey(k crypto.Signer) error {
+	switch pub := k.Public().(type) {
+	case *ecdsa.PublicKey:
+		if pub.Curve == elliptic.P256() || pub.Curve == elliptic.P384() {
+			return nil
+		}
+		return fmt.Errorf("ECDSA key on %s: want P-256 or P-384", pub.Curve.Params().Name)
+	case ed25519.PublicKey, *rsa.PublicKey:
+		return nil
+	}
+	return fmt.Errorf("unsupported key %T", k.Public())
+}
