@@ -22,7 +22,7 @@ type ConfigRequest struct {
 	SubCommand        *uint      `cbor:"1,keyasint,omitempty"`
 	SubCommandParams  RawMessage `cbor:"2,keyasint,omitempty"`
 	PinUvAuthProtocol *uint      `cbor:"3,keyasint,omitempty"`
-	PinUvAuthParam    []byte     `cbor:"4,keyasint,omitempty"`
+	PinUvAuthParam    Bytes      `cbor:"4,keyasint,omitempty"`
 
 	minPIN setMinPINLengthParams // decoded SubCommandParams of setMinPINLength
 }

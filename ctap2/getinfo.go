@@ -75,7 +75,7 @@ func (a *Authenticator) info() (*GetInfoResponse, error) {
 			// disagreement about makeCredential up:true).
 			"clientPin":             a.state.pinSet(),
 			"pinUvAuthToken":        true,
-			"makeCredUvNotRqd":      true,
+			"makeCredUvNotRqd":      !a.state.AlwaysUV, // alwaysUv requires UV for every credential
 			"credMgmt":              true,
 			"credentialMgmtPreview": true,
 			"authnrCfg":             true,
