@@ -14,12 +14,12 @@ DEBIAN_PACKAGES=(
 	python3-pytest
 	# internal/vmtest (the qemu/uhid harness, TESTBED §4): qemu boots Debian's
 	# own kernel (fetched with apt-get download, unpacked with dpkg-deb,
-	# depmod from kmod) with a busybox initramfs (cpio); the guest runs the
-	# host's fido2-tools, openssh-client and chromium over a read-only 9p root.
+	# depmod from kmod, its PVH vmlinux cut out with xz) with a busybox-static
+	# initramfs; the guest runs the host's fido2-tools, openssh-client and
+	# chromium over a read-only 9p root.
 	qemu-system-x86
 	busybox-static
 	kmod
-	cpio
 	xz-utils
 	fido2-tools
 	openssh-client

@@ -159,13 +159,9 @@ func shareDir(t *testing.T) string {
 // no race detector: the guest runs them under TCG) and copies the scenario
 // scripts to share/testdata/vm.
 func buildGuestFiles(ctx context.Context, root, share string) error {
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if !fileExists(goBin) {
-		p, err := exec.LookPath("go")
-		if err != nil {
-			return err
-		}
-		goBin = p
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return fmt.Errorf("the go command is not on PATH: %w", err)
 	}
 	bin := filepath.Join(share, "bin")
 	cmd := exec.CommandContext(ctx, goBin, "build", "-o", bin+string(os.PathSeparator),
