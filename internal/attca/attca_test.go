@@ -66,13 +66,13 @@ func TestOpenCreatesAndReopens(t *testing.T) {
 	if s.Batch.Leaf.Subject.CommonName != BatchCN || !strings.HasPrefix(s.Enterprise.Leaf.Subject.CommonName, "virtkey EA Serial ") {
 		t.Fatalf("CNs %q, %q", s.Batch.Leaf.Subject.CommonName, s.Enterprise.Leaf.Subject.CommonName)
 	}
-	// Modes: directory 0700, keys 0600, certificates 0644; no temporaries.
+	// Modes: directory 0700, keys 0600, certificates 0600 too; no temporaries.
 	d := filepath.Join(dir, DirName)
 	entries, _ := os.ReadDir(d)
 	if len(entries) != 6 {
 		t.Fatalf("%d files in %s", len(entries), d)
 	}
-	for name, mode := range map[string]os.FileMode{"": 0o700 | os.ModeDir, RootKeyFile: 0o600, BatchKeyFile: 0o600, EnterpriseKeyFile: 0o600, RootCertFile: 0o644} {
+	for name, mode := range map[string]os.FileMode{"": 0o700 | os.ModeDir, RootKeyFile: 0o600, BatchKeyFile: 0o600, EnterpriseKeyFile: 0o600, RootCertFile: 0o600} {
 		fi, err := os.Stat(filepath.Join(d, name))
 		if err != nil || fi.Mode() != mode {
 			t.Errorf("%s: mode %v (%v), want %v", name, fi.Mode(), err, mode)

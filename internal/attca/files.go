@@ -20,7 +20,9 @@ import (
 )
 
 // Files of the attestation directory (<state-dir>/attestation, mode 0700).
-// Private keys are PKCS#8 PEM, mode 0600; certificates PEM, mode 0644.
+// Private keys are PKCS#8 PEM and certificates PEM, all mode 0600 like
+// every file in the state directory (certificates are public, but the state
+// directory's rule is simple and checked by virtkey doctor).
 // The keys are the vendor's attestation keys, not user secrets: they are
 // not sealed (so an administrator can copy them to other installations),
 // and never logged.
@@ -288,7 +290,7 @@ func writeCerts(path string, ders ...[]byte) error {
 	for _, der := range ders {
 		pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: der})
 	}
-	return writeFile(path, buf.Bytes(), 0o644)
+	return writeFile(path, buf.Bytes(), 0o600)
 }
 
 // writeFile replaces path atomically: a temporary file in the same

@@ -7,6 +7,7 @@ import (
 	"crypto/hkdf"
 	"crypto/sha256"
 	"encoding/json"
+	"io/fs"
 	"math/big"
 	"os"
 	"os/exec"
@@ -227,17 +228,23 @@ func checkStateDir(t *testing.T, state string, credID []byte, tpmA, tpmB *swtpm)
 	if err != nil {
 		t.Fatal(err)
 	}
-	entries, _ := os.ReadDir(state)
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(state, e.Name()))
+	err = filepath.WalkDir(state, func(path string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		for name, secret := range map[string][]byte{"the master key": master, "the wrapping key": wrapKey} {
 			if bytes.Contains(b, secret) {
-				t.Errorf("%s contains %s", e.Name(), name)
+				t.Errorf("%s contains %s", path, name)
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 
 	// Open the credential ID: 0x02 ‖ nonce ‖ XChaCha20-Poly1305(…, aad 0x02 ‖ rpIdHash).
