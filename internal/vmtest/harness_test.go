@@ -1,0 +1,188 @@
+//go:build linux
+
+package vmtest
+
+// Tests of the harness itself that need no qemu: console parsing, the
+// scenario plans, the cpio writer, and a boot that times out.
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+const sampleConsole = `[    0.000000] Linux version 6.1.0
+VKBOOT init uptime=2.71 group=tools
+VKBOOT root-ready uptime=4.02
+VKGROUP tools start uptime=4.10
+VKTEST-BEGIN sanity
+VKTEST sanity PASS 2.603s kernel 6.1.0-56-amd64, 2 vCPUs
+VKTEST-BEGIN fido2-cred
+[   12.345678] some kernel warning
+VKTEST fido2-cred FAIL 7.900s (exit 1) fido2-cred -M failed
+VKLOG fido2-cred| + fido2-cred -M -r -v
+VKLOG fido2-cred| virtkey.log: level=INFO msg=command cmd=makeCredential status=OK
+VKTEST-BEGIN ssh-ecdsa-sk
+VKTEST ssh-ecdsa-sk SKIP 0.100s no key
+VKTEST-BEGIN hangs
+VKBOOT script-exit 0 uptime=30.00
+VKBOOT poweroff
+`
+
+func TestParseConsole(t *testing.T) {
+	r := &BootResult{Console: sampleConsole}
+	r.parse()
+	if !r.Finished {
+		t.Error("poweroff not seen")
+	}
+	want := []Result{
+		{Name: "sanity", Status: "PASS", Seconds: 2.603, Detail: "kernel 6.1.0-56-amd64, 2 vCPUs"},
+		{Name: "fido2-cred", Status: "FAIL", Seconds: 7.9, Detail: "(exit 1) fido2-cred -M failed"},
+		{Name: "ssh-ecdsa-sk", Status: "SKIP", Seconds: 0.1, Detail: "no key"},
+	}
+	if len(r.Results) != len(want) {
+		t.Fatalf("results %+v, want %+v", r.Results, want)
+	}
+	for i := range want {
+		if r.Results[i] != want[i] {
+			t.Errorf("result %d = %+v, want %+v", i, r.Results[i], want[i])
+		}
+	}
+	if got := strings.Join(r.Began, ","); got != "sanity,fido2-cred,ssh-ecdsa-sk,hangs" {
+		t.Errorf("began %s", got)
+	}
+	if got := r.Logs["fido2-cred"]; len(got) != 2 || got[0] != "+ fido2-cred -M -r -v" {
+		t.Errorf("logs %q", got)
+	}
+	if _, ok := r.Result("hangs"); ok {
+		t.Error("a scenario that never reported has a result")
+	}
+	if u := r.Uptime("root-ready"); u != 4.02 {
+		t.Errorf("root-ready uptime %v", u)
+	}
+}
+
+// Every planned scenario of every group has its function, and every
+// function is planned.
+func TestGroupScripts(t *testing.T) {
+	fnRE := regexp.MustCompile(`(?m)^(sc_[A-Za-z0-9_]+)\(\)`)
+	for _, g := range groups {
+		path := filepath.Join("..", "..", "testdata", "vm", g.script)
+		planned, err := PlannedScenarios(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := os.ReadFile(path)
+		fns := map[string]bool{}
+		for _, m := range fnRE.FindAllStringSubmatch(string(b), -1) {
+			fns[m[1]] = true
+		}
+		seen := map[string]bool{}
+		for _, name := range planned {
+			if seen[name] {
+				t.Errorf("%s plans %s twice", g.script, name)
+			}
+			seen[name] = true
+			fn := "sc_" + strings.NewReplacer("-", "_", ".", "_").Replace(name)
+			if !fns[fn] {
+				t.Errorf("%s plans %s but defines no %s()", g.script, name, fn)
+			}
+			delete(fns, fn)
+		}
+		for fn := range fns {
+			t.Errorf("%s defines %s() but never runs it", g.script, fn)
+		}
+		if sh, err := exec.LookPath("sh"); err == nil {
+			if out, err := exec.Command(sh, "-n", path).CombinedOutput(); err != nil {
+				t.Errorf("sh -n %s: %v\n%s", g.script, err, out)
+			}
+		}
+	}
+}
+
+func TestWriteNewc(t *testing.T) {
+	cpio, err := exec.LookPath("cpio")
+	if err != nil {
+		t.Skip("cpio is not installed to read the archive back")
+	}
+	files := []initramfsFile{
+		{name: "bin", mode: 0o040755},
+		{name: "bin/busybox", mode: 0o100755, data: []byte("#!fake busybox\n")},
+		{name: "bin/sh", mode: 0o120777, data: []byte("busybox")},
+		{name: "dev", mode: 0o040755},
+		{name: "dev/console", mode: 0o020600, rdev: [2]uint32{5, 1}},
+		{name: "init", mode: 0o100755, data: []byte("odd length")},
+	}
+	var buf bytes.Buffer
+	if err := writeNewc(&buf, files); err != nil {
+		t.Fatal(err)
+	}
+	if buf.Len()%4 != 0 {
+		t.Errorf("archive length %d is not 4-aligned", buf.Len())
+	}
+	cmd := exec.Command(cpio, "-itv", "--quiet")
+	cmd.Stdin = bytes.NewReader(buf.Bytes())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("cpio -itv: %v\n%s", err, out)
+	}
+	for _, want := range []string{"bin/busybox", "bin/sh -> busybox", "dev/console", "init"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("cpio lists no %q:\n%s", want, out)
+		}
+	}
+}
+
+// A guest that never finishes: timeout(1) ends it and the result says so.
+func TestBootTimeout(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "fake-qemu")
+	script := "#!/bin/sh\necho 'VKBOOT init uptime=1.00 group=tools'\necho 'VKTEST-BEGIN sanity'\nexec sleep 60\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b := &Boot{
+		Kernel: &Kernel{Vmlinuz: "/nonexistent"}, Initramfs: "/nonexistent", Share: dir,
+		Script: "/vkshare/x.sh", Group: "tools", Timeout: time.Second,
+		Console: filepath.Join(dir, "console.log"),
+	}
+	t0 := time.Now()
+	res, err := b.Run(context.Background(), fake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.TimedOut || res.Finished {
+		t.Errorf("TimedOut %v Finished %v, want a timed-out boot (err %v)", res.TimedOut, res.Finished, res.ExitErr)
+	}
+	if d := time.Since(t0); d > 20*time.Second {
+		t.Errorf("the boot took %v to time out", d)
+	}
+	if len(res.Began) != 1 || res.Began[0] != "sanity" {
+		t.Errorf("began %v", res.Began)
+	}
+}
+
+func TestBootArgs(t *testing.T) {
+	b := &Boot{Kernel: &Kernel{Vmlinuz: "/k/vmlinuz", Vmlinux: "/k/vmlinux"}, Initramfs: "/c/i.cpio.gz",
+		Share: "/tmp/share", Script: "/vkshare/testdata/vm/tools.sh", Group: "tools"}
+	args := strings.Join(b.Args(), " ")
+	for _, want := range []string{
+		"-accel tcg", "-smp 2", "-m 1024", "-kernel /k/vmlinux", "-initrd /c/i.cpio.gz", "-no-reboot",
+		"vkscript=/vkshare/testdata/vm/tools.sh", "vkgroup=tools",
+		"path=/,mount_tag=hostroot,security_model=none,readonly=on",
+		"path=/tmp/share,mount_tag=vkshare",
+	} {
+		if !strings.Contains(args, want) {
+			t.Errorf("qemu args lack %q: %s", want, args)
+		}
+	}
+	if strings.Contains(args, "enable-kvm") {
+		t.Error("KVM requested; the machines have none")
+	}
+}
