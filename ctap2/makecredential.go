@@ -95,6 +95,11 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 	}
 	uvOpt, _ := req.Options.uv()
 	pres := PresenceRequest{Op: "makeCredential", RPID: req.RP.ID, UserName: req.User.Name}
+	// Step 9: enterpriseAttestation is checked before the user is asked
+	// (attest applies it).
+	if _, err := a.enterpriseAttestation(req); err != nil {
+		return nil, err
+	}
 	ext, err := parseMCExtensions(req.Extensions)
 	if err != nil {
 		return nil, err
