@@ -80,10 +80,10 @@ type Config struct {
 	Now func() time.Time
 	// UV selects built-in user verification (default UVNone).
 	UV UVMode
-	// SelectNewestAccount makes a discoverable getAssertion that finds
-	// several credentials answer with the newest one only, marked
-	// userSelected, as an authenticator with its own account chooser would
-	// (headless browsers cannot answer their own chooser).
+	// SelectNewestAccount makes a discoverable getAssertion (no allowList)
+	// answer with the newest credential only, marked userSelected, as an
+	// authenticator with its own account chooser would (headless browsers
+	// cannot answer their own chooser, even for a single account).
 	SelectNewestAccount bool
 	// Sealer protects the PIN hash at rest; default: the KeyStore, which
 	// must then implement Sealer.

@@ -435,3 +435,29 @@ func TestSelectNewestAccount(t *testing.T) {
 		t.Fatalf("GNA after a key-side selection: %v", st)
 	}
 }
+
+func TestSelectNewestAccountSingle(t *testing.T) {
+	t.Parallel()
+	tk := newTestKey(t, func(c *Config) { c.SelectNewestAccount = true })
+	_, ad := tk.makeCred(t, mcParams("example.com", []byte("u1"), "alice", true))
+	for _, tc := range []struct {
+		name     string
+		req      map[int]any
+		selected bool
+	}{
+		{"discoverable", map[int]any{1: "example.com", 2: cdh}, true},
+		{"allowList", map[int]any{1: "example.com", 2: cdh, 3: []map[string]any{{"type": "public-key", "id": ad.CredentialID}}}, false},
+	} {
+		st, out := tk.call(t, CmdGetAssertion, tc.req)
+		if st != StatusOK {
+			t.Fatal(st)
+		}
+		var ga GetAssertionResponse
+		if err := decode(out, &ga); err != nil {
+			t.Fatal(err)
+		}
+		if got := ga.UserSelected != nil && *ga.UserSelected; got != tc.selected {
+			t.Fatalf("%s: userSelected %v, want %v", tc.name, got, tc.selected)
+		}
+	}
+}
