@@ -2,15 +2,17 @@
 # Runs the VM harness alone (internal/vmtest, TestVM): boots Debian's kernel
 # under qemu (TCG) with the host root read-only, and runs virtkey on the
 # guest's /dev/uhid against fido2-tools, OpenSSH, virtkey's own CLI and
-# headless Chromium. The kernel and initramfs are cached in
-# $VIRTKEY_VM_CACHE, else $XDG_CACHE_HOME/virtkey-vm, else ~/.cache/virtkey-vm.
+# headless Chromium, and with its keys in a TPM (a swtpm attached to the
+# guest). The kernel and initramfs are cached in $VIRTKEY_VM_CACHE, else
+# $XDG_CACHE_HOME/virtkey-vm, else ~/.cache/virtkey-vm.
 #
-#   scripts/vm-test.sh                                  # both groups (about 4-5 min on 2 cores)
+#   scripts/vm-test.sh                                  # all three groups (about 7 min on 2 cores)
 #   VIRTKEY_VM_GROUPS=tools scripts/vm-test.sh          # one boot: libfido2, OpenSSH, CLI, robustness
 #   VIRTKEY_VM_GROUPS=chromium scripts/vm-test.sh       # one boot: the browser
+#   VIRTKEY_VM_GROUPS=tpm scripts/vm-test.sh            # one boot: swtpm as the guest's TPM, --keystore tpm
 #   VIRTKEY_VM_KEEP=/tmp/vk scripts/vm-test.sh          # keep the guest's logs and consoles in /tmp/vk
 #   scripts/vm-test.sh -run 'TestVM/tools/ssh'          # report only some scenarios (the group still boots whole)
-#   CI=true scripts/vm-test.sh                          # a missing qemu/busybox/kernel fails instead of skipping
+#   CI=true scripts/vm-test.sh                          # a missing qemu/busybox/kernel/swtpm fails instead of skipping
 #
 # Extra arguments go to `go test`. As root, missing Debian packages are
 # installed first (scripts/install-test-deps.sh); otherwise it only reports them.

@@ -30,7 +30,14 @@
 //     are read from its script (its `scenario NAME SECONDS` lines), so a
 //     scenario that never reports fails too.
 //
+// The groups are tools (libfido2, OpenSSH, virtkey's CLI, robustness),
+// chromium (headless Chromium's WebAuthn) and tpm: a fresh swtpm on the
+// host, started by the test and stopped by its pid, is attached as the
+// guest's TPM 2.0 (qemu tpm-tis; see [Boot.Machine] for why that boot has
+// no ACPI and one vCPU), and virtkey runs with --keystore tpm on the
+// guest's /dev/tpmrm0. VIRTKEY_VM_GROUPS=tools,tpm picks groups.
+//
 // TestVM skips when qemu, busybox-static or the kernel cannot be had,
-// unless CI=true, where that fails. VIRTKEY_VM=0 (or -short) skips it on
+// unless CI=true, where that fails; likewise the tpm group without swtpm. VIRTKEY_VM=0 (or -short) skips it on
 // purpose; scripts/vm-test.sh runs it alone.
 package vmtest

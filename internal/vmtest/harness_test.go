@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -184,5 +185,63 @@ func TestBootArgs(t *testing.T) {
 	}
 	if strings.Contains(args, "enable-kvm") {
 		t.Error("KVM requested; the machines have none")
+	}
+}
+
+// With a TPM, a PVH boot runs without ACPI on one vCPU (TESTBED §4); a
+// bzImage boot keeps both.
+func TestBootArgsTPM(t *testing.T) {
+	b := &Boot{Kernel: &Kernel{Vmlinuz: "/k/vmlinuz", Vmlinux: "/k/vmlinux"}, Initramfs: "/c/i.cpio.gz",
+		Share: "/tmp/share", Script: "/vkshare/testdata/vm/tpm.sh", Group: "tpm", CPUs: 2,
+		TPMSocket: "/tmp/vkswtpm-1/swtpm.sock"}
+	args := strings.Join(b.Args(), " ")
+	for _, want := range []string{
+		"-smp 1", "-kernel /k/vmlinux", "acpi=off tpm_tis.force=1",
+		"-chardev socket,id=chrtpm,path=/tmp/vkswtpm-1/swtpm.sock",
+		"-tpmdev emulator,id=tpm0,chardev=chrtpm", "-device tpm-tis,tpmdev=tpm0,ppi=off",
+	} {
+		if !strings.Contains(args, want) {
+			t.Errorf("qemu args lack %q: %s", want, args)
+		}
+	}
+	b.Kernel.Vmlinux = ""
+	args = strings.Join(b.Args(), " ")
+	if !strings.Contains(args, "-smp 2") || strings.Contains(args, "acpi=off") || !strings.Contains(args, "-device tpm-tis") {
+		t.Errorf("a bzImage boot with a TPM: %s", args)
+	}
+	b.TPMSocket = ""
+	b.Kernel.Vmlinux = "/k/vmlinux"
+	args = strings.Join(b.Args(), " ")
+	if strings.Contains(args, "tpmdev") || strings.Contains(args, "acpi=off") || !strings.Contains(args, "-smp 2") {
+		t.Errorf("a boot without a TPM: %s", args)
+	}
+}
+
+// swtpm starts with a control socket and stops by its pid.
+func TestSwtpmStartStop(t *testing.T) {
+	bin, err := FindSwtpm()
+	if err != nil {
+		t.Skip(err)
+	}
+	dir := t.TempDir()
+	sw, err := StartSwtpm(bin, dir, filepath.Join(dir, "swtpm.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sw.Exited() {
+		t.Fatal("swtpm exited at once")
+	}
+	pid := sw.Pid()
+	if err := sw.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !sw.Exited() {
+		t.Error("swtpm still running after Stop")
+	}
+	if err := syscall.Kill(pid, 0); err == nil {
+		t.Errorf("pid %d still exists after Stop (not reaped?)", pid)
+	}
+	if err := sw.Stop(); err != nil {
+		t.Errorf("a second Stop: %v", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -24,6 +25,7 @@ type group struct {
 	cpus     int
 	timeout  time.Duration
 	needs    []string // host programs the guest runs
+	tpm      bool     // attach a fresh swtpm as the guest's TPM 2.0
 }
 
 var groups = []group{
@@ -34,6 +36,11 @@ var groups = []group{
 	{
 		name: "chromium", script: "chromium.sh", memoryMB: 2048, cpus: 2, timeout: 14 * time.Minute,
 		needs: []string{"chromium", "fido2-token", "setsid"},
+	},
+	{
+		// Boot.Machine gives it one vCPU when it boots the PVH vmlinux.
+		name: "tpm", script: "tpm.sh", memoryMB: 1024, cpus: 2, timeout: 5 * time.Minute, tpm: true,
+		needs: []string{"fido2-token", "fido2-cred", "fido2-assert", "setsid"},
 	},
 }
 
@@ -127,15 +134,55 @@ func TestVM(t *testing.T) {
 					skipOrFail(t, "the guest runs the host's %s, which is missing", p)
 				}
 			}
-			runGroup(t, ctx, g, &Boot{
+			b := &Boot{
 				Kernel: k, Initramfs: initrd, Share: share,
 				Script:   "/vkshare/testdata/vm/" + g.script,
 				Group:    g.name,
 				MemoryMB: g.memoryMB, CPUs: g.cpus, Timeout: g.timeout,
 				Console: filepath.Join(share, "logs", g.name+".console.log"),
-			}, qemu, filepath.Join(root, "testdata", "vm", g.script))
+			}
+			if g.tpm {
+				b.TPMSocket = startSwtpm(t, filepath.Join(share, "logs", g.name))
+			}
+			runGroup(t, ctx, g, b, qemu, filepath.Join(root, "testdata", "vm", g.script))
 		})
 	}
+}
+
+// startSwtpm starts a fresh swtpm for one boot, stopped (by its pid) and
+// reaped when the test ends, and returns its control socket. Its log goes
+// to logDir/swtpm.log, beside the guest's logs of that group. A missing
+// swtpm skips the group, unless CI=true.
+func startSwtpm(t *testing.T, logDir string) string {
+	t.Helper()
+	bin, err := FindSwtpm()
+	if err != nil {
+		skipOrFail(t, "the %s group attaches a software TPM: %v", path.Base(t.Name()), err)
+	}
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A short folder of its own: a unix socket path holds at most 107 bytes.
+	dir, err := os.MkdirTemp("", "vkswtpm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sw, err := StartSwtpm(bin, dir, filepath.Join(logDir, "swtpm.log"))
+	if err != nil {
+		t.Fatalf("swtpm: %v", err)
+	}
+	t.Cleanup(func() {
+		ended := sw.Exited()
+		if err := sw.Stop(); err != nil {
+			t.Errorf("stopping swtpm (pid %d): %v", sw.Pid(), err)
+		}
+		if !ended {
+			t.Logf("swtpm (pid %d) was still running after the boot: stopped", sw.Pid())
+		}
+	})
+	t.Logf("swtpm pid %d, control socket %s, fresh state in %s", sw.Pid(), sw.Socket, sw.State)
+	return sw.Socket
 }
 
 // shareDir is the folder the guest sees as /vkshare: VIRTKEY_VM_KEEP=DIR
@@ -231,8 +278,16 @@ func runGroup(t *testing.T, ctx context.Context, g group, b *Boot, qemu, hostScr
 	if err != nil {
 		t.Fatalf("booting: %v", err)
 	}
-	t.Logf("boot %q: %v wall (guest: init at %.1fs, root ready at %.1fs), %d of %d scenarios reported; console: %s",
-		g.name, res.Duration.Round(100*time.Millisecond), res.Uptime("init"), res.Uptime("root-ready"),
+	cpus, kargs := b.Machine()
+	machine := fmt.Sprintf("%d vCPU(s), %s", cpus, filepath.Base(b.Kernel.BootImage()))
+	if b.TPMSocket != "" {
+		machine += ", swtpm attached"
+	}
+	if len(kargs) > 0 {
+		machine += ", " + strings.Join(kargs, " ")
+	}
+	t.Logf("boot %q (%s): %v wall (guest: init at %.1fs, root ready at %.1fs), %d of %d scenarios reported; console: %s",
+		g.name, machine, res.Duration.Round(100*time.Millisecond), res.Uptime("init"), res.Uptime("root-ready"),
 		len(res.Results), len(planned), b.Console)
 
 	seen := map[string]bool{}
