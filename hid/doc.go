@@ -46,8 +46,8 @@
 //     CID, broadcast INIT included, get ERR_LOCK_REQUIRED (CANCEL is
 //     dropped). Unknown commands → ERR_INVALID_CMD. Capabilities
 //     are WINK | LOCK | CBOR (| NMSG).
-//   - CBOR and MSG run the handler in a goroutine of their own; the reader
-//     never blocks on it. Meanwhile KEEPALIVE goes out every
+//   - CBOR and MSG run the handler on a worker goroutine; the reader never
+//     blocks on it. Meanwhile KEEPALIVE goes out every
 //     [Options.KeepaliveInterval] (100 ms) carrying the status the handler
 //     last set through its keepalive callback ([StatusProcessing] until
 //     set, [StatusUPNeeded] while waiting for the user). CANCEL on the busy

@@ -17,12 +17,12 @@ const (
 // keepalive sets the status reported by the KEEPALIVE packets the server
 // sends about every 100 ms while the request runs (PROCESSING until set).
 //
-// The server calls HandleCBOR in a goroutine of its own, one request at a
-// time per device, though a request aborted by INIT or a power cycle may
-// still be returning when the next one starts. msg is the handler's to
-// keep. HandleCBOR must return soon after ctx is cancelled: Server.Run and
-// Server.PowerCycle wait for it. The answer must be 1 to 7609 bytes; the
-// server reports anything else as ERR_OTHER.
+// The server calls HandleCBOR on a goroutine other than its reader's, one
+// request at a time per device, though a request aborted by INIT or a
+// power cycle may still be returning when the next one starts. msg is the
+// handler's to keep. HandleCBOR must return soon after ctx is cancelled:
+// Server.Run and Server.PowerCycle wait for it. The answer must be 1 to
+// 7609 bytes; the server reports anything else as ERR_OTHER.
 type Handler interface {
 	HandleCBOR(ctx context.Context, cid uint32, msg []byte, keepalive func(status byte)) []byte
 }

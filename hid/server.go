@@ -61,7 +61,7 @@ type Options struct {
 // Server is the device side of CTAPHID: it reads reports from a
 // [ReportDevice], reassembles messages, enforces the channel rules, answers
 // PING, INIT, WINK, LOCK and errors itself, and hands CBOR (and MSG) to a
-// [Handler] in a goroutine of its own while it keeps reading and sends
+// [Handler] on a worker goroutine while it keeps reading and sends
 // KEEPALIVE packets. See the package documentation for the rules.
 //
 // Run serves the device; PowerCycle may be called from any goroutine,
@@ -78,41 +78,56 @@ type Server struct {
 	txTO      time.Duration
 
 	running atomic.Bool
-	wg      sync.WaitGroup // handler, keepalive and wink goroutines
+	wg      sync.WaitGroup // worker, handler and wink goroutines
 
 	// mu guards everything below and serialises every write to dev, so
 	// the reports of one message never interleave with another's.
 	mu      sync.Mutex
 	base    context.Context // parent of handler contexts (Run's ctx)
 	asm     Assembler
-	asmGen  uint64      // bumped whenever the partial message changes
-	timer   *time.Timer // MSG_TIMEOUT for the partial message
-	tx      *txn        // the transaction being answered, if any
+	tx      *txn // the transaction being answered, if any
 	live    map[*txn]struct{}
 	lockCID uint32 // channel holding CTAPHID_LOCK (0: none)
 	lockEnd time.Time
 	nextCID uint32
+
+	// work hands requests to the worker goroutine Run keeps for the life
+	// of the run (nil outside Run). It holds one request; workerBusy is
+	// true from the hand-off until the worker has answered, so a send on
+	// work never blocks. A request that finds the worker busy (only
+	// possible while an aborted handler is still returning) gets a
+	// goroutine of its own.
+	work       chan *txn
+	workerBusy bool
+
+	// The partial message gets ERR_MSG_TIMEOUT at msgDeadline (zero: no
+	// deadline), and the request being answered its next KEEPALIVE at
+	// tx.nextKeepalive. Each deadline has one timer that is armed only
+	// when it is not pending already: a pending timer that fires before
+	// the deadline arms itself again for the rest. A stream of requests
+	// so arms a timer about once per interval rather than once or twice
+	// per request, each arming of which may wake an idle thread.
+	msgTimer, kaTimer     *time.Timer // nil until first needed
+	msgPending, kaPending bool        // the timer is armed
+	msgDeadline           time.Time
 }
 
 // txn is one CBOR or MSG request being handled.
 type txn struct {
 	cid     uint32
 	cmd     byte
+	payload []byte
 	ctx     context.Context
 	cancel  context.CancelFunc
 	status  atomic.Uint32 // keepalive status byte
-	stop    chan struct{} // closed when answered or aborted: ends keepalives
-	once    sync.Once
 	handled chan struct{} // closed when the handler has returned
+
+	nextKeepalive time.Time // guarded by Server.mu
 }
 
-// end cancels the request's context and stops its keepalives.
-func (t *txn) end() {
-	t.once.Do(func() {
-		t.cancel()
-		close(t.stop)
-	})
-}
+// end cancels the request's context; its keepalives stop as it is no
+// longer Server.tx. end may be called more than once.
+func (t *txn) end() { t.cancel() }
 
 // NewServer returns a Server that serves h on dev. h must not be nil; if it
 // also implements [MsgHandler], [PowerCycler] or [Winker] those are used.
@@ -167,9 +182,13 @@ func (s *Server) Run(ctx context.Context) error {
 		return errors.New("hid: Server.Run is already running")
 	}
 	defer s.running.Store(false)
+	work := make(chan *txn, 1)
 	s.mu.Lock()
 	s.base = ctx
+	s.work, s.workerBusy = work, false
 	s.mu.Unlock()
+	s.wg.Add(1)
+	go s.worker(work)
 	defer s.shutdown()
 
 	for ctx.Err() == nil {
@@ -187,15 +206,38 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
-// shutdown drops all state and waits for the goroutines Run started.
+// shutdown drops all state, stops the worker and waits for the
+// goroutines Run started.
 func (s *Server) shutdown() {
 	s.mu.Lock()
 	s.abortAll()
 	s.asm.Reset()
-	s.stopTimer()
+	s.clearMsgTimeout()
 	s.base = context.Background()
+	for _, t := range []*time.Timer{s.msgTimer, s.kaTimer} {
+		if t != nil {
+			t.Stop()
+		}
+	}
+	s.msgTimer, s.kaTimer = nil, nil
+	s.msgPending, s.kaPending = false, false
+	if s.work != nil {
+		close(s.work) // the worker returns once its handler has
+		s.work, s.workerBusy = nil, false
+	}
 	s.mu.Unlock()
 	s.wg.Wait()
+}
+
+// worker runs the requests handed to it on work until work is closed.
+// One long-lived goroutine spares each request a fresh goroutine, whose
+// small stack the CBOR decoder would grow by copying, and the wake-up of
+// a goroutine that only sent keepalives.
+func (s *Server) worker(work <-chan *txn) {
+	defer s.wg.Done()
+	for t := range work {
+		s.handle(t, true)
+	}
 }
 
 // PowerCycle simulates pulling the device and plugging it back in: it
@@ -212,7 +254,7 @@ func (s *Server) PowerCycle() {
 		<-done
 	}
 	s.asm.Reset()
-	s.stopTimer()
+	s.clearMsgTimeout()
 	s.lockCID, s.lockEnd = 0, time.Time{}
 	if pc, ok := s.h.(PowerCycler); ok {
 		pc.PowerCycle()
@@ -278,7 +320,7 @@ func (s *Server) handleReport(report []byte) {
 	msg, err := s.asm.Feed(report)
 	if err != nil {
 		if !s.asm.Busy() {
-			s.stopTimer()
+			s.clearMsgTimeout()
 		}
 		var code ErrorCode
 		if !errors.As(err, &code) {
@@ -288,10 +330,10 @@ func (s *Server) handleReport(report []byte) {
 		return
 	}
 	if msg == nil {
-		s.armTimer()
+		s.armMsgTimeout()
 		return
 	}
-	s.stopTimer()
+	s.clearMsgTimeout()
 	s.dispatch(msg)
 }
 
@@ -352,7 +394,7 @@ func (s *Server) resync(cid uint32) {
 	}
 	if s.asm.Busy() && s.asm.CID() == cid {
 		s.asm.Reset()
-		s.stopTimer()
+		s.clearMsgTimeout()
 	}
 }
 
@@ -420,8 +462,9 @@ func (s *Server) handleLock(m *Message) {
 	s.send(m.CID, CmdLock, nil)
 }
 
-// start runs a CBOR or MSG request in a goroutine, with a second goroutine
-// sending keepalives while it runs. s.mu must be held.
+// start runs a CBOR or MSG request on the worker (or, if the worker is
+// still busy with an aborted request or Run is not running, on a goroutine
+// of its own) and arms its keepalives. s.mu must be held.
 func (s *Server) start(m *Message) {
 	var (
 		ctx    context.Context
@@ -435,29 +478,41 @@ func (s *Server) start(m *Message) {
 	t := &txn{
 		cid:     m.CID,
 		cmd:     m.Cmd,
+		payload: m.Payload,
 		ctx:     ctx,
 		cancel:  cancel,
-		stop:    make(chan struct{}),
 		handled: make(chan struct{}),
 	}
 	t.status.Store(uint32(StatusProcessing))
+	t.nextKeepalive = time.Now().Add(s.keepEvery)
+	if !s.kaPending {
+		s.kaPending = true
+		s.kaTimer = startTimer(s.kaTimer, s.keepEvery, s.keepaliveDue)
+	}
 	s.tx = t
 	s.live[t] = struct{}{}
-	s.wg.Add(2)
-	go s.keepalives(t)
-	go s.handle(t, m.Payload)
+	if s.work != nil && !s.workerBusy {
+		s.workerBusy = true
+		s.work <- t // never blocks: the worker has taken the last one
+		return
+	}
+	s.wg.Add(1)
+	go s.handle(t, false)
 }
 
 // handle runs the handler and sends its answer unless the request was
-// aborted meanwhile.
-func (s *Server) handle(t *txn, payload []byte) {
-	defer s.wg.Done()
+// aborted meanwhile. onWorker says whether it runs on the worker, which
+// it then marks idle again.
+func (s *Server) handle(t *txn, onWorker bool) {
+	if !onWorker {
+		defer s.wg.Done()
+	}
 	keepalive := func(status byte) { t.status.Store(uint32(status)) }
 	var resp []byte
 	if t.cmd == CmdMsg {
-		resp = s.msgH.HandleMSG(t.ctx, t.cid, payload, keepalive)
+		resp = s.msgH.HandleMSG(t.ctx, t.cid, t.payload, keepalive)
 	} else {
-		resp = s.h.HandleCBOR(t.ctx, t.cid, payload, keepalive)
+		resp = s.h.HandleCBOR(t.ctx, t.cid, t.payload, keepalive)
 	}
 	// Close handled before taking s.mu: PowerCycle waits for it with s.mu
 	// held.
@@ -465,6 +520,9 @@ func (s *Server) handle(t *txn, payload []byte) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if onWorker && s.work != nil {
+		s.workerBusy = false
+	}
 	delete(s.live, t)
 	t.end()
 	if s.tx != t {
@@ -481,51 +539,74 @@ func (s *Server) handle(t *txn, payload []byte) {
 	s.send(t.cid, t.cmd, resp)
 }
 
-// keepalives sends KEEPALIVE with the current status every interval until
-// the request is answered or aborted.
-func (s *Server) keepalives(t *txn) {
-	defer s.wg.Done()
-	tick := time.NewTicker(s.keepEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-t.stop:
-			return
-		case <-tick.C:
-			s.mu.Lock()
-			if s.tx == t {
-				s.send(t.cid, CmdKeepalive, []byte{byte(t.status.Load())})
-			}
-			s.mu.Unlock()
-		}
+// keepaliveDue runs from s.kaTimer: when the request being answered is
+// due its KEEPALIVE, it sends it with the current status and arms the
+// timer for the next one, every interval after the request started (on
+// that grid, dropping ticks missed while the server was held up, as a
+// time.Ticker does).
+func (s *Server) keepaliveDue() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.tx
+	if t == nil || s.kaTimer == nil {
+		s.kaPending = false // nothing to keep alive (or shut down)
+		return
 	}
+	now := time.Now()
+	if now.Before(t.nextKeepalive) {
+		s.kaTimer.Reset(t.nextKeepalive.Sub(now)) // armed for an earlier request
+		return
+	}
+	s.send(t.cid, CmdKeepalive, []byte{byte(t.status.Load())})
+	next := t.nextKeepalive.Add(s.keepEvery)
+	if late := now.Sub(next); late >= 0 {
+		next = next.Add(late - late%s.keepEvery + s.keepEvery)
+	}
+	t.nextKeepalive = next
+	s.kaTimer.Reset(next.Sub(now))
 }
 
-// armTimer (re)starts the MSG_TIMEOUT clock for the partial message.
+// armMsgTimeout (re)starts the MSG_TIMEOUT clock for the partial message.
 // s.mu must be held.
-func (s *Server) armTimer() {
-	s.stopTimer()
-	gen := s.asmGen
-	s.timer = time.AfterFunc(s.msgTO, func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.asmGen != gen || !s.asm.Busy() {
-			return // stale: the message moved on meanwhile
-		}
-		cid := s.asm.CID()
-		s.asm.Reset()
-		s.timer = nil
-		s.sendError(cid, ErrMsgTimeout)
-	})
+func (s *Server) armMsgTimeout() {
+	s.msgDeadline = time.Now().Add(s.msgTO)
+	if !s.msgPending {
+		s.msgPending = true
+		s.msgTimer = startTimer(s.msgTimer, s.msgTO, s.msgTimeout)
+	}
 }
 
-// stopTimer cancels the MSG_TIMEOUT clock. s.mu must be held.
-func (s *Server) stopTimer() {
-	s.asmGen++
-	if s.timer != nil {
-		s.timer.Stop()
-		s.timer = nil
+// clearMsgTimeout cancels the MSG_TIMEOUT clock. s.mu must be held.
+func (s *Server) clearMsgTimeout() {
+	s.msgDeadline = time.Time{} // a pending s.msgTimer lapses
+}
+
+// msgTimeout runs from s.msgTimer: at the partial message's deadline it
+// drops the message and answers ERR_MSG_TIMEOUT.
+func (s *Server) msgTimeout() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.msgDeadline.IsZero() || !s.asm.Busy() || s.msgTimer == nil {
+		s.msgPending = false // the message moved on meanwhile
+		return
 	}
+	if d := time.Until(s.msgDeadline); d > 0 {
+		s.msgTimer.Reset(d) // armed for an earlier packet
+		return
+	}
+	cid := s.asm.CID()
+	s.asm.Reset()
+	s.msgDeadline, s.msgPending = time.Time{}, false
+	s.sendError(cid, ErrMsgTimeout)
+}
+
+// startTimer arms t to call f after d, making it if t is nil.
+func startTimer(t *time.Timer, d time.Duration, f func()) *time.Timer {
+	if t == nil {
+		return time.AfterFunc(d, f)
+	}
+	t.Reset(d)
+	return t
 }
 
 // send writes one message. s.mu must be held.

@@ -379,6 +379,29 @@ func TestServerMsgTimeout(t *testing.T) {
 	})
 }
 
+func TestServerMsgTimeoutAfterEarlierMessages(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		// Whole messages before the partial one must not shorten or
+		// lengthen its timeout.
+		h := serve(t, &fakeHandler{}, nil)
+		start := time.Now()
+		for i := range 3 {
+			msg := pattern(100 + i)
+			h.send(cidA, CmdPing, msg)
+			h.expect(cidA, CmdPing, msg)
+			time.Sleep(150 * time.Millisecond)
+		}
+		reps := Fragment(cidB, CmdPing, pattern(200))
+		h.write(reps[0])
+		h.expectError(cidB, ErrMsgTimeout)
+		if d := time.Since(start); d != 950*time.Millisecond {
+			t.Fatalf("MSG_TIMEOUT after %v, want 500ms after the packet at 450ms", d)
+		}
+		h.quiet()
+	})
+}
+
 func TestServerMsgTimeoutOption(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
@@ -427,6 +450,40 @@ func TestServerKeepalive(t *testing.T) {
 			})
 		})
 	}
+}
+
+func TestServerKeepaliveAfterEarlierRequests(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		// Quick requests before a slow one must not shift its keepalives
+		// off its own 100 ms grid.
+		release := make(chan struct{})
+		var calls atomic.Int32
+		slow := blocking(false, nil, release)
+		h := serve(t, &fakeHandler{cbor: func(ctx context.Context, cid uint32, msg []byte, keepalive func(byte)) []byte {
+			if calls.Add(1) <= 3 {
+				return []byte{0x00}
+			}
+			return slow(ctx, cid, msg, keepalive)
+		}}, nil)
+		for range 3 {
+			h.send(cidA, CmdCBOR, []byte{0x04})
+			h.expect(cidA, CmdCBOR, []byte{0x00})
+			time.Sleep(70 * time.Millisecond)
+		}
+		start := time.Now()
+		h.send(cidB, CmdCBOR, []byte{0x01})
+		for i := 1; i <= 3; i++ {
+			h.expect(cidB, CmdKeepalive, []byte{StatusProcessing})
+			if d := time.Since(start); d != time.Duration(i)*100*time.Millisecond {
+				t.Fatalf("keepalive %d after %v", i, d)
+			}
+		}
+		close(release)
+		h.expect(cidB, CmdCBOR, []byte{0x00})
+		time.Sleep(time.Second)
+		h.quiet()
+	})
 }
 
 func TestServerKeepaliveStatusChanges(t *testing.T) {
@@ -498,6 +555,57 @@ func TestServerInitResyncMidTransaction(t *testing.T) {
 		close(release)
 		h.send(cidA, CmdCBOR, []byte{0x02})
 		h.expect(cidA, CmdCBOR, []byte{0x00})
+	})
+}
+
+func TestServerRequestWhileAbortedHandlerReturns(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		// The first request's handler is slow to return once cancelled;
+		// the requests after the resync must not wait for it, and each
+		// gets its own keepalives and answer.
+		started := make(chan context.Context, 1)
+		unstick := make(chan struct{})
+		var calls atomic.Int32
+		h := serve(t, &fakeHandler{cbor: func(ctx context.Context, _ uint32, msg []byte, keepalive func(byte)) []byte {
+			switch calls.Add(1) {
+			case 1:
+				started <- ctx
+				<-ctx.Done()
+				<-unstick
+				return []byte{0x2D}
+			case 2:
+				time.Sleep(250 * time.Millisecond)
+			}
+			return append([]byte{0x00}, msg...)
+		}}, nil)
+		h.send(cidA, CmdCBOR, []byte{0x01})
+		ctx := <-started
+		h.send(cidA, CmdInit, pattern(8))
+		if m := h.recv(cidA); m.Cmd != CmdInit {
+			t.Fatalf("got %s", cmdName(m.Cmd))
+		}
+		synctest.Wait()
+		if ctx.Err() == nil {
+			t.Fatal("INIT did not cancel the request in flight")
+		}
+
+		start := time.Now()
+		h.send(cidB, CmdCBOR, []byte{0x02})
+		h.expect(cidB, CmdKeepalive, []byte{StatusProcessing})
+		h.expect(cidB, CmdKeepalive, []byte{StatusProcessing})
+		h.expect(cidB, CmdCBOR, []byte{0x00, 0x02})
+		if d := time.Since(start); d != 250*time.Millisecond {
+			t.Fatalf("answer after %v", d)
+		}
+		close(unstick)
+		h.quiet() // the aborted request's answer is dropped
+		for i := byte(3); i <= 5; i++ {
+			h.send(cidA, CmdCBOR, []byte{i})
+			h.expect(cidA, CmdCBOR, []byte{0x00, i})
+		}
+		time.Sleep(time.Second)
+		h.quiet() // no keepalive outlives its request
 	})
 }
 

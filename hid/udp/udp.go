@@ -86,6 +86,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 // be called from any goroutine.
 type Conn struct {
 	pc *net.UDPConn
+	r  reader // of pc
 
 	mu       sync.Mutex
 	onReboot func()
@@ -107,14 +108,14 @@ func Listen(addr string) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("udp: %w", err)
 	}
-	return &Conn{pc: pc, peers: make(map[uint32]netip.AddrPort)}, nil
+	return &Conn{pc: pc, r: reader{pc: pc}, peers: make(map[uint32]netip.AddrPort)}, nil
 }
 
 // Addr returns the address the device listens on.
 func (c *Conn) Addr() net.Addr { return c.pc.LocalAddr() }
 
 // Close closes the socket; a blocked ReadReport returns an error.
-func (c *Conn) Close() error { return c.pc.Close() }
+func (c *Conn) Close() error { return c.r.close() }
 
 // OnReboot sets the function called, from inside ReadReport, when the
 // magic reboot datagram arrives (nil: the datagram is dropped). Typically
@@ -141,7 +142,7 @@ func (c *Conn) Serve(ctx context.Context, h hid.Handler, opts *hid.Options) erro
 func (c *Conn) ReadReport(ctx context.Context) ([]byte, error) {
 	buf := make([]byte, hid.ReportSize+1) // one spare byte detects over-long datagrams
 	for {
-		n, from, err := readDatagram(ctx, c.pc, buf)
+		n, from, err := c.r.read(ctx, buf)
 		if err != nil {
 			return nil, err
 		}
@@ -204,6 +205,7 @@ func (c *Conn) WriteReport(report []byte) error {
 // connected to one device address, for [hid.NewClient].
 type ClientConn struct {
 	pc *net.UDPConn
+	r  reader // of pc
 }
 
 // Dial connects to a device at addr (empty means [DefaultAddr]). For a
@@ -224,21 +226,21 @@ func Dial(addr string) (*ClientConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("udp: %w", err)
 	}
-	return &ClientConn{pc: pc}, nil
+	return &ClientConn{pc: pc, r: reader{pc: pc}}, nil
 }
 
 // LocalAddr returns the client's own address.
 func (c *ClientConn) LocalAddr() net.Addr { return c.pc.LocalAddr() }
 
 // Close closes the socket; a blocked ReadReport returns an error.
-func (c *ClientConn) Close() error { return c.pc.Close() }
+func (c *ClientConn) Close() error { return c.r.close() }
 
 // ReadReport returns the next 64-byte datagram from the device, skipping
 // datagrams of other sizes.
 func (c *ClientConn) ReadReport(ctx context.Context) ([]byte, error) {
 	buf := make([]byte, hid.ReportSize+1)
 	for {
-		n, _, err := readDatagram(ctx, c.pc, buf)
+		n, _, err := c.r.read(ctx, buf)
 		if err != nil {
 			return nil, err
 		}
@@ -281,26 +283,69 @@ func pad(report []byte) ([]byte, error) {
 	return r, nil
 }
 
-// readDatagram reads one datagram, giving up when ctx ends.
-func readDatagram(ctx context.Context, pc *net.UDPConn, buf []byte) (int, netip.AddrPort, error) {
+// reader reads datagrams from pc, giving up when the context of the read
+// ends: a watch on the context sets a read deadline in the past. Rather
+// than arm and disarm a watch for every datagram, it keeps watching the
+// context of the last read until a read comes with another context (one
+// with another Done channel) or the socket is closed.
+type reader struct {
+	pc *net.UDPConn
+
+	mu   sync.Mutex
+	done <-chan struct{} // Done of the watched context
+	stop func() bool     // ends the watch (nil: none)
+}
+
+// read reads one datagram into buf.
+func (r *reader) read(ctx context.Context, buf []byte) (int, netip.AddrPort, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, netip.AddrPort{}, err
 	}
-	pc.SetReadDeadline(time.Time{})
-	stop := context.AfterFunc(ctx, func() { pc.SetReadDeadline(aLongTimeAgo) })
-	defer stop()
+	r.watch(ctx)
 	for {
-		n, from, err := pc.ReadFromUDPAddrPort(buf)
+		n, from, err := r.pc.ReadFromUDPAddrPort(buf)
 		switch {
 		case err == nil:
 			return n, from, nil
 		case ctx.Err() != nil:
 			return 0, from, ctx.Err()
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			// A deadline left over from an earlier, cancelled call.
-			pc.SetReadDeadline(time.Time{})
+			// A deadline set by the watch of an earlier context.
+			r.pc.SetReadDeadline(time.Time{})
 		default:
 			return 0, from, fmt.Errorf("udp: %w", err)
 		}
 	}
+}
+
+// watch makes ctx the watched context, unless it is already.
+func (r *reader) watch(ctx context.Context) {
+	done := ctx.Done()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if done == r.done && (done == nil || r.stop != nil) {
+		return
+	}
+	r.unwatch()
+	r.done = done
+	r.pc.SetReadDeadline(time.Time{})
+	if done != nil {
+		r.stop = context.AfterFunc(ctx, func() { r.pc.SetReadDeadline(aLongTimeAgo) })
+	}
+}
+
+// unwatch ends the watch. r.mu must be held.
+func (r *reader) unwatch() {
+	if r.stop != nil {
+		r.stop()
+		r.stop = nil
+	}
+}
+
+// close ends the watch and closes the socket.
+func (r *reader) close() error {
+	r.mu.Lock()
+	r.unwatch()
+	r.mu.Unlock()
+	return r.pc.Close()
 }

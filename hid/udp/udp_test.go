@@ -175,6 +175,62 @@ func TestUDPRebootCancelsRequest(t *testing.T) {
 	}
 }
 
+// TestReadReportContexts switches contexts between reads: a read after its
+// context ended fails at once, and a read with another context is not hurt
+// by the deadline the ended one left.
+func TestReadReportContexts(t *testing.T) {
+	conn, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cc, err := Dial(conn.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ping := func(i byte) {
+		t.Helper()
+		if err := cc.WriteReport([]byte{1, 2, 3, 4, hid.CmdPing, 0, 1, i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(ctx context.Context, i byte) {
+		t.Helper()
+		r, err := conn.ReadReport(ctx)
+		if err != nil || r[7] != i {
+			t.Fatalf("ReadReport = % X, %v; want report %d", r, err, i)
+		}
+	}
+	limited := func() context.Context {
+		ctx, cancel := context.WithTimeout(context.Background(), limit)
+		t.Cleanup(cancel)
+		return ctx
+	}
+
+	ctx1, cancel1 := context.WithCancel(limited())
+	ping(1)
+	read(ctx1, 1)
+	ping(2)
+	read(ctx1, 2) // the same context again
+	cancel1()
+	ping(3)
+	if _, err := conn.ReadReport(ctx1); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ReadReport after cancel = %v", err)
+	}
+	read(context.Background(), 3) // no Done channel at all
+	ctx4, cancel4 := context.WithCancel(limited())
+	ping(4)
+	read(ctx4, 4)
+	type key struct{}
+	ping(5)
+	read(context.WithValue(ctx4, key{}, 5), 5) // shares ctx4's Done
+	cancel4()
+	if _, err := conn.ReadReport(context.WithValue(ctx4, key{}, 6)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ReadReport after cancel = %v", err)
+	}
+}
+
 func TestUDPWriteWithoutPeer(t *testing.T) {
 	conn, err := Listen("127.0.0.1:0")
 	if err != nil {
