@@ -7,7 +7,7 @@
 // (scripts/install-test-deps.sh installs them); without those the tests skip,
 // except when CI=true, where they fail.
 //
-// TestMain builds ./cmd/virtkey once (with -race when the tests run with
-// -race; VIRTKEY_E2E_RACE=0 disables that). VIRTKEY_BIN=/path/to/virtkey tests a
-// prebuilt binary instead.
+// The keys are started by internal/vktest, which builds ./cmd/virtkey once
+// (with -race when the tests run with -race; VIRTKEY_E2E_RACE=0 disables
+// that). VIRTKEY_BIN=/path/to/virtkey tests a prebuilt binary instead.
 package e2e

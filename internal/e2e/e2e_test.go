@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,41 +14,24 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/virtkey/virtkey/internal/vktest"
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
 	var err error
-	repoRoot, err = findRepoRoot()
-	if err != nil {
+	if repoRoot, err = vktest.RepoRoot(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
-		return 1
+		os.Exit(1)
 	}
-	dir, err := os.MkdirTemp("", "virtkey-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	switch {
-	case isShort():
-	case os.Getenv("VIRTKEY_BIN") != "":
-		// Test a prebuilt (e.g. installed) binary instead of building one.
-		virtkeyBin = os.Getenv("VIRTKEY_BIN")
-	default:
-		virtkeyBin, buildErr = buildVirtkey(dir)
-	}
-	return m.Run()
+	os.Exit(vktest.Run(m))
 }
 
 // TestPythonFIDO2 runs the python-fido2 suite (testdata/python) against a
 // fresh key.
 func TestPythonFIDO2(t *testing.T) {
 	needPythonFIDO2(t)
-	k := startKey(t, t.TempDir())
+	k := vktest.Start(t, t.TempDir())
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -61,7 +45,7 @@ func TestPythonFIDO2(t *testing.T) {
 		t.Errorf("python-fido2 suite failed (VIRTKEY_UDP=%s): %v — see the pytest| lines above", k.Addr, err)
 	}
 	// The key must still be healthy after the whole suite.
-	if _, err := ctaphidInit(k.Addr, time.Second); err != nil {
+	if _, err := vktest.InitChannel(k.Addr, time.Second); err != nil {
 		t.Errorf("key does not answer INIT after the suite: %v", err)
 	}
 }
@@ -132,7 +116,7 @@ func TestRestartKeepsCredentials(t *testing.T) {
 	state := t.TempDir()
 	tmp := t.TempDir()
 
-	k := startKey(t, state)
+	k := vktest.Start(t, state)
 	var com, org []cred
 	com = append(com, parseCreds(t, scenario(t, k, "register", "--rp", "example.com", "--user", "alice"))...)
 	com = append(com, parseCreds(t, scenario(t, k, "register", "--rp", "example.com", "--user", "bob"))...)
@@ -150,7 +134,7 @@ func TestRestartKeepsCredentials(t *testing.T) {
 	k.Stop(t)
 
 	for round := 1; round <= 2; round++ {
-		k = startKey(t, state)
+		k = vktest.Start(t, state)
 		after := parseCreds(t, scenario(t, k, "assert", "--rp", "example.com", "--creds", comFile, "--discoverable"))
 		checkAsserted(t, com2, after)
 		com2 = after
@@ -173,7 +157,7 @@ func TestKillMidWrite(t *testing.T) {
 	var acked []cred
 
 	for round, killAfter := range []int{3, 7, 12} {
-		k := startKey(t, state)
+		k := vktest.Start(t, state)
 		if len(acked) > 0 {
 			after := parseCreds(t, scenario(t, k, "assert", "--rp", "example.com", "--creds", credFile, "--discoverable"))
 			checkAsserted(t, acked, after)
@@ -189,7 +173,7 @@ func TestKillMidWrite(t *testing.T) {
 		writeCreds(t, credFile, acked)
 	}
 
-	k := startKey(t, state)
+	k := vktest.Start(t, state)
 	after := parseCreds(t, scenario(t, k, "assert", "--rp", "example.com", "--creds", credFile, "--discoverable"))
 	checkAsserted(t, acked, after)
 	k.Stop(t)
@@ -198,13 +182,13 @@ func TestKillMidWrite(t *testing.T) {
 // registerThenKill runs `scenario.py register-loop` and SIGKILLs the key
 // once killAfter credentials were acknowledged. It returns every credential
 // the client saw acknowledged (including those that raced with the kill).
-func registerThenKill(t *testing.T, k *keyProc, prefix string, killAfter int) []cred {
+func registerThenKill(t *testing.T, k *vktest.Key, prefix string, killAfter int) []cred {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := pythonCmd(ctx, k.Addr, "testdata/python/scenario.py", "register-loop",
 		"--rp", "example.com", "--count", "500", "--prefix", prefix, "--timeout", "2")
-	var stderr syncBuffer
+	var stderr bytes.Buffer // read after Wait
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -249,7 +233,7 @@ func registerThenKill(t *testing.T, k *keyProc, prefix string, killAfter int) []
 // and the credentials work as usual.
 func TestAttestationNone(t *testing.T) {
 	needPythonFIDO2(t)
-	k := startKey(t, t.TempDir(), "--attestation", "none")
+	k := vktest.Start(t, t.TempDir(), "--attestation", "none")
 	cs := parseCreds(t, scenario(t, k, "register", "--rp", "example.com", "--user", "alice"))
 	if len(cs) != 1 || cs[0].Fmt != "none" {
 		t.Fatalf("register with --attestation none: %+v, want one credential with fmt none", cs)

@@ -19,6 +19,7 @@ import (
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/ctap2/client"
 	"github.com/virtkey/virtkey/hid/udp"
+	"github.com/virtkey/virtkey/internal/vktest"
 )
 
 // The PIN state and the credential store across process restarts: SIGTERM
@@ -32,7 +33,7 @@ const (
 )
 
 // prClient opens a CTAP2 client on the running key k over UDP.
-func prClient(t *testing.T, k *keyProc) *client.Device {
+func prClient(t *testing.T, k *vktest.Key) *client.Device {
 	t.Helper()
 	conn, err := udp.Dial(k.Addr)
 	if err != nil {
@@ -105,7 +106,7 @@ func TestPINLockoutAcrossRestart(t *testing.T) {
 	state := t.TempDir()
 	ctx := prContext(t)
 
-	k := startKey(t, state)
+	k := vktest.Start(t, state)
 	d := prClient(t, k)
 	if err := d.SetPIN(ctx, prPIN); err != nil {
 		t.Fatalf("setPIN: %v", err)
@@ -116,8 +117,7 @@ func TestPINLockoutAcrossRestart(t *testing.T) {
 
 	// SIGTERM, restart: 6 retries left, and the third wrong PIN in a row is
 	// the first of this power cycle (PIN_INVALID, not PIN_AUTH_BLOCKED).
-	k.Stop(t)
-	k = startKey(t, state)
+	k = k.Restart(t)
 	d = prClient(t, k)
 	prRetries(t, ctx, d, 6, false)
 	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 5)
@@ -127,8 +127,7 @@ func TestPINLockoutAcrossRestart(t *testing.T) {
 	prAttempt(t, ctx, d, prPIN, ctap2.ErrPINAuthBlocked, 3)
 
 	// A restart lifts PIN_AUTH_BLOCKED; the right PIN restores 8.
-	k.Stop(t)
-	k = startKey(t, state)
+	k = k.Restart(t)
 	d = prClient(t, k)
 	prRetries(t, ctx, d, 3, false)
 	prAttempt(t, ctx, d, prPIN, ctap2.StatusOK, 8)
@@ -136,12 +135,12 @@ func TestPINLockoutAcrossRestart(t *testing.T) {
 	// SIGKILL right after a wrong PIN's reply: the decrement is on disk.
 	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 7)
 	k.Kill(t)
-	k = startKey(t, state)
+	k = k.Restart(t)
 	d = prClient(t, k)
 	prRetries(t, ctx, d, 7, false)
 	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 6)
 	k.Kill(t)
-	k = startKey(t, state)
+	k = k.Restart(t)
 	d = prClient(t, k)
 	prRetries(t, ctx, d, 6, false)
 	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 5)
@@ -150,15 +149,14 @@ func TestPINLockoutAcrossRestart(t *testing.T) {
 	k.Kill(t)
 
 	// Down to 0 across restarts: PIN_BLOCKED, which no restart lifts.
-	k = startKey(t, state)
+	k = k.Restart(t)
 	d = prClient(t, k)
 	prRetries(t, ctx, d, 3, false)
 	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 2)
 	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 1)
 	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINBlocked, 0)
 	prAttempt(t, ctx, d, prPIN, ctap2.ErrPINBlocked, 0)
-	k.Stop(t)
-	k = startKey(t, state)
+	k = k.Restart(t)
 	d = prClient(t, k)
 	prRetries(t, ctx, d, 0, false)
 	prAttempt(t, ctx, d, prPIN, ctap2.ErrPINBlocked, 0)
@@ -181,8 +179,7 @@ func TestPINLockoutAcrossRestart(t *testing.T) {
 	if err := d.SetPIN(ctx, "5678"); err != nil {
 		t.Fatalf("setPIN after reset: %v", err)
 	}
-	k.Stop(t)
-	k = startKey(t, state)
+	k = k.Restart(t)
 	d = prClient(t, k)
 	prRetries(t, ctx, d, 8, false)
 	prAttempt(t, ctx, d, "5678", ctap2.StatusOK, 8)
@@ -238,7 +235,7 @@ func TestCredMgmtKillDuringWrite(t *testing.T) {
 	ctx := prContext(t)
 	rps := []string{"example.com", "example.org", "login.example.net"}
 
-	k := startKey(t, state)
+	k := vktest.Start(t, state)
 	d := prClient(t, k)
 	if err := d.SetPIN(ctx, prPIN); err != nil {
 		t.Fatalf("setPIN: %v", err)
@@ -281,7 +278,7 @@ func TestCredMgmtKillDuringWrite(t *testing.T) {
 	rng := mrand.New(mrand.NewPCG(uint64(time.Now().UnixNano()), 0x5eed))
 	totalOps := 0
 	for round := 0; round <= rounds; round++ {
-		k = startKey(t, state)
+		k = vktest.Start(t, state)
 		d = prClient(t, k)
 		cmCheck(t, ctx, k, d, creds, rps)
 		if t.Failed() {
@@ -384,7 +381,7 @@ func TestCredMgmtKillDuringWrite(t *testing.T) {
 // cmCheck enumerates the credentials of the restarted key and compares
 // them with what the test knows; then it adopts what it found as the
 // known state (in-flight outcomes resolved).
-func cmCheck(t *testing.T, ctx context.Context, k *keyProc, d *client.Device, creds []*cmCred, rps []string) {
+func cmCheck(t *testing.T, ctx context.Context, k *vktest.Key, d *client.Device, creds []*cmCred, rps []string) {
 	t.Helper()
 	tok, err := d.GetPINToken(ctx, prPIN, client.PermCredentialMgmt, "")
 	if err != nil {
