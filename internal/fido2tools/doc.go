@@ -8,9 +8,10 @@
 // (fido_dev_set_io_functions) that carry each 64-byte CTAPHID report in one
 // UDP datagram, and $VIRTKEY_UDP_DEVICE is appended to the device list
 // (fido_dev_info_set) so `fido2-token -L` and ssh-keygen's sk middleware,
-// which pick a device themselves, find it. TestMain builds the shim with gcc
-// and ./cmd/virtkey into a temporary directory; each test starts
-// `virtkey run --transport udp --presence auto` on a free 127.0.0.1 port.
+// which pick a device themselves, find it. The first test builds the shim
+// with gcc into a temporary directory, and internal/vktest builds
+// ./cmd/virtkey; each test starts `virtkey run --transport udp --presence
+// auto` on a free 127.0.0.1 port.
 //
 // Tools that ask for a PIN read it from a terminal, so they run under
 // `script -qec CMD /dev/null` and the test types the PIN when the prompt

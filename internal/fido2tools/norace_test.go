@@ -1,5 +1,0 @@
-//go:build !race
-
-package fido2tools
-
-const raceEnabled = false
