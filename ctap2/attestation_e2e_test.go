@@ -12,8 +12,6 @@ import (
 	"crypto/elliptic"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -22,7 +20,6 @@ import (
 	"github.com/fxamacker/cbor/v2"
 	"github.com/go-webauthn/webauthn/metadata"
 	"github.com/go-webauthn/webauthn/metadata/providers/memory"
-	"github.com/go-webauthn/webauthn/protocol"
 	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/google/uuid"
 
@@ -32,6 +29,7 @@ import (
 	"github.com/virtkey/virtkey/hid"
 	"github.com/virtkey/virtkey/inproc"
 	"github.com/virtkey/virtkey/internal/attca"
+	"github.com/virtkey/virtkey/internal/rptest"
 )
 
 // attKey starts a key whose attestation CA lives in its state directory,
@@ -55,7 +53,7 @@ func attKey(t testing.TB, mode ctap2.Attestation, rps ...string) (*inproc.Key, *
 // trustingRP is a relying party whose metadata says: virtkey's AAGUID,
 // basic (full) or self attestation, trust anchor root. It verifies every
 // x5c chain against root.
-func trustingRP(t testing.TB, root *x509.Certificate) *webauthn.WebAuthn {
+func trustingRP(t testing.TB, root *x509.Certificate) *rptest.RP {
 	t.Helper()
 	entry := &metadata.Entry{
 		AaGUID: uuid.UUID(ctap2.DefaultAAGUID),
@@ -76,13 +74,9 @@ func trustingRP(t testing.TB, root *x509.Certificate) *webauthn.WebAuthn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wa, err := webauthn.New(&webauthn.Config{
+	return rptest.NewWithConfig(t, &webauthn.Config{
 		RPID: rpID, RPDisplayName: "Example", RPOrigins: []string{rpOrigin}, MDS: mds,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return wa
 }
 
 // Every algorithm × every attestation mode, registered and logged in with
@@ -119,21 +113,21 @@ func TestWebAuthnAttestationModesAndAlgorithms(t *testing.T) {
 				t.Fatalf("getInfo algorithms %v", got)
 			}
 			d := openDevice(t, k)
-			wa := newRP(t)
+			rp := rptest.New(t, rpID, rpOrigin)
 			if m.trusting {
-				wa = trustingRP(t, set.Root)
+				rp = trustingRP(t, set.Root)
 			}
 			for _, a := range algs {
-				u := &rpUser{id: []byte("user-" + a.name), name: "alice-" + a.name}
-				cred := register(t, wa, d, u, regOpts{alg: a.alg, wantFmt: m.fmt})
+				u := &rptest.User{ID: []byte("user-" + a.name), Name: "alice-" + a.name}
+				cred := rp.Register(t, d, u, rptest.RegisterOptions{Alg: a.alg, WantFmt: m.fmt})
 				if cred.AttestationType != m.attType {
 					t.Errorf("%s: attestation type %q, want %q", a.name, cred.AttestationType, m.attType)
 				}
 				if ck, err := cose.ParseKey(cred.PublicKey); err != nil || int(ck.Alg) != a.alg {
 					t.Errorf("%s: credential public key %v %v", a.name, ck, err)
 				}
-				login(t, wa, d, u)
-				login(t, wa, d, u)
+				rp.Login(t, d, u)
+				rp.Login(t, d, u)
 			}
 		})
 	}
@@ -148,21 +142,21 @@ func TestWebAuthnBatchAttestationUntrustedRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wa := trustingRP(t, other.Root)
+	rp := trustingRP(t, other.Root)
 	d := openDevice(t, k)
-	u := &rpUser{id: []byte("u"), name: "alice"}
-	creation, session, err := wa.BeginRegistration(u)
+	u := &rptest.User{ID: []byte("u"), Name: "alice"}
+	creation, session, err := rp.BeginRegistration(u)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cdj := clientData("webauthn.create", creation.Response.Challenge)
+	cdj := rp.ClientData("webauthn.create", creation.Response.Challenge)
 	att := makeCredential(t, d, cdj, u, nil)
-	_, err = wa.CreateCredential(u, *session, creationResponse(t, att, cdj))
+	_, err = rp.CreateCredential(u, *session, rptest.CreationResponse(t, att.Attestation, cdj))
 	if err == nil {
 		t.Fatal("registration accepted by an RP trusting another root")
 	}
-	if !strings.Contains(describe(err).Error(), "trust chain") {
-		t.Fatalf("refused for another reason: %v", describe(err))
+	if !strings.Contains(rptest.Describe(err).Error(), "trust chain") {
+		t.Fatalf("refused for another reason: %v", rptest.Describe(err))
 	}
 }
 
@@ -172,8 +166,9 @@ func TestBatchCertificateFields(t *testing.T) {
 	t.Parallel()
 	k, set := attKey(t, ctap2.AttestationBatch)
 	d := openDevice(t, k)
-	u := &rpUser{id: []byte("u"), name: "alice"}
-	att := makeCredential(t, d, clientData("webauthn.create", []byte("challenge-challenge-challenge-00")), u, nil)
+	u := &rptest.User{ID: []byte("u"), Name: "alice"}
+	cdj := rptest.New(t, rpID, rpOrigin).ClientData("webauthn.create", []byte("challenge-challenge-challenge-00"))
+	att := makeCredential(t, d, cdj, u, nil)
 	x5c, _ := att.stmt["x5c"].([]any)
 	if len(x5c) != 1 {
 		t.Fatalf("x5c of %d certificates", len(x5c))
@@ -209,30 +204,30 @@ func TestWebAuthnEnterpriseAttestation(t *testing.T) {
 	t.Parallel()
 	k, set := attKey(t, ctap2.AttestationBatch, rpID)
 	d := openDevice(t, k)
-	wa := trustingRP(t, set.Root)
-	u := &rpUser{id: []byte("u"), name: "alice"}
-	creation, session, err := wa.BeginRegistration(u)
+	rp := trustingRP(t, set.Root)
+	u := &rptest.User{ID: []byte("u"), Name: "alice"}
+	creation, session, err := rp.BeginRegistration(u)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cdj := clientData("webauthn.create", creation.Response.Challenge)
-	if st, _ := d.call(t, ctap2.CmdMakeCredential, mcMap(cdj, u, map[int]any{10: 1})); st != ctap2.ErrInvalidParameter {
+	cdj := rp.ClientData("webauthn.create", creation.Response.Challenge)
+	if st, _ := rptest.Call(t, d, ctap2.CmdMakeCredential, mcMap(cdj, u, map[int]any{10: 1})); st != ctap2.ErrInvalidParameter {
 		t.Fatalf("enterpriseAttestation before enabling: %v", st)
 	}
-	if st, _ := d.call(t, ctap2.CmdConfig, map[int]any{1: 1}); st != ctap2.StatusOK {
+	if st, _ := rptest.Call(t, d, ctap2.CmdConfig, map[int]any{1: 1}); st != ctap2.StatusOK {
 		t.Fatalf("enableEnterpriseAttestation: %v", st)
 	}
 	att := makeCredential(t, d, cdj, u, map[int]any{10: 1})
-	if att.epAtt == nil || !*att.epAtt {
+	if att.EPAtt == nil || !*att.EPAtt {
 		t.Fatal("no epAtt")
 	}
 	x5c, _ := att.stmt["x5c"].([]any)
 	if len(x5c) != 1 || !bytes.Equal(x5c[0].([]byte), set.Enterprise.Chain[0]) {
 		t.Fatal("not the enterprise certificate")
 	}
-	cred, err := wa.CreateCredential(u, *session, creationResponse(t, att, cdj))
+	cred, err := rp.CreateCredential(u, *session, rptest.CreationResponse(t, att.Attestation, cdj))
 	if err != nil {
-		t.Fatalf("CreateCredential: %v", describe(err))
+		t.Fatalf("CreateCredential: %v", rptest.Describe(err))
 	}
 	if cred.AttestationType != "basic_full" {
 		t.Fatalf("attestation type %q", cred.AttestationType)
@@ -271,13 +266,13 @@ func TestU2FRegistrationVerifiedByRP(t *testing.T) {
 		t.Fatalf("U2F_VERSION: %q %v", v, sw)
 	}
 
-	wa := newRP(t)
-	u := &rpUser{id: []byte("u2f-user"), name: "alice"}
-	creation, session, err := wa.BeginRegistration(u)
+	rp := rptest.New(t, rpID, rpOrigin)
+	u := &rptest.User{ID: []byte("u2f-user"), Name: "alice"}
+	creation, session, err := rp.BeginRegistration(u)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cdj := clientData("webauthn.create", creation.Response.Challenge)
+	cdj := rp.ClientData("webauthn.create", creation.Response.Challenge)
 	app := sha256.Sum256([]byte(rpID))
 	data, sw := msg(ctap1.InsRegister, 0, append(sha(cdj), app[:]...))
 	if sw != ctap1.SWNoError {
@@ -305,10 +300,10 @@ func TestU2FRegistrationVerifiedByRP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	att := &mcResult{fmt: "fido-u2f", authData: ad.Marshal(), rawStmt: stmt, credID: reg.KeyHandle}
-	cred, err := wa.CreateCredential(u, *session, creationResponse(t, att, cdj))
+	att := &rptest.Attestation{Fmt: "fido-u2f", AuthData: ad.Marshal(), AttStmt: stmt}
+	cred, err := rp.CreateCredential(u, *session, rptest.CreationResponse(t, att, cdj))
 	if err != nil {
-		t.Fatalf("CreateCredential (fido-u2f): %v", describe(err))
+		t.Fatalf("CreateCredential (fido-u2f): %v", rptest.Describe(err))
 	}
 	if cred.AttestationFormat != "fido-u2f" || cred.AttestationType != "basic_full" {
 		t.Fatalf("RP saw %q / %q", cred.AttestationFormat, cred.AttestationType)
@@ -319,7 +314,7 @@ func TestU2FRegistrationVerifiedByRP(t *testing.T) {
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		t.Fatalf("U2F attestation certificate does not chain to the CA: %v", err)
 	}
-	u.creds = append(u.creds, *cred)
+	u.Creds = append(u.Creds, *cred)
 
 	// Check-only, then a U2F authentication verified by hand.
 	challenge := bytes.Repeat([]byte{0x5A}, 32)
@@ -341,26 +336,23 @@ func TestU2FRegistrationVerifiedByRP(t *testing.T) {
 		t.Fatal("U2F authentication signature does not verify")
 	}
 	// The RP logs in with CTAP2 (rpId hashes to the appId): counters keep growing.
-	u.creds[0].Authenticator.SignCount = a.Counter
-	login(t, wa, d, u)
-	login(t, wa, d, u)
+	u.Creds[0].Authenticator.SignCount = a.Counter
+	rp.Login(t, d, u)
+	rp.Login(t, d, u)
 }
 
-// mcResult is a makeCredential answer kept as the authenticator encoded it.
+// mcResult is a makeCredential answer kept as the authenticator encoded
+// it, with its attestation statement decoded.
 type mcResult struct {
-	fmt      string
-	authData []byte
-	rawStmt  cbor.RawMessage
-	stmt     map[string]any
-	epAtt    *bool
-	credID   []byte
+	*rptest.Attestation
+	stmt map[string]any
 }
 
-func mcMap(cdj []byte, u *rpUser, extra map[int]any) map[int]any {
+func mcMap(cdj []byte, u *rptest.User, extra map[int]any) map[int]any {
 	p := map[int]any{
 		1: sha(cdj),
 		2: map[string]any{"id": rpID, "name": "Example"},
-		3: map[string]any{"id": u.id, "name": u.name, "displayName": "Display " + u.name},
+		3: map[string]any{"id": u.ID, "name": u.Name, "displayName": "Display " + u.Name},
 		4: []map[string]any{{"type": "public-key", "alg": -7}},
 	}
 	for k, v := range extra {
@@ -369,59 +361,18 @@ func mcMap(cdj []byte, u *rpUser, extra map[int]any) map[int]any {
 	return p
 }
 
-func makeCredential(t testing.TB, d *device, cdj []byte, u *rpUser, extra map[int]any) *mcResult {
+func makeCredential(t testing.TB, d *device, cdj []byte, u *rptest.User, extra map[int]any) *mcResult {
 	t.Helper()
-	st, out := d.call(t, ctap2.CmdMakeCredential, mcMap(cdj, u, extra))
+	st, out := rptest.Call(t, d, ctap2.CmdMakeCredential, mcMap(cdj, u, extra))
 	if st != ctap2.StatusOK {
 		t.Fatalf("makeCredential: %v", st)
 	}
-	var raw struct {
-		Fmt      string          `cbor:"1,keyasint"`
-		AuthData []byte          `cbor:"2,keyasint"`
-		AttStmt  cbor.RawMessage `cbor:"3,keyasint"`
-		EPAtt    *bool           `cbor:"4,keyasint"`
-	}
-	if err := cbor.Unmarshal(out, &raw); err != nil {
+	r := &mcResult{Attestation: rptest.DecodeAttestation(t, out)}
+	if err := cbor.Unmarshal(r.AttStmt, &r.stmt); err != nil {
 		t.Fatal(err)
 	}
-	r := &mcResult{fmt: raw.Fmt, authData: raw.AuthData, rawStmt: raw.AttStmt, epAtt: raw.EPAtt}
-	if err := cbor.Unmarshal(raw.AttStmt, &r.stmt); err != nil {
+	if _, err := ctap2.ParseAuthData(r.AuthData); err != nil {
 		t.Fatal(err)
 	}
-	ad, err := ctap2.ParseAuthData(raw.AuthData)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.credID = ad.CredentialID
 	return r
 }
-
-// creationResponse is the client's registration JSON, parsed by the RP.
-func creationResponse(t testing.TB, r *mcResult, cdj []byte) *protocol.ParsedCredentialCreationData {
-	t.Helper()
-	attObj, err := encMode.Marshal(map[string]any{"fmt": r.fmt, "authData": r.authData, "attStmt": r.rawStmt})
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := json.Marshal(protocol.CredentialCreationResponse{
-		PublicKeyCredential: protocol.PublicKeyCredential{
-			Credential: protocol.Credential{ID: base64.RawURLEncoding.EncodeToString(r.credID), Type: "public-key"},
-			RawID:      r.credID,
-		},
-		AttestationResponse: protocol.AuthenticatorAttestationResponse{
-			AuthenticatorResponse: protocol.AuthenticatorResponse{ClientDataJSON: cdj},
-			AttestationObject:     attObj,
-			Transports:            []string{"usb"},
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	parsed, err := protocol.ParseCredentialCreationResponseBody(bytes.NewReader(body))
-	if err != nil {
-		t.Fatalf("parse registration: %v", describe(err))
-	}
-	return parsed
-}
-
-
