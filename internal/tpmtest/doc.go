@@ -4,9 +4,10 @@
 //
 // The tests start `swtpm socket --tpm2` on free 127.0.0.1 ports with a
 // temporary state directory (stopped by pid at cleanup), build ./cmd/virtkey
-// once, run it as a UDP authenticator on 127.0.0.1 and drive it with the Go
-// CTAP client (ctap2/client over hid/udp); assertions are verified by
-// github.com/go-webauthn/webauthn as the relying party.
+// once and run it as a UDP authenticator on 127.0.0.1 (internal/vktest), and
+// drive it with the Go CTAP client (ctap2/client over hid/udp); assertions
+// are verified by github.com/go-webauthn/webauthn as the relying party
+// (internal/rptest).
 //
 // They need /usr/bin/swtpm (Debian: swtpm, swtpm-tools; install with
 // scripts/install-test-deps.sh). Without it they skip, except when CI=true,

@@ -23,6 +23,8 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 
 	"github.com/virtkey/virtkey/ctap2"
+	"github.com/virtkey/virtkey/internal/rptest"
+	"github.com/virtkey/virtkey/internal/vktest"
 	"github.com/virtkey/virtkey/tpmkeys"
 )
 
@@ -32,17 +34,17 @@ import (
 // TPM; and never present in the state directory.
 func TestTPMKeystore(t *testing.T) {
 	needSwtpm(t)
-	needBinary(t)
+	vktest.Binary(t)
 	tmp := t.TempDir()
 	tpmA := startSwtpm(t, filepath.Join(tmp, "swtpm-a"))
 	state := filepath.Join(tmp, "state")
-	wa := newRP(t)
-	alice := &rpUser{id: []byte("alice-user-handle"), name: "alice"}
+	rp := rptest.New(t, rpID, rpOrigin)
+	alice := &rptest.User{ID: []byte("alice-user-handle"), Name: "alice"}
 
 	var credID []byte
 	t.Run("register", func(t *testing.T) {
 		k := startKey(t, state, tpmA.Addr())
-		d := k.device(t)
+		d := device(t, k)
 		info, err := d.GetInfo(context.Background())
 		if err != nil {
 			t.Fatal(err)
@@ -53,13 +55,13 @@ func TestTPMKeystore(t *testing.T) {
 		if info.MaxCredentialIDLength != 380 {
 			t.Errorf("maxCredentialIdLength %d, want 380", info.MaxCredentialIDLength)
 		}
-		cred := register(t, wa, d, alice, -7, true)
+		cred := rp.Register(t, d, alice, rptest.RegisterOptions{Alg: -7, Resident: true})
 		credID = cred.ID
-		if got := discoverableLogin(t, wa, d, alice); !bytes.Equal(got, credID) {
+		if got := rp.DiscoverableLogin(t, d, alice); !bytes.Equal(got[0].Credential.ID, credID) {
 			t.Fatal("assertion with another credential")
 		}
 		// EdDSA is refused (UNSUPPORTED_ALGORITHM), not silently made in software.
-		st, _ := call(t, d, ctap2.CmdMakeCredential, map[int]any{
+		st, _ := rptest.Call(t, d, ctap2.CmdMakeCredential, map[int]any{
 			1: sha([]byte("x")), 2: map[string]any{"id": rpID}, 3: map[string]any{"id": []byte("u")},
 			4: []map[string]any{{"type": "public-key", "alg": -8}},
 		})
@@ -74,33 +76,33 @@ func TestTPMKeystore(t *testing.T) {
 
 	t.Run("restart virtkey", func(t *testing.T) {
 		k := startKey(t, state, tpmA.Addr())
-		discoverableLogin(t, wa, k.device(t), alice)
+		rp.DiscoverableLogin(t, device(t, k), alice)
 		k.Stop(t)
 	})
 
 	t.Run("restart swtpm under a running virtkey", func(t *testing.T) {
 		k := startKey(t, state, tpmA.Addr())
-		d := k.device(t)
-		discoverableLogin(t, wa, d, alice)
+		d := device(t, k)
+		rp.DiscoverableLogin(t, d, alice)
 		tpmA.restart(t)
-		discoverableLogin(t, wa, d, alice) // reconnects, re-creates the SRK, checks its Name
+		rp.DiscoverableLogin(t, d, alice) // reconnects, re-creates the SRK, checks its Name
 		k.Stop(t)
-		if !strings.Contains(k.log.String(), "retrying once") {
-			t.Errorf("virtkey did not log the reconnect:\n%s", k.log.String())
+		if !strings.Contains(k.Output(), "retrying once") {
+			t.Errorf("virtkey did not log the reconnect:\n%s", k.Output())
 		}
 	})
 
 	t.Run("restart swtpm then virtkey", func(t *testing.T) {
 		tpmA.restart(t)
 		k := startKey(t, state, tpmA.Addr())
-		discoverableLogin(t, wa, k.device(t), alice)
+		rp.DiscoverableLogin(t, device(t, k), alice)
 		k.Stop(t)
 	})
 
 	tpmB := startSwtpm(t, filepath.Join(tmp, "swtpm-b"))
 	t.Run("another TPM is refused", func(t *testing.T) {
-		addr, _ := freeUDPAddr()
-		out := runFails(t, runArgs(addr, state, tpmB.Addr())...)
+		addr := vktest.FreeUDPAddr(t)
+		out := runFails(t, vktest.RunArgs(addr, state, tpmArgs(tpmB.Addr())...)...)
 		if !strings.Contains(out, "the TPM has been cleared or replaced; credentials made on the old TPM cannot be used") {
 			t.Errorf("output does not say the TPM was replaced:\n%s", out)
 		}
@@ -112,10 +114,10 @@ func TestTPMKeystore(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		addr, _ := freeUDPAddr()
+		addr := vktest.FreeUDPAddr(t)
 		for _, tpm := range []string{"tcp://127.0.0.1:" + strconv.Itoa(port), filepath.Join(tmp, "no-such-tpm")} {
 			fresh := filepath.Join(tmp, "state-unavailable")
-			out := runFails(t, runArgs(addr, fresh, tpm)...)
+			out := runFails(t, vktest.RunArgs(addr, fresh, tpmArgs(tpm)...)...)
 			if !strings.Contains(out, "TPM unavailable") || !strings.Contains(out, "no fallback to software") {
 				t.Errorf("--tpm %s: output does not say the TPM is unavailable:\n%s", tpm, out)
 			}
@@ -148,12 +150,12 @@ func TestTPMKeystore(t *testing.T) {
 // makes EdDSA credentials, wrapped under the TPM-sealed master key.
 func TestTPMEdDSAWrapped(t *testing.T) {
 	needSwtpm(t)
-	needBinary(t)
+	vktest.Binary(t)
 	tmp := t.TempDir()
 	tpm := startSwtpm(t, filepath.Join(tmp, "swtpm"))
 	state := filepath.Join(tmp, "state")
 	k := startKey(t, state, tpm.Addr(), "--keystore", "tpm+eddsa")
-	d := k.device(t)
+	d := device(t, k)
 	info, err := d.GetInfo(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -165,13 +167,12 @@ func TestTPMEdDSAWrapped(t *testing.T) {
 	if len(algs) != 2 || algs[0] != -7 || algs[1] != -8 {
 		t.Errorf("getInfo algorithms %v, want [-7 -8]", algs)
 	}
-	wa := newRP(t)
-	bob := &rpUser{id: []byte("bob"), name: "bob"}
-	register(t, wa, d, bob, -8, true)
-	discoverableLogin(t, wa, d, bob)
-	k.Stop(t)
-	k = startKey(t, state, tpm.Addr(), "--keystore", "tpm+eddsa")
-	discoverableLogin(t, wa, k.device(t), bob)
+	rp := rptest.New(t, rpID, rpOrigin)
+	bob := &rptest.User{ID: []byte("bob"), Name: "bob"}
+	rp.Register(t, d, bob, rptest.RegisterOptions{Alg: -8, Resident: true})
+	rp.DiscoverableLogin(t, d, bob)
+	k = k.Restart(t)
+	rp.DiscoverableLogin(t, device(t, k), bob)
 }
 
 func bigInt(b []byte) *big.Int { return new(big.Int).SetBytes(b) }
@@ -180,7 +181,7 @@ func doctorOutput(t *testing.T, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, _ := exec.CommandContext(ctx, virtkeyBin, append([]string{"doctor"}, args...)...).CombinedOutput()
+	out, _ := exec.CommandContext(ctx, vktest.Binary(t), append([]string{"doctor"}, args...)...).CombinedOutput()
 	return string(out)
 }
 
