@@ -13,18 +13,19 @@ import (
 	"github.com/virtkey/virtkey/ctap2"
 )
 
-// Permission is a pinUvAuthToken permission bit (CTAP 2.1 §6.5.5.7).
-type Permission uint
+// Permission is a pinUvAuthToken permission bit (CTAP 2.1 §6.5.5.7): the
+// authenticator's own type, so that a client and ctap2 agree on the bits.
+type Permission = ctap2.Permission
 
-// Permissions. The spec's short names are in the comments.
+// Permissions, re-exported from ctap2 for callers of this package.
 const (
-	PermMakeCredential     Permission = 0x01 // mc
-	PermGetAssertion       Permission = 0x02 // ga
-	PermCredentialMgmt     Permission = 0x04 // cm
-	PermBioEnrollment      Permission = 0x08 // be
-	PermLargeBlobWrite     Permission = 0x10 // lbw
-	PermAuthenticatorCfg   Permission = 0x20 // acfg
-	PermPersistentCredMgmt Permission = 0x40 // pcmr (CTAP 2.2: read-only credential management)
+	PermMakeCredential     = ctap2.PermMakeCredential
+	PermGetAssertion       = ctap2.PermGetAssertion
+	PermCredentialMgmt     = ctap2.PermCredentialMgmt
+	PermBioEnrollment      = ctap2.PermBioEnrollment
+	PermLargeBlobWrite     = ctap2.PermLargeBlobWrite
+	PermAuthenticatorCfg   = ctap2.PermAuthenticatorCfg
+	PermPersistentCredMgmt = ctap2.PermPersistentCredMgmt
 )
 
 // ClientPIN subcommands (CTAP 2.1 §6.5.5).
