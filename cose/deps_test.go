@@ -1,26 +1,13 @@
 package cose
 
 import (
-	"os/exec"
-	"strings"
 	"testing"
+
+	"github.com/virtkey/virtkey/internal/deptest"
 )
 
 // TestDeps keeps the package's imports to those ARCHITECTURE.md allows.
 func TestDeps(t *testing.T) {
 	t.Parallel()
-	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".").Output()
-	if err != nil {
-		t.Fatalf("go list: %v", err)
-	}
-	allowed := []string{"github.com/virtkey/virtkey/cose", "github.com/fxamacker/cbor/", "github.com/x448/float16"}
-	for _, dep := range strings.Fields(string(out)) {
-		ok := false
-		for _, a := range allowed {
-			ok = ok || dep == a || strings.HasPrefix(dep, strings.TrimSuffix(a, "/")+"/")
-		}
-		if !ok {
-			t.Errorf("forbidden dependency %s", dep)
-		}
-	}
+	deptest.Check(t, ".", []string{"github.com/virtkey/virtkey/cose", "github.com/fxamacker/cbor/", "github.com/x448/float16"})
 }
