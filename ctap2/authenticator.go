@@ -105,6 +105,8 @@ type Authenticator struct {
 	enum    *credMgmtEnumState  // credential-management enumeration state
 	// largeBlobWrite is a serialized large-blob array being written in fragments.
 	largeBlobWrite *largeBlobWriteState
+	// records caches parsed resident records by credential ID.
+	records map[string]*cachedRecord
 	// Volatile PIN state, dropped at power-up.
 	keyAgreement KeyAgreement
 	token        tokenState

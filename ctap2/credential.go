@@ -147,21 +147,53 @@ func (a *Authenticator) lookupCredential(ctx context.Context, id, rpIDHash []byt
 	}
 	f := &foundCredential{id: id, signer: signer, meta: meta}
 	if meta.Resident {
-		raw, ok, err := a.cfg.Store.Credential(id)
+		rec, err := a.residentRecordCached(id)
 		if err != nil {
 			return nil, false, err
 		}
-		if !ok {
+		if rec == nil || !bytes.Equal(rec.rpIDHash, rpIDHash) {
 			return nil, false, nil
 		}
-		rec, err := parseCredentialRecord(raw)
-		if err != nil || !bytes.Equal(rec.rpIDHash(), rpIDHash) {
-			return nil, false, nil
-		}
-		f.record = rec
+		f.record = rec.credentialRecord
 	}
 	return f, true, nil
 }
+
+// maxCachedRecords bounds the resident-record cache.
+const maxCachedRecords = 256
+
+// cachedRecord is a parsed resident record with its rpIdHash.
+type cachedRecord struct {
+	*credentialRecord
+	rpIDHash []byte
+}
+
+// residentRecordCached reads and parses resident record id, caching the
+// result (this process is the store's only writer; every write through
+// the authenticator calls forgetRecords). nil means there is none.
+func (a *Authenticator) residentRecordCached(id []byte) (*cachedRecord, error) {
+	if c, ok := a.records[string(id)]; ok {
+		return c, nil
+	}
+	raw, ok, err := a.cfg.Store.Credential(id)
+	if err != nil || !ok {
+		return nil, err
+	}
+	rec, err := parseCredentialRecord(raw)
+	if err != nil {
+		return nil, nil
+	}
+	c := &cachedRecord{credentialRecord: rec, rpIDHash: rec.rpIDHash()}
+	if a.records == nil || len(a.records) >= maxCachedRecords {
+		a.records = map[string]*cachedRecord{}
+	}
+	a.records[string(id)] = c
+	return c, nil
+}
+
+// forgetRecords empties the resident-record cache; call it on every write
+// to the credential store.
+func (a *Authenticator) forgetRecords() { a.records = nil }
 
 // openResident opens a resident credential already read from the store.
 func (a *Authenticator) openResident(ctx context.Context, rec *credentialRecord, rpIDHash []byte) (*foundCredential, bool) {

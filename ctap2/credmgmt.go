@@ -340,6 +340,7 @@ func (a *Authenticator) deleteCredential(id []byte, tokenRPID string) error {
 	if tokenRPID != "" && tokenRPID != rec.RPID {
 		return ErrPINAuthInvalid
 	}
+	a.forgetRecords()
 	if err := a.cfg.Store.DeleteCredential(id); err != nil {
 		return err
 	}
@@ -370,6 +371,7 @@ func (a *Authenticator) updateUserInformation(id []byte, user *UserEntity, token
 	if err != nil {
 		return err
 	}
+	a.forgetRecords()
 	if err := a.cfg.Store.PutCredential(rec.ID, rec.rpIDHash(), raw); err != nil {
 		return err
 	}

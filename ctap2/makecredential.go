@@ -243,6 +243,7 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 		if err != nil {
 			return nil, err
 		}
+		a.forgetRecords()
 		if err := a.cfg.Store.PutCredential(id, rpIDHash[:], raw, replaced...); err != nil {
 			return nil, err
 		}

@@ -30,6 +30,7 @@ func (a *Authenticator) reset(ctx context.Context, r request) (any, error) {
 			return nil, fmt.Errorf("reset keys: %w", err)
 		}
 	}
+	a.forgetRecords()
 	if err := a.cfg.Store.Wipe(); err != nil {
 		return nil, fmt.Errorf("wipe store: %w", err)
 	}
