@@ -139,7 +139,11 @@ func runKey(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer closePresence()
 	switch f.transport {
-	case "udp", "uhid":
+	case "udp":
+	case "uhid":
+		if err := uhidUsable(); err != nil {
+			return err
+		}
 	default:
 		return fmt.Errorf("--transport %q: want udp or uhid", f.transport)
 	}

@@ -27,6 +27,17 @@ const replugSignal = syscall.SIGUSR1
 // ends (SIGINT, SIGTERM), then destroys the device. If the process dies
 // any other way the kernel destroys the device when its file closes.
 // SIGUSR1 re-creates the device, which is a power cycle.
+// uhidUsable fails with the same advice as serveUHID when /dev/uhid cannot be
+// opened, so that run says so before it creates any state. Opening the
+// node alone creates no device.
+func uhidUsable() error {
+	fd, err := os.OpenFile(uhid.DefaultPath, os.O_RDWR, 0)
+	if err != nil {
+		return uhidOpenError(uhid.DefaultPath, err)
+	}
+	return fd.Close()
+}
+
 func serveUHID(ctx context.Context, f *runFlags, auth *ctap2.Authenticator, log *slog.Logger) error {
 	if f.vid == 0 || f.vid > 0xFFFF || f.pid == 0 || f.pid > 0xFFFF {
 		return fmt.Errorf("--vid %#x --pid %#x: want USB ids from 0x0001 to 0xffff", f.vid, f.pid)
