@@ -13,9 +13,6 @@ package ctap2_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"testing"
 
@@ -43,16 +40,13 @@ var encMode = func() cbor.EncMode {
 
 func sha(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
 
-// benchMessage stands in for authenticatorData ‖ clientDataHash (37 + 32 bytes).
-var benchMessage = make([]byte, 69)
-
 // BenchmarkRawSignES256 is the yardstick: one P-256 ECDSA signature over a
 // SHA-256 digest computed beforehand.
-func BenchmarkRawSignES256(b *testing.B) { loop(b, rawSignOp(b)) }
+func BenchmarkRawSignES256(b *testing.B) { bench.Loop(b, bench.RawSignOp(b)) }
 
 // BenchmarkRawKeygenSignES256 is the yardstick for makeCredential: a P-256
 // key generation and one signature.
-func BenchmarkRawKeygenSignES256(b *testing.B) { loop(b, rawKeygenSignOp(b)) }
+func BenchmarkRawKeygenSignES256(b *testing.B) { bench.Loop(b, bench.RawKeygenSignOp(b)) }
 
 // benchKey is an in-process key on a fresh state directory: the software
 // key store and the bbolt store, as `virtkey run` uses them.
@@ -131,62 +125,28 @@ func makeCredentialOp(b *testing.B, rk bool) func() {
 	}
 }
 
-// rawSignOp and rawKeygenSignOp are the yardsticks as functions.
-func rawSignOp(b *testing.B) func() {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	digest := sha256.Sum256(benchMessage)
-	return func() {
-		if _, err := ecdsa.SignASN1(rand.Reader, priv, digest[:]); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-func rawKeygenSignOp(b *testing.B) func() {
-	digest := sha256.Sum256(benchMessage)
-	return func() {
-		priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := ecdsa.SignASN1(rand.Reader, priv, digest[:]); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-func loop(b *testing.B, op func()) {
-	b.ReportAllocs()
-	for b.Loop() {
-		op()
-	}
-}
-
 // BenchmarkGetAssertionES256 is an in-process authenticatorGetAssertion
 // (CBOR request in, CBOR response out) with an allowList of one resident
 // ES256 credential: key unwrap, store lookup, durable counter, signature.
-func BenchmarkGetAssertionES256(b *testing.B) { loop(b, getAssertionOp(b)) }
+func BenchmarkGetAssertionES256(b *testing.B) { bench.Loop(b, getAssertionOp(b)) }
 
 // BenchmarkMakeCredentialES256 is an in-process authenticatorMakeCredential
 // of a resident ES256 credential with packed self attestation, stored in
 // the bbolt store (the state directory is under $TMPDIR: its fsyncs count).
-func BenchmarkMakeCredentialES256(b *testing.B) { loop(b, makeCredentialOp(b, true)) }
+func BenchmarkMakeCredentialES256(b *testing.B) { bench.Loop(b, makeCredentialOp(b, true)) }
 
 // BenchmarkMakeCredentialES256NonResident is the same without rk: no
 // credential record, for comparison.
-func BenchmarkMakeCredentialES256NonResident(b *testing.B) { loop(b, makeCredentialOp(b, false)) }
+func BenchmarkMakeCredentialES256NonResident(b *testing.B) { bench.Loop(b, makeCredentialOp(b, false)) }
 
 // BenchmarkPairedGetAssertionES256 times getAssertion against a raw
 // signature call by call (bench.Paired); x-base is the target ratio (≤ 1.25).
 func BenchmarkPairedGetAssertionES256(b *testing.B) {
-	bench.Paired(b, rawSignOp(b), getAssertionOp(b))
+	bench.Paired(b, bench.RawSignOp(b), getAssertionOp(b))
 }
 
 // BenchmarkPairedMakeCredentialES256 times a resident makeCredential
 // against key generation + signature; x-base is the target ratio (≤ 3).
 func BenchmarkPairedMakeCredentialES256(b *testing.B) {
-	bench.Paired(b, rawKeygenSignOp(b), makeCredentialOp(b, true))
+	bench.Paired(b, bench.RawKeygenSignOp(b), makeCredentialOp(b, true))
 }

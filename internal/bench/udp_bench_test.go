@@ -2,9 +2,6 @@ package bench_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"testing"
@@ -19,30 +16,10 @@ import (
 	"github.com/virtkey/virtkey/internal/bench"
 )
 
-func rawSignOp(b *testing.B) func() {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	digest := sha256.Sum256(make([]byte, 69)) // authenticatorData ‖ clientDataHash
-	return func() {
-		if _, err := ecdsa.SignASN1(rand.Reader, priv, digest[:]); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-func loop(b *testing.B, op func()) {
-	b.ReportAllocs()
-	for b.Loop() {
-		op()
-	}
-}
-
 // BenchmarkRawSignES256 is the yardstick for BenchmarkGetAssertionUDP, in
 // the same binary so that both come from one run: one P-256 ECDSA
 // signature over a SHA-256 digest computed beforehand.
-func BenchmarkRawSignES256(b *testing.B) { loop(b, rawSignOp(b)) }
+func BenchmarkRawSignES256(b *testing.B) { bench.Loop(b, bench.RawSignOp(b)) }
 
 var encMode = func() cbor.EncMode {
 	em, err := cbor.CTAP2EncOptions().EncMode()
@@ -170,19 +147,19 @@ func pipeGetAssertion(b *testing.B) func() {
 // transport on loopback: the request (allowList of one resident ES256
 // credential) goes out in two 64-byte datagrams and the answer comes back
 // in five.
-func BenchmarkGetAssertionUDP(b *testing.B) { loop(b, udpGetAssertion(b)) }
+func BenchmarkGetAssertionUDP(b *testing.B) { bench.Loop(b, udpGetAssertion(b)) }
 
 // BenchmarkGetAssertionHIDPipe is the same round trip on the in-memory
 // pipe: the cost of the CTAPHID layer without sockets.
-func BenchmarkGetAssertionHIDPipe(b *testing.B) { loop(b, pipeGetAssertion(b)) }
+func BenchmarkGetAssertionHIDPipe(b *testing.B) { bench.Loop(b, pipeGetAssertion(b)) }
 
 // BenchmarkPairedGetAssertionUDP times the UDP round trip against a raw
 // signature call by call (bench.Paired); x-base is the target ratio (≤ 1.6).
 func BenchmarkPairedGetAssertionUDP(b *testing.B) {
-	bench.Paired(b, rawSignOp(b), udpGetAssertion(b))
+	bench.Paired(b, bench.RawSignOp(b), udpGetAssertion(b))
 }
 
 // BenchmarkPairedGetAssertionHIDPipe is the same for the in-memory pipe.
 func BenchmarkPairedGetAssertionHIDPipe(b *testing.B) {
-	bench.Paired(b, rawSignOp(b), pipeGetAssertion(b))
+	bench.Paired(b, bench.RawSignOp(b), pipeGetAssertion(b))
 }
