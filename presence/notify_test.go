@@ -16,6 +16,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/virtkey/virtkey/ctap2"
+	"github.com/virtkey/virtkey/internal/vktest"
 )
 
 // These tests start a private bus with dbus-daemon (Debian package
@@ -45,10 +46,7 @@ func startBus(t *testing.T) string {
 	t.Helper()
 	daemon, err := exec.LookPath("dbus-daemon")
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("dbus-daemon is missing (Debian package dbus-daemon; scripts/install-test-deps.sh installs it)")
-		}
-		t.Skip("dbus-daemon not installed (Debian package dbus-daemon); skipping the notify tests")
+		vktest.MissingTool(t, "dbus-daemon not installed (Debian package dbus-daemon); the notify tests need it")
 	}
 	// A short directory: unix socket paths are limited to 108 bytes.
 	dir, err := os.MkdirTemp("", "vkbus")

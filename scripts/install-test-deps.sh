@@ -35,6 +35,10 @@ DEBIAN_PACKAGES=(
 	libssl-dev
 	swtpm
 	swtpm-tools
+	# internal/vmtest: pkill (procps) in the tools boot; cpio reads the
+	# initramfs back in TestWriteNewc.
+	procps
+	cpio
 	# internal/fido2tools: unmodified fido2-token/-cred/-assert and
 	# ssh-keygen (fido2-tools, openssh-client above) through the LD_PRELOAD
 	# UDP shim (testdata/libfido2-shim), compiled by gcc (above) against

@@ -435,6 +435,11 @@ func (d *DB) PutSetting(name string, value []byte) error {
 	if name == "" {
 		return errors.New("store: empty setting name")
 	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return ErrClosed
+	}
 	err := d.bolt.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketSettings)
 		if value == nil {

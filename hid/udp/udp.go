@@ -310,8 +310,13 @@ func (r *reader) read(ctx context.Context, buf []byte) (int, netip.AddrPort, err
 		case ctx.Err() != nil:
 			return 0, from, ctx.Err()
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			// A deadline set by the watch of an earlier context.
+			// A deadline set by the watch of an earlier context. Clearing
+			// it could also clear the wake-up of ctx if ctx was cancelled
+			// meanwhile, so look at ctx again before reading on.
 			r.pc.SetReadDeadline(time.Time{})
+			if err := ctx.Err(); err != nil {
+				return 0, from, err
+			}
 		default:
 			return 0, from, fmt.Errorf("udp: %w", err)
 		}

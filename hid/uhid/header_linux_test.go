@@ -5,12 +5,15 @@ package uhid
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/virtkey/virtkey/internal/vktest"
 )
 
 // TestLayoutMatchesHeader compiles a C program against the installed
@@ -27,11 +30,7 @@ func TestLayoutMatchesHeader(t *testing.T) {
 	ccPath, ccErr := exec.LookPath(cc)
 	_, hdrErr := os.Stat(header)
 	if ccErr != nil || hdrErr != nil {
-		msg := "needs a C compiler (gcc) and " + header + " (Debian linux-libc-dev)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg, ccErr, hdrErr)
-		}
-		t.Skip(msg)
+		vktest.MissingTool(t, fmt.Sprintf("needs a C compiler (gcc) and %s (Debian linux-libc-dev): %v, %v", header, ccErr, hdrErr))
 	}
 	const prog = `#include <stdio.h>
 #include <stddef.h>

@@ -119,8 +119,13 @@ func (d *Device) ReadReport(ctx context.Context) ([]byte, error) {
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			// A deadline left over from an earlier, cancelled call.
+			// A deadline left over from an earlier, cancelled call. Clearing
+			// it could also clear this ctx's wake-up if ctx was cancelled
+			// meanwhile, so look at ctx again before reading on.
 			d.f.SetReadDeadline(time.Time{})
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
 			continue
 		case errors.Is(err, io.EOF):
 			return nil, errors.New("uhid: device file returned end of file")

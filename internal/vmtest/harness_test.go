@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/virtkey/virtkey/internal/vktest"
 )
 
 const sampleConsole = `[    0.000000] Linux version 6.1.0
@@ -108,10 +110,7 @@ func TestGroupScripts(t *testing.T) {
 }
 
 func TestWriteNewc(t *testing.T) {
-	cpio, err := exec.LookPath("cpio")
-	if err != nil {
-		t.Skip("cpio is not installed to read the archive back")
-	}
+	cpio := vktest.RequireTool(t, "cpio", "cpio") // reads the archive back
 	files := []initramfsFile{
 		{name: "bin", mode: 0o040755},
 		{name: "bin/busybox", mode: 0o100755, data: []byte("#!fake busybox\n")},
@@ -221,7 +220,7 @@ func TestBootArgsTPM(t *testing.T) {
 func TestSwtpmStartStop(t *testing.T) {
 	bin, err := FindSwtpm()
 	if err != nil {
-		t.Skip(err)
+		vktest.MissingTool(t, err.Error())
 	}
 	dir := t.TempDir()
 	sw, err := StartSwtpm(bin, dir, filepath.Join(dir, "swtpm.log"))

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/virtkey/virtkey/internal/vktest"
 )
 
 // group is one boot: a scenario script and the machine it needs.
@@ -47,11 +49,7 @@ var groups = []group{
 // skipOrFail skips (a laptop without qemu) or, under CI=true, fails.
 func skipOrFail(t *testing.T, format string, a ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, a...)
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s (CI=true: a missing VM tool fails; scripts/install-test-deps.sh installs them)", msg)
-	}
-	t.Skipf("%s — skipping the VM harness (CI=true makes this fail; scripts/install-test-deps.sh installs what it needs)", msg)
+	vktest.MissingTool(t, fmt.Sprintf(format, a...)+" — the VM harness cannot run")
 }
 
 func checkPrep(t *testing.T, what string, err error) {
