@@ -228,7 +228,11 @@ func (a *Authenticator) changePIN(ctx context.Context, shared *SharedSecret, req
 		return err
 	}
 	if a.state.ForcePINChange {
-		if ok, _ := a.pinHashMatches(ctx, PINHash(pin)); ok {
+		same, err := a.pinHashMatches(ctx, PINHash(pin))
+		if err != nil {
+			return err
+		}
+		if same {
 			return ErrPINPolicyViolation // must differ from the PIN it replaces
 		}
 	}

@@ -2,12 +2,10 @@ package ctap2
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/sha512"
 	"fmt"
@@ -106,22 +104,12 @@ func (a *Authenticator) residentCredentials(rpIDHash []byte) ([]*credentialRecor
 		recs = append(recs, r)
 	}
 	slices.SortStableFunc(recs, func(x, y *credentialRecord) int {
-		if c := -cmpInt64(x.Created, y.Created); c != 0 {
+		if c := -cmp.Compare(x.Created, y.Created); c != 0 {
 			return c
 		}
 		return bytes.Compare(x.ID, y.ID)
 	})
 	return recs, nil
-}
-
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // foundCredential is a credential located for an operation.
@@ -225,18 +213,8 @@ func sign(s crypto.Signer, alg cose.Algorithm, msg []byte) ([]byte, error) {
 	return nil, fmt.Errorf("ctap2: cannot sign with algorithm %d", alg)
 }
 
-// algOf tells a signer's COSE algorithm from its public key.
+// algOf tells a signer's COSE algorithm from its public key (0 if none).
 func algOf(s crypto.Signer) cose.Algorithm {
-	switch pub := s.Public().(type) {
-	case *ecdsa.PublicKey:
-		if pub.Curve.Params().BitSize == 384 {
-			return cose.AlgES384
-		}
-		return cose.AlgES256
-	case ed25519.PublicKey:
-		return cose.AlgEdDSA
-	case *rsa.PublicKey:
-		return cose.AlgRS256
-	}
-	return 0
+	alg, _ := identityAlgorithm(s)
+	return alg
 }

@@ -179,7 +179,7 @@ func (a *Authenticator) getAssertion(ctx context.Context, r request) (any, error
 	if uv.usedToken {
 		a.clearTokenAfterUse()
 	}
-	if len(req.AllowList) == 0 && total >= 1 && a.cfg.SelectNewestAccount {
+	if len(req.AllowList) == 0 && a.cfg.SelectNewestAccount {
 		selected := true
 		resp.UserSelected = &selected
 	} else if total > 1 {

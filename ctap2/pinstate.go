@@ -112,13 +112,12 @@ type tokenState struct {
 	rpID     string // bound RP id, "" if unbound
 	issued   time.Time
 	inUse    bool
-	verified bool // obtained with user verification (PIN or built-in UV)
 }
 
 // issueToken makes a fresh token for protocol (revoking the previous one).
 // The token authenticates only requests made with that protocol.
 func (a *Authenticator) issueToken(protocol uint, perms Permission, rpID string) *PINUVAuthToken {
-	a.token = tokenState{token: NewPINUVAuthToken(), protocol: protocol, perms: perms, rpID: rpID, issued: a.cfg.Now(), inUse: true, verified: true}
+	a.token = tokenState{token: NewPINUVAuthToken(), protocol: protocol, perms: perms, rpID: rpID, issued: a.cfg.Now(), inUse: true}
 	return a.token.token
 }
 
@@ -181,7 +180,6 @@ var persistentTokenAAD = []byte("virtkey pcmr token v1")
 // makeCredential or getAssertion that used it (CTAP 2.1 §6.1.2 step 19).
 func (a *Authenticator) clearTokenAfterUse() {
 	a.token.perms &= PermLargeBlobWrite
-	a.token.verified = false
 }
 
 // protectedByUV reports whether some form of user verification is

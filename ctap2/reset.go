@@ -25,20 +25,23 @@ func (a *Authenticator) reset(ctx context.Context, r request) (any, error) {
 	if err := a.confirm(ctx, PresenceRequest{Op: "reset"}); err != nil {
 		return nil, err
 	}
+	// The store goes first: if new keys then fail, the store is already
+	// consistent (empty) and a second reset finishes the job; the other way
+	// round a failed wipe would leave a PIN hash no key can open.
+	a.forgetRecords()
+	if err := a.cfg.Store.Wipe(); err != nil {
+		return nil, fmt.Errorf("wipe store: %w", err)
+	}
+	a.state = defaultState()
+	a.next, a.enum, a.largeBlobWrite = nil, nil, nil
+	a.keyAgreement.Regenerate()
+	a.revokeTokens()
+	a.pinFails = 0
 	if kr, ok := a.cfg.KeyStore.(KeyResetter); ok {
 		if err := kr.ResetKeys(ctx); err != nil {
 			return nil, fmt.Errorf("reset keys: %w", err)
 		}
 	}
-	a.forgetRecords()
-	if err := a.cfg.Store.Wipe(); err != nil {
-		return nil, fmt.Errorf("wipe store: %w", err)
-	}
-	a.next, a.enum, a.largeBlobWrite = nil, nil, nil
-	a.state = defaultState()
-	a.keyAgreement.Regenerate()
-	a.revokeTokens()
-	a.pinFails = 0
 	a.log.Warn("authenticator reset: all credentials erased")
 	return nil, nil
 }
