@@ -32,6 +32,10 @@ var (
 	shimOnce sync.Once
 	shimPath string // udpshim.so, built by the first test that needs it
 	shimErr  error  // why shimPath is unusable; errMissing wraps a missing tool
+
+	driverOnce sync.Once
+	driverPath string // testdata/libfido2-driver's listdriver, built on first use
+	driverErr  error
 )
 
 // errMissing marks a build failure caused by a missing tool or header
@@ -74,6 +78,39 @@ func buildShim(dir string) (string, error) {
 		return "", fmt.Errorf("gcc %s: %v\n%s", src, err, b)
 	}
 	return out, nil
+}
+
+// buildDriver compiles testdata/libfido2-driver/listdriver.c against
+// libfido2-dev into dir, as the shim is built.
+func buildDriver(dir string) (string, error) {
+	gcc, err := exec.LookPath("gcc")
+	if err != nil {
+		return "", fmt.Errorf("%w: gcc not found (Debian package gcc)", errMissing)
+	}
+	if _, err := os.Stat(fidoHeader); err != nil {
+		return "", fmt.Errorf("%w: %s not found (Debian package libfido2-dev)", errMissing, fidoHeader)
+	}
+	out := filepath.Join(dir, "listdriver")
+	src := filepath.Join(repoRoot, "testdata", "libfido2-driver", "listdriver.c")
+	cmd := exec.Command(gcc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", out, src, "-lfido2")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("gcc %s: %v\n%s", src, err, b)
+	}
+	return out, nil
+}
+
+// needDriver is needSetup plus the list driver; it returns the driver's path.
+func needDriver(t *testing.T) string {
+	t.Helper()
+	needSetup(t)
+	driverOnce.Do(func() { driverPath, driverErr = buildDriver(shimDir) })
+	if driverErr != nil {
+		if errors.Is(driverErr, errMissing) {
+			vktest.MissingTool(t, "cannot build the libfido2 list driver: "+driverErr.Error())
+		}
+		t.Fatalf("building the libfido2 list driver failed: %v", driverErr)
+	}
+	return driverPath
 }
 
 // needSetup checks everything a test here needs: the virtkey binary, the
