@@ -81,6 +81,14 @@ func newSeqKey(t *testing.T, uv ctap2.UVMode) *seqKey {
 	return sk
 }
 
+// pinSeq starts a sequence on a key without built-in UV whose PIN is
+// seqPIN.
+func pinSeq(t *testing.T) (*seq, *seqKey) {
+	s, sk := newSeq(t), newSeqKey(t, ctap2.UVNone)
+	sk.setPIN(t, seqPIN)
+	return s, sk
+}
+
 // client is a new Fido2Client on the key (its constructor's getInfo is the
 // first line of the transcript).
 func (sk *seqKey) client(pin string) *pyClient {
@@ -218,8 +226,7 @@ func TestPythonFIDO2MakeCredential(t *testing.T) {
 
 	t.Run("PIN/uv=preferred", func(t *testing.T) {
 		t.Parallel()
-		s, sk := newSeq(t), newSeqKey(t, ctap2.UVNone)
-		sk.setPIN(t, seqPIN)
+		s, sk := pinSeq(t)
 		u := &rptest.User{ID: []byte("alice-id"), Name: "alice"}
 		session, challenge := sk.begin(t, u, false)
 		c := sk.client(seqPIN)
@@ -238,8 +245,7 @@ func TestPythonFIDO2MakeCredential(t *testing.T) {
 
 	t.Run("PIN/uv=discouraged/rk=required", func(t *testing.T) {
 		t.Parallel()
-		s, sk := newSeq(t), newSeqKey(t, ctap2.UVNone)
-		sk.setPIN(t, seqPIN)
+		s, sk := pinSeq(t)
 		u := &rptest.User{ID: []byte("bob-id"), Name: "bob"}
 		session, challenge := sk.begin(t, u, true)
 		reg, err := sk.client(seqPIN).makeCredential(createOptions(u, challenge, pyCreate{ResidentKey: "required", UserVerification: "discouraged"}))
@@ -258,8 +264,7 @@ func TestPythonFIDO2MakeCredential(t *testing.T) {
 
 	t.Run("PIN/uv=discouraged", func(t *testing.T) {
 		t.Parallel()
-		s, sk := newSeq(t), newSeqKey(t, ctap2.UVNone)
-		sk.setPIN(t, seqPIN)
+		s, sk := pinSeq(t)
 		u := &rptest.User{ID: []byte("carol-id"), Name: "carol"}
 		session, challenge := sk.begin(t, u, false)
 		reg, err := sk.client(seqPIN).makeCredential(createOptions(u, challenge, pyCreate{UserVerification: "discouraged"}))
@@ -273,8 +278,7 @@ func TestPythonFIDO2MakeCredential(t *testing.T) {
 
 	t.Run("PIN/excludeList/probe finds the credential", func(t *testing.T) {
 		t.Parallel()
-		s, sk := newSeq(t), newSeqKey(t, ctap2.UVNone)
-		sk.setPIN(t, seqPIN)
+		s, sk := pinSeq(t)
 		u := &rptest.User{ID: []byte("dave-id"), Name: "dave"}
 		old := sk.registerSetup(t, seqPIN, u, pyCreate{})
 		_, challenge := sk.begin(t, u, false)
@@ -297,8 +301,7 @@ func TestPythonFIDO2MakeCredential(t *testing.T) {
 
 	t.Run("PIN/excludeList/probe finds nothing", func(t *testing.T) {
 		t.Parallel()
-		s, sk := newSeq(t), newSeqKey(t, ctap2.UVNone)
-		sk.setPIN(t, seqPIN)
+		s, sk := pinSeq(t)
 		u := &rptest.User{ID: []byte("erin-id"), Name: "erin"}
 		session, challenge := sk.begin(t, u, false)
 		reg, err := sk.client(seqPIN).makeCredential(createOptions(u, challenge, pyCreate{Exclude: [][]byte{bytes.Repeat([]byte{9}, 64)}}))
@@ -312,8 +315,7 @@ func TestPythonFIDO2MakeCredential(t *testing.T) {
 
 	t.Run("PIN/excludeList/uv=discouraged", func(t *testing.T) {
 		t.Parallel()
-		s, sk := newSeq(t), newSeqKey(t, ctap2.UVNone)
-		sk.setPIN(t, seqPIN)
+		s, sk := pinSeq(t)
 		u := &rptest.User{ID: []byte("frank-id"), Name: "frank"}
 		old := sk.registerSetup(t, seqPIN, u, pyCreate{UserVerification: "discouraged"})
 		_, challenge := sk.begin(t, u, false)
@@ -340,8 +342,7 @@ func TestPythonFIDO2MakeCredential(t *testing.T) {
 
 	t.Run("PIN/uv=required/no PIN given", func(t *testing.T) {
 		t.Parallel()
-		s, sk := newSeq(t), newSeqKey(t, ctap2.UVNone)
-		sk.setPIN(t, seqPIN)
+		s, sk := pinSeq(t)
 		u := &rptest.User{ID: []byte("hank-id"), Name: "hank"}
 		_, challenge := sk.begin(t, u, false)
 		_, err := sk.client("").makeCredential(createOptions(u, challenge, pyCreate{UserVerification: "required"}))
@@ -499,8 +500,7 @@ func TestPythonFIDO2GetAssertion(t *testing.T) {
 
 	t.Run("PIN/allowList", func(t *testing.T) {
 		t.Parallel()
-		s, sk := newSeq(t), newSeqKey(t, ctap2.UVNone)
-		sk.setPIN(t, seqPIN)
+		s, sk := pinSeq(t)
 		u := &rptest.User{ID: []byte("jack-id"), Name: "jack"}
 		reg := sk.registerSetup(t, seqPIN, u, pyCreate{})
 		session, challenge := sk.beginLogin(t, u)
@@ -524,8 +524,7 @@ func TestPythonFIDO2GetAssertion(t *testing.T) {
 
 	t.Run("PIN/allowList/no match", func(t *testing.T) {
 		t.Parallel()
-		s, sk := newSeq(t), newSeqKey(t, ctap2.UVNone)
-		sk.setPIN(t, seqPIN)
+		s, sk := pinSeq(t)
 		_, err := sk.client(seqPIN).getAssertion(pyGet{RPID: rpID, Challenge: []byte("challenge-challenge"), Allow: [][]byte{bytes.Repeat([]byte{5}, 32)}})
 		s.check(err == ctap2.ErrNoCredentials, "get_assertion: %v, want NO_CREDENTIALS", err)
 		reqs := s.transcript(sk.r, lGetInfo, lGetInfo, lKA, lPINToken, lGetInfo, lProbeMiss, lGANone)
@@ -535,8 +534,7 @@ func TestPythonFIDO2GetAssertion(t *testing.T) {
 
 	t.Run("PIN/discoverable/uv=required", func(t *testing.T) {
 		t.Parallel()
-		s, sk := newSeq(t), newSeqKey(t, ctap2.UVNone)
-		sk.setPIN(t, seqPIN)
+		s, sk := pinSeq(t)
 		users := []*rptest.User{{ID: []byte("kim-id"), Name: "kim"}, {ID: []byte("lee-id"), Name: "lee"}}
 		for _, u := range users {
 			sk.registerSetup(t, seqPIN, u, pyCreate{ResidentKey: "required"})
@@ -576,8 +574,7 @@ func TestPythonFIDO2GetAssertion(t *testing.T) {
 
 	t.Run("PIN/uv=discouraged", func(t *testing.T) {
 		t.Parallel()
-		s, sk := newSeq(t), newSeqKey(t, ctap2.UVNone)
-		sk.setPIN(t, seqPIN)
+		s, sk := pinSeq(t)
 		u := &rptest.User{ID: []byte("max-id"), Name: "max"}
 		reg := sk.registerSetup(t, seqPIN, u, pyCreate{})
 		session, challenge := sk.beginLogin(t, u)

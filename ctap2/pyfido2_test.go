@@ -546,6 +546,56 @@ func (c *pyClient) mcProcessors(o *pyCreate, p ctap2.PINProtocol) ([]processor, 
 	return ps, nil
 }
 
+// prepare is what _do_make and _do_auth share: the token for perms and
+// the extensions' permissions (_get_auth_params), the list filtered with it
+// (_filter_creds; nil match: none), and the extension inputs
+// (prepare_inputs, given the match when withMatch, as get_assertion does).
+func (c *pyClient) prepare(p ctap2.PINProtocol, rpID, uv string, perms ctap2.Permission, procs []processor, list [][]byte, withMatch bool) (tok *ctap2.PINUVAuthToken, internalUV bool, match []byte, inputs map[string]any, err error) {
+	for _, pr := range procs {
+		perms |= pr.perms
+	}
+	if tok, internalUV, err = c.authParams(p, rpID, uv, perms); err != nil {
+		return nil, false, nil, nil, err
+	}
+	if len(list) > 0 {
+		if match, err = c.filterCreds(rpID, list, p, tok); err != nil {
+			return nil, false, nil, nil, err
+		}
+	}
+	inputs = map[string]any{}
+	var selected []byte
+	if withMatch {
+		selected = match
+	}
+	for _, pr := range procs {
+		if pr.inputs != nil {
+			for k, v := range pr.inputs(selected, tok) {
+				inputs[k] = v
+			}
+		}
+	}
+	return tok, internalUV, match, inputs, nil
+}
+
+// outputs runs every processor's prepare_outputs: the client extension
+// results.
+func outputs(procs []processor, ad *ctap2.AuthData, largeBlobKey []byte, tok *ctap2.PINUVAuthToken) (map[string]any, error) {
+	ext := map[string]any{}
+	for _, pr := range procs {
+		if pr.outputs == nil {
+			continue
+		}
+		outs, err := pr.outputs(ad, largeBlobKey, tok)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range outs {
+			ext[k] = v
+		}
+	}
+	return ext, nil
+}
+
 // makeCredential is Fido2Client.make_credential (do_make_credential).
 func (c *pyClient) makeCredential(o pyCreate) (*pyRegistration, error) {
 	t := c.r.t
@@ -563,27 +613,10 @@ func (c *pyClient) makeCredential(o pyCreate) (*pyRegistration, error) {
 		if err != nil {
 			return nil, err
 		}
-		for _, pr := range procs {
-			perms |= pr.perms
-		}
-		tok, internalUV, err := c.authParams(p, o.RPID, uv, perms)
+		// A match still goes to makeCredential: the user must touch.
+		tok, internalUV, excluded, inputs, err := c.prepare(p, o.RPID, uv, perms, procs, o.Exclude, false)
 		if err != nil {
 			return nil, err
-		}
-		var excluded []byte
-		if len(o.Exclude) > 0 {
-			// A match still goes to makeCredential: the user must touch.
-			if excluded, err = c.filterCreds(o.RPID, o.Exclude, p, tok); err != nil {
-				return nil, err
-			}
-		}
-		inputs := map[string]any{}
-		for _, pr := range procs {
-			if pr.inputs != nil {
-				for k, v := range pr.inputs(nil, tok) {
-					inputs[k] = v
-				}
-			}
 		}
 		rk := o.ResidentKey == "required" || (o.ResidentKey == "preferred" && info.Options["rk"])
 		var params []map[string]any
@@ -632,20 +665,11 @@ func (c *pyClient) makeCredential(o pyCreate) (*pyRegistration, error) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		reg := &pyRegistration{Att: att, AuthData: ad, LargeBlobKey: typed.LargeBlobKey, ClientData: cdj, Ext: map[string]any{}}
-		for _, pr := range procs {
-			if pr.outputs == nil {
-				continue
-			}
-			outs, err := pr.outputs(ad, typed.LargeBlobKey, tok)
-			if err != nil {
-				return nil, err
-			}
-			for k, v := range outs {
-				reg.Ext[k] = v
-			}
+		ext, err := outputs(procs, ad, typed.LargeBlobKey, tok)
+		if err != nil {
+			return nil, err
 		}
-		return reg, nil
+		return &pyRegistration{Att: att, AuthData: ad, LargeBlobKey: typed.LargeBlobKey, ClientData: cdj, Ext: ext}, nil
 	}
 }
 
@@ -735,32 +759,14 @@ func (c *pyClient) getAssertion(o pyGet) ([]*pyAssertion, error) {
 	p := pinProtocol(c.info) // do_get_assertion negotiates with self.info
 	uv := o.UserVerification
 	for {
-		perms := ctap2.PermGetAssertion
 		procs, err := c.gaProcessors(&o, p)
 		if err != nil {
 			return nil, err
 		}
-		for _, pr := range procs {
-			perms |= pr.perms
-		}
-		tok, internalUV, err := c.authParams(p, o.RPID, uv, perms)
+		// No match still goes to getAssertion: the user must touch.
+		tok, internalUV, selected, inputs, err := c.prepare(p, o.RPID, uv, ctap2.PermGetAssertion, procs, o.Allow, true)
 		if err != nil {
 			return nil, err
-		}
-		var selected []byte
-		if len(o.Allow) > 0 {
-			// No match still goes to getAssertion: the user must touch.
-			if selected, err = c.filterCreds(o.RPID, o.Allow, p, tok); err != nil {
-				return nil, err
-			}
-		}
-		inputs := map[string]any{}
-		for _, pr := range procs {
-			if pr.inputs != nil {
-				for k, v := range pr.inputs(selected, tok) {
-					inputs[k] = v
-				}
-			}
 		}
 		req := map[int]any{1: o.RPID, 2: cdh}
 		if len(o.Allow) > 0 && selected == nil {
@@ -792,20 +798,11 @@ func (c *pyClient) getAssertion(o pyGet) ([]*pyAssertion, error) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			a := &pyAssertion{GA: ga, AuthData: ad, ClientData: cdj, Ext: map[string]any{}}
-			for _, pr := range procs {
-				if pr.outputs == nil {
-					continue
-				}
-				outs, err := pr.outputs(ad, ga.LargeBlobKey, tok)
-				if err != nil {
-					return nil, err
-				}
-				for k, v := range outs {
-					a.Ext[k] = v
-				}
+			ext, err := outputs(procs, ad, ga.LargeBlobKey, tok)
+			if err != nil {
+				return nil, err
 			}
-			out = append(out, a)
+			out = append(out, &pyAssertion{GA: ga, AuthData: ad, ClientData: cdj, Ext: ext})
 		}
 		return out, nil
 	}
