@@ -72,6 +72,9 @@ type credentialRecord struct {
 	// CredBlobSealed is the credBlob extension's data, sealed by the key store.
 	CredBlobSealed Bytes `cbor:"9,keyasint,omitempty"`
 	LargeBlobKey   bool  `cbor:"10,keyasint,omitempty"` // created with largeBlobKey
+	// ThirdPartyPayment: created with the CTAP 2.2 thirdPartyPayment
+	// extension. Records written before it was kept decode as false.
+	ThirdPartyPayment bool `cbor:"11,keyasint,omitempty"`
 }
 
 func (r *credentialRecord) rpIDHash() []byte {
