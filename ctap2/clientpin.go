@@ -113,7 +113,7 @@ func (a *Authenticator) clientPIN(ctx context.Context, r request) (any, error) {
 			return nil, ErrPINNotSet
 		}
 		retries := a.state.PINRetries
-		blocked := a.pinFails >= maxConsecutivePINFails
+		blocked := a.vol.pinFails >= maxConsecutivePINFails
 		return &ClientPINResponse{PinRetries: &retries, PowerCycleState: &blocked}, nil
 	case pinGetUVRetries:
 		if a.cfg.UV == UVNone {
@@ -122,7 +122,7 @@ func (a *Authenticator) clientPIN(ctx context.Context, r request) (any, error) {
 		retries := a.state.UVRetries
 		return &ClientPINResponse{UVRetries: &retries}, nil
 	case pinGetKeyAgreement:
-		return &ClientPINResponse{KeyAgreement: a.keyAgreement.PublicCOSE()}, nil
+		return &ClientPINResponse{KeyAgreement: a.vol.keyAgreement.PublicCOSE()}, nil
 	}
 	p, _ := PINProtocolByVersion(*req.PinUvAuthProtocol)
 	shared, err := a.sharedSecret(p, req.KeyAgreement)
@@ -156,7 +156,7 @@ func (a *Authenticator) sharedSecret(p PINProtocol, k *KeyAgreementCOSE) (*Share
 	if err != nil {
 		return nil, ErrInvalidParameter
 	}
-	return a.keyAgreement.SharedSecret(p, pub)
+	return a.vol.keyAgreement.SharedSecret(p, pub)
 }
 
 // decryptNewPIN decrypts and checks newPinEnc against the PIN policy.
@@ -251,7 +251,7 @@ func (a *Authenticator) pinUsable() error {
 	if a.state.PINRetries == 0 {
 		return ErrPINBlocked
 	}
-	if a.pinFails >= maxConsecutivePINFails {
+	if a.vol.pinFails >= maxConsecutivePINFails {
 		return ErrPINAuthBlocked
 	}
 	return nil
@@ -274,18 +274,18 @@ func (a *Authenticator) checkPINHash(ctx context.Context, shared *SharedSecret, 
 		}
 	}
 	if !ok {
-		a.keyAgreement.Regenerate()
-		a.pinFails++
+		a.vol.keyAgreement.Regenerate()
+		a.vol.pinFails++
 		switch {
 		case a.state.PINRetries == 0:
 			a.log.Warn("PIN blocked: only a reset can recover the key")
 			return ErrPINBlocked
-		case a.pinFails >= maxConsecutivePINFails:
+		case a.vol.pinFails >= maxConsecutivePINFails:
 			return ErrPINAuthBlocked
 		}
 		return ErrPINInvalid
 	}
-	a.pinFails = 0
+	a.vol.pinFails = 0
 	st = a.state
 	st.PINRetries = maxPINRetries
 	return a.saveState(st)

@@ -196,7 +196,7 @@ func (a *Authenticator) credMgmtAuth(req *CredentialManagementRequest) (string, 
 	err := a.verifyPinUvAuth(req.PinUvAuthProtocol, req.PinUvAuthParam, msg, PermCredentialMgmt, "")
 	if err == nil {
 		// Only the volatile token carries cm; see verifyPersistentToken.
-		return a.token.rpID, nil
+		return a.vol.token.rpID, nil
 	}
 	if !errors.Is(err, ErrPINAuthInvalid) || !credMgmtReadOnly(sub) {
 		return "", err
@@ -265,7 +265,7 @@ func (a *Authenticator) nextRP(st *credMgmtEnumState) *CredentialManagementRespo
 	rp := st.rps[0]
 	st.rps = st.rps[1:]
 	if len(st.rps) > 0 {
-		a.enum = st
+		a.vol.enum = st
 	}
 	return &CredentialManagementResponse{RP: &rp.rp, RPIDHash: rp.hash}
 }
@@ -296,7 +296,7 @@ func (a *Authenticator) nextCredential(ctx context.Context, st *credMgmtEnumStat
 	rec := st.creds[0]
 	st.creds = st.creds[1:]
 	if len(st.creds) > 0 {
-		a.enum = st
+		a.vol.enum = st
 	}
 	user := rec.User
 	tpp := rec.ThirdPartyPayment

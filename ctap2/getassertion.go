@@ -190,7 +190,7 @@ func (a *Authenticator) getAssertion(ctx context.Context, r request) (any, error
 		resp.UserSelected = &selected
 	} else if total > 1 {
 		resp.NumberOfCredentials = uint(total)
-		a.next = &nextAssertionState{
+		a.vol.next = &nextAssertionState{
 			assertionContext: actx, cid: r.cid, remaining: rest,
 			expires: a.cfg.Now().Add(getNextAssertionTimeout),
 		}

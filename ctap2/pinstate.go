@@ -117,11 +117,11 @@ type tokenState struct {
 // issueToken makes a fresh token for protocol (revoking the previous one).
 // The token authenticates only requests made with that protocol.
 func (a *Authenticator) issueToken(protocol uint, perms Permission, rpID string) *PINUVAuthToken {
-	a.token = tokenState{token: NewPINUVAuthToken(), protocol: protocol, perms: perms, rpID: rpID, issued: a.cfg.Now(), inUse: true}
-	return a.token.token
+	a.vol.token = tokenState{token: NewPINUVAuthToken(), protocol: protocol, perms: perms, rpID: rpID, issued: a.cfg.Now(), inUse: true}
+	return a.vol.token.token
 }
 
-func (a *Authenticator) revokeTokens() { a.token = tokenState{} }
+func (a *Authenticator) revokeTokens() { a.vol.token = tokenState{} }
 
 // verifyPinUvAuth checks a pinUvAuthParam made with the current token over
 // msg, and that the token has perm and (when rpID is not empty) is bound to
@@ -135,7 +135,7 @@ func (a *Authenticator) verifyPinUvAuth(protocol *uint, param, msg []byte, perm 
 	if !ok {
 		return ErrInvalidParameter
 	}
-	t := &a.token
+	t := &a.vol.token
 	if t.inUse && a.cfg.Now().Sub(t.issued) > tokenMaxUsage {
 		a.revokeTokens()
 	}
@@ -181,7 +181,7 @@ var persistentTokenAAD = []byte("virtkey pcmr token v1")
 // §6.1.2 step 19, §6.2.2). A getAssertion with up=false must not
 // call it.
 func (a *Authenticator) clearTokenAfterUse() {
-	a.token.perms &= PermLargeBlobWrite
+	a.vol.token.perms &= PermLargeBlobWrite
 }
 
 // protectedByUV reports whether some form of user verification is
