@@ -211,7 +211,7 @@ func (a *Authenticator) storePIN(ctx context.Context, pin string) error {
 	if err := a.saveState(st); err != nil {
 		return err
 	}
-	a.revokeTokens()
+	a.vol.token.revoke()
 	a.log.Info("PIN set")
 	return nil
 }
@@ -340,18 +340,18 @@ func (a *Authenticator) getPINToken(ctx context.Context, shared *SharedSecret, p
 	}
 	var tok *PINUVAuthToken
 	if perms == PermPersistentCredMgmt {
-		tok = NewPINUVAuthToken()
-		sealed, err := a.sealer.Seal(ctx, tok.Bytes(), persistentTokenAAD)
+		t, sealed, err := issuePersistentToken(ctx, a.sealer)
 		if err != nil {
 			return nil, err
 		}
+		tok = t
 		st := a.state
 		st.PersistentTokenSealed = sealed
 		if err := a.saveState(st); err != nil {
 			return nil, err
 		}
 	} else {
-		tok = a.issueToken(shared.Version(), perms, rpID)
+		tok = a.vol.token.issue(shared.Version(), perms, rpID, a.cfg.Now())
 	}
 	enc, err := shared.Encrypt(tok.Bytes())
 	if err != nil {
@@ -375,7 +375,7 @@ func (a *Authenticator) getUVToken(ctx context.Context, shared *SharedSecret, re
 	if err := a.performBuiltInUV(ctx, PresenceRequest{Op: "getPinUvAuthTokenUsingUv", RPID: rpID}); err != nil {
 		return nil, err
 	}
-	tok := a.issueToken(shared.Version(), perms, rpID)
+	tok := a.vol.token.issue(shared.Version(), perms, rpID, a.cfg.Now())
 	enc, err := shared.Encrypt(tok.Bytes())
 	if err != nil {
 		return nil, err

@@ -195,7 +195,7 @@ func (a *Authenticator) credMgmtAuth(req *CredentialManagementRequest) (string, 
 	msg := append([]byte{byte(sub)}, req.SubCommandParams...)
 	err := a.verifyPinUvAuth(req.PinUvAuthProtocol, req.PinUvAuthParam, msg, PermCredentialMgmt, "")
 	if err == nil {
-		// Only the volatile token carries cm; see verifyPersistentToken.
+		// Only the volatile token carries cm; see verifyPinUvAuth.
 		return a.vol.token.rpID, nil
 	}
 	if !errors.Is(err, ErrPINAuthInvalid) || !credMgmtReadOnly(sub) {

@@ -182,8 +182,8 @@ func (a *Authenticator) getAssertion(ctx context.Context, r request) (any, error
 	// Only a use with user presence consumes the token (CTAP 2.1 §6.2.2):
 	// a silent up=false probe, as clients send to filter an allowList or
 	// excludeList, leaves it for the call that follows.
-	if uv.usedToken && up {
-		a.clearTokenAfterUse()
+	if uv.usedToken {
+		a.vol.token.clearAfterUse(up)
 	}
 	if len(req.AllowList) == 0 && a.cfg.SelectNewestAccount {
 		selected := true

@@ -253,7 +253,7 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 		}
 	}
 	if uv.usedToken {
-		a.clearTokenAfterUse()
+		a.vol.token.clearAfterUse(true)
 	}
 	a.log.Info("credential created", "rp", req.RP.ID, "alg", alg.String(), "resident", rk)
 	return resp, nil
