@@ -30,9 +30,9 @@ func TestPrintable(t *testing.T) {
 		{"with space", "with space"},
 		{hostile, hostileEscaped},
 		{"a\nb\tc\x7f\x00", `a\nb\tc\x7f\x00`},
-		{"\u202egnp.exe", `\u202egnp.exe`},          // bidi override
+		{"\u202egnp.exe", `\u202egnp.exe`},             // bidi override
 		{"pay\u200bpal\u00a0x", `pay\u200bpal\u00a0x`}, // zero-width and no-break space
-		{"\u0085\u2028", `\u0085\u2028`},            // NEL, line separator
+		{"\u0085\u2028", `\u0085\u2028`},               // NEL, line separator
 		{"bad \xff\xfe utf8", `bad \xff\xfe utf8`},
 		{`back\slash \x1b`, `back\\slash \\x1b`}, // typed text never looks escaped
 		{"\U000E0041tag", `\U000e0041tag`},       // a tag character
