@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"strings"
 	"time"
 
@@ -83,7 +84,8 @@ func openDevice(ctx context.Context, spec string, onKeepalive func(byte)) (*open
 		if addr == "" {
 			return nil, &cliError{code: exitUsage, msg: "--device udp: needs HOST:PORT, e.g. udp:127.0.0.1:8111"}
 		}
-		rd, err = udp.Dial(addr)
+		// Only a key of this user (or root) gets to see PIN messages.
+		rd, err = udp.DialOwned(addr, uint32(os.Getuid()))
 	case strings.HasPrefix(spec, "/"):
 		rd, err = openHidraw(spec)
 	default:

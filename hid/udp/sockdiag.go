@@ -179,6 +179,10 @@ func parseDiagMsg(m []byte) (sockRow, error) {
 	return r, nil
 }
 
+// errNoSocket: no socket of this host holds the address (it closed, or
+// the sender is another host).
+var errNoSocket = errors.New("no socket on this host")
+
 // errAmbiguous: the socket table cannot say which user sent a datagram.
 var errAmbiguous = errors.New("ambiguous")
 
@@ -220,7 +224,7 @@ func ownerOf(rows []sockRow, addr netip.AddrPort) (uid, inode uint32, err error)
 		found = append(found, r)
 	}
 	if len(found) == 0 {
-		return 0, 0, fmt.Errorf("no socket on this host is bound to %v", addr)
+		return 0, 0, fmt.Errorf("%w is bound to %v", errNoSocket, addr)
 	}
 	for _, r := range found[1:] {
 		if r.uid != found[0].uid {

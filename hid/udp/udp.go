@@ -337,8 +337,14 @@ func DialOwned(addr string, uids ...uint32) (*ClientConn, error) {
 		return nil, fmt.Errorf("udp: %w", err)
 	}
 	dev := ra.AddrPort()
+	dev = netip.AddrPortFrom(dev.Addr().Unmap(), dev.Port())
 	uid, err := ListenerOwner(dev)
-	if err != nil {
+	switch {
+	case errors.Is(err, errNoSocket) && dev.Addr().Unmap().IsLoopback():
+		return nil, fmt.Errorf("udp: nothing listens at %v", dev)
+	case errors.Is(err, errNoSocket):
+		return nil, fmt.Errorf("udp: no socket on this host listens at %v, and a key on another host cannot be checked", dev)
+	case err != nil:
 		return nil, fmt.Errorf("udp: cannot check who listens at %v: %w", dev, err)
 	}
 	if uid != 0 && !slices.Contains(uids, uid) {
