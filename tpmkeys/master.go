@@ -81,6 +81,7 @@ func OpenSoftware(dir string, opts ...Option) (*Software, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.device = deviceKeyFile(dir)
 	s.rotate = func() ([]byte, error) {
 		key := make([]byte, MasterKeySize)
 		rand.Read(key)
@@ -125,6 +126,11 @@ func OpenSoftwarePassphrase(dir string, passphrase []byte, opts ...Option) (*Sof
 	if err != nil {
 		return nil, err
 	}
+	dev, err := deriveKey(root, infoDevice)
+	if err != nil {
+		return nil, err
+	}
+	s.device = fixedDevice(dev)
 	// ResetKeys moves to the next generation. The Argon2id output stays in
 	// memory for that, as the master key itself would.
 	s.rotate = func() ([]byte, error) {
