@@ -168,10 +168,6 @@ func runKey(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := os.MkdirAll(f.stateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
-	att, err := loadAttestation(f, aaguid, log)
-	if err != nil {
-		return err
-	}
 	var uv ctap2.UVMode
 	switch f.uv {
 	case "none":
@@ -192,6 +188,14 @@ func runKey(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer closeKeys()
+	sealer, err := keys.DeviceSealer(ctx)
+	if err != nil {
+		return err
+	}
+	att, err := loadAttestation(f, aaguid, sealer, log)
+	if err != nil {
+		return err
+	}
 	db, err := store.Open(filepath.Join(f.stateDir, "state.db"))
 	if err != nil {
 		return err
