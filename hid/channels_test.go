@@ -100,16 +100,7 @@ type hubHarness struct {
 func serveHub(t *testing.T, h Handler, opts *Options) *hubHarness {
 	t.Helper()
 	hb := newHub()
-	srv := NewServer(hb, h, opts)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	srv := runServer(t, NewServer(hb, h, opts))
 	return &hubHarness{t: t, srv: srv, hub: hb, ctx: t.Context()}
 }
 

@@ -72,7 +72,14 @@ type harness struct {
 func serve(t *testing.T, h Handler, opts *Options) *harness {
 	t.Helper()
 	dev, host := Pipe()
-	srv := NewServer(dev, h, opts)
+	t.Cleanup(func() { host.Close() }) // after Run has returned
+	srv := runServer(t, NewServer(dev, h, opts))
+	return &harness{t: t, srv: srv, host: host, c: NewClient(host), ctx: t.Context()}
+}
+
+// runServer runs srv until the test ends; Run must then return nil.
+func runServer(t *testing.T, srv *Server) *Server {
+	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
@@ -81,9 +88,8 @@ func serve(t *testing.T, h Handler, opts *Options) *harness {
 		if err := <-done; err != nil {
 			t.Errorf("Run: %v", err)
 		}
-		host.Close()
 	})
-	return &harness{t: t, srv: srv, host: host, c: NewClient(host), ctx: t.Context()}
+	return srv
 }
 
 // write sends raw reports.

@@ -1,17 +1,16 @@
 package presence
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
 
 	"github.com/virtkey/virtkey/ctap2"
+	"github.com/virtkey/virtkey/internal/vktest"
 )
 
 // hostile is what a web page can put into user.name (or an RP id) to
@@ -77,24 +76,6 @@ func TestDescribeEscapesClientText(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the prompt writer and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestTerminalEscapesClientText is the --presence terminal prompt for a
 // request whose user name tries to rewrite it: the terminal gets no
 // control character from the client, and the user sees what it sent.
@@ -102,7 +83,7 @@ func TestTerminalEscapesClientText(t *testing.T) {
 	t.Parallel()
 	in, answer := io.Pipe()
 	defer answer.Close()
-	out := &syncBuffer{}
+	out := &vktest.SyncBuffer{}
 	term := NewTerminal(in, out)
 	done := make(chan error, 1)
 	go func() {

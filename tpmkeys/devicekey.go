@@ -108,32 +108,7 @@ func fixedDevice(secret []byte) func() ([]byte, error) {
 
 // deviceKeyFile reads dir/device.key, making it on first use.
 func deviceKeyFile(dir string) func() ([]byte, error) {
-	return func() ([]byte, error) {
-		path := filepath.Join(dir, DeviceKeyFileName)
-		for range 2 {
-			b, err := readSecretFile(path)
-			if err == nil {
-				if len(b) != MasterKeySize {
-					clear(b)
-					return nil, fmt.Errorf("tpmkeys: %s holds %d bytes, want %d", path, len(b), MasterKeySize)
-				}
-				return b, nil
-			}
-			if !errors.Is(err, fs.ErrNotExist) {
-				return nil, err
-			}
-			key := make([]byte, MasterKeySize)
-			rand.Read(key)
-			if err = writeFileAtomic(dir, DeviceKeyFileName, key, false); err == nil {
-				return key, nil
-			}
-			clear(key)
-			if !errors.Is(err, fs.ErrExist) {
-				return nil, err
-			}
-		}
-		return nil, fmt.Errorf("tpmkeys: %s appears and disappears", path)
-	}
+	return func() ([]byte, error) { return randomKeyFile(dir, DeviceKeyFileName) }
 }
 
 // tpmDevice is the JSON form of dir/tpm-device.json: the device key sealed

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/virtkey/virtkey/internal/attca"
+	"github.com/virtkey/virtkey/internal/vktest"
 	"github.com/virtkey/virtkey/tpmkeys"
 )
 
@@ -70,19 +71,5 @@ func TestAttestationMigratesPlaintextCA(t *testing.T) {
 			t.Errorf("%s: the attestation chain changed in the migration", file)
 		}
 	}
-	assertNoPlaintextKeys(t, stateDir)
-}
-
-// assertNoPlaintextKeys fails if a file under dir holds a PEM private key.
-func assertNoPlaintextKeys(t *testing.T, dir string) {
-	t.Helper()
-	filepath.WalkDir(dir, func(path string, e os.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
-			return err
-		}
-		if b, _ := os.ReadFile(path); bytes.Contains(b, []byte("PRIVATE KEY")) {
-			t.Errorf("%s holds a plaintext private key", path)
-		}
-		return nil
-	})
+	vktest.NoPlaintextKeys(t, stateDir)
 }

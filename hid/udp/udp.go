@@ -26,11 +26,17 @@
 // On a multi-user machine any local process can send datagrams to a
 // loopback port. So by default the device serves only the user running it
 // and root: for each datagram it finds the user who owns the sending
-// socket in the kernel's socket table (Linux NETLINK_SOCK_DIAG; see
-// senderFilter for how it caches that) and drops, with a rate-limited log
-// line, datagrams of other users and of sockets it cannot attribute to one
-// user (none found, several users sharing the port, or a wildcard-bound
-// socket sending from a non-loopback address). The magic reboot is
+// socket in the kernel's socket table (Linux NETLINK_SOCK_DIAG) and drops,
+// with a rate-limited log line, datagrams of other users and of sockets it
+// cannot attribute to one user (none found, several users sharing the
+// port, or a wildcard-bound socket sending from a non-loopback address).
+// What it learns is bound to the sending socket, not to its address and
+// port: every datagram that starts a message asks the kernel whether the
+// same socket still holds that address and port (a few µs), so another
+// user who binds a client's port after the client closed it is refused at
+// once; a sender's first datagram, every CTAPHID_INIT and the first
+// datagram after a silence read the whole table, which also shows a port
+// shared by two users. The magic reboot is
 // honoured only from a served sender. [ListenConfig.AllowUIDs] serves
 // further users, and [ListenConfig.AllowAnyUser] turns the check off —
 // needed for senders on other hosts, which have no local user. Listening

@@ -11,7 +11,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,20 +20,9 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(vktest.Run(m)) }
 
-// lockedWriter is an io.Writer safe for the server's logger and the test.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
+// newTestLogger logs everything to w.
 func newTestLogger(w io.Writer) *slog.Logger {
-	return slog.New(slog.NewTextHandler(&lockedWriter{w: w}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // gate is a handler whose CBOR requests wait for release (answering
@@ -110,7 +98,7 @@ func quietProbe(t *testing.T, p *vktest.Probe) {
 // and root. Datagrams of nobody are dropped with a log line: INIT gets no
 // answer and the magic reboot no power cycle, while the owner is served.
 func TestUDPOtherUserDropped(t *testing.T) {
-	var logs bytes.Buffer
+	var logs vktest.SyncBuffer
 	g := newGate()
 	conn := serveWith(t, &ListenConfig{Logger: newTestLogger(&logs)}, g)
 	probe := vktest.SendProbe(t, conn.Addr().String())
@@ -277,7 +265,7 @@ func TestListenRemote(t *testing.T) {
 	if _, err := Listen("0.0.0.0:0"); !errors.Is(err, ErrNotLoopback) {
 		t.Fatalf("Listen(0.0.0.0:0) = %v, want ErrNotLoopback", err)
 	}
-	var logs bytes.Buffer
+	var logs vktest.SyncBuffer
 	conn, err := (&ListenConfig{AllowRemote: true, Logger: newTestLogger(&logs)}).Listen("0.0.0.0:0")
 	if err != nil {
 		t.Fatal(err)

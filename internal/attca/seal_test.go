@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/virtkey/virtkey/internal/vktest"
 	"github.com/virtkey/virtkey/tpmkeys"
 )
 
@@ -30,20 +31,6 @@ func sealerFor(fill byte) Sealer {
 // testSealer seals the keys of the tests.
 var testSealer = sealerFor(1)
 
-// noPlaintextKeys fails if any file under dir holds a PEM private key.
-func noPlaintextKeys(t *testing.T, dir string) {
-	t.Helper()
-	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		if b, _ := os.ReadFile(path); bytes.Contains(b, []byte("PRIVATE KEY")) {
-			t.Errorf("%s holds a plaintext private key", path)
-		}
-		return nil
-	})
-}
-
 func TestOpenSealsKeys(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -54,7 +41,7 @@ func TestOpenSealsKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	noPlaintextKeys(t, dir)
+	vktest.NoPlaintextKeys(t, dir)
 	d := filepath.Join(dir, DirName)
 	for _, name := range []string{RootKeyFile, BatchKeyFile, EnterpriseKeyFile} {
 		b, _ := os.ReadFile(filepath.Join(d, name))
@@ -117,7 +104,7 @@ func TestOpenMigratesPlaintextKeys(t *testing.T) {
 			t.Fatalf("changed %v", s.Changed)
 		}
 	}
-	noPlaintextKeys(t, dir)
+	vktest.NoPlaintextKeys(t, dir)
 	for file, got := range map[string]*x509.Certificate{RootCertFile: s.Root, BatchCertFile: s.Batch.Leaf, EnterpriseCertFile: s.Enterprise.Leaf} {
 		blk, _ := pem.Decode(certs[file])
 		if !bytes.Equal(got.Raw, blk.Bytes) {

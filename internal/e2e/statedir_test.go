@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,27 +10,6 @@ import (
 	"github.com/virtkey/virtkey/internal/attca"
 	"github.com/virtkey/virtkey/internal/vktest"
 )
-
-// noPlaintextKeys fails if a file under dir holds a PEM private key.
-func noPlaintextKeys(t *testing.T, dir string) {
-	t.Helper()
-	err := filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		if bytes.Contains(b, []byte("PRIVATE KEY")) {
-			t.Errorf("%s holds a plaintext private key", path)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestStateDirSealsAttestationKeys: after a start, the state directory of
 // the software key store holds no plaintext private key; one written by an
@@ -42,7 +20,7 @@ func TestStateDirSealsAttestationKeys(t *testing.T) {
 	fresh := t.TempDir()
 	k := vktest.Start(t, fresh)
 	k.Stop(t)
-	noPlaintextKeys(t, fresh)
+	vktest.NoPlaintextKeys(t, fresh)
 
 	old := t.TempDir()
 	src := filepath.Join("..", "attca", "testdata", "plaintext-v0", attca.DirName)
@@ -66,7 +44,7 @@ func TestStateDirSealsAttestationKeys(t *testing.T) {
 	if n := strings.Count(k.Output(), "sealed the plaintext key"); n != 3 {
 		t.Errorf("the log names %d sealed keys, want 3:\n%s", n, k.Output())
 	}
-	noPlaintextKeys(t, old)
+	vktest.NoPlaintextKeys(t, old)
 	for _, name := range []string{attca.RootCertFile, attca.BatchCertFile, attca.EnterpriseCertFile} {
 		want, _ := os.ReadFile(filepath.Join(src, name))
 		if got, _ := os.ReadFile(filepath.Join(d, name)); !bytes.Equal(got, want) {

@@ -55,7 +55,7 @@ type Probe struct {
 	stdin io.WriteCloser
 	recv  chan []byte
 	cmd   *exec.Cmd
-	out   *syncBuffer
+	out   *SyncBuffer
 }
 
 // Nobody returns the uid and gid of the user nobody (65534 when the
@@ -112,7 +112,7 @@ func startProbe(t testing.TB, mode string) *Probe {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Probe{UID: uid, t: t, stdin: stdin, recv: make(chan []byte, 256), cmd: cmd, out: &syncBuffer{}}
+	p := &Probe{UID: uid, t: t, stdin: stdin, recv: make(chan []byte, 256), cmd: cmd, out: &SyncBuffer{}}
 	cmd.Stderr = p.out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting a probe as uid %d: %v", uid, err)
