@@ -91,6 +91,9 @@ func openDevice(ctx context.Context, spec string, onKeepalive func(byte)) (*open
 	default:
 		return nil, &cliError{code: exitUsage, msg: fmt.Sprintf("--device %q: want udp:HOST:PORT or a hidraw path such as /dev/hidraw3", spec)}
 	}
+	if errors.Is(err, udp.ErrNoListener) {
+		return nil, &cliError{code: exitNoDevice, msg: fmt.Sprintf("no FIDO key answers at %s (nothing listens there); is \"virtkey run\" serving there?", spec)}
+	}
 	if err != nil {
 		msg := fmt.Sprintf("opening %s: %v", spec, err)
 		if errors.Is(err, fs.ErrPermission) {

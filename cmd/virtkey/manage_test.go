@@ -14,7 +14,6 @@ import (
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/ctap2/client"
 	"github.com/virtkey/virtkey/hid/udp"
-	"github.com/virtkey/virtkey/internal/vktest"
 	"github.com/virtkey/virtkey/store"
 	"github.com/virtkey/virtkey/tpmkeys"
 )
@@ -116,23 +115,8 @@ func TestNoDevice(t *testing.T) {
 	addr := conn.Addr().String()
 	conn.Close()
 	r := runInProcess(t, nil, "info", "--device", "udp:"+addr)
-	if r.code != exitNoDevice || !strings.Contains(r.stderr, "nothing listens at "+addr) {
+	if r.code != exitNoDevice || !strings.Contains(r.stderr, "no FIDO key answers at udp:"+addr) {
 		t.Errorf("exit %d, stderr %q", r.code, r.stderr)
-	}
-}
-
-// TestRefuseAnotherUsersSocket: while the key is down another user
-// (nobody) holds its port; the CLI refuses to talk to it before sending
-// anything (a PIN would follow).
-func TestRefuseAnotherUsersSocket(t *testing.T) {
-	addr := vktest.FreeUDPAddr(t)
-	probe := vktest.ListenProbe(t, addr)
-	r := runInProcess(t, map[string]string{envPIN: "123456"}, "pin", "change", "--device", "udp:"+addr)
-	if r.code != exitNoDevice || !strings.Contains(r.stderr, "belongs to uid 65534") {
-		t.Errorf("exit %d, stderr %q; want a refusal naming nobody's uid", r.code, r.stderr)
-	}
-	if b, ok := probe.Recv(300 * time.Millisecond); ok {
-		t.Fatalf("nobody's socket received % X", b[:min(len(b), 8)])
 	}
 }
 

@@ -6,6 +6,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/virtkey/virtkey/internal/vktest"
 )
 
 func TestUDPAccessFlags(t *testing.T) {
@@ -34,5 +37,20 @@ func TestRunRefusesRemoteListen(t *testing.T) {
 	err := runKey(context.Background(), []string{"--transport", "udp", "--udp-listen", "0.0.0.0:0", "--presence", "auto", "--state-dir", t.TempDir()}, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "--udp-allow-remote") {
 		t.Fatalf("runKey = %v", err)
+	}
+}
+
+// TestRefuseAnotherUsersSocket: while the key is down another user
+// (nobody) holds its port; the CLI refuses to talk to it before sending
+// anything (a PIN would follow).
+func TestRefuseAnotherUsersSocket(t *testing.T) {
+	addr := vktest.FreeUDPAddr(t)
+	probe := vktest.ListenProbe(t, addr)
+	r := runInProcess(t, map[string]string{envPIN: "123456"}, "pin", "change", "--device", "udp:"+addr)
+	if r.code != exitNoDevice || !strings.Contains(r.stderr, "belongs to uid 65534") {
+		t.Errorf("exit %d, stderr %q; want a refusal naming nobody's uid", r.code, r.stderr)
+	}
+	if b, ok := probe.Recv(300 * time.Millisecond); ok {
+		t.Fatalf("nobody's socket received % X", b[:min(len(b), 8)])
 	}
 }

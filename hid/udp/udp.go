@@ -347,7 +347,7 @@ func DialOwned(addr string, uids ...uint32) (*ClientConn, error) {
 	uid, err := ListenerOwner(dev)
 	switch {
 	case errors.Is(err, errNoSocket) && dev.Addr().Unmap().IsLoopback():
-		return nil, fmt.Errorf("udp: nothing listens at %v", dev)
+		return nil, fmt.Errorf("udp: %w at %v", ErrNoListener, dev)
 	case errors.Is(err, errNoSocket):
 		return nil, fmt.Errorf("udp: no socket on this host listens at %v, and a key on another host cannot be checked", dev)
 	case err != nil:
@@ -359,6 +359,10 @@ func DialOwned(addr string, uids ...uint32) (*ClientConn, error) {
 	}
 	return Dial(addr)
 }
+
+// ErrNoListener is returned by [DialOwned] for a loopback address no
+// socket holds.
+var ErrNoListener = errors.New("nothing listens")
 
 // ErrForeignListener is returned by [DialOwned] for a device address held
 // by another user's socket.
