@@ -42,7 +42,8 @@ func (l *rpList) Set(s string) error {
 // the state directory, which always issues the enterprise certificate and,
 // unless --attestation-key and --attestation-cert give another, the batch
 // certificate. aaguid is the effective AAGUID (zero: ctap2's default).
-func loadAttestation(f *runFlags, aaguid [16]byte, log *slog.Logger) (*attestationConfig, error) {
+// sealer (the key store's device sealer) seals the CA's private keys.
+func loadAttestation(f *runFlags, aaguid [16]byte, sealer attca.Sealer, log *slog.Logger) (*attestationConfig, error) {
 	c := &attestationConfig{enterpriseRPIDs: f.enterpriseRPs}
 	switch f.attestation {
 	case "batch":
@@ -60,7 +61,7 @@ func loadAttestation(f *runFlags, aaguid [16]byte, log *slog.Logger) (*attestati
 	if aaguid == ([16]byte{}) {
 		aaguid = ctap2.DefaultAAGUID
 	}
-	ca, err := attca.Open(f.stateDir, aaguid, time.Now())
+	ca, err := attca.Open(f.stateDir, aaguid, time.Now(), sealer)
 	if err != nil {
 		return nil, fmt.Errorf("attestation CA: %w", err)
 	}

@@ -33,7 +33,7 @@ func TestLoadAttestation(t *testing.T) {
 	t.Run("default batch", func(t *testing.T) {
 		t.Parallel()
 		f := flags(t, "--enterprise-rp", "a.example", "--enterprise-rp", "b.example")
-		c, err := loadAttestation(f, [16]byte{}, log)
+		c, err := loadAttestation(f, [16]byte{}, testSealer(t), log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -51,32 +51,39 @@ func TestLoadAttestation(t *testing.T) {
 	t.Run("modes", func(t *testing.T) {
 		t.Parallel()
 		for arg, want := range map[string]ctap2.Attestation{"self": ctap2.AttestationSelf, "none": ctap2.AttestationNone, "batch": ctap2.AttestationBatch} {
-			c, err := loadAttestation(flags(t, "--attestation", arg), [16]byte{}, log)
+			c, err := loadAttestation(flags(t, "--attestation", arg), [16]byte{}, testSealer(t), log)
 			if err != nil || c.mode != want {
 				t.Fatalf("--attestation %s: %v %v", arg, c, err)
 			}
 		}
-		if _, err := loadAttestation(flags(t, "--attestation", "packed"), [16]byte{}, log); err == nil {
+		if _, err := loadAttestation(flags(t, "--attestation", "packed"), [16]byte{}, testSealer(t), log); err == nil {
 			t.Fatal("--attestation packed accepted")
 		}
 	})
 	t.Run("user key and certificate", func(t *testing.T) {
 		t.Parallel()
 		dir := t.TempDir()
-		set, err := attca.Open(dir, ctap2.DefaultAAGUID, time.Now())
+		set, err := attca.Open(dir, ctap2.DefaultAAGUID, time.Now(), testSealer(t))
 		if err != nil {
 			t.Fatal(err)
 		}
-		keyFile := filepath.Join(dir, attca.DirName, attca.BatchKeyFile)
+		// The user's own files: a plaintext key and its certificate.
+		keyFile := filepath.Join(dir, "user.key")
+		userDER, _ := x509.MarshalPKCS8PrivateKey(set.Batch.Signer)
+		keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: userDER})
+		os.WriteFile(keyFile, keyPEM, 0o600)
 		certFile := filepath.Join(dir, attca.DirName, attca.BatchCertFile)
-		c, err := loadAttestation(flags(t, "--attestation-key", keyFile, "--attestation-cert", certFile), [16]byte{}, log)
+		c, err := loadAttestation(flags(t, "--attestation-key", keyFile, "--attestation-cert", certFile), [16]byte{}, testSealer(t), log)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if string(c.batch.Chain[0]) != string(set.Batch.Chain[0]) {
 			t.Fatal("the given certificate is not used")
 		}
-		if _, err := loadAttestation(flags(t, "--attestation-key", keyFile), [16]byte{}, log); err == nil {
+		if after, _ := os.ReadFile(keyFile); string(after) != string(keyPEM) {
+			t.Fatal("--attestation-key's file was changed; it stays the user's")
+		}
+		if _, err := loadAttestation(flags(t, "--attestation-key", keyFile), [16]byte{}, testSealer(t), log); err == nil {
 			t.Fatal("--attestation-key without --attestation-cert accepted")
 		}
 		// A P-521 key cannot sign a statement ctap2 knows.
@@ -91,7 +98,7 @@ func TestLoadAttestation(t *testing.T) {
 		}
 		badCert := filepath.Join(dir, "p521.pem")
 		os.WriteFile(badCert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certDER}), 0o644)
-		if _, err := loadAttestation(flags(t, "--attestation-key", bad, "--attestation-cert", badCert), [16]byte{}, log); err == nil || !strings.Contains(err.Error(), "P-521") {
+		if _, err := loadAttestation(flags(t, "--attestation-key", bad, "--attestation-cert", badCert), [16]byte{}, testSealer(t), log); err == nil || !strings.Contains(err.Error(), "P-521") {
 			t.Fatalf("P-521 attestation key: %v", err)
 		}
 	})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"strings"
 	"time"
 
@@ -83,11 +84,15 @@ func openDevice(ctx context.Context, spec string, onKeepalive func(byte)) (*open
 		if addr == "" {
 			return nil, &cliError{code: exitUsage, msg: "--device udp: needs HOST:PORT, e.g. udp:127.0.0.1:8111"}
 		}
-		rd, err = udp.Dial(addr)
+		// Only a key of this user (or root) gets to see PIN messages.
+		rd, err = udp.DialOwned(addr, uint32(os.Getuid()))
 	case strings.HasPrefix(spec, "/"):
 		rd, err = openHidraw(spec)
 	default:
 		return nil, &cliError{code: exitUsage, msg: fmt.Sprintf("--device %q: want udp:HOST:PORT or a hidraw path such as /dev/hidraw3", spec)}
+	}
+	if errors.Is(err, udp.ErrNoListener) {
+		return nil, &cliError{code: exitNoDevice, msg: fmt.Sprintf("no FIDO key answers at %s (nothing listens there); is \"virtkey run\" serving there?", spec)}
 	}
 	if err != nil {
 		msg := fmt.Sprintf("opening %s: %v", spec, err)

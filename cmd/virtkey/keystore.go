@@ -16,6 +16,8 @@ import (
 type keyStore interface {
 	ctap2.KeyStore
 	ctap2.Sealer
+	// DeviceSealer seals the attestation keys (it outlives reset).
+	DeviceSealer(context.Context) (*tpmkeys.DeviceSealer, error)
 }
 
 // Values of --keystore.

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,6 +45,12 @@ type runFlags struct {
 	// vendor-facilitated enterprise attestation (cmd/virtkey/attestation.go).
 	attestationKey, attestationCert string
 	enterpriseRPs                   rpList
+
+	// Whom the UDP transport serves besides the user running virtkey and
+	// root, and whether it may listen on a non-loopback address.
+	udpAllowUIDs    []uint32
+	udpAllowAnyUser bool
+	udpAllowRemote  bool
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
@@ -52,6 +59,16 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&f.transport, "transport", "uhid", "how the key is attached: uhid (a USB security key through /dev/uhid, which must be writable: see contrib/udev) or udp (CTAPHID reports over UDP on --udp-listen, for python-fido2, the virtkey CLI and tests)")
 	fs.StringVar(&f.udpListen, "udp-listen", "127.0.0.1:8111", "UDP address to serve CTAPHID reports on (SoloKeys simulation compatible)")
+	fs.Func("udp-allow-uid", "also serve UDP datagrams of this user id (repeatable); by default only the user running virtkey and root are served", func(s string) error {
+		uid, err := strconv.ParseUint(s, 10, 32)
+		if err != nil {
+			return fmt.Errorf("want a numeric user id")
+		}
+		f.udpAllowUIDs = append(f.udpAllowUIDs, uint32(uid))
+		return nil
+	})
+	fs.BoolVar(&f.udpAllowAnyUser, "udp-allow-any-user", false, "serve every UDP datagram, whichever user or host sent it (other hosts need this)")
+	fs.BoolVar(&f.udpAllowRemote, "udp-allow-remote", false, "allow a non-loopback --udp-listen address (logs a warning)")
 	fs.StringVar(&f.stateDir, "state-dir", defaultStateDir(), "directory holding the key's state (created 0700)")
 	fs.StringVar(&f.presence, "presence", "terminal", "how the user approves a request: terminal (ask on the controlling terminal), pinentry (a pinentry dialog; PINENTRY_PROGRAM, else pinentry), notify (a desktop notification with Allow/Deny over the session D-Bus) or auto (approve everything; testing only)")
 	fs.DurationVar(&f.resetWindow, "reset-window", 10*time.Second, "authenticatorReset is allowed only this long after power-up; 0 = always")
@@ -151,10 +168,6 @@ func runKey(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := os.MkdirAll(f.stateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
-	att, err := loadAttestation(f, aaguid, log)
-	if err != nil {
-		return err
-	}
 	var uv ctap2.UVMode
 	switch f.uv {
 	case "none":
@@ -175,6 +188,14 @@ func runKey(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer closeKeys()
+	sealer, err := keys.DeviceSealer(ctx)
+	if err != nil {
+		return err
+	}
+	att, err := loadAttestation(f, aaguid, sealer, log)
+	if err != nil {
+		return err
+	}
 	db, err := store.Open(filepath.Join(f.stateDir, "state.db"))
 	if err != nil {
 		return err
@@ -199,7 +220,8 @@ func runKey(ctx context.Context, args []string, stderr io.Writer) error {
 
 // serveUDP serves the key on a UDP socket until ctx ends.
 func serveUDP(ctx context.Context, f *runFlags, auth *ctap2.Authenticator, log *slog.Logger) error {
-	conn, err := udp.Listen(f.udpListen)
+	lc := &udp.ListenConfig{AllowUIDs: f.udpAllowUIDs, AllowAnyUser: f.udpAllowAnyUser, AllowRemote: f.udpAllowRemote, Logger: log}
+	conn, err := lc.Listen(f.udpListen)
 	if err != nil {
 		return err
 	}

@@ -237,7 +237,7 @@ func checkStateDir(t *testing.T, state string, credID []byte, tpmA, tpmB *swtpm)
 		if err != nil {
 			return err
 		}
-		for name, secret := range map[string][]byte{"the master key": master, "the wrapping key": wrapKey} {
+		for name, secret := range map[string][]byte{"the master key": master, "the wrapping key": wrapKey, "a PEM key": []byte("PRIVATE KEY")} {
 			if bytes.Contains(b, secret) {
 				t.Errorf("%s contains %s", path, name)
 			}

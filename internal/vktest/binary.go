@@ -22,10 +22,19 @@ var build struct {
 
 // Run runs the tests and then removes the binary [Binary] built, if any.
 // It returns m.Run's exit code, for TestMain to pass to os.Exit.
+//
+// In a probe process (see [SendProbe]) it serves the probe instead and
+// never returns.
 func Run(m *testing.M) int {
+	if mode := os.Getenv(probeEnv); mode != "" {
+		runProbe(mode)
+	}
 	code := m.Run()
 	if build.dir != "" {
 		os.RemoveAll(build.dir)
+	}
+	if probeCopy.dir != "" {
+		os.RemoveAll(probeCopy.dir)
 	}
 	return code
 }

@@ -27,7 +27,7 @@ type Key struct {
 
 	args    []string // the extra flags it was started with
 	cmd     *exec.Cmd
-	log     *syncBuffer
+	log     *SyncBuffer
 	done    chan struct{} // closed when the process has exited
 	waitErr error         // the process's exit; set before done is closed
 	ended   bool          // stopped or killed by the test
@@ -76,7 +76,7 @@ func start(bin, stateDir string, args []string) (*Key, error) {
 		Addr:     addr,
 		StateDir: stateDir,
 		args:     args,
-		log:      &syncBuffer{},
+		log:      &SyncBuffer{},
 		done:     make(chan struct{}),
 	}
 	k.cmd = exec.Command(bin, RunArgs(addr, stateDir, args...)...)
@@ -252,19 +252,20 @@ func initPacket(nonce []byte) []byte {
 	return p
 }
 
-// syncBuffer collects a process's output while the test reads it.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer that one goroutine may write while another
+// reads it: a process's output, a logger's records.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
