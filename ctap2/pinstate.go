@@ -5,32 +5,14 @@ import (
 	"crypto/hmac"
 	"errors"
 	"fmt"
-	"time"
-)
-
-// Permission is a pinUvAuthToken permission bit (CTAP 2.1 §6.5.5.7).
-type Permission byte
-
-// Permissions.
-const (
-	PermMakeCredential     Permission = 0x01 // mc
-	PermGetAssertion       Permission = 0x02 // ga
-	PermCredentialMgmt     Permission = 0x04 // cm
-	PermBioEnrollment      Permission = 0x08 // be
-	PermLargeBlobWrite     Permission = 0x10 // lbw
-	PermAuthenticatorCfg   Permission = 0x20 // acfg
-	PermPersistentCredMgmt Permission = 0x40 // pcmr (CTAP 2.2, read-only credential management)
 )
 
 // PIN policy and retry limits.
 const (
 	maxPINRetries          = 8
 	maxConsecutivePINFails = 3 // then PIN_AUTH_BLOCKED until a power cycle
-	maxUVRetries           = 8
 	defaultMinPINLength    = 4
 	maxRPIDsForMinPIN      = 8
-	// tokenMaxUsage is the pinUvAuthToken's maximum usage period.
-	tokenMaxUsage = 10 * time.Minute
 )
 
 const settingState = "state"
@@ -101,56 +83,6 @@ func (a *Authenticator) pinHashMatches(ctx context.Context, hash []byte) (bool, 
 		return false, fmt.Errorf("ctap2: stored PIN hash does not open: %w", err)
 	}
 	return hmac.Equal(stored, hash), nil
-}
-
-// protectedByUV reports whether some form of user verification is
-// configured: a PIN is set or built-in UV is on.
-func (a *Authenticator) protectedByUV() bool {
-	return a.state.pinSet() || a.cfg.UV != UVNone
-}
-
-// UVMode selects the built-in user verification used for testing.
-type UVMode int
-
-// Built-in UV modes.
-const (
-	UVNone UVMode = iota // no built-in user verification
-	UVAuto               // the "user" always verifies (test mode)
-	UVDeny               // verification always fails with UV_INVALID, counting uvRetries
-)
-
-// performBuiltInUV runs built-in user verification, which includes user
-// presence. It counts uvRetries persistently.
-func (a *Authenticator) performBuiltInUV(ctx context.Context, req PresenceRequest) error {
-	if a.cfg.UV == UVNone {
-		return ErrInvalidOption
-	}
-	if a.state.UVRetries == 0 {
-		return ErrUVBlocked
-	}
-	req.UV = true
-	if err := a.confirm(ctx, req); err != nil {
-		return err
-	}
-	if a.cfg.UV == UVDeny {
-		st := a.state
-		st.UVRetries--
-		if err := a.saveState(st); err != nil {
-			return err
-		}
-		if st.UVRetries == 0 {
-			return ErrUVBlocked
-		}
-		return ErrUVInvalid
-	}
-	if a.state.UVRetries != maxUVRetries {
-		st := a.state
-		st.UVRetries = maxUVRetries
-		if err := a.saveState(st); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 var errNoSealer = errors.New("ctap2: the key store cannot seal secrets (Config.Sealer)")

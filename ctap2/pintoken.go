@@ -12,6 +12,23 @@ import (
 // clientPIN (clientpin.go) and built-in UV (uv.go), as OpenSK keeps its
 // PinUvAuthTokenState apart from ClientPin.
 
+// Permission is a pinUvAuthToken permission bit (CTAP 2.1 §6.5.5.7).
+type Permission byte
+
+// Permissions.
+const (
+	PermMakeCredential     Permission = 0x01 // mc
+	PermGetAssertion       Permission = 0x02 // ga
+	PermCredentialMgmt     Permission = 0x04 // cm
+	PermBioEnrollment      Permission = 0x08 // be
+	PermLargeBlobWrite     Permission = 0x10 // lbw
+	PermAuthenticatorCfg   Permission = 0x20 // acfg
+	PermPersistentCredMgmt Permission = 0x40 // pcmr (CTAP 2.2, read-only credential management)
+)
+
+// tokenMaxUsage is the pinUvAuthToken's maximum usage period.
+const tokenMaxUsage = 10 * time.Minute
+
 // tokenState is the pinUvAuthToken state (CTAP 2.1 §6.5.2.1): one token
 // per power cycle, replaced by every new issue. The zero value holds no
 // token.
