@@ -137,7 +137,7 @@ func (a *Authenticator) clientPIN(ctx context.Context, r request) (any, error) {
 	case pinGetPINToken:
 		return a.getPINToken(ctx, shared, req.PinHashEnc, PermMakeCredential|PermGetAssertion, "", true)
 	case pinGetTokenUsingPINPerms:
-		perms, rpID, err := a.checkPermissions(req)
+		perms, rpID, err := req.permissions()
 		if err != nil {
 			return nil, err
 		}
@@ -291,9 +291,9 @@ func (a *Authenticator) checkPINHash(ctx context.Context, shared *SharedSecret, 
 	return a.saveState(st)
 }
 
-// checkPermissions validates the permissions and rpId of subcommands 0x06
-// and 0x09 (§6.5.5.7).
-func (a *Authenticator) checkPermissions(req *ClientPINRequest) (Permission, string, error) {
+// permissions validates the permissions and rpId of subcommands 0x06 and
+// 0x09 (§6.5.5.7).
+func (req *ClientPINRequest) permissions() (Permission, string, error) {
 	perms := *req.Permissions
 	if perms == 0 || perms > 0xFF {
 		return 0, "", ErrInvalidParameter
@@ -365,7 +365,7 @@ func (a *Authenticator) getUVToken(ctx context.Context, shared *SharedSecret, re
 	if a.cfg.UV == UVNone {
 		return nil, ErrInvalidSubcommand
 	}
-	perms, rpID, err := a.checkPermissions(req)
+	perms, rpID, err := req.permissions()
 	if err != nil {
 		return nil, err
 	}

@@ -87,7 +87,7 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 	rpIDHash := sha256.Sum256([]byte(req.RP.ID))
 
 	// Step 3: choose the algorithm.
-	alg, ok := a.chooseAlgorithm(req.PubKeyCredParams)
+	alg, ok := chooseAlgorithm(req.PubKeyCredParams, a.cfg.KeyStore.Algorithms())
 	if !ok {
 		return nil, ErrUnsupportedAlgorithm
 	}
@@ -302,10 +302,9 @@ func (a *Authenticator) newCredentialRecord(ctx context.Context, req *MakeCreden
 	return rec, nil
 }
 
-// chooseAlgorithm picks the first requested public-key algorithm the key
-// store supports.
-func (a *Authenticator) chooseAlgorithm(params []CredParam) (cose.Algorithm, bool) {
-	supported := a.cfg.KeyStore.Algorithms()
+// chooseAlgorithm picks the first requested public-key algorithm among
+// the supported ones (the key store's).
+func chooseAlgorithm(params []CredParam, supported []cose.Algorithm) (cose.Algorithm, bool) {
 	for _, p := range params {
 		if p.Type != credTypePublicKey {
 			continue

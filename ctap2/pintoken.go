@@ -139,7 +139,7 @@ func (a *Authenticator) verifyPinUvAuth(protocol *uint, param, msg []byte, perm 
 	}
 	if perm == PermPersistentCredMgmt {
 		// Only the persistent token carries pcmr: the volatile token is
-		// never issued with it (checkPermissions, getUVToken).
+		// never issued with it (ClientPINRequest.permissions, getUVToken).
 		if !(persistentToken{a.sealer, a.state.PersistentTokenSealed}).verify(p, msg, param) {
 			return ErrPINAuthInvalid
 		}
