@@ -1,4 +1,4 @@
-package main
+package manage
 
 import (
 	"bytes"
@@ -6,15 +6,17 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/virtkey/virtkey/cose"
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/ctap2/client"
 	"github.com/virtkey/virtkey/hid/udp"
+	"github.com/virtkey/virtkey/internal/cli"
+	"github.com/virtkey/virtkey/internal/vktest"
 )
 
 // cliResult is what one run of a management command produced.
@@ -26,6 +28,20 @@ type cliResult struct {
 // cliRunner runs "virtkey ARGS" with extra environment variables (VIRTKEY_*
 // from the test's own environment are never inherited).
 type cliRunner func(t *testing.T, env map[string]string, args ...string) cliResult
+
+// TestManageInProcess runs the management scenario against an in-process
+// key over loopback UDP.
+func TestManageInProcess(t *testing.T) {
+	t.Parallel()
+	manageScenario(t, vktest.ServeUDP(t, nil), func(t *testing.T, env map[string]string, args ...string) cliResult {
+		t.Helper()
+		r := runInProcess(t, env, args...)
+		if r.err != nil && !errors.Is(r.err, cli.ErrUsage) {
+			r.stderr += "virtkey: " + r.err.Error() + "\n"
+		}
+		return cliResult{stdout: r.stdout, stderr: r.stderr, code: code(r.err)}
+	})
+}
 
 // manageScenario drives the management commands against a virtual key
 // served over UDP at addr (presence auto, reset always allowed), through
@@ -58,10 +74,10 @@ func manageScenario(t *testing.T, addr string, run cliRunner) {
 	}
 
 	// No PIN yet.
-	want(run(t, pin, "creds", "list"), exitPINNeeded, "no PIN is set")
-	want(run(t, pin, "pin", "change"), exitPINNeeded, "no PIN is set")
-	want(run(t, map[string]string{"VIRTKEY_DEVICE": dev, "VIRTKEY_PIN": "12"}, "pin", "set"), exitFailure, "too short")
-	want(run(t, noPIN, "pin", "set"), exitPINNeeded, "VIRTKEY_PIN")
+	want(run(t, pin, "creds", "list"), cli.ExitPINNeeded, "no PIN is set")
+	want(run(t, pin, "pin", "change"), cli.ExitPINNeeded, "no PIN is set")
+	want(run(t, map[string]string{"VIRTKEY_DEVICE": dev, "VIRTKEY_PIN": "12"}, "pin", "set"), cli.ExitFailure, "too short")
+	want(run(t, noPIN, "pin", "set"), cli.ExitPINNeeded, "VIRTKEY_PIN")
 	r = run(t, pin, "pin", "set", "--json")
 	want(r, 0, "")
 	var pinOut struct {
@@ -72,11 +88,13 @@ func manageScenario(t *testing.T, addr string, run cliRunner) {
 	if !pinOut.PINSet || pinOut.PINRetries != 8 {
 		t.Errorf("pin set --json: %s", r.stdout)
 	}
-	want(run(t, pin, "pin", "set"), exitFailure, "already set")
+	want(run(t, pin, "pin", "set"), cli.ExitFailure, "already set")
 
 	// Passkeys, made by the Go client with PIN tokens.
 	ids := map[string][]byte{}
-	withClient(t, addr, func(ctx context.Context, d *client.Device) {
+	func() {
+		d := vktest.Dial(t, addr)
+		ctx := context.Background()
 		for _, c := range []struct{ rp, user string }{{"example.com", "alice"}, {"example.com", "bob"}, {"other.example", "carol"}} {
 			tok, err := d.GetPINToken(ctx, "1234", client.PermMakeCredential, c.rp)
 			if err != nil {
@@ -95,7 +113,7 @@ func manageScenario(t *testing.T, addr string, run cliRunner) {
 			}
 			ids[c.user] = att.AuthData.CredentialID
 		}
-	})
+	}()
 
 	list := func(args ...string) credsListJSON {
 		t.Helper()
@@ -147,9 +165,9 @@ func manageScenario(t *testing.T, addr string, run cliRunner) {
 	if b := users["bobby"]; b.DisplayName != "Display bob" {
 		t.Errorf("rename without --display-name changed it: %+v", b)
 	}
-	want(run(t, pin, "creds", "rename", "AAAA", "--name", "x"), exitNotFound, "no such credential")
-	want(run(t, pin, "creds", "rename", alice.CredentialID), exitUsage, "--name is required")
-	want(run(t, pin, "creds", "rename", "!!", "--name", "x"), exitUsage, "not base64url")
+	want(run(t, pin, "creds", "rename", "AAAA", "--name", "x"), cli.ExitNotFound, "no such credential")
+	want(run(t, pin, "creds", "rename", alice.CredentialID), cli.ExitUsage, "--name is required")
+	want(run(t, pin, "creds", "rename", "!!", "--name", "x"), cli.ExitUsage, "not base64url")
 
 	// Delete, by standard base64.
 	r = run(t, pin, "creds", "delete", base64.StdEncoding.EncodeToString(ids["carol"]), "--json")
@@ -161,22 +179,22 @@ func manageScenario(t *testing.T, addr string, run cliRunner) {
 	if del.Deleted.UserName != "carol" || del.Deleted.RPID != "other.example" {
 		t.Errorf("delete --json: %s", r.stdout)
 	}
-	want(run(t, pin, "creds", "delete", base64.RawURLEncoding.EncodeToString(ids["carol"])), exitNotFound, "no such credential")
+	want(run(t, pin, "creds", "delete", base64.RawURLEncoding.EncodeToString(ids["carol"])), cli.ExitNotFound, "no such credential")
 	if l := list(); l.Existing != 2 {
 		t.Errorf("after delete: %+v", l)
 	}
 
 	// Wrong PINs: 3 in a row block until a power cycle.
-	want(run(t, wrongPIN, "creds", "list"), exitWrongPIN, "wrong PIN, 7 retries left")
+	want(run(t, wrongPIN, "creds", "list"), cli.ExitWrongPIN, "wrong PIN, 7 retries left")
 	r = run(t, wrongPIN, "creds", "list", "--json")
-	want(r, exitWrongPIN, "wrong PIN, 6 retries left")
+	want(r, cli.ExitWrongPIN, "wrong PIN, 6 retries left")
 	var je jsonError
 	decodeJSON(t, r.stdout, &je)
-	if je.ExitCode != exitWrongPIN || je.Status != "PIN_INVALID" || je.Retries == nil || *je.Retries != 6 {
+	if je.ExitCode != cli.ExitWrongPIN || je.Status != "PIN_INVALID" || je.Retries == nil || *je.Retries != 6 {
 		t.Errorf("--json error: %s", r.stdout)
 	}
-	want(run(t, wrongPIN, "creds", "list"), exitPINBlocked, "too many wrong PINs; remove and reinsert the key (5 retries left)")
-	want(run(t, pin, "creds", "list"), exitPINBlocked, "remove and reinsert the key")
+	want(run(t, wrongPIN, "creds", "list"), cli.ExitPINBlocked, "too many wrong PINs; power-cycle the virtual key: kill -USR1")
+	want(run(t, pin, "creds", "list"), cli.ExitPINBlocked, "power-cycle the virtual key")
 	reboot(t, addr)
 	if l := list(); l.Existing != 2 {
 		t.Errorf("after the power cycle: %+v", l)
@@ -188,7 +206,7 @@ func manageScenario(t *testing.T, addr string, run cliRunner) {
 	}
 
 	// Change the PIN, wrong current PIN first.
-	want(run(t, map[string]string{"VIRTKEY_DEVICE": dev, "VIRTKEY_PIN": "9999", "VIRTKEY_NEW_PIN": "4321"}, "pin", "change"), exitWrongPIN, "wrong PIN, 7 retries left")
+	want(run(t, map[string]string{"VIRTKEY_DEVICE": dev, "VIRTKEY_PIN": "9999", "VIRTKEY_NEW_PIN": "4321"}, "pin", "change"), cli.ExitWrongPIN, "wrong PIN, 7 retries left")
 	want(run(t, map[string]string{"VIRTKEY_DEVICE": dev, "VIRTKEY_PIN": "1234", "VIRTKEY_NEW_PIN": "4321"}, "pin", "change"), 0, "")
 	pin["VIRTKEY_PIN"] = "4321"
 
@@ -210,9 +228,9 @@ func manageScenario(t *testing.T, addr string, run cliRunner) {
 	if mpl.MinPINLength != 6 || len(mpl.RPIDs) != 2 || !mpl.ForcePINChange {
 		t.Errorf("min-pin-length: %s", r.stdout) // the 4-digit PIN is now too short: change forced
 	}
-	want(run(t, pin, "config", "min-pin-length", "5"), exitFailure, "can only grow")
-	want(run(t, pin, "creds", "list"), exitFailure, "virtkey pin change")
-	want(run(t, map[string]string{"VIRTKEY_DEVICE": dev, "VIRTKEY_PIN": "4321", "VIRTKEY_NEW_PIN": "54321"}, "pin", "change"), exitFailure, "at least 6")
+	want(run(t, pin, "config", "min-pin-length", "5"), cli.ExitFailure, "can only grow")
+	want(run(t, pin, "creds", "list"), cli.ExitFailure, "virtkey pin change")
+	want(run(t, map[string]string{"VIRTKEY_DEVICE": dev, "VIRTKEY_PIN": "4321", "VIRTKEY_NEW_PIN": "54321"}, "pin", "change"), cli.ExitFailure, "at least 6")
 	want(run(t, map[string]string{"VIRTKEY_DEVICE": dev, "VIRTKEY_PIN": "4321", "VIRTKEY_NEW_PIN": "654321"}, "pin", "change"), 0, "")
 	pin["VIRTKEY_PIN"] = "654321"
 	wrongPIN["VIRTKEY_PIN"] = "000000"
@@ -222,15 +240,15 @@ func manageScenario(t *testing.T, addr string, run cliRunner) {
 		r := run(t, wrongPIN, "creds", "list")
 		switch {
 		case i == 8:
-			want(r, exitPINBlocked, "the PIN is blocked")
+			want(r, cli.ExitPINBlocked, "the PIN is blocked")
 		case i%3 == 0:
-			want(r, exitPINBlocked, "too many wrong PINs")
+			want(r, cli.ExitPINBlocked, "too many wrong PINs")
 			reboot(t, addr)
 		default:
-			want(r, exitWrongPIN, "wrong PIN")
+			want(r, cli.ExitWrongPIN, "wrong PIN")
 		}
 	}
-	want(run(t, pin, "creds", "list"), exitPINBlocked, "the PIN is blocked")
+	want(run(t, pin, "creds", "list"), cli.ExitPINBlocked, "the PIN is blocked")
 
 	// Reset recovers (no terminal: no confirmation question).
 	r = run(t, noPIN, "reset", "--json")
@@ -246,10 +264,10 @@ func manageScenario(t *testing.T, addr string, run cliRunner) {
 	}
 
 	// Usage errors.
-	want(run(t, pin, "config", "always-uv", "maybe"), exitUsage, "want on or off")
-	want(run(t, pin, "creds", "frobnicate"), exitUsage, "unknown subcommand")
-	want(run(t, pin, "creds", "delete"), exitUsage, "want one CRED-ID")
-	want(run(t, nil, "--device", "bogus", "info"), exitUsage, "want udp:HOST:PORT")
+	want(run(t, pin, "config", "always-uv", "maybe"), cli.ExitUsage, "want on or off")
+	want(run(t, pin, "creds", "frobnicate"), cli.ExitUsage, "unknown subcommand")
+	want(run(t, pin, "creds", "delete"), cli.ExitUsage, "want one CRED-ID")
+	want(run(t, nil, "--device", "bogus", "info"), cli.ExitUsage, "want udp:HOST:PORT")
 }
 
 func decodeJSON(t *testing.T, s string, v any) {
@@ -259,23 +277,6 @@ func decodeJSON(t *testing.T, s string, v any) {
 	if err := dec.Decode(v); err != nil {
 		t.Fatalf("parsing JSON output %q: %v", s, err)
 	}
-}
-
-// withClient runs f with a client.Device on the UDP key at addr.
-func withClient(t *testing.T, addr string, f func(context.Context, *client.Device)) {
-	t.Helper()
-	conn, err := udp.Dial(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	d, err := client.Open(ctx, conn, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f(ctx, d)
 }
 
 // reboot power-cycles the UDP key at addr with the magic reboot datagram
@@ -290,9 +291,7 @@ func reboot(t *testing.T, addr string) {
 	if err := conn.Reboot(); err != nil {
 		t.Fatal(err)
 	}
-	withClient(t, addr, func(ctx context.Context, d *client.Device) {
-		if _, err := d.GetInfo(ctx); err != nil {
-			t.Fatal(err)
-		}
-	})
+	if _, err := vktest.Dial(t, addr).GetInfo(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"crypto/ecdsa"
@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"flag"
 	"io"
 	"log/slog"
 	"os"
@@ -21,13 +22,16 @@ import (
 func TestLoadAttestation(t *testing.T) {
 	t.Parallel()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	flags := func(t *testing.T, args ...string) *runFlags {
+	flags := func(t *testing.T, args ...string) *Config {
 		t.Helper()
-		f, err := parseRunFlags(append([]string{"--state-dir", t.TempDir()}, args...), io.Discard)
-		if err != nil {
+		c := Default()
+		fs := flag.NewFlagSet("run", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		c.RegisterFlags(fs)
+		if err := fs.Parse(append([]string{"--state-dir", t.TempDir()}, args...)); err != nil {
 			t.Fatal(err)
 		}
-		return f
+		return &c
 	}
 
 	t.Run("default batch", func(t *testing.T) {
@@ -44,7 +48,7 @@ func TestLoadAttestation(t *testing.T) {
 		if err := attca.Check(leaf, ctap2.DefaultAAGUID, c.batch.Signer); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := os.Stat(filepath.Join(f.stateDir, attca.DirName, attca.RootCertFile)); err != nil {
+		if _, err := os.Stat(filepath.Join(f.StateDir, attca.DirName, attca.RootCertFile)); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -56,8 +60,8 @@ func TestLoadAttestation(t *testing.T) {
 				t.Fatalf("--attestation %s: %v %v", arg, c, err)
 			}
 		}
-		if _, err := loadAttestation(flags(t, "--attestation", "packed"), [16]byte{}, log); err == nil {
-			t.Fatal("--attestation packed accepted")
+		if err := flags(t, "--attestation", "packed").Validate(); err == nil || err.Error() != `--attestation "packed": want batch, self or none` {
+			t.Fatalf("--attestation packed: %v", err)
 		}
 	})
 	t.Run("user key and certificate", func(t *testing.T) {
@@ -76,8 +80,8 @@ func TestLoadAttestation(t *testing.T) {
 		if string(c.batch.Chain[0]) != string(set.Batch.Chain[0]) {
 			t.Fatal("the given certificate is not used")
 		}
-		if _, err := loadAttestation(flags(t, "--attestation-key", keyFile), [16]byte{}, log); err == nil {
-			t.Fatal("--attestation-key without --attestation-cert accepted")
+		if err := flags(t, "--attestation-key", keyFile).Validate(); err == nil || err.Error() != "--attestation-key and --attestation-cert go together" {
+			t.Fatalf("--attestation-key without --attestation-cert: %v", err)
 		}
 		// A P-521 key cannot sign a statement ctap2 knows.
 		k, _ := ecdsa.GenerateKey(elliptic.P521(), rand.Reader)

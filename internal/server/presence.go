@@ -1,30 +1,30 @@
-package main
+package server
 
 import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 
 	"github.com/virtkey/virtkey/ctap2"
+	"github.com/virtkey/virtkey/internal/doctor"
 	"github.com/virtkey/virtkey/presence"
 )
 
 // newPresence builds the user-presence provider chosen by --presence. The
 // returned function releases it.
-func newPresence(f *runFlags, log *slog.Logger) (ctap2.Presence, func(), error) {
-	switch f.presence {
+func newPresence(c *Config, log *slog.Logger) (ctap2.Presence, func(), error) {
+	switch c.Presence {
 	case "auto":
 		return presence.NewAuto(log), func() {}, nil
 	case "terminal":
-		tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+		tty, err := os.OpenFile(c.Host.ttyPath(), os.O_RDWR, 0)
 		if err != nil {
 			return nil, nil, fmt.Errorf("--presence terminal needs a controlling terminal (%v); use --presence pinentry or notify in a desktop session, or auto for automated tests", err)
 		}
 		return presence.NewTerminal(tty, tty), func() { tty.Close() }, nil
 	case "pinentry":
 		p, err := presence.NewPinentry(presence.PinentryOptions{
-			TTYName: pinentryTTY(), TTYType: os.Getenv("TERM"), Logger: log,
+			TTYName: doctor.PinentryTTY(), TTYType: os.Getenv("TERM"), Logger: log,
 		})
 		if err != nil {
 			return nil, nil, fmt.Errorf("--presence pinentry: %w (install pinentry-gnome3, pinentry-qt or pinentry-curses, or set PINENTRY_PROGRAM)", err)
@@ -38,18 +38,5 @@ func newPresence(f *runFlags, log *slog.Logger) (ctap2.Presence, func(), error) 
 		}
 		return n, func() { n.Close() }, nil
 	}
-	return nil, nil, fmt.Errorf("--presence %q: want auto, terminal, pinentry or notify", f.presence)
-}
-
-// pinentryTTY is the terminal a curses pinentry should use, as gpg-agent
-// finds it: $GPG_TTY, else the terminal on virtkey's stdin, else none (a
-// graphical pinentry needs none).
-func pinentryTTY() string {
-	if t := os.Getenv("GPG_TTY"); t != "" {
-		return t
-	}
-	if t, err := os.Readlink("/proc/self/fd/0"); err == nil && (strings.HasPrefix(t, "/dev/pts/") || strings.HasPrefix(t, "/dev/tty")) {
-		return t
-	}
-	return ""
+	return nil, nil, fmt.Errorf("--presence %q: want auto, terminal, pinentry or notify", c.Presence)
 }

@@ -1,39 +1,28 @@
-package main
+package manage
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"strings"
 	"time"
 
 	"github.com/virtkey/virtkey/ctap2/client"
-	"github.com/virtkey/virtkey/hid"
+	"github.com/virtkey/virtkey/hid/hidraw"
 	"github.com/virtkey/virtkey/hid/udp"
+	"github.com/virtkey/virtkey/internal/cli"
 )
 
-// Device selection for the management commands.
-//
-//	--device udp:HOST:PORT   a key served over UDP (virtkey run, the SoloKeys simulator)
-//	--device /dev/hidrawN    a key on a hidraw node (virtual or hardware)
-//	(none)                   $VIRTKEY_DEVICE, else the only FIDO key on the system
-//
-// The only FIDO key is found by reading /sys/class/hidraw/*/device/report_descriptor
-// and keeping the devices whose descriptor has the FIDO usage page 0xF1D0.
+// The device: --device udp:HOST:PORT (a virtual key served by "virtkey run
+// --transport udp"), --device /dev/hidrawN, or the only FIDO key present
+// (package hid/hidraw finds it).
 
 // Timeouts of the management commands.
 const (
 	initTimeout    = 3 * time.Second  // CTAPHID_INIT: does anything answer?
 	commandTimeout = 90 * time.Second // one CTAP command, a touch included
 )
-
-// hidrawDevice is a FIDO hidraw node found on the system.
-type hidrawDevice struct {
-	Path string // /dev/hidrawN
-	Name string // HID_NAME from sysfs, may be empty
-}
 
 // openedDevice is an open transport and the CTAP2 client on it.
 type openedDevice struct {
@@ -42,23 +31,17 @@ type openedDevice struct {
 	close func() error
 }
 
-// reportDevice is a hid.ReportDevice that can be closed.
-type reportDevice interface {
-	hid.ReportDevice
-	io.Closer
-}
-
 // openDevice opens the device named by spec ("" = find the only one) and
 // sets up CTAPHID on it. onKeepalive receives KEEPALIVE status bytes.
 func openDevice(ctx context.Context, spec string, onKeepalive func(byte)) (*openedDevice, error) {
 	if spec == "" {
-		found, err := findFIDOHidraw()
+		found, err := hidraw.Find()
 		if err != nil {
-			return nil, &cliError{code: exitNoDevice, msg: fmt.Sprintf("looking for FIDO keys: %v; name one with --device", err)}
+			return nil, &cliError{code: cli.ExitNoDevice, msg: fmt.Sprintf("looking for FIDO keys: %v; name one with --device", err)}
 		}
 		switch len(found) {
 		case 0:
-			return nil, &cliError{code: exitNoDevice, msg: "no FIDO security key found (no hidraw device with the FIDO usage page 0xF1D0); " +
+			return nil, &cliError{code: cli.ExitNoDevice, msg: "no FIDO security key found (no hidraw device with the FIDO usage page 0xF1D0); " +
 				"plug one in, or name one with --device (for a virtual key served by \"virtkey run\": --device udp:127.0.0.1:8111)"}
 		case 1:
 			spec = found[0].Path
@@ -71,30 +54,30 @@ func openDevice(ctx context.Context, spec string, onKeepalive func(byte)) (*open
 					fmt.Fprintf(&b, "  %s", d.Name)
 				}
 			}
-			return nil, &cliError{code: exitNoDevice, msg: b.String()}
+			return nil, &cliError{code: cli.ExitNoDevice, msg: b.String()}
 		}
 	}
 
-	var rd reportDevice
+	var rd hidraw.Device
 	var err error
 	switch {
 	case strings.HasPrefix(spec, "udp:"):
 		addr := strings.TrimPrefix(spec, "udp:")
 		if addr == "" {
-			return nil, &cliError{code: exitUsage, msg: "--device udp: needs HOST:PORT, e.g. udp:127.0.0.1:8111"}
+			return nil, &cliError{code: cli.ExitUsage, msg: "--device udp: needs HOST:PORT, e.g. udp:127.0.0.1:8111"}
 		}
 		rd, err = udp.Dial(addr)
 	case strings.HasPrefix(spec, "/"):
-		rd, err = openHidraw(spec)
+		rd, err = hidraw.Open(spec)
 	default:
-		return nil, &cliError{code: exitUsage, msg: fmt.Sprintf("--device %q: want udp:HOST:PORT or a hidraw path such as /dev/hidraw3", spec)}
+		return nil, &cliError{code: cli.ExitUsage, msg: fmt.Sprintf("--device %q: want udp:HOST:PORT or a hidraw path such as /dev/hidraw3", spec)}
 	}
 	if err != nil {
 		msg := fmt.Sprintf("opening %s: %v", spec, err)
 		if errors.Is(err, fs.ErrPermission) {
 			msg += " (give your user access to FIDO keys with a udev rule, such as the 70-u2f.rules libfido2 ships)"
 		}
-		return nil, &cliError{code: exitNoDevice, msg: msg}
+		return nil, &cliError{code: cli.ExitNoDevice, msg: msg}
 	}
 	ictx, cancel := context.WithTimeout(ctx, initTimeout)
 	defer cancel()
@@ -111,7 +94,7 @@ func openDevice(ctx context.Context, spec string, onKeepalive func(byte)) (*open
 				msg += "; is \"virtkey run\" serving there?"
 			}
 		}
-		return nil, &cliError{code: exitNoDevice, msg: msg}
+		return nil, &cliError{code: cli.ExitNoDevice, msg: msg}
 	}
 	return &openedDevice{dev: dev, name: spec, close: rd.Close}, nil
 }

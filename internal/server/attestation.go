@@ -1,4 +1,4 @@
-package main
+package server
 
 import (
 	"crypto"
@@ -6,10 +6,8 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
-	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/virtkey/virtkey/ctap2"
@@ -25,52 +23,38 @@ type attestationConfig struct {
 	enterpriseRPIDs []string
 }
 
-// rpList is a repeatable flag (--enterprise-rp).
-type rpList []string
-
-func (l *rpList) String() string { return strings.Join(*l, ",") }
-
-func (l *rpList) Set(s string) error {
-	if s == "" {
-		return errors.New("empty RP ID")
-	}
-	*l = append(*l, s)
-	return nil
+// attestationModes maps --attestation to ctap2's formats.
+var attestationModes = map[string]ctap2.Attestation{
+	"batch": ctap2.AttestationBatch,
+	"self":  ctap2.AttestationSelf,
+	"none":  ctap2.AttestationNone,
 }
 
 // loadAttestation opens (creating on first start) the attestation CA in
 // the state directory, which always issues the enterprise certificate and,
 // unless --attestation-key and --attestation-cert give another, the batch
-// certificate. aaguid is the effective AAGUID (zero: ctap2's default).
-func loadAttestation(f *runFlags, aaguid [16]byte, log *slog.Logger) (*attestationConfig, error) {
-	c := &attestationConfig{enterpriseRPIDs: f.enterpriseRPs}
-	switch f.attestation {
-	case "batch":
-		c.mode = ctap2.AttestationBatch
-	case "self":
-		c.mode = ctap2.AttestationSelf
-	case "none":
-		c.mode = ctap2.AttestationNone
-	default:
-		return nil, fmt.Errorf("--attestation %q: want batch, self or none", f.attestation)
+// certificate. aaguid is the effective AAGUID (zero: ctap2's default). c
+// has been validated.
+func loadAttestation(c *Config, aaguid [16]byte, log *slog.Logger) (*attestationConfig, error) {
+	mode, ok := attestationModes[c.Attestation]
+	if !ok {
+		return nil, fmt.Errorf("--attestation %q: want batch, self or none", c.Attestation)
 	}
-	if (f.attestationKey == "") != (f.attestationCert == "") {
-		return nil, errors.New("--attestation-key and --attestation-cert go together")
-	}
+	ac := &attestationConfig{mode: mode, enterpriseRPIDs: c.EnterpriseRPs}
 	if aaguid == ([16]byte{}) {
 		aaguid = ctap2.DefaultAAGUID
 	}
-	ca, err := attca.Open(f.stateDir, aaguid, time.Now())
+	ca, err := attca.Open(c.StateDir, aaguid, time.Now())
 	if err != nil {
 		return nil, fmt.Errorf("attestation CA: %w", err)
 	}
 	for _, what := range ca.Changed {
 		log.Info("attestation: " + what)
 	}
-	c.batch = &ctap2.AttestationIdentity{Signer: ca.Batch.Signer, Chain: ca.Batch.Chain}
-	c.enterprise = &ctap2.AttestationIdentity{Signer: ca.Enterprise.Signer, Chain: ca.Enterprise.Chain}
-	if f.attestationKey != "" {
-		id, err := attca.LoadFiles(f.attestationKey, f.attestationCert)
+	ac.batch = &ctap2.AttestationIdentity{Signer: ca.Batch.Signer, Chain: ca.Batch.Chain}
+	ac.enterprise = &ctap2.AttestationIdentity{Signer: ca.Enterprise.Signer, Chain: ca.Enterprise.Chain}
+	if c.AttestationKey != "" {
+		id, err := attca.LoadFiles(c.AttestationKey, c.AttestationCert)
 		if err != nil {
 			return nil, fmt.Errorf("--attestation-key/--attestation-cert: %w", err)
 		}
@@ -79,19 +63,19 @@ func loadAttestation(f *runFlags, aaguid [16]byte, log *slog.Logger) (*attestati
 		}
 		// A vendor may know better; say what a relying party will object to.
 		if err := attca.Check(id.Leaf, aaguid, id.Signer); err != nil {
-			log.Warn("the attestation certificate does not meet the FIDO packed attestation requirements", "cert", f.attestationCert, "problems", err.Error())
+			log.Warn("the attestation certificate does not meet the FIDO packed attestation requirements", "cert", c.AttestationCert, "problems", err.Error())
 		}
-		c.batch = &ctap2.AttestationIdentity{Signer: id.Signer, Chain: id.Chain}
-		if f.attestation != "batch" {
-			log.Warn("--attestation-key is used only with --attestation batch", "attestation", f.attestation)
+		ac.batch = &ctap2.AttestationIdentity{Signer: id.Signer, Chain: id.Chain}
+		if c.Attestation != "batch" {
+			log.Warn("--attestation-key is used only with --attestation batch", "attestation", c.Attestation)
 		}
 	}
-	if c.mode == ctap2.AttestationBatch {
-		log.Info("attestation", "mode", f.attestation, "root", ca.RootFile)
+	if ac.mode == ctap2.AttestationBatch {
+		log.Info("attestation", "mode", c.Attestation, "root", ca.RootFile)
 	} else {
-		log.Info("attestation", "mode", f.attestation)
+		log.Info("attestation", "mode", c.Attestation)
 	}
-	return c, nil
+	return ac, nil
 }
 
 // signableKey accepts the attestation keys ctap2 signs packed statements

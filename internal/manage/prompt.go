@@ -1,4 +1,4 @@
-package main
+package manage
 
 import (
 	"bufio"
@@ -13,22 +13,20 @@ import (
 
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/ctap2/client"
+	"github.com/virtkey/virtkey/internal/cli"
 )
 
 // Reading PINs and getting tokens.
 
-// maxPINBytes is the longest PIN CTAP allows (63 bytes of UTF-8).
-const maxPINBytes = 63
-
 // readPIN returns the PIN from the environment variable env, else asks on
 // the terminal without echo (twice when confirm is set).
 func (m *manager) readPIN(env, prompt string, confirm bool) (string, error) {
-	if v := m.getenv(env); v != "" {
+	if v := m.Getenv(env); v != "" {
 		return v, nil
 	}
-	tty, err := m.openTTY()
+	tty, err := m.OpenTTY()
 	if err != nil {
-		return "", &cliError{code: exitPINNeeded, msg: fmt.Sprintf("a PIN is needed: set %s or run virtkey in a terminal", env)}
+		return "", &cliError{code: cli.ExitPINNeeded, msg: fmt.Sprintf("a PIN is needed: set %s or run virtkey in a terminal", env)}
 	}
 	defer tty.Close()
 	ask := func(p string) (string, error) {
@@ -36,7 +34,7 @@ func (m *manager) readPIN(env, prompt string, confirm bool) (string, error) {
 		b, err := term.ReadPassword(int(tty.Fd()))
 		fmt.Fprintln(tty)
 		if err != nil {
-			return "", &cliError{code: exitPINNeeded, msg: fmt.Sprintf("reading the PIN from the terminal: %v (or set %s)", err, env)}
+			return "", &cliError{code: cli.ExitPINNeeded, msg: fmt.Sprintf("reading the PIN from the terminal: %v (or set %s)", err, env)}
 		}
 		return string(b), nil
 	}
@@ -45,7 +43,7 @@ func (m *manager) readPIN(env, prompt string, confirm bool) (string, error) {
 		return "", err
 	}
 	if pin == "" {
-		return "", &cliError{code: exitFailure, msg: "no PIN entered"}
+		return "", &cliError{code: cli.ExitFailure, msg: "no PIN entered"}
 	}
 	if confirm {
 		again, err := ask("Repeat " + strings.ToLower(prompt[:1]) + prompt[1:] + ": ")
@@ -53,27 +51,28 @@ func (m *manager) readPIN(env, prompt string, confirm bool) (string, error) {
 			return "", err
 		}
 		if again != pin {
-			return "", &cliError{code: exitFailure, msg: "the two PINs differ"}
+			return "", &cliError{code: cli.ExitFailure, msg: "the two PINs differ"}
 		}
 	}
 	return pin, nil
 }
 
 // checkNewPIN applies the key's PIN policy before the PIN is sent, so the
-// user gets a clear message: at least minPINLength code points (4 unless
-// the key says otherwise), at most 63 bytes.
+// user gets a clear message: at least minPINLength code points
+// (ctap2.DefaultMinPINLength unless the key says otherwise), at most
+// ctap2.MaxPINBytes bytes.
 func checkNewPIN(info *ctap2.GetInfoResponse, pin string) error {
-	minLen := 4
+	minLen := ctap2.DefaultMinPINLength
 	if info.MinPINLength > 0 {
 		minLen = int(info.MinPINLength)
 	}
 	switch {
-	case utf8.RuneCountInString(pin) < minLen:
-		return &cliError{code: exitFailure, msg: fmt.Sprintf("the PIN is too short: this key wants at least %d characters", minLen)}
-	case len(pin) > maxPINBytes:
-		return &cliError{code: exitFailure, msg: fmt.Sprintf("the PIN is too long: at most %d bytes", maxPINBytes)}
+	case ctap2.PINCodePoints(pin) < minLen:
+		return &cliError{code: cli.ExitFailure, msg: fmt.Sprintf("the PIN is too short: this key wants at least %d characters", minLen)}
+	case len(pin) > ctap2.MaxPINBytes:
+		return &cliError{code: cli.ExitFailure, msg: fmt.Sprintf("the PIN is too long: at most %d bytes", ctap2.MaxPINBytes)}
 	case !utf8.ValidString(pin) || strings.ContainsRune(pin, 0):
-		return &cliError{code: exitFailure, msg: "the PIN must be text (UTF-8, no NUL)"}
+		return &cliError{code: cli.ExitFailure, msg: "the PIN must be text (UTF-8, no NUL)"}
 	}
 	return nil
 }
@@ -81,11 +80,11 @@ func checkNewPIN(info *ctap2.GetInfoResponse, pin string) error {
 // confirm asks a yes/no question when stdin is a terminal; without one it
 // answers yes (scripts run unattended).
 func (m *manager) confirm(question string) (bool, error) {
-	f, ok := m.stdin.(*os.File)
+	f, ok := m.Stdin.(*os.File)
 	if !ok || !term.IsTerminal(int(f.Fd())) {
 		return true, nil
 	}
-	fmt.Fprintf(m.stderr, "%s [y/N] ", question)
+	fmt.Fprintf(m.Stderr, "%s [y/N] ", question)
 	line, err := bufio.NewReader(f).ReadString('\n')
 	if err != nil && line == "" {
 		return false, nil
@@ -114,7 +113,7 @@ func (m *manager) token(ctx context.Context, dev *client.Device, perms client.Pe
 	uv, _ := client.Option(info, "uv")
 	puat, _ := client.Option(info, "pinUvAuthToken")
 	switch {
-	case pinSet && m.getenv(envPIN) != "":
+	case pinSet && m.Getenv(envPIN) != "":
 	case uv && puat:
 		tok, err := dev.GetUVToken(ctx, perms, "")
 		if err == nil || !pinSet {
@@ -131,7 +130,7 @@ func (m *manager) token(ctx context.Context, dev *client.Device, perms client.Pe
 	}
 	tok, err := dev.GetPINToken(ctx, pin, perms, "")
 	if errors.Is(err, ctap2.ErrPINPolicyViolation) && info.ForcePINChange != nil && *info.ForcePINChange {
-		return nil, &cliError{code: exitFailure, status: ctap2.ErrPINPolicyViolation,
+		return nil, &cliError{code: cli.ExitFailure, status: ctap2.ErrPINPolicyViolation,
 			msg: "the key requires a new PIN before anything else: run \"virtkey pin change\""}
 	}
 	return tok, err

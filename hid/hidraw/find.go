@@ -1,4 +1,4 @@
-package main
+package hidraw
 
 import (
 	"bufio"
@@ -11,37 +11,39 @@ import (
 	"strings"
 )
 
-// fidoUsagePage is the HID usage page of FIDO authenticators (CTAP 2.1
+// FIDOUsagePage is the HID usage page of FIDO authenticators (CTAP 2.1
 // §11.2.8.1 "HID report descriptor and device discovery").
-const fidoUsagePage = 0xF1D0
+const FIDOUsagePage = 0xF1D0
 
 // sysClassHidraw is where the kernel lists hidraw devices.
 const sysClassHidraw = "/sys/class/hidraw"
 
-// findFIDOHidraw lists the hidraw devices whose report descriptor declares
-// the FIDO usage page, sorted by path.
-func findFIDOHidraw() ([]hidrawDevice, error) {
-	return findFIDOHidrawIn(sysClassHidraw)
+// Find lists the hidraw devices whose report descriptor declares the FIDO
+// usage page, sorted by path. No hidraw support (no /sys/class/hidraw) is
+// no devices, not an error. The /dev node of a device just plugged in may
+// not exist yet.
+func Find() ([]Info, error) {
+	return findIn(sysClassHidraw)
 }
 
-func findFIDOHidrawIn(sysDir string) ([]hidrawDevice, error) {
+func findIn(sysDir string) ([]Info, error) {
 	entries, err := os.ReadDir(sysDir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil // no hidraw support loaded: no keys
+		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	var out []hidrawDevice
+	var out []Info
 	for _, e := range entries {
-		desc, err := os.ReadFile(filepath.Join(sysDir, e.Name(), "device", "report_descriptor"))
-		if err != nil || !hasUsagePage(desc, fidoUsagePage) {
+		dir := filepath.Join(sysDir, e.Name(), "device")
+		desc, err := os.ReadFile(filepath.Join(dir, "report_descriptor"))
+		if err != nil || !hasUsagePage(desc, FIDOUsagePage) {
 			continue
 		}
-		out = append(out, hidrawDevice{
-			Path: "/dev/" + e.Name(),
-			Name: hidName(filepath.Join(sysDir, e.Name(), "device", "uevent")),
-		})
+		info := Info{Path: "/dev/" + e.Name()}
+		info.Name, info.Serial = uevent(filepath.Join(dir, "uevent"))
+		out = append(out, info)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out, nil
@@ -81,17 +83,20 @@ func hasUsagePage(desc []byte, page uint32) bool {
 	return false
 }
 
-// hidName reads HID_NAME from a uevent file ("" if absent).
-func hidName(uevent string) string {
-	b, err := os.ReadFile(uevent)
+// uevent reads HID_NAME and HID_UNIQ from a uevent file ("" if absent).
+func uevent(path string) (name, uniq string) {
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return ""
+		return "", ""
 	}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), "HID_NAME="); ok {
-			return v
+			name = v
+		}
+		if v, ok := strings.CutPrefix(sc.Text(), "HID_UNIQ="); ok {
+			uniq = v
 		}
 	}
-	return ""
+	return name, uniq
 }

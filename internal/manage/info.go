@@ -1,4 +1,4 @@
-package main
+package manage
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/virtkey/virtkey/cose"
+	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/ctap2/client"
 	"github.com/virtkey/virtkey/hid"
 )
@@ -46,25 +47,10 @@ type ctaphidJSON struct {
 	Capabilities  []string `json:"capabilities"`
 }
 
-func (m *manager) info(ctx context.Context, args []string) error {
-	fs := m.flagSet("virtkey info", "virtkey info [--device D] [--json]")
-	pos, err := parseArgs(fs, args, false)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 0 {
-		return m.usageError(fs, "info: unexpected argument %q", pos[0])
-	}
-	dev, err := m.open(ctx)
-	if err != nil {
-		return err
-	}
-	info, err := dev.GetInfo(ctx)
-	if err != nil {
-		return err
-	}
+func info(ctx context.Context, c *call) error {
+	info := c.info
 	out := infoJSON{
-		Device:                           m.dev.name,
+		Device:                           c.opened.name,
 		Versions:                         nonNil(info.Versions),
 		AAGUID:                           formatUUID(info.AAGUID),
 		FirmwareVersion:                  info.FirmwareVersion,
@@ -84,37 +70,37 @@ func (m *manager) info(ctx context.Context, args []string) error {
 		out.Options = map[string]bool{}
 	}
 	if out.MinPINLength == 0 {
-		out.MinPINLength = 4 // the CTAP default when the key does not say
+		out.MinPINLength = ctap2.DefaultMinPINLength // the CTAP default when the key does not say
 	}
 	for _, a := range info.Algorithms {
 		out.Algorithms = append(out.Algorithms, algJSON{Alg: a.Alg, Name: algName(cose.Algorithm(a.Alg))})
 	}
-	pinSupported, _ := client.Option(info, "clientPin")
-	_, pinKnown := info.Options["clientPin"]
+	pinSupported, pinKnown := client.Option(info, "clientPin")
 	out.PINSet = pinSupported
 	if pinSupported {
-		if n, _, err := dev.GetPINRetries(ctx); err == nil {
+		if n, _, err := c.dev.GetPINRetries(ctx); err == nil {
 			out.PINRetries = &n
 		}
 	}
-	if hi, ok := dev.HIDInfo(); ok {
+	hi, hidOK := c.dev.HIDInfo()
+	if hidOK {
 		out.CTAPHID = &ctaphidJSON{
 			Protocol:      hi.Protocol,
 			DeviceVersion: fmt.Sprintf("%d.%d.%d", hi.Version[0], hi.Version[1], hi.Version[2]),
 			Capabilities:  capabilities(hi.Capabilities),
 		}
 	}
-	if m.json {
-		return m.printJSON(out)
+	if c.json {
+		return c.printJSON(out)
 	}
 
-	tw := tabwriter.NewWriter(m.stdout, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(c.Stdout, 0, 4, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
 	row("Device:", out.Device)
 	row("Versions:", strings.Join(out.Versions, ", "))
 	row("AAGUID:", out.AAGUID)
 	if out.FirmwareVersion != nil {
-		row("Firmware:", fmt.Sprint(*out.FirmwareVersion))
+		row("Firmware:", firmware(*out.FirmwareVersion, hi, hidOK))
 	}
 	switch {
 	case !pinKnown:
@@ -138,7 +124,13 @@ func (m *manager) info(ctx context.Context, args []string) error {
 	row("Algorithms:", strings.Join(algs, ", "))
 	row("Extensions:", strings.Join(out.Extensions, ", "))
 	row("Options:", formatOptions(out.Options))
-	row("Transports:", strings.Join(out.Transports, ", "))
+	transports := strings.Join(out.Transports, ", ")
+	if strings.HasPrefix(out.Device, "udp:") && slices.Contains(out.Transports, "usb") {
+		// CTAP has no UDP transport: the key reports itself as the USB key
+		// it simulates.
+		transports += " (as the key reports itself; reached over UDP here)"
+	}
+	row("Transports:", transports)
 	if out.RemainingDiscoverableCredentials != nil {
 		row("Room for passkeys:", fmt.Sprint(*out.RemainingDiscoverableCredentials))
 	}
@@ -150,6 +142,16 @@ func (m *manager) info(ctx context.Context, args []string) error {
 			out.CTAPHID.DeviceVersion, strings.Join(out.CTAPHID.Capabilities, " ")))
 	}
 	return tw.Flush()
+}
+
+// firmware shows getInfo's firmwareVersion. Its encoding is the vendor's;
+// when it reads as major<<16 | minor<<8 | patch of the CTAPHID device
+// version (virtkey's and many keys' way), it is shown as that version.
+func firmware(v uint32, hi hid.DeviceInfo, hidOK bool) string {
+	if hidOK && v == uint32(hi.Version[0])<<16|uint32(hi.Version[1])<<8|uint32(hi.Version[2]) {
+		return fmt.Sprintf("%d.%d.%d", hi.Version[0], hi.Version[1], hi.Version[2])
+	}
+	return fmt.Sprintf("%d (0x%06x)", v, v)
 }
 
 // formatUUID formats a 16-byte AAGUID as a UUID.
@@ -206,12 +208,4 @@ func joinUints(v []uint) string {
 		s[i] = fmt.Sprint(x)
 	}
 	return strings.Join(s, ", ")
-}
-
-// nonNil makes a nil slice an empty one, so JSON shows [] and not null.
-func nonNil[T any](s []T) []T {
-	if s == nil {
-		return []T{}
-	}
-	return s
 }

@@ -1,6 +1,6 @@
 //go:build linux && hidraw && cgo
 
-package main
+package hidraw
 
 import (
 	"context"
@@ -12,10 +12,10 @@ import (
 	"github.com/virtkey/virtkey/hid"
 )
 
-// openHidraw opens a hidraw node through github.com/bearsh/hid built with
-// its hidraw backend (hidapi's linux/hid.c; needs cgo and libudev). Its
-// paths are the /dev/hidrawN nodes themselves.
-func openHidraw(path string) (reportDevice, error) {
+// Open opens a hidraw node through github.com/bearsh/hid built with its
+// hidraw backend (hidapi's linux/hid.c; needs cgo and libudev). Its paths
+// are the /dev/hidrawN nodes themselves.
+func Open(path string) (Device, error) {
 	d, err := bhid.OpenByPath(path)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,4 @@
-//go:build linux
-
-package main
+package hidraw
 
 import (
 	"os"
@@ -23,26 +21,26 @@ var (
 
 func TestHasUsagePage(t *testing.T) {
 	t.Parallel()
-	if !hasUsagePage(fidoDescriptor, fidoUsagePage) {
+	if !hasUsagePage(fidoDescriptor, FIDOUsagePage) {
 		t.Error("FIDO descriptor not recognised")
 	}
-	if hasUsagePage(keyboardDescriptor, fidoUsagePage) {
+	if hasUsagePage(keyboardDescriptor, FIDOUsagePage) {
 		t.Error("keyboard taken for a FIDO key")
 	}
 	// A long item before the usage page is skipped; truncation is safe.
 	long := append([]byte{0xFE, 0x02, 0x10, 0xAA, 0xBB}, fidoDescriptor...)
-	if !hasUsagePage(long, fidoUsagePage) {
+	if !hasUsagePage(long, FIDOUsagePage) {
 		t.Error("long item not skipped")
 	}
 	for i := range fidoDescriptor {
-		hasUsagePage(fidoDescriptor[:i], fidoUsagePage)
+		hasUsagePage(fidoDescriptor[:i], FIDOUsagePage)
 	}
-	if hasUsagePage(fidoDescriptor[:2], fidoUsagePage) {
+	if hasUsagePage(fidoDescriptor[:2], FIDOUsagePage) {
 		t.Error("truncated usage page accepted")
 	}
 }
 
-func TestFindFIDOHidraw(t *testing.T) {
+func TestFind(t *testing.T) {
 	t.Parallel()
 	sys := t.TempDir()
 	add := func(name string, desc []byte, uevent string) {
@@ -54,17 +52,31 @@ func TestFindFIDOHidraw(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, "uevent"), []byte(uevent), 0o644)
 	}
 	add("hidraw0", keyboardDescriptor, "HID_NAME=Some Keyboard\n")
-	add("hidraw3", fidoDescriptor, "DRIVER=hid-generic\nHID_NAME=virtkey FIDO2\nHID_ID=0003:00001209:0000F1D0\n")
-	got, err := findFIDOHidrawIn(sys)
-	if err != nil || len(got) != 1 || got[0] != (hidrawDevice{Path: "/dev/hidraw3", Name: "virtkey FIDO2"}) {
+	add("hidraw3", fidoDescriptor, "DRIVER=hid-generic\nHID_NAME=virtkey FIDO2\nHID_ID=0003:00001209:0000F1D0\nHID_UNIQ=0123abcd\n")
+	got, err := findIn(sys)
+	if err != nil || len(got) != 1 || got[0] != (Info{Path: "/dev/hidraw3", Name: "virtkey FIDO2", Serial: "0123abcd"}) {
 		t.Fatalf("found %+v, %v", got, err)
 	}
 	add("hidraw5", fidoDescriptor, "")
-	got, _ = findFIDOHidrawIn(sys)
-	if len(got) != 2 || got[1].Path != "/dev/hidraw5" {
+	got, _ = findIn(sys)
+	if len(got) != 2 || got[1] != (Info{Path: "/dev/hidraw5"}) {
 		t.Errorf("found %+v", got)
 	}
-	if got, err := findFIDOHidrawIn(filepath.Join(sys, "absent")); err != nil || got != nil {
+	if got, err := findIn(filepath.Join(sys, "absent")); err != nil || got != nil {
 		t.Errorf("no sysfs dir: %v, %v", got, err)
 	}
+}
+
+// FuzzHasUsagePage: any descriptor is walked without a panic, and a FIDO
+// usage page item in front is always found.
+func FuzzHasUsagePage(f *testing.F) {
+	f.Add(fidoDescriptor)
+	f.Add(keyboardDescriptor)
+	f.Add([]byte{0xFE, 0xFF})
+	f.Fuzz(func(t *testing.T, desc []byte) {
+		hasUsagePage(desc, FIDOUsagePage)
+		if !hasUsagePage(append([]byte{0x06, 0xD0, 0xF1}, desc...), FIDOUsagePage) {
+			t.Fatal("leading FIDO usage page not found")
+		}
+	})
 }
