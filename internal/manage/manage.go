@@ -250,13 +250,18 @@ func (m *manager) children(prefix string) []string {
 
 // groupUsage lists the leaves below prefix.
 func (m *manager) groupUsage(prefix string) string {
-	var b strings.Builder
+	b := strings.Builder{}
+	if prefix == "" {
+		b.WriteString("virtkey [--device D] [--json] COMMAND")
+	} else {
+		fmt.Fprintf(&b, "virtkey %s COMMAND [--device D] [--json]", prefix)
+	}
 	for _, l := range leaves {
 		if prefix == "" || l.path == prefix || strings.HasPrefix(l.path, prefix+" ") {
 			fmt.Fprintf(&b, "\n  virtkey %s", strings.TrimSpace(l.path+" "+l.synopsis))
 		}
 	}
-	return "[--device D] [--json] COMMAND" + b.String()
+	return b.String()
 }
 
 // commonFlags defines --device and --json on fs, keeping what earlier
@@ -294,7 +299,14 @@ func (m *manager) runLeaf(ctx context.Context, l *leaf, args []string) error {
 	if l.more != "" {
 		synopsis += "\n  " + l.more
 	}
-	fs := cli.NewFlagSet("virtkey "+l.path, synopsis, m.Stderr)
+	// The usage lists the leaf's own flags first, then the common ones.
+	var order []string
+	if l.flags != nil {
+		own := flag.NewFlagSet("", flag.ContinueOnError)
+		l.flags(own)
+		own.VisitAll(func(f *flag.Flag) { order = append(order, f.Name) })
+	}
+	fs := cli.NewFlagSet("virtkey "+l.path, synopsis, m.Stderr, append(order, "device", "json")...)
 	m.commonFlags(fs)
 	if l.flags != nil {
 		l.flags(fs)
@@ -374,7 +386,7 @@ func (m *manager) printJSON(v any) error {
 // a hardware key is replugged; a virtual key over UDP has no plug.
 func (m *manager) powerCycleAdvice() string {
 	if m.opened != nil && strings.HasPrefix(m.opened.name, "udp:") {
-		return "power-cycle the virtual key: kill -USR1 the \"virtkey run\" serving it, restart it, or send it the UDP power-cycle datagram"
+		return "power-cycle the virtual key (kill -USR1 the \"virtkey run\" process, restart it, or send it the UDP power-cycle datagram)"
 	}
 	return "remove and reinsert the key"
 }

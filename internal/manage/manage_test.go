@@ -77,8 +77,8 @@ func TestDispatch(t *testing.T) {
 		args   []string
 		stderr string
 	}{
-		{[]string{"--json"}, "virtkey: want a command: info, pin, creds, reset or config\nusage: [--device D] [--json] COMMAND\n  virtkey info\n"},
-		{[]string{"creds"}, "virtkey: creds: want list, rename or delete\nusage: [--device D] [--json] COMMAND\n  virtkey creds list [--rp ID]\n  virtkey creds rename CRED-ID --name N [--display-name D]\n  virtkey creds delete CRED-ID\n"},
+		{[]string{"--json"}, "virtkey: want a command: info, pin, creds, reset or config\nusage: virtkey [--device D] [--json] COMMAND\n  virtkey info\n"},
+		{[]string{"creds"}, "virtkey: creds: want list, rename or delete\nusage: virtkey creds COMMAND [--device D] [--json]\n  virtkey creds list [--rp ID]\n  virtkey creds rename CRED-ID --name N [--display-name D]\n  virtkey creds delete CRED-ID\n"},
 		{[]string{"--json", "creds", "--device", "udp:x:1", "frob"}, "virtkey: creds: unknown subcommand \"frob\" (want list, rename or delete)\n"},
 		{[]string{"pin", "set", "extra"}, "virtkey: pin set: unexpected argument \"extra\"\nusage: virtkey pin set [--device D] [--json]\n"},
 		{[]string{"config", "always-uv", "maybe", "--json"}, "virtkey: config always-uv: want on or off\n"},

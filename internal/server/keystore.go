@@ -55,7 +55,7 @@ func openKeyStore(ctx context.Context, c *Config, log *slog.Logger) (keyStore, f
 		}
 		ks, err := tpmkeys.OpenTPM(ctx, c.StateDir, open, tpmkeys.WithEdDSA(eddsa), tpmkeys.WithTPMLogger(log))
 		if errors.Is(err, tpmkeys.ErrTPMUnavailable) {
-			return nil, nil, fmt.Errorf("%w (there is no fallback to software keys; run \"virtkey doctor --keystore %s\" to see what to fix)", err, c.Keystore)
+			return nil, nil, c.tpmUnavailable(err)
 		}
 		if err != nil {
 			return nil, nil, err
@@ -64,6 +64,24 @@ func openKeyStore(ctx context.Context, c *Config, log *slog.Logger) (keyStore, f
 		return ks, func() { ks.Close() }, nil
 	}
 	return nil, nil, fmt.Errorf("--keystore %q: want software, tpm or tpm+eddsa", c.Keystore)
+}
+
+// tpmReachable opens the TPM and closes it again, so that run fails before
+// it creates any state when there is no TPM.
+func (c *Config) tpmReachable() error {
+	open, err := c.tpmOpener()
+	if err != nil {
+		return err
+	}
+	t, err := open()
+	if err != nil {
+		return c.tpmUnavailable(fmt.Errorf("%w: %v", tpmkeys.ErrTPMUnavailable, err))
+	}
+	return t.Close()
+}
+
+func (c *Config) tpmUnavailable(err error) error {
+	return fmt.Errorf("%w (there is no fallback to software keys; run \"virtkey doctor --keystore %s\" to see what to fix)", err, c.Keystore)
 }
 
 // tpmOpener opens --tpm, or the first of Host.TPMDevices that opens.

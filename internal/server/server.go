@@ -15,7 +15,8 @@
 // # Order of work
 //
 // [New] validates the whole Config, then checks what the machine must
-// offer (the presence provider, /dev/uhid) and binds the UDP socket, and
+// offer (the presence provider, /dev/uhid, the TPM) and binds the UDP
+// socket, and
 // only then creates the state directory, the attestation CA, the key store
 // and the store. A bad flag, a missing /dev/uhid or a busy UDP port leaves
 // no state behind. The uhid device itself is created last, when the
@@ -93,6 +94,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Key, err error) 
 		k.closers = append(k.closers, func() { conn.Close() })
 	case "uhid":
 		if err := uhidUsable(cfg.Host.uhidPath()); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Keystore != KeystoreSoftware {
+		if err := k.cfg.tpmReachable(); err != nil {
 			return nil, err
 		}
 	}

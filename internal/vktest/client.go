@@ -2,6 +2,7 @@ package vktest
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -32,21 +33,32 @@ func (k *Key) Client(t testing.TB) *client.Device {
 
 func dial(t testing.TB, addr string, output func() string) *client.Device {
 	t.Helper()
-	conn, err := udp.Dial(addr)
+	d, closeConn, err := Open(addr)
 	if err != nil {
+		if output != nil {
+			t.Fatalf("%v\nvirtkey output:\n%s", err, output())
+		}
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
+	t.Cleanup(func() { closeConn() })
+	return d
+}
+
+// Open is [Dial] for callers without a testing.TB (testscript commands):
+// the caller closes the socket with the returned function.
+func Open(addr string) (*client.Device, func() error, error) {
+	conn, err := udp.Dial(addr)
+	if err != nil {
+		return nil, nil, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 	defer cancel()
 	d, err := client.Open(ctx, conn, &client.Options{Timeout: commandTimeout})
 	if err != nil {
-		if output != nil {
-			t.Fatalf("opening %s: %v\nvirtkey output:\n%s", addr, err, output())
-		}
-		t.Fatalf("opening %s: %v", addr, err)
+		conn.Close()
+		return nil, nil, fmt.Errorf("opening %s: %w", addr, err)
 	}
-	return d
+	return d, conn.Close, nil
 }
 
 // ServeUDP serves an in-process key (package inproc: software key store in
