@@ -7,7 +7,7 @@
 //	virtkey version                          what this binary is
 //
 // main only dispatches: the table below owns the command names and the
-// usage text, and [exitCode] maps every error to the exit status.
+// usage text, and cli.ExitCode maps every error to the exit status.
 package main
 
 import (
@@ -47,22 +47,7 @@ func mainEnv(e *env, args []string) int {
 	if err != nil && !errors.Is(err, cli.ErrUsage) && !errors.Is(err, cli.ErrHelp) {
 		fmt.Fprintln(e.Stderr, "virtkey:", err)
 	}
-	return exitCode(err)
-}
-
-// exitCode is the exit status for a command's error (the table is
-// internal/cli's and "virtkey help" prints it).
-func exitCode(err error) int {
-	var coded interface{ ExitCode() int }
-	switch {
-	case err == nil, errors.Is(err, cli.ErrHelp):
-		return cli.ExitOK
-	case errors.Is(err, cli.ErrUsage):
-		return cli.ExitUsage
-	case errors.As(err, &coded):
-		return coded.ExitCode()
-	}
-	return cli.ExitFailure
+	return cli.ExitCode(err)
 }
 
 // command is one row of virtkey's command table.

@@ -21,6 +21,7 @@
 package hidraw
 
 import (
+	"errors"
 	"io"
 
 	"github.com/virtkey/virtkey/hid"
@@ -37,4 +38,15 @@ type Info struct {
 	Path   string // /dev/hidrawN
 	Name   string // HID_NAME, may be empty
 	Serial string // HID_UNIQ, may be empty
+}
+
+// outputReport is what a write to a hidraw node takes: report ID 0 (a FIDO
+// key has no report IDs), then the report zero-padded to 64 bytes.
+func outputReport(report []byte) ([]byte, error) {
+	if len(report) > hid.ReportSize {
+		return nil, errors.New("hidraw: report longer than 64 bytes")
+	}
+	buf := make([]byte, 1+hid.ReportSize)
+	copy(buf[1:], report)
+	return buf, nil
 }

@@ -4,7 +4,6 @@ package hidraw
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -63,11 +62,10 @@ func (h *File) ReadReport(ctx context.Context) ([]byte, error) {
 // WriteReport writes one output report: report ID 0, then the report
 // zero-padded to 64 bytes.
 func (h *File) WriteReport(report []byte) error {
-	if len(report) > hid.ReportSize {
-		return errors.New("hidraw: report longer than 64 bytes")
+	buf, err := outputReport(report)
+	if err != nil {
+		return err
 	}
-	buf := make([]byte, 1+hid.ReportSize)
-	copy(buf[1:], report)
 	if _, err := h.f.Write(buf); err != nil {
 		return fmt.Errorf("hidraw: %w", err)
 	}

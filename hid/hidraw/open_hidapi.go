@@ -4,7 +4,6 @@ package hidraw
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	bhid "github.com/bearsh/hid"
@@ -49,11 +48,10 @@ func (h *hidapiDevice) ReadReport(ctx context.Context) ([]byte, error) {
 }
 
 func (h *hidapiDevice) WriteReport(report []byte) error {
-	if len(report) > hid.ReportSize {
-		return errors.New("hidraw: report longer than 64 bytes")
+	buf, err := outputReport(report)
+	if err != nil {
+		return err
 	}
-	buf := make([]byte, 1+hid.ReportSize) // hidapi: report ID 0 first
-	copy(buf[1:], report)
 	if _, err := h.d.Write(buf); err != nil {
 		return fmt.Errorf("hidraw: %w", err)
 	}

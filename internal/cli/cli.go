@@ -14,10 +14,7 @@ import (
 	"strings"
 )
 
-// Exit codes of every virtkey command. main maps an error to one with
-// cmd/virtkey's exitCode: [ErrUsage] and [UsageError] give [ExitUsage], an
-// error with an ExitCode() int method gives that, any other error
-// [ExitFailure].
+// Exit codes of every virtkey command; [ExitCode] maps an error to one.
 const (
 	ExitOK          = 0
 	ExitFailure     = 1
@@ -44,6 +41,23 @@ var ExitCodes = []struct {
 	{ExitPINNeeded, "PIN needed: no PIN is set on the key, or no way to ask for one (no $VIRTKEY_PIN and no terminal)"},
 	{ExitNoDevice, "no device: none found, several found, or it does not answer"},
 	{ExitUnsupported, "not supported by this key"},
+}
+
+// ExitCode is the exit status for a command's error: 0 for none or
+// [ErrHelp], [ExitUsage] for [ErrUsage] (and [UsageError]), the code of an
+// error with an ExitCode() int method, else [ExitFailure]. main and the
+// tests use it alike.
+func ExitCode(err error) int {
+	var coded interface{ ExitCode() int }
+	switch {
+	case err == nil, errors.Is(err, ErrHelp):
+		return ExitOK
+	case errors.Is(err, ErrUsage):
+		return ExitUsage
+	case errors.As(err, &coded):
+		return coded.ExitCode()
+	}
+	return ExitFailure
 }
 
 // ErrUsage means the command line was wrong and the usage text was already

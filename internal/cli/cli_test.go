@@ -2,6 +2,7 @@ package cli
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
@@ -70,6 +71,30 @@ func TestOrList(t *testing.T) {
 	for in, want := range map[string]string{"": "", "a": "a", "a b": "a or b", "a b c": "a, b or c"} {
 		if got := OrList(strings.Fields(in)); got != want {
 			t.Errorf("OrList(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+type coded struct{}
+
+func (coded) Error() string { return "coded" }
+func (coded) ExitCode() int { return ExitNotFound }
+
+func TestExitCode(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		err  error
+		want int
+	}{
+		{nil, ExitOK},
+		{ErrHelp, ExitOK},
+		{ErrUsage, ExitUsage},
+		{Usagef("--x: bad"), ExitUsage},
+		{fmt.Errorf("wrapped: %w", coded{}), ExitNotFound},
+		{errors.New("boom"), ExitFailure},
+	} {
+		if got := ExitCode(tc.err); got != tc.want {
+			t.Errorf("ExitCode(%v) = %d, want %d", tc.err, got, tc.want)
 		}
 	}
 }

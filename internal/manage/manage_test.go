@@ -34,21 +34,6 @@ func runInProcess(t *testing.T, env map[string]string, args ...string) result {
 	return result{stdout.String(), stderr.String(), err}
 }
 
-// code is the exit code of an error of Run (cmd/virtkey's exitCode does the
-// same for every command).
-func code(err error) int {
-	var coded interface{ ExitCode() int }
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, cli.ErrUsage):
-		return cli.ExitUsage
-	case errors.As(err, &coded):
-		return coded.ExitCode()
-	}
-	return cli.ExitFailure
-}
-
 // TestTouchPrompt checks that the user is asked to touch the key while it
 // waits for presence (CTAPHID KEEPALIVE with UPNEEDED).
 func TestTouchPrompt(t *testing.T) {
@@ -98,8 +83,8 @@ func TestNoDevice(t *testing.T) {
 	t.Parallel()
 	addr := vktest.FreeUDPAddr(t) // nothing listens: the INIT times out (or is refused)
 	r := runInProcess(t, nil, "info", "--device", "udp:"+addr)
-	if code(r.err) != cli.ExitNoDevice || !strings.Contains(r.err.Error(), "no FIDO key answers at udp:"+addr) {
-		t.Errorf("exit %d, %v", code(r.err), r.err)
+	if cli.ExitCode(r.err) != cli.ExitNoDevice || !strings.Contains(r.err.Error(), "no FIDO key answers at udp:"+addr) {
+		t.Errorf("exit %d, %v", cli.ExitCode(r.err), r.err)
 	}
 }
 
