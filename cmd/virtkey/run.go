@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"os"
 	"os/signal"
 	"sync"
@@ -18,19 +19,9 @@ const powerCycleSignal = syscall.SIGUSR1
 
 // runKey is "virtkey run": it serves a virtual key until ctx ends.
 func runKey(ctx context.Context, e *env, args []string) error {
-	cfg := server.Default()
-	cfg.Host = e.host
-	fs := cli.NewFlagSet("virtkey run", "virtkey run [flags]", e.Stderr, cfg.FlagNames()...)
-	cfg.RegisterFlags(fs)
-	pos, err := cli.Parse(fs, args, false)
+	cfg, err := parseConfig(e, "run", "virtkey run [flags]", args, nil)
 	if err != nil {
 		return err
-	}
-	if len(pos) != 0 {
-		return cli.Usagef("run: unexpected argument %q", pos[0])
-	}
-	if err := cfg.Validate(); err != nil {
-		return &cli.UsageError{Err: err}
 	}
 	log, err := cfg.NewLogger(e.Stderr)
 	if err != nil {
@@ -62,4 +53,32 @@ func runKey(ctx context.Context, e *env, args []string) error {
 		}
 	})
 	return key.Run(ctx)
+}
+
+// parseConfig parses the flags of run (or only those named) into a Config
+// with run's defaults and the environment's device files, and validates
+// it; own, if not nil, defines the command's own flags after them.
+func parseConfig(e *env, name, synopsis string, args []string, own func(*flag.FlagSet), names ...string) (server.Config, error) {
+	cfg := server.Default()
+	cfg.Host = e.host
+	order := names
+	if len(order) == 0 {
+		order = cfg.FlagNames()
+	}
+	fs := cli.NewFlagSet("virtkey "+name, synopsis, e.Stderr, order...)
+	cfg.RegisterFlags(fs, names...)
+	if own != nil {
+		own(fs)
+	}
+	pos, err := cli.Parse(fs, args, false)
+	if err != nil {
+		return cfg, err
+	}
+	if len(pos) != 0 {
+		return cfg, cli.Usagef("%s: unexpected argument %q", name, pos[0])
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, &cli.UsageError{Err: err}
+	}
+	return cfg, nil
 }

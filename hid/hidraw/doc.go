@@ -22,6 +22,7 @@ package hidraw
 
 import (
 	"errors"
+	"fmt"
 	"io"
 
 	"github.com/virtkey/virtkey/hid"
@@ -40,13 +41,17 @@ type Info struct {
 	Serial string // HID_UNIQ, may be empty
 }
 
-// outputReport is what a write to a hidraw node takes: report ID 0 (a FIDO
-// key has no report IDs), then the report zero-padded to 64 bytes.
-func outputReport(report []byte) ([]byte, error) {
+// writeReport writes one output report to a hidraw node (or hidapi
+// device): report ID 0 (a FIDO key has no report IDs), then the report
+// zero-padded to 64 bytes.
+func writeReport(w io.Writer, report []byte) error {
 	if len(report) > hid.ReportSize {
-		return nil, errors.New("hidraw: report longer than 64 bytes")
+		return errors.New("hidraw: report longer than 64 bytes")
 	}
 	buf := make([]byte, 1+hid.ReportSize)
 	copy(buf[1:], report)
-	return buf, nil
+	if _, err := w.Write(buf); err != nil {
+		return fmt.Errorf("hidraw: %w", err)
+	}
+	return nil
 }

@@ -61,16 +61,7 @@ func (h *File) ReadReport(ctx context.Context) ([]byte, error) {
 
 // WriteReport writes one output report: report ID 0, then the report
 // zero-padded to 64 bytes.
-func (h *File) WriteReport(report []byte) error {
-	buf, err := outputReport(report)
-	if err != nil {
-		return err
-	}
-	if _, err := h.f.Write(buf); err != nil {
-		return fmt.Errorf("hidraw: %w", err)
-	}
-	return nil
-}
+func (h *File) WriteReport(report []byte) error { return writeReport(h.f, report) }
 
 // Write writes p to the node as it is (a report ID byte first), for tests
 // that send malformed reports; [File.WriteReport] is the usual way.

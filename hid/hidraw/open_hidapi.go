@@ -47,15 +47,6 @@ func (h *hidapiDevice) ReadReport(ctx context.Context) ([]byte, error) {
 	}
 }
 
-func (h *hidapiDevice) WriteReport(report []byte) error {
-	buf, err := outputReport(report)
-	if err != nil {
-		return err
-	}
-	if _, err := h.d.Write(buf); err != nil {
-		return fmt.Errorf("hidraw: %w", err)
-	}
-	return nil
-}
+func (h *hidapiDevice) WriteReport(report []byte) error { return writeReport(h.d, report) }
 
 func (h *hidapiDevice) Close() error { return h.d.Close() }

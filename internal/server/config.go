@@ -119,7 +119,7 @@ func DefaultStateDir() string {
 // configFlag is one flag of run: its field, its help, and what it accepts.
 type configFlag struct {
 	name  string
-	ptr   any // *string, *uint, *int, *time.Duration or *[]string
+	ptr   any // *string, *bool, *uint, *int, *time.Duration or *[]string
 	usage string
 	// values, when set, are the only values a string flag accepts.
 	values []string
@@ -165,6 +165,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, names ...string) {
 		switch p := f.ptr.(type) {
 		case *string:
 			fs.StringVar(p, f.name, *p, f.usage)
+		case *bool:
+			fs.BoolVar(p, f.name, *p, f.usage)
 		case *uint:
 			fs.UintVar(p, f.name, *p, f.usage)
 		case *int:

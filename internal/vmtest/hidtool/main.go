@@ -192,6 +192,23 @@ func cmdPing(args []string) error {
 	return nil
 }
 
+// openInit opens the hidraw node at path and allocates a CTAPHID channel
+// on it (INIT within 10 s).
+func openInit(path string) (*hidraw.File, *hid.Client, error) {
+	h, err := hidraw.OpenFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := hid.NewClient(h)
+	if err := c.Init(ctx); err != nil {
+		h.Close()
+		return nil, nil, fmt.Errorf("INIT: %w", err)
+	}
+	return h, c, nil
+}
+
 // cmdPartial allocates a channel and sends the first packet of a CBOR
 // message whose length needs more packets, then holds the device open,
 // printing what arrives, until -hold passes or the device goes away.
@@ -200,18 +217,11 @@ func cmdPartial(args []string) error {
 	dev := fs.String("dev", "", "hidraw node")
 	hold := fs.Duration("hold", 30*time.Second, "how long to hold the device open afterwards")
 	fs.Parse(args)
-	h, err := hidraw.OpenFile(*dev)
+	h, c, err := openInit(*dev)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	c := hid.NewClient(h)
-	err = c.Init(ctx)
-	cancel()
-	if err != nil {
-		return err
-	}
 	// makeCredential, 300 bytes announced, only the first 57 sent.
 	msg := make([]byte, 300)
 	msg[0] = 0x01
@@ -240,23 +250,15 @@ func cmdGarbage(args []string) error {
 	dev := fs.String("dev", "", "hidraw node")
 	n := fs.Int("n", 300, "malformed reports to write")
 	fs.Parse(args)
-	h, err := hidraw.OpenFile(*dev)
+	// A real channel to aim some of the garbage at.
+	h, c, err := openInit(*dev)
 	if err != nil {
-		return err
+		return fmt.Errorf("before the garbage: %w", err)
 	}
 	defer h.Close()
 	seed, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	rng := mrand.New(mrand.NewPCG(seed.Uint64(), 1))
 	fmt.Printf("seed=%d\n", seed)
-
-	// A real channel to aim some of the garbage at.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	c := hid.NewClient(h)
-	err = c.Init(ctx)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("INIT before the garbage: %w", err)
-	}
 	cid := c.CID()
 	kinds := map[string]int{}
 	writeErrs := 0
