@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/virtkey/virtkey/internal/vktest"
+	"github.com/virtkey/virtkey/internal/testkit"
 )
 
 // encodeDiagMsg is the kernel's side of parseDiagMsg: one
@@ -263,7 +263,7 @@ func TestSenderFilterPortReuse(t *testing.T) {
 	t.Parallel()
 	from := ap("127.0.0.1:4000")
 	table := &fakeTable{rows: []sockRow{{family: afInet, local: from, uid: 1000, inode: 1}}}
-	var logs vktest.SyncBuffer
+	var logs testkit.SyncBuffer
 	f := newSenderFilter(table, ap("127.0.0.1:8111"), map[uint32]bool{1000: true, 0: true}, newTestLogger(&logs))
 	now := time.Unix(1000, 0)
 	f.now = func() time.Time { return now }

@@ -15,10 +15,10 @@ import (
 	"time"
 
 	"github.com/virtkey/virtkey/hid"
-	"github.com/virtkey/virtkey/internal/vktest"
+	"github.com/virtkey/virtkey/internal/testkit"
 )
 
-func TestMain(m *testing.M) { os.Exit(vktest.Run(m)) }
+func TestMain(m *testing.M) { os.Exit(testkit.Run(m, nil)) }
 
 // newTestLogger logs everything to w.
 func newTestLogger(w io.Writer) *slog.Logger {
@@ -74,7 +74,7 @@ func cidOf(r []byte) uint32 { return binary.BigEndian.Uint32(r) }
 
 // expectReport waits for the probe's next datagram and checks its CID
 // and command.
-func expectReport(t *testing.T, p *vktest.Probe, cid uint32, cmd byte) []byte {
+func expectReport(t *testing.T, p *testkit.Probe, cid uint32, cmd byte) []byte {
 	t.Helper()
 	r, ok := p.Recv(limit)
 	if !ok {
@@ -87,7 +87,7 @@ func expectReport(t *testing.T, p *vktest.Probe, cid uint32, cmd byte) []byte {
 }
 
 // quietProbe checks that the probe gets nothing for a while.
-func quietProbe(t *testing.T, p *vktest.Probe) {
+func quietProbe(t *testing.T, p *testkit.Probe) {
 	t.Helper()
 	if r, ok := p.Recv(300 * time.Millisecond); ok {
 		t.Fatalf("the probe got % X", r[:min(len(r), 8)])
@@ -98,10 +98,10 @@ func quietProbe(t *testing.T, p *vktest.Probe) {
 // and root. Datagrams of nobody are dropped with a log line: INIT gets no
 // answer and the magic reboot no power cycle, while the owner is served.
 func TestUDPOtherUserDropped(t *testing.T) {
-	var logs vktest.SyncBuffer
+	var logs testkit.SyncBuffer
 	g := newGate()
 	conn := serveWith(t, &ListenConfig{Logger: newTestLogger(&logs)}, g)
-	probe := vktest.SendProbe(t, conn.Addr().String())
+	probe := testkit.SendProbe(t, conn.Addr().String())
 
 	probe.Send(hid.Fragment(hid.BroadcastCID, hid.CmdInit, []byte("nobody!!"))[0])
 	probe.Send(hid.Fragment(0x01020304, hid.CmdPing, []byte("hello"))[0])
@@ -140,10 +140,10 @@ func TestUDPOtherUserDropped(t *testing.T) {
 // honoured, but a CANCEL (or anything) on the owner's channel gets
 // ERR_INVALID_CHANNEL and the owner's request runs on to its answer.
 func TestUDPAllowUIDAndChannelOwnership(t *testing.T) {
-	uid, _ := vktest.Nobody(t)
+	uid, _ := testkit.Nobody(t)
 	g := newGate()
 	conn := serveWith(t, &ListenConfig{AllowUIDs: []uint32{uid}}, g)
-	probe := vktest.SendProbe(t, conn.Addr().String())
+	probe := testkit.SendProbe(t, conn.Addr().String())
 
 	probe.Send(hid.Fragment(hid.BroadcastCID, hid.CmdInit, []byte("nobody!!"))[0])
 	r := expectReport(t, probe, hid.BroadcastCID, hid.CmdInit)
@@ -237,8 +237,8 @@ func TestUDPSpoofedCancel(t *testing.T) {
 // holds its port; the CLI's dial refuses to talk to it. The real key's
 // socket is accepted.
 func TestDialOwnedRefusesAnotherUsersSocket(t *testing.T) {
-	addr := vktest.FreeUDPAddr(t)
-	probe := vktest.ListenProbe(t, addr)
+	addr := testkit.FreeUDPAddr(t)
+	probe := testkit.ListenProbe(t, addr)
 	_, err := DialOwned(addr, uint32(os.Getuid()))
 	if !errors.Is(err, ErrForeignListener) || !strings.Contains(err.Error(), "uid 65534") {
 		t.Fatalf("DialOwned to nobody's socket = %v", err)
@@ -254,7 +254,7 @@ func TestDialOwnedRefusesAnotherUsersSocket(t *testing.T) {
 }
 
 func TestDialOwnedNoListener(t *testing.T) {
-	if _, err := DialOwned(vktest.FreeUDPAddr(t), uint32(os.Getuid())); err == nil {
+	if _, err := DialOwned(testkit.FreeUDPAddr(t), uint32(os.Getuid())); err == nil {
 		t.Fatal("DialOwned to a port nobody holds succeeded")
 	}
 }
@@ -265,7 +265,7 @@ func TestListenRemote(t *testing.T) {
 	if _, err := Listen("0.0.0.0:0"); !errors.Is(err, ErrNotLoopback) {
 		t.Fatalf("Listen(0.0.0.0:0) = %v, want ErrNotLoopback", err)
 	}
-	var logs vktest.SyncBuffer
+	var logs testkit.SyncBuffer
 	conn, err := (&ListenConfig{AllowRemote: true, Logger: newTestLogger(&logs)}).Listen("0.0.0.0:0")
 	if err != nil {
 		t.Fatal(err)
