@@ -8,6 +8,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 
 	bolt "go.etcd.io/bbolt"
@@ -273,32 +275,34 @@ func (d *DB) bindSealed(ctx context.Context, b *binding, ext uint64, o BindOptio
 	return d.update("bind", true, func(*bolt.Tx) error { return nil })
 }
 
-// bindPlain binds a schema 1 (or new) file, migrating it to schema 2.
+// bindPlain binds a schema 1 (or new) file, migrating it to schema 2. The
+// sealed file is written beside the old one and renamed over it, so that
+// no plaintext record stays behind in the file's free pages, and a crash
+// leaves either the old file or the new one.
 func (d *DB) bindPlain(ctx context.Context, b *binding, ext uint64, o BindOptions) error {
 	if ext > 0 && !o.AcceptRollback {
 		return fmt.Errorf("%w (the %s is at %d)", ErrBindingLost, b.guard, ext)
 	}
 	type kv struct{ k, v []byte }
-	var creds, settings []kv
+	var creds, settings, counters []kv
+	collect := func(tx *bolt.Tx, name []byte, into *[]kv) error {
+		return tx.Bucket(name).ForEach(func(k, v []byte) error {
+			*into = append(*into, kv{bytes.Clone(k), bytes.Clone(v)})
+			return nil
+		})
+	}
 	err := d.protected("bind", func() error {
 		return d.bolt.View(func(tx *bolt.Tx) error {
-			if err := tx.Bucket(bucketCreds).ForEach(func(k, v []byte) error {
-				if len(v) < RPIDHashSize {
-					return errDamage{fmt.Sprintf("credential %x: value of %d bytes", k, len(v))}
-				}
-				creds = append(creds, kv{bytes.Clone(k), bytes.Clone(v)})
-				return nil
-			}); err != nil {
-				return err
-			}
-			return tx.Bucket(bucketSettings).ForEach(func(k, v []byte) error {
-				settings = append(settings, kv{bytes.Clone(k), bytes.Clone(v)})
-				return nil
-			})
+			return errors.Join(collect(tx, bucketCreds, &creds), collect(tx, bucketSettings, &settings), collect(tx, bucketCounters, &counters))
 		})
 	})
 	if err != nil {
 		return err
+	}
+	for _, c := range creds {
+		if len(c.v) < RPIDHashSize {
+			return d.markDamaged(fmt.Sprintf("bind: credential %x: value of %d bytes", c.k, len(c.v)))
+		}
 	}
 	if len(creds) > 0 && o.Verify != nil {
 		ok := false
@@ -309,63 +313,74 @@ func (d *DB) bindPlain(ctx context.Context, b *binding, ext uint64, o BindOption
 			return fmt.Errorf("%w: its credentials do not open with this key store's master key", ErrKeyMismatch)
 		}
 	}
-	// Seal everything before the transaction (sealing cannot fail halfway
-	// through a write).
-	b.epoch = ext
 	d.bind = b
-	for i, c := range creds {
-		sealed, err := b.keys.Seal(ctx, c.v, append(bytes.Clone(aadCred), c.k...))
-		if err != nil {
-			return fmt.Errorf("store: sealing: %w", err)
-		}
-		creds[i].v = append(c.v[:RPIDHashSize:RPIDHashSize], sealed...) // keep the rpIdHash for the index
-	}
-	for i, s := range settings {
-		sealed, err := b.keys.Seal(ctx, s.v, append(bytes.Clone(aadSetting), s.k...))
-		if err != nil {
-			return fmt.Errorf("store: sealing: %w", err)
-		}
-		settings[i].v = sealed
-	}
 	next := ext + 1
-	err = d.protected("bind", func() error {
-		return d.bolt.Update(func(tx *bolt.Tx) error {
-			credsB := tx.Bucket(bucketCreds)
-			if err := tx.DeleteBucket(bucketByRP); err != nil {
+	path := d.bolt.Path()
+	tmp := path + migrateSuffix
+	os.Remove(tmp)
+	ndb, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: d.opts.lockTimeout})
+	if err != nil {
+		return fmt.Errorf("store: migrating: %w", err)
+	}
+	err = ndb.Update(func(tx *bolt.Tx) error {
+		for _, name := range append([][]byte{bucketMeta}, dataBuckets...) {
+			if _, err := tx.CreateBucket(name); err != nil {
 				return err
 			}
-			byRP, err := tx.CreateBucket(bucketByRP)
+		}
+		credsB, byRP := tx.Bucket(bucketCreds), tx.Bucket(bucketByRP)
+		for _, c := range creds {
+			rp := c.v[:RPIDHashSize]
+			sealed, err := b.keys.Seal(ctx, c.v, append(bytes.Clone(aadCred), c.k...))
+			if err != nil {
+				return fmt.Errorf("sealing: %w", err)
+			}
+			if err := credsB.Put(c.k, sealed); err != nil {
+				return err
+			}
+			idx, err := byRP.CreateBucketIfNotExists(b.index(rp))
 			if err != nil {
 				return err
 			}
-			for _, c := range creds {
-				rp, sealed := c.v[:RPIDHashSize], c.v[RPIDHashSize:]
-				if err := credsB.Put(c.k, sealed); err != nil {
-					return err
-				}
-				idx, err := byRP.CreateBucketIfNotExists(b.index(rp))
-				if err != nil {
-					return err
-				}
-				if err := idx.Put(c.k, []byte{}); err != nil {
-					return err
-				}
-			}
-			setB := tx.Bucket(bucketSettings)
-			for _, s := range settings {
-				if err := setB.Put(s.k, s.v); err != nil {
-					return err
-				}
-			}
-			meta := tx.Bucket(bucketMeta)
-			if err := meta.Put(keySchema, []byte{schemaSealed}); err != nil {
+			if err := idx.Put(c.k, []byte{}); err != nil {
 				return err
 			}
-			return d.writeHead(tx, next)
-		})
+		}
+		for _, s := range settings {
+			sealed, err := b.keys.Seal(ctx, s.v, append(bytes.Clone(aadSetting), s.k...))
+			if err != nil {
+				return fmt.Errorf("sealing: %w", err)
+			}
+			if err := tx.Bucket(bucketSettings).Put(s.k, sealed); err != nil {
+				return err
+			}
+		}
+		for _, c := range counters {
+			if err := tx.Bucket(bucketCounters).Put(c.k, c.v); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket(bucketMeta).Put(keySchema, []byte{schemaSealed}); err != nil {
+			return err
+		}
+		return d.writeHead(tx, next)
 	})
+	err = errors.Join(err, ndb.Close())
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
 	if err != nil {
-		return err
+		os.Remove(tmp)
+		return fmt.Errorf("store: migrating %s: %w", path, err)
+	}
+	syncDir(filepath.Dir(path))
+	// Reopen: the old handle (and its lock) belongs to the replaced file.
+	if err := d.closeBolt(); err != nil {
+		d.log.Warn("store: closing the replaced file", "err", err)
+	}
+	if d.bolt, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: d.opts.lockTimeout}); err != nil {
+		d.closed = true
+		return fmt.Errorf("store: reopening %s after migrating it: %w", path, err)
 	}
 	d.schema = schemaSealed
 	b.epoch = next
@@ -374,6 +389,16 @@ func (d *DB) bindPlain(ctx context.Context, b *binding, ext uint64, o BindOption
 	}
 	d.advanceGuard(ctx)
 	return d.damage
+}
+
+// migrateSuffix names the file a migration writes before renaming it.
+const migrateSuffix = ".migrate"
+
+func syncDir(dir string) {
+	if f, err := os.Open(dir); err == nil {
+		f.Sync()
+		f.Close()
+	}
 }
 
 // Rebind seals a new binding record under the key store's current master

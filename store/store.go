@@ -201,6 +201,7 @@ func Open(path string, opts ...Option) (*DB, error) {
 		}
 		return nil, fmt.Errorf("store: opening %s: %w", path, err)
 	}
+	os.Remove(path + migrateSuffix) // left by a migration that died before its rename
 	d := &DB{bolt: bdb, opts: o, log: o.log, counters: make(map[[sha256.Size]byte]*counter)}
 	if err := d.init(); err != nil {
 		d.closeBolt()

@@ -16,7 +16,7 @@ import (
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/hid"
 	"github.com/virtkey/virtkey/hid/udp"
-	"github.com/virtkey/virtkey/store"
+	"github.com/virtkey/virtkey/internal/statedir"
 )
 
 // version is the firmware version reported by getInfo and CTAPHID_INIT.
@@ -39,6 +39,7 @@ type runFlags struct {
 	vid, pid       uint
 	name           string
 	selectAccount  string
+	acceptRollback bool
 
 	// A user-supplied batch attestation identity, and the RP IDs that get
 	// vendor-facilitated enterprise attestation (cmd/virtkey/attestation.go).
@@ -70,6 +71,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.UintVar(&f.pid, "pid", 0x7664, "USB product id of the uhid device")
 	fs.StringVar(&f.selectAccount, "select-account", "platform", "several passkeys for one site: platform (numberOfCredentials + getNextAssertion; the client chooses) or newest (the key picks the newest itself and marks it userSelected, for headless browsers)")
 	fs.StringVar(&f.name, "name", "virtkey FIDO2 security key", "device name of the uhid device")
+	fs.BoolVar(&f.acceptRollback, "accept-rollback", false, "start with a state.db that its rollback reference says is not the newest (restored from an older backup on purpose): the PIN retries, PIN and passkeys of that copy come back")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: virtkey run [flags]")
 		fs.PrintDefaults()
@@ -151,6 +153,11 @@ func runKey(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := os.MkdirAll(f.stateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
+	db, err := statedir.OpenStore(f.stateDir, log)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
 	att, err := loadAttestation(f, aaguid, log)
 	if err != nil {
 		return err
@@ -175,14 +182,13 @@ func runKey(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer closeKeys()
-	db, err := store.Open(filepath.Join(f.stateDir, "state.db"))
+	bound, err := statedir.Bind(ctx, f.stateDir, db, keys, statedir.Options{AcceptRollback: f.acceptRollback})
 	if err != nil {
 		return err
 	}
-	defer db.Close()
 
 	auth, err := ctap2.New(ctap2.Config{
-		KeyStore: keys, Store: db, Presence: pres, Logger: log, AAGUID: aaguid, UV: uv,
+		KeyStore: bound, Store: db, Presence: pres, Logger: log, AAGUID: aaguid, UV: uv,
 		ResetWindow: f.resetWindow, MaxResidentCredentials: f.maxResident,
 		Attestation: att.mode, Batch: att.batch, Enterprise: att.enterprise, EnterpriseRPIDs: att.enterpriseRPIDs,
 		SelectNewestAccount: f.selectAccount == "newest",
