@@ -3,8 +3,8 @@ package tpmkeys
 import (
 	"bytes"
 	"crypto/ecdsa"
-	"encoding/binary"
 	"crypto/elliptic"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/big"
