@@ -318,7 +318,7 @@ func (d *DB) bindPlain(ctx context.Context, b *binding, ext uint64, o BindOption
 	path := d.bolt.Path()
 	tmp := path + migrateSuffix
 	os.Remove(tmp)
-	ndb, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: d.opts.lockTimeout})
+	ndb, err := bolt.Open(tmp, 0o600, d.opts.bolt())
 	if err != nil {
 		return fmt.Errorf("store: migrating: %w", err)
 	}
@@ -360,7 +360,8 @@ func (d *DB) bindPlain(ctx context.Context, b *binding, ext uint64, o BindOption
 				return err
 			}
 		}
-		if err := tx.Bucket(bucketMeta).Put(keySchema, []byte{schemaSealed}); err != nil {
+		meta := tx.Bucket(bucketMeta)
+		if err := errors.Join(meta.Put(keySchema, []byte{schemaSealed}), meta.Put(keyCount, be64(uint64(len(creds))))); err != nil {
 			return err
 		}
 		return d.writeHead(tx, next)
@@ -378,7 +379,7 @@ func (d *DB) bindPlain(ctx context.Context, b *binding, ext uint64, o BindOption
 	if err := d.closeBolt(); err != nil {
 		d.log.Warn("store: closing the replaced file", "err", err)
 	}
-	if d.bolt, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: d.opts.lockTimeout}); err != nil {
+	if d.bolt, err = bolt.Open(path, 0o600, d.opts.bolt()); err != nil {
 		d.closed = true
 		return fmt.Errorf("store: reopening %s after migrating it: %w", path, err)
 	}

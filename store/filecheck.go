@@ -399,8 +399,14 @@ func (d *DB) checkData(tx *bolt.Tx, add func(string) bool) {
 	if err != nil {
 		return
 	}
-	if n := creds.Stats().KeyN; n != indexed {
+	n := creds.Stats().KeyN
+	if n != indexed {
 		if !add(fmt.Sprintf("%d credentials, %d index entries", n, indexed)) {
+			return
+		}
+	}
+	if v := tx.Bucket(bucketMeta).Get(keyCount); len(v) != 8 || binary.BigEndian.Uint64(v) != uint64(n) {
+		if !add(fmt.Sprintf("credential count %x, %d credentials", v, n)) {
 			return
 		}
 	}

@@ -112,6 +112,10 @@ var (
 	bucketSettings = []byte("settings")
 	bucketCounters = []byte("counters")
 	keySchema      = []byte("schema")
+	// keyCount is the number of credentials (u64), kept with every write so
+	// that CountCredentials reads one value: cheap at any size, and still
+	// readable when a page of the creds bucket is damaged.
+	keyCount = []byte("count")
 )
 
 // dataBuckets are the buckets Wipe empties.
@@ -146,6 +150,11 @@ type options struct {
 	reserve     uint64
 	now         func() time.Time
 	log         *slog.Logger
+	noSync      bool // tests only: bbolt without fsync
+}
+
+func (o *options) bolt() *bolt.Options {
+	return &bolt.Options{Timeout: o.lockTimeout, NoSync: o.noSync}
 }
 
 // WithLockTimeout sets how long Open waits for the file lock before failing
@@ -179,14 +188,14 @@ func Open(path string, opts ...Option) (*DB, error) {
 		o.log = slog.New(slog.DiscardHandler)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+		return nil, wrap("store", err)
 	}
 	if err := checkFile(path); err != nil {
 		return nil, err
 	}
 	var bdb *bolt.DB
 	err := protect(func() (err error) {
-		bdb, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: o.lockTimeout})
+		bdb, err = bolt.Open(path, 0o600, o.bolt())
 		return err
 	})
 	if err != nil {
@@ -241,6 +250,9 @@ func (d *DB) init() error {
 					return err
 				}
 			}
+			if meta.Get(keyCount) == nil { // a file from before the count
+				return meta.Put(keyCount, be64(uint64(tx.Bucket(bucketCreds).Stats().KeyN)))
+			}
 			return nil
 		})
 	})
@@ -252,7 +264,7 @@ func (d *DB) init() error {
 	case errors.As(err, &p):
 		return damaged(d.bolt.Path(), p.Error())
 	case err != nil && !errors.Is(err, ErrNewerSchema):
-		return fmt.Errorf("store: %w", err)
+		return wrap("store", err)
 	}
 	return err
 }
@@ -400,6 +412,8 @@ func (d *DB) PutCredential(id, rpIDHash, record []byte, replaces ...[]byte) erro
 					return err
 				}
 			}
+		} else if err := addCount(tx, 1); err != nil {
+			return err
 		}
 		if err := creds.Put(id, v); err != nil {
 			return err
@@ -411,7 +425,7 @@ func (d *DB) PutCredential(id, rpIDHash, record []byte, replaces ...[]byte) erro
 		return rp.Put(id, []byte{})
 	})
 	if err != nil {
-		return fmt.Errorf("store: putting credential: %w", err)
+		return wrap("store: putting credential", err)
 	}
 	for _, old := range replaces {
 		if !bytes.Equal(old, id) {
@@ -433,6 +447,9 @@ func (d *DB) deleteCredentialTx(tx *bolt.Tx, id []byte) error {
 			return err
 		}
 		if err := creds.Delete(id); err != nil {
+			return err
+		}
+		if err := addCount(tx, -1); err != nil {
 			return err
 		}
 	}
@@ -471,7 +488,7 @@ func (d *DB) Credential(id []byte) (record []byte, ok bool, err error) {
 		return err
 	})
 	if err != nil {
-		return nil, false, fmt.Errorf("store: %w", err)
+		return nil, false, wrap("store", err)
 	}
 	return record, ok, nil
 }
@@ -505,7 +522,7 @@ func (d *DB) CredentialsByRP(rpIDHash []byte) ([][]byte, error) {
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+		return nil, wrap("store", err)
 	}
 	return recs, nil
 }
@@ -543,7 +560,7 @@ func (d *DB) RPs() ([][]byte, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+		return nil, wrap("store", err)
 	}
 	slices.SortFunc(rps, bytes.Compare)
 	return rps, nil
@@ -560,7 +577,7 @@ func (d *DB) DeleteCredential(id []byte) error {
 	}
 	err := d.update("deleteCredential", true, func(tx *bolt.Tx) error { return d.deleteCredentialTx(tx, id) })
 	if err != nil {
-		return fmt.Errorf("store: deleting credential: %w", err)
+		return wrap("store: deleting credential", err)
 	}
 	delete(d.counters, key)
 	return nil
@@ -572,11 +589,15 @@ func (d *DB) CountCredentials() (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	err := d.view("countCredentials", func(tx *bolt.Tx) error {
-		n = tx.Bucket(bucketCreds).Stats().KeyN
+		v := tx.Bucket(bucketMeta).Get(keyCount)
+		if len(v) != 8 || binary.BigEndian.Uint64(v) > math.MaxInt32 {
+			return d.inconsistent(fmt.Sprintf("credential count %x", v))
+		}
+		n = int(binary.BigEndian.Uint64(v))
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("store: %w", err)
+		return 0, wrap("store", err)
 	}
 	return n, nil
 }
@@ -597,7 +618,7 @@ func (d *DB) Setting(name string) ([]byte, error) {
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+		return nil, wrap("store", err)
 	}
 	return v, nil
 }
@@ -628,7 +649,7 @@ func (d *DB) PutSetting(name string, value []byte) error {
 		return b.Put([]byte(name), sealed)
 	})
 	if err != nil {
-		return fmt.Errorf("store: setting %q: %w", name, err)
+		return wrap(fmt.Sprintf("store: setting %q", name), err)
 	}
 	return nil
 }
@@ -654,13 +675,16 @@ func (d *DB) Wipe() error {
 				return err
 			}
 		}
+		if err := tx.Bucket(bucketMeta).Put(keyCount, be64(0)); err != nil {
+			return err
+		}
 		if d.bind != nil {
 			return tx.Bucket(bucketMeta).Put(keyRekey, be64(d.bind.epoch+1))
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("store: wipe: %w", err)
+		return wrap("store: wipe", err)
 	}
 	clear(d.counters)
 	return nil
@@ -713,7 +737,7 @@ func (d *DB) loadCounter(key [sha256.Size]byte) (*counter, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: loading counter: %w", err)
+		return nil, wrap("store: loading counter", err)
 	}
 	return &counter{current: stored, reserved: stored, step: d.opts.reserve}, nil
 }
@@ -723,7 +747,7 @@ func (d *DB) loadCounter(key [sha256.Size]byte) (*counter, error) {
 // Called with d.mu held.
 func (d *DB) reserve(key [sha256.Size]byte, c *counter) error {
 	if err := d.writable(); err != nil {
-		return fmt.Errorf("store: reserving counter values: %w", err)
+		return wrap("store: reserving counter values", err)
 	}
 	now := d.opts.now()
 	step := d.opts.reserve
@@ -735,10 +759,33 @@ func (d *DB) reserve(key [sha256.Size]byte, c *counter) error {
 		return tx.Bucket(bucketCounters).Put(key[:], be64(reserved))
 	})
 	if err != nil {
-		return fmt.Errorf("store: reserving counter values: %w", err)
+		return wrap("store: reserving counter values", err)
 	}
 	c.reserved, c.step, c.lastReserve = reserved, step, now
 	return nil
 }
 
+// wrap prefixes err, except an ErrDamaged error, whose message is for
+// the user as it is.
+func wrap(prefix string, err error) error {
+	if errors.Is(err, ErrDamaged) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", prefix, err)
+}
+
 func be64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+// addCount adds delta to the credential count.
+func addCount(tx *bolt.Tx, delta int) error {
+	meta := tx.Bucket(bucketMeta)
+	v := meta.Get(keyCount)
+	if len(v) != 8 {
+		return errDamage{fmt.Sprintf("credential count %x", v)}
+	}
+	n := int64(binary.BigEndian.Uint64(v)) + int64(delta)
+	if n < 0 {
+		return errDamage{"credential count below zero"}
+	}
+	return meta.Put(keyCount, be64(uint64(n)))
+}
