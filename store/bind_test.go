@@ -499,4 +499,3 @@ func TestHoldsState(t *testing.T) {
 		t.Errorf("an empty bound store: HoldsState = %v, %v; a binding counts", h, err)
 	}
 }
-

@@ -120,7 +120,7 @@ func TestOpenRefusesDamage(t *testing.T) {
 			return b
 		}, "root page"},
 		"truncated": {func(b []byte) []byte { return b[:int(hi.pgid-1)*ps] }, "truncated"},
-		"zeroed": {func(b []byte) []byte { return make([]byte, len(b)) }, "meta pages are invalid"},
+		"zeroed":    {func(b []byte) []byte { return make([]byte, len(b)) }, "meta pages are invalid"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
