@@ -15,7 +15,10 @@ import (
 // entry may be a symbolic link or a special file. A directory that does not
 // exist yet passes (virtkey creates it 0700). Each error says how to fix
 // it. (virtkey doctor's check is stricter: it also wants 0700 and 0600.)
-func CheckOwner(dir string) error {
+func CheckOwner(dir string) error { return checkOwner(dir, os.Getuid()) }
+
+// checkOwner is CheckOwner for user uid.
+func checkOwner(dir string, uid int) error {
 	fi, err := os.Stat(dir) // the state directory itself may be a link
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -26,7 +29,6 @@ func CheckOwner(dir string) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("state directory %s is not a directory: move it away or pick another --state-dir", dir)
 	}
-	uid := os.Getuid()
 	if err := checkEntry(dir, dir, fi, uid); err != nil {
 		return err
 	}
