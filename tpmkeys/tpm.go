@@ -215,6 +215,7 @@ func OpenTPM(ctx context.Context, dir string, open Opener, opts ...TPMOption) (*
 			return nil, fmt.Errorf("tpmkeys: sealing the master key: %w", err)
 		}
 		st = &tpmState{Version: 1, SRKName: bytes.Clone(t.srk.name.Buffer), MasterPublic: blobs.public, MasterPrivate: blobs.private}
+		t.newReference(st)
 		if err := writeTPMState(dir, st, false); err != nil {
 			return nil, err
 		}
@@ -616,15 +617,26 @@ func (k *tpmSigner) String() string       { return "tpmkeys TPM credential key E
 func (k *tpmSigner) GoString() string     { return k.String() }
 
 // setupReference adopts the rollback reference recorded in st or, for a
-// tpm.json without one (new, or written before the counters), defines a
-// TPM NV counter, increments it once (a counter cannot be read before) and
-// records its handle and value in tpm.json. A TPM that refuses (an owner
-// password, no NV space) gets the epoch file instead, with a warning.
+// tpm.json without one (written before the counters), makes one with
+// newReference and records it in tpm.json.
 func (t *TPM) setupReference(st *tpmState) error {
-	if st.NVCounter != 0 || st.EpochFile {
-		t.nvCounter, t.nvBase, t.epochFile = tpm2.TPMHandle(st.NVCounter), st.NVBase, st.EpochFile
-		return nil
+	if st.NVCounter == 0 && !st.EpochFile {
+		next := *st
+		t.newReference(&next)
+		if err := writeTPMState(t.dir, &next, true); err != nil {
+			return err
+		}
+		*st = next
 	}
+	t.nvCounter, t.nvBase, t.epochFile = tpm2.TPMHandle(st.NVCounter), st.NVBase, st.EpochFile
+	return nil
+}
+
+// newReference defines a TPM NV counter, increments it once (a counter
+// cannot be read before) and sets st's NVCounter and NVBase. A TPM that
+// refuses (an owner password, no NV space) gets the epoch file instead,
+// with a warning.
+func (t *TPM) newReference(st *tpmState) {
 	var h tpm2.TPMHandle
 	var base uint64
 	err := t.do(func(tpm transport.TPM, _ *srk) (err error) {
@@ -640,20 +652,13 @@ func (t *TPM) setupReference(st *tpmState) error {
 		}
 		return err
 	})
-	next := *st
 	if err != nil {
 		t.log.Warn("the TPM refused an NV counter; state.db's rollback reference is the epoch file instead (a restored state.db is caught only if the epoch file is not restored with it)",
 			"err", err)
-		next.EpochFile = true
-	} else {
-		next.NVCounter, next.NVBase = uint32(h), base
+		st.EpochFile = true
+		return
 	}
-	if err := writeTPMState(t.dir, &next, true); err != nil {
-		return err
-	}
-	*st = next
-	t.nvCounter, t.nvBase, t.epochFile = tpm2.TPMHandle(next.NVCounter), next.NVBase, next.EpochFile
-	return nil
+	st.NVCounter, st.NVBase = uint32(h), base
 }
 
 func randomUint32() uint32 {
@@ -707,6 +712,9 @@ func (r *nvReference) AdvanceEpoch(ctx context.Context) (uint64, error) {
 		if v, err = readCounter(tpm, r.t.nvCounter); err != nil {
 			return err
 		}
+		if v < r.t.nvBase {
+			return fmt.Errorf("the counter reads %d, below its first value %d", v, r.t.nvBase)
+		}
 		if v-r.t.nvBase > before {
 			return nil // an earlier attempt landed
 		}
@@ -718,6 +726,9 @@ func (r *nvReference) AdvanceEpoch(ctx context.Context) (uint64, error) {
 	})
 	if err != nil {
 		return 0, fmt.Errorf("tpmkeys: advancing the %s: %w", r, err)
+	}
+	if v < r.t.nvBase {
+		return 0, fmt.Errorf("tpmkeys: the %s reads %d, below its first value %d", r, v, r.t.nvBase)
 	}
 	return v - r.t.nvBase, nil
 }
