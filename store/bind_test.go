@@ -339,10 +339,7 @@ func TestResetRebinds(t *testing.T) {
 	must(t, d.Wipe())
 	must(t, keys.ResetKeys(ctx))
 	must(t, d.Close())
-	bdb, err := bolt.Open(path, 0o600, nil)
-	must(t, err)
-	must(t, bdb.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSettings).Put([]byte("planted"), []byte("x")) }))
-	must(t, bdb.Close())
+	boltUpdate(t, path, func(tx *bolt.Tx) error { return tx.Bucket(bucketSettings).Put([]byte("planted"), []byte("x")) })
 	if _, err := openBound(t, path, keys, g, BindOptions{}); !errors.Is(err, ErrKeyMismatch) {
 		t.Errorf("non-empty store after an interrupted reset: %v, want ErrKeyMismatch", err)
 	}
@@ -361,13 +358,19 @@ func TestEditedSettingRefused(t *testing.T) {
 	must(t, d.bolt.View(func(tx *bolt.Tx) error { old = bytes.Clone(tx.Bucket(bucketSettings).Get([]byte("state"))); return nil }))
 	must(t, d.PutSetting("state", []byte("retries 1")))
 	must(t, d.Close())
-	bdb, err := bolt.Open(path, 0o600, nil)
-	must(t, err)
-	must(t, bdb.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSettings).Put([]byte("state"), old) }))
-	must(t, bdb.Close())
+	boltUpdate(t, path, func(tx *bolt.Tx) error { return tx.Bucket(bucketSettings).Put([]byte("state"), old) })
 	if _, err := openBound(t, path, keys, g, BindOptions{}); !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "binding record") {
 		t.Errorf("swapped setting: %v, want ErrDamaged about the binding record", err)
 	}
+}
+
+// boltUpdate edits a closed state.db behind the store's back.
+func boltUpdate(t testing.TB, path string, fn func(tx *bolt.Tx) error) {
+	t.Helper()
+	bdb, err := bolt.Open(path, 0o600, nil)
+	must(t, err)
+	must(t, bdb.Update(fn))
+	must(t, bdb.Close())
 }
 
 // fixture copies testdata/state-v1 (written by the a42143a binary) and
@@ -468,11 +471,8 @@ func TestNewerSchemaRefused(t *testing.T) {
 	t.Parallel()
 	d, path := openTemp(t)
 	must(t, d.Close())
-	bdb, err := bolt.Open(path, 0o600, nil)
-	must(t, err)
-	must(t, bdb.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte{SchemaVersion + 1}) }))
-	must(t, bdb.Close())
-	_, err = Open(path)
+	boltUpdate(t, path, func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte{SchemaVersion + 1}) })
+	_, err := Open(path)
 	if !errors.Is(err, ErrNewerSchema) || !strings.Contains(err.Error(), "newer virtkey") {
 		t.Errorf("Open of schema %d: %v", SchemaVersion+1, err)
 	}

@@ -9,7 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -274,15 +273,8 @@ func Check(path string) error {
 	if err != nil {
 		return damaged(path, err.Error())
 	}
-	d := &DB{bolt: bdb, closed: false}
-	defer func() {
-		done := make(chan struct{})
-		go func() { protect(bdb.Close); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(time.Second):
-		}
-	}()
+	d := &DB{bolt: bdb}
+	defer d.closeBolt()
 	if what := d.check(); what != "" {
 		return damaged(path, what)
 	}
@@ -301,12 +293,7 @@ func (d *DB) Check() error {
 		return ErrClosed
 	}
 	if what := d.check(); what != "" {
-		err := damaged(d.bolt.Path(), what)
-		if d.damage == nil {
-			d.damage = err
-			d.log.Error("state.db is damaged; the store is read-only until virtkey restarts", "what", what)
-		}
-		return err
+		return d.markDamaged("check: " + what)
 	}
 	return nil
 }
