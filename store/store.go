@@ -381,16 +381,18 @@ func (d *DB) PutCredential(id, rpIDHash, record []byte, replaces ...[]byte) erro
 	// Whether the write removes something decides whether it advances the
 	// epoch, and that must be known before the transaction.
 	removes := false
-	err = d.view("putCredential", func(tx *bolt.Tx) error {
-		creds := tx.Bucket(bucketCreds)
-		removes = creds.Get(id) != nil
-		for _, old := range replaces {
-			removes = removes || creds.Get(old) != nil
+	if d.bind != nil {
+		err = d.view("putCredential", func(tx *bolt.Tx) error {
+			creds := tx.Bucket(bucketCreds)
+			removes = creds.Get(id) != nil
+			for _, old := range replaces {
+				removes = removes || creds.Get(old) != nil
+			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
 	err = d.update("putCredential", removes, func(tx *bolt.Tx) error {
 		for _, old := range replaces {
