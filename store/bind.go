@@ -157,16 +157,27 @@ func (d *DB) HoldsState() (bool, error) {
 	var holds bool
 	err := d.protected("holdsState", func() error {
 		return d.bolt.View(func(tx *bolt.Tx) error {
-			holds = !bucketEmpty(tx, bucketCreds) || !bucketEmpty(tx, bucketSettings)
-			return nil
+			empty, err := d.emptyStore(tx)
+			holds = !empty
+			return err
 		})
 	})
 	return holds, err
 }
 
-func bucketEmpty(tx *bolt.Tx, name []byte) bool {
-	k, _ := tx.Bucket(name).Cursor().First()
-	return k == nil
+// emptyStore reports whether the store holds no credential and no setting.
+func (d *DB) emptyStore(tx *bolt.Tx) (bool, error) {
+	for _, name := range [][]byte{bucketCreds, bucketSettings} {
+		b, err := d.top(tx, name)
+		if err != nil {
+			return false, err
+		}
+		k, err := b.first()
+		if err != nil || k != nil {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // Bind binds d to keys and guard (see the comment at the top of this
@@ -219,16 +230,25 @@ func (d *DB) bindSealed(ctx context.Context, b *binding, ext uint64, o BindOptio
 	)
 	err := d.protected("bind", func() error {
 		return d.bolt.View(func(tx *bolt.Tx) error {
-			meta := tx.Bucket(bucketMeta)
-			sealed := meta.Get(keyHead)
-			if sealed == nil {
-				headNotFound = true
-				return nil
+			meta, err := d.top(tx, bucketMeta)
+			if err != nil {
+				return err
 			}
-			if v := meta.Get(keyRekey); len(v) == 8 {
+			sealed, err := meta.get(keyHead)
+			if err != nil || sealed == nil {
+				headNotFound = sealed == nil
+				return err
+			}
+			v, err := meta.get(keyRekey)
+			if err != nil {
+				return err
+			}
+			if len(v) == 8 {
 				rekey, hasRekey = binary.BigEndian.Uint64(v), true
 			}
-			empty = bucketEmpty(tx, bucketCreds) && bucketEmpty(tx, bucketSettings)
+			if empty, err = d.emptyStore(tx); err != nil {
+				return err
+			}
 			raw, err := b.keys.Open(ctx, sealed, aadHead)
 			if err != nil {
 				return nil
@@ -236,9 +256,9 @@ func (d *DB) bindSealed(ctx context.Context, b *binding, ext uint64, o BindOptio
 			opened = true
 			h, what = decodeHead(raw)
 			if what == "" {
-				what = h.verify(tx)
+				what, err = d.verifyHead(tx, h)
 			}
-			return nil
+			return err
 		})
 	})
 	switch {
@@ -286,7 +306,11 @@ func (d *DB) bindPlain(ctx context.Context, b *binding, ext uint64, o BindOption
 	type kv struct{ k, v []byte }
 	var creds, settings, counters []kv
 	collect := func(tx *bolt.Tx, name []byte, into *[]kv) error {
-		return tx.Bucket(name).ForEach(func(k, v []byte) error {
+		b, err := d.top(tx, name)
+		if err != nil {
+			return err
+		}
+		return b.forEach(func(k, v []byte) error {
 			*into = append(*into, kv{bytes.Clone(k), bytes.Clone(v)})
 			return nil
 		})
@@ -364,7 +388,8 @@ func (d *DB) bindPlain(ctx context.Context, b *binding, ext uint64, o BindOption
 		if err := errors.Join(meta.Put(keySchema, []byte{schemaSealed}), meta.Put(keyCount, be64(uint64(len(creds))))); err != nil {
 			return err
 		}
-		return d.writeHead(tx, next)
+		// A new file: nothing on disk to check.
+		return d.writeHead(tx.Bucket(bucketSettings).ForEach, meta.Put, next)
 	})
 	err = errors.Join(err, ndb.Close())
 	if err == nil {
@@ -379,7 +404,10 @@ func (d *DB) bindPlain(ctx context.Context, b *binding, ext uint64, o BindOption
 	if err := d.closeBolt(); err != nil {
 		d.log.Warn("store: closing the replaced file", "err", err)
 	}
-	if d.bolt, err = bolt.Open(path, 0o600, d.opts.bolt()); err != nil {
+	if d.bolt, err = bolt.Open(path, 0o600, d.opts.bolt()); err == nil {
+		d.verify, err = newVerifier(path, d.bolt.Info().PageSize)
+	}
+	if err != nil {
 		d.closed = true
 		return fmt.Errorf("store: reopening %s after migrating it: %w", path, err)
 	}
@@ -419,8 +447,9 @@ func (d *DB) Rebind(ctx context.Context) error {
 	var empty bool
 	err := d.protected("rebind", func() error {
 		return d.bolt.View(func(tx *bolt.Tx) error {
-			empty = bucketEmpty(tx, bucketCreds) && bucketEmpty(tx, bucketSettings)
-			return nil
+			var err error
+			empty, err = d.emptyStore(tx)
+			return err
 		})
 	})
 	if err != nil {
@@ -458,19 +487,32 @@ func (d *DB) update(op string, advance bool, fn func(tx *bolt.Tx) error) error {
 		}
 	}
 	err := d.protected(op, func() error {
+		defer d.verify.forget()
 		return d.bolt.Update(func(tx *bolt.Tx) error {
 			if advance {
-				if err := tx.Bucket(bucketMeta).Delete(keyRekey); err != nil {
+				meta, err := d.top(tx, bucketMeta)
+				if err == nil {
+					err = meta.delete(keyRekey)
+				}
+				if err != nil {
 					return err
 				}
 			}
 			if err := fn(tx); err != nil {
 				return err
 			}
-			if advance {
-				return d.writeHead(tx, b.epoch+1)
+			if !advance {
+				return nil
 			}
-			return nil
+			settings, err := d.top(tx, bucketSettings)
+			if err != nil {
+				return err
+			}
+			meta, err := d.top(tx, bucketMeta)
+			if err != nil {
+				return err
+			}
+			return d.writeHead(settings.forEach, meta.put, b.epoch+1)
 		})
 	})
 	if err != nil {
@@ -601,15 +643,16 @@ type head struct {
 	settings map[string][sha256.Size]byte
 }
 
-// writeHead seals a head with epoch over the settings bucket as this
-// transaction leaves it. Called with d.mu held, d.bind set.
-func (d *DB) writeHead(tx *bolt.Tx, epoch uint64) error {
+// writeHead seals a head with epoch over the settings as this transaction
+// leaves them (settings iterates them) and stores it with put. Called with
+// d.mu held, d.bind set.
+func (d *DB) writeHead(settings func(func(k, v []byte) error) error, put func(k, v []byte) error, epoch uint64) error {
 	type entry struct {
 		name   string
 		digest [sha256.Size]byte
 	}
 	var entries []entry
-	err := tx.Bucket(bucketSettings).ForEach(func(k, v []byte) error {
+	err := settings(func(k, v []byte) error {
 		if len(k) > maxSettingName {
 			return errDamage{fmt.Sprintf("setting name of %d bytes", len(k))}
 		}
@@ -634,7 +677,7 @@ func (d *DB) writeHead(tx *bolt.Tx, epoch uint64) error {
 	if err != nil {
 		return fmt.Errorf("store: sealing the binding record: %w", err)
 	}
-	return tx.Bucket(bucketMeta).Put(keyHead, sealed)
+	return put(keyHead, sealed)
 }
 
 // decodeHead parses an opened head; what is "" or what is wrong.
@@ -663,11 +706,15 @@ func decodeHead(raw []byte) (h head, what string) {
 	return h, ""
 }
 
-// verify compares the settings bucket with the head.
-func (h head) verify(tx *bolt.Tx) string {
+// verifyHead compares the settings bucket with the head: what is "" or
+// what differs.
+func (d *DB) verifyHead(tx *bolt.Tx, h head) (what string, err error) {
+	settings, err := d.top(tx, bucketSettings)
+	if err != nil {
+		return "", err
+	}
 	var names []string
-	var what string
-	tx.Bucket(bucketSettings).ForEach(func(k, v []byte) error {
+	err = settings.forEach(func(k, v []byte) error {
 		names = append(names, string(k))
 		if want, ok := h.settings[string(k)]; !ok || want != sha256.Sum256(v) {
 			what = fmt.Sprintf("setting %q does not match the binding record (state.db was edited, or pieced together from copies)", k)
@@ -675,20 +722,23 @@ func (h head) verify(tx *bolt.Tx) string {
 		}
 		return nil
 	})
+	if err != nil && err != errStop {
+		return "", err
+	}
 	if what != "" {
-		return what
+		return what, nil
 	}
 	for name := range h.settings {
 		if !slices.Contains(names, name) {
-			return fmt.Sprintf("setting %q of the binding record is missing (state.db was edited, or pieced together from copies)", name)
+			return fmt.Sprintf("setting %q of the binding record is missing (state.db was edited, or pieced together from copies)", name), nil
 		}
 	}
-	return ""
+	return "", nil
 }
 
 // readHead opens and checks the head of a bound DB (for Check).
 func (d *DB) readHead(tx *bolt.Tx) (head, string) {
-	sealed := tx.Bucket(bucketMeta).Get(keyHead)
+	sealed := tx.Bucket(bucketMeta).Get(keyHead) // after Check's walk
 	if sealed == nil {
 		return head{}, "the binding record is missing"
 	}
@@ -698,7 +748,10 @@ func (d *DB) readHead(tx *bolt.Tx) (head, string) {
 	}
 	h, what := decodeHead(raw)
 	if what == "" {
-		what = h.verify(tx)
+		var err error
+		if what, err = d.verifyHead(tx, h); err != nil {
+			what = err.Error()
+		}
 	}
 	return h, what
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -264,5 +265,53 @@ func TestCheckFindsDamage(t *testing.T) {
 	wantDamaged(t, d.Check(), "DB.Check")
 	if err := d.PutSetting("x", nil); err == nil {
 		t.Error("writable after Check found damage")
+	}
+}
+
+// TestCycleRefused: a branch page that points back to itself (a damaged
+// child pointer) sent bbolt's lookups into endless recursion — a fatal
+// stack overflow — and its iterations and its own Check into endless
+// loops (FuzzOpen found one). Every call now refuses the loop.
+func TestCycleRefused(t *testing.T) {
+	t.Parallel()
+	path := manyCreds(t, 60)
+	bdb, err := bolt.Open(path, 0o600, nil)
+	must(t, err)
+	var root uint64
+	must(t, bdb.View(func(tx *bolt.Tx) error { root = uint64(tx.Bucket(bucketCreds).Root()); return nil }))
+	ps := bdb.Info().PageSize
+	must(t, bdb.Close())
+	// Every child of the creds root branch page: the page itself.
+	raw, err := os.ReadFile(path)
+	must(t, err)
+	n := int(binary.NativeEndian.Uint16(raw[int(root)*ps+10:]))
+	for i := range n {
+		patch(t, path, int64(root)*int64(ps)+pageHeaderSize+int64(i)*16+8, binary.NativeEndian.AppendUint64(nil, root))
+	}
+	d, err := Open(path)
+	must(t, err)
+	defer d.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _, err := d.Credential([]byte("big-0001"))
+		wantDamaged(t, err, "Credential through the loop")
+		_, err = d.CredentialsByRP(rp("big"))
+		wantDamaged(t, err, "CredentialsByRP through the loop")
+		wantDamaged(t, d.Check(), "Check")
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("a call went round the loop")
+	}
+	if err := Check(path); err == nil {
+		t.Error("Check(path) found nothing")
+	}
+	d2, err := Open(filepath.Join(t.TempDir(), "state.db"))
+	must(t, err)
+	defer d2.Close()
+	if err := d2.Wipe(); err != nil {
+		t.Errorf("Wipe of a sound store: %v", err)
 	}
 }

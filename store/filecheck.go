@@ -274,6 +274,10 @@ func Check(path string) error {
 		return damaged(path, err.Error())
 	}
 	d := &DB{bolt: bdb}
+	if d.verify, err = newVerifier(path, bdb.Info().PageSize); err != nil {
+		bdb.Close()
+		return err
+	}
 	defer d.closeBolt()
 	if what := d.check(); what != "" {
 		return damaged(path, what)
@@ -308,12 +312,8 @@ func (d *DB) check() string {
 	}
 	err := protect(func() error {
 		return d.bolt.View(func(tx *bolt.Tx) error {
-			for err := range tx.Check() {
-				if !add(err.Error()) {
-					return nil
-				}
-			}
-			if len(problems) > 0 {
+			if what := d.checkPages(tx); what != "" {
+				add(what)
 				return nil
 			}
 			d.checkData(tx, add)
@@ -336,7 +336,79 @@ func (d *DB) check() string {
 	return b.String()
 }
 
-// checkData checks the buckets' contents; add returns false to stop.
+// checkPages walks every tree from the root with the verifier (no bbolt
+// traversal before it is known to end) and reconciles the pages reached
+// with the freelist: every page below the high-water mark is a meta page,
+// the freelist, in a tree or free — and never both of the last two.
+func (d *DB) checkPages(tx *bolt.Tx) string {
+	v := d.verify
+	if _, err := v.rootPage(tx); err != nil {
+		return err.Error()
+	}
+	m := v.meta
+	pages := d.pages(tx)
+	used := map[uint64]bool{0: true, 1: true}
+	if err := v.walk(m.root, pages, true, used, 0); err != nil {
+		return err.Error()
+	}
+	free := map[uint64]bool{}
+	if m.freelist != noFreelist {
+		ids, overflow, err := v.freelist(m.freelist, pages)
+		if err != nil {
+			return err.Error()
+		}
+		for i := uint64(0); i <= overflow; i++ {
+			if used[m.freelist+i] {
+				return fmt.Sprintf("freelist page %d is also in a tree", m.freelist+i)
+			}
+			used[m.freelist+i] = true
+		}
+		for _, id := range ids {
+			free[id] = true
+		}
+	}
+	for id := uint64(2); id < pages; id++ {
+		switch {
+		case used[id] && free[id]:
+			return fmt.Sprintf("page %d is in use and free (a later write would overwrite it)", id)
+		case !used[id] && !free[id]:
+			return fmt.Sprintf("page %d is neither in use nor free", id)
+		}
+	}
+	return ""
+}
+
+// freelist reads the freelist page: its page ids and overflow.
+func (v *verifier) freelist(id, pages uint64) ([]uint64, uint64, error) {
+	ps := uint64(v.pageSize)
+	hdr := make([]byte, pageHeaderSize)
+	if _, err := v.f.ReadAt(hdr, int64(id*ps)); err != nil || nativeEndian.Uint64(hdr) != id || nativeEndian.Uint16(hdr[8:]) != flagFreelist {
+		return nil, 0, errDamage{fmt.Sprintf("invalid freelist page %d", id)}
+	}
+	overflow := uint64(nativeEndian.Uint32(hdr[12:]))
+	if id+overflow >= pages {
+		return nil, 0, errDamage{fmt.Sprintf("freelist page %d: overflow past the high-water mark", id)}
+	}
+	body := make([]byte, (overflow+1)*ps)
+	if _, err := v.f.ReadAt(body, int64(id*ps)); err != nil {
+		return nil, 0, errDamage{fmt.Sprintf("freelist page %d cannot be read", id)}
+	}
+	idx, n := uint64(0), uint64(nativeEndian.Uint16(hdr[10:]))
+	if n == 0xFFFF {
+		idx, n = 1, nativeEndian.Uint64(body[pageHeaderSize:])
+	}
+	if n > pages || pageHeaderSize+(idx+n)*8 > uint64(len(body)) {
+		return nil, 0, errDamage{fmt.Sprintf("freelist page %d: %d entries do not fit", id, n)}
+	}
+	ids := make([]uint64, n)
+	for i := range n {
+		ids[i] = nativeEndian.Uint64(body[pageHeaderSize+(idx+i)*8:])
+	}
+	return ids, overflow, nil
+}
+
+// checkData checks the buckets' contents, after checkPages; add returns
+// false to stop.
 func (d *DB) checkData(tx *bolt.Tx, add func(string) bool) {
 	for _, name := range append([][]byte{bucketMeta}, dataBuckets...) {
 		if tx.Bucket(name) == nil {

@@ -132,8 +132,9 @@ type DB struct {
 	counters map[[sha256.Size]byte]*counter
 	closed   bool
 	schema   byte
-	bind     *binding // nil until Bind
-	damage   error    // first damage seen: the DB is read-only
+	bind     *binding  // nil until Bind
+	damage   error     // first damage seen: the DB is read-only
+	verify   *verifier // checks trees before bbolt walks them (verify.go)
 }
 
 type counter struct {
@@ -212,6 +213,10 @@ func Open(path string, opts ...Option) (*DB, error) {
 	}
 	os.Remove(path + migrateSuffix) // left by a migration that died before its rename
 	d := &DB{bolt: bdb, opts: o, log: o.log, counters: make(map[[sha256.Size]byte]*counter)}
+	if d.verify, err = newVerifier(path, bdb.Info().PageSize); err != nil {
+		d.closeBolt()
+		return nil, err
+	}
 	if err := d.init(); err != nil {
 		d.closeBolt()
 		return nil, err
@@ -226,14 +231,23 @@ func (d *DB) init() error {
 		if err := d.bolt.View(func(tx *bolt.Tx) error { return checkRoots(tx) }); err != nil {
 			return err
 		}
+		defer d.verify.forget()
 		return d.bolt.Update(func(tx *bolt.Tx) error {
-			meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+			root, err := d.rootBucket(tx)
 			if err != nil {
 				return err
 			}
-			switch v := meta.Get(keySchema); {
+			meta, err := root.createBucketIfNotExists(bucketMeta)
+			if err != nil {
+				return err
+			}
+			v, err := meta.get(keySchema)
+			if err != nil {
+				return err
+			}
+			switch {
 			case v == nil:
-				if err := meta.Put(keySchema, []byte{schemaPlain}); err != nil {
+				if err := meta.put(keySchema, []byte{schemaPlain}); err != nil {
 					return err
 				}
 				d.schema = schemaPlain
@@ -246,14 +260,22 @@ func (d *DB) init() error {
 				d.schema = v[0]
 			}
 			for _, name := range dataBuckets {
-				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				if _, err := root.createBucketIfNotExists(name); err != nil {
 					return err
 				}
 			}
-			if meta.Get(keyCount) == nil { // a file from before the count
-				return meta.Put(keyCount, be64(uint64(tx.Bucket(bucketCreds).Stats().KeyN)))
+			if v, err := meta.get(keyCount); err != nil || v != nil {
+				return err
 			}
-			return nil
+			// A file from before the count.
+			creds, err := root.bucket(bucketCreds)
+			if err == nil {
+				err = creds.checkTree(false)
+			}
+			if err != nil {
+				return err
+			}
+			return meta.put(keyCount, be64(uint64(creds.b.Stats().KeyN)))
 		})
 	})
 	var dm errDamage
@@ -281,11 +303,15 @@ func (d *DB) Close() error {
 	var err error
 	if d.damage == nil {
 		err = d.protected("close", func() error {
+			defer d.verify.forget()
 			return d.bolt.Update(func(tx *bolt.Tx) error {
-				b := tx.Bucket(bucketCounters)
+				b, err := d.top(tx, bucketCounters)
+				if err != nil {
+					return err
+				}
 				for k, c := range d.counters {
 					if c.current < c.reserved {
-						if err := b.Put(k[:], be64(c.current)); err != nil {
+						if err := b.put(k[:], be64(c.current)); err != nil {
 							return err
 						}
 					}
@@ -305,6 +331,7 @@ func (d *DB) Close() error {
 // bbolt lock held, so it gives up after a second rather than hang: the
 // process's exit releases the file.
 func (d *DB) closeBolt() error {
+	d.verify.close()
 	done := make(chan error, 1)
 	go func() { done <- protect(d.bolt.Close) }()
 	select {
@@ -383,10 +410,16 @@ func (d *DB) PutCredential(id, rpIDHash, record []byte, replaces ...[]byte) erro
 	removes := false
 	if d.bind != nil {
 		err = d.view("putCredential", func(tx *bolt.Tx) error {
-			creds := tx.Bucket(bucketCreds)
-			removes = creds.Get(id) != nil
-			for _, old := range replaces {
-				removes = removes || creds.Get(old) != nil
+			creds, err := d.top(tx, bucketCreds)
+			if err != nil {
+				return err
+			}
+			for _, k := range append([][]byte{id}, replaces...) {
+				v, err := creds.get(k)
+				if err != nil {
+					return err
+				}
+				removes = removes || v != nil
 			}
 			return nil
 		})
@@ -403,8 +436,15 @@ func (d *DB) PutCredential(id, rpIDHash, record []byte, replaces ...[]byte) erro
 				return err
 			}
 		}
-		creds := tx.Bucket(bucketCreds)
-		if old := creds.Get(id); old != nil {
+		creds, err := d.top(tx, bucketCreds)
+		if err != nil {
+			return err
+		}
+		old, err := creds.get(id)
+		switch {
+		case err != nil:
+			return err
+		case old != nil:
 			oldRP, _, err := d.openCred(id, old)
 			if err != nil {
 				return err
@@ -414,17 +454,23 @@ func (d *DB) PutCredential(id, rpIDHash, record []byte, replaces ...[]byte) erro
 					return err
 				}
 			}
-		} else if err := addCount(tx, 1); err != nil {
+		default:
+			if err := d.addCount(tx, 1); err != nil {
+				return err
+			}
+		}
+		if err := creds.put(id, v); err != nil {
 			return err
 		}
-		if err := creds.Put(id, v); err != nil {
-			return err
-		}
-		rp, err := tx.Bucket(bucketByRP).CreateBucketIfNotExists(d.indexKey(rpIDHash))
+		byRP, err := d.top(tx, bucketByRP)
 		if err != nil {
 			return err
 		}
-		return rp.Put(id, []byte{})
+		rp, err := byRP.createBucketIfNotExists(d.indexKey(rpIDHash))
+		if err != nil {
+			return err
+		}
+		return rp.put(id, []byte{})
 	})
 	if err != nil {
 		return wrap("store: putting credential", err)
@@ -439,8 +485,15 @@ func (d *DB) PutCredential(id, rpIDHash, record []byte, replaces ...[]byte) erro
 
 // deleteCredentialTx removes id, its index entry and its counter row.
 func (d *DB) deleteCredentialTx(tx *bolt.Tx, id []byte) error {
-	creds := tx.Bucket(bucketCreds)
-	if v := creds.Get(id); v != nil {
+	creds, err := d.top(tx, bucketCreds)
+	if err != nil {
+		return err
+	}
+	v, err := creds.get(id)
+	if err != nil {
+		return err
+	}
+	if v != nil {
 		rp, _, err := d.openCred(id, v)
 		if err != nil {
 			return err
@@ -448,32 +501,39 @@ func (d *DB) deleteCredentialTx(tx *bolt.Tx, id []byte) error {
 		if err := d.unindex(tx, rp, id); err != nil {
 			return err
 		}
-		if err := creds.Delete(id); err != nil {
+		if err := creds.delete(id); err != nil {
 			return err
 		}
-		if err := addCount(tx, -1); err != nil {
+		if err := d.addCount(tx, -1); err != nil {
 			return err
 		}
 	}
+	counters, err := d.top(tx, bucketCounters)
+	if err != nil {
+		return err
+	}
 	key := sha256.Sum256(id)
-	return tx.Bucket(bucketCounters).Delete(key[:])
+	return counters.delete(key[:])
 }
 
 // unindex removes id from rpIDHash's index bucket, and the bucket if empty.
 func (d *DB) unindex(tx *bolt.Tx, rpIDHash, id []byte) error {
-	byRP := tx.Bucket(bucketByRP)
-	key := d.indexKey(rpIDHash)
-	rp := byRP.Bucket(key)
-	if rp == nil {
-		return nil
-	}
-	if err := rp.Delete(id); err != nil {
+	byRP, err := d.top(tx, bucketByRP)
+	if err != nil {
 		return err
 	}
-	if k, _ := rp.Cursor().First(); k == nil {
-		return byRP.DeleteBucket(key)
+	key := d.indexKey(rpIDHash)
+	rp, err := byRP.bucket(key)
+	if err != nil || rp.b == nil {
+		return err
 	}
-	return nil
+	if err := rp.delete(id); err != nil {
+		return err
+	}
+	if k, err := rp.first(); err != nil || k != nil {
+		return err
+	}
+	return byRP.deleteBucket(key)
 }
 
 // Credential returns the record of id; ok is false when there is none.
@@ -481,9 +541,13 @@ func (d *DB) Credential(id []byte) (record []byte, ok bool, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	err = d.view("credential", func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketCreds).Get(id)
-		if v == nil {
-			return nil
+		creds, err := d.top(tx, bucketCreds)
+		if err != nil {
+			return err
+		}
+		v, err := creds.get(id)
+		if err != nil || v == nil {
+			return err
 		}
 		_, rec, err := d.openCred(id, v)
 		record, ok = bytes.Clone(rec), err == nil
@@ -502,13 +566,23 @@ func (d *DB) CredentialsByRP(rpIDHash []byte) ([][]byte, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	err := d.view("credentialsByRP", func(tx *bolt.Tx) error {
-		rp := tx.Bucket(bucketByRP).Bucket(d.indexKey(rpIDHash))
-		if rp == nil {
-			return nil
+		byRP, err := d.top(tx, bucketByRP)
+		if err != nil {
+			return err
 		}
-		creds := tx.Bucket(bucketCreds)
-		return rp.ForEach(func(id, _ []byte) error {
-			v := creds.Get(id)
+		rp, err := byRP.bucket(d.indexKey(rpIDHash))
+		if err != nil || rp.b == nil {
+			return err
+		}
+		creds, err := d.top(tx, bucketCreds)
+		if err != nil {
+			return err
+		}
+		return rp.forEach(func(id, _ []byte) error {
+			v, err := creds.get(id)
+			if err != nil {
+				return err
+			}
 			if v == nil {
 				return d.inconsistent(fmt.Sprintf("index entry %x has no credential", id))
 			}
@@ -537,20 +611,37 @@ func (d *DB) RPs() ([][]byte, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	err := d.view("rps", func(tx *bolt.Tx) error {
-		creds := tx.Bucket(bucketCreds)
-		c := tx.Bucket(bucketByRP).Cursor()
-		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		creds, err := d.top(tx, bucketCreds)
+		if err != nil {
+			return err
+		}
+		byRP, err := d.top(tx, bucketByRP)
+		if err != nil {
+			return err
+		}
+		return byRP.forEach(func(k, _ []byte) error {
 			if d.bind == nil {
 				rps = append(rps, bytes.Clone(k))
-				continue
+				return nil
 			}
-			b := tx.Bucket(bucketByRP).Bucket(k)
-			if b == nil {
+			b, err := byRP.bucket(k)
+			if err != nil {
+				return err
+			}
+			if b.b == nil {
 				return d.inconsistent(fmt.Sprintf("index key %x is not a bucket", k))
 			}
-			id, _ := b.Cursor().First()
-			v := creds.Get(id)
-			if id == nil || v == nil {
+			id, err := b.first()
+			if err != nil {
+				return err
+			}
+			var v []byte
+			if id != nil {
+				if v, err = creds.get(id); err != nil {
+					return err
+				}
+			}
+			if v == nil {
 				return d.inconsistent(fmt.Sprintf("index bucket %x has no credential", k))
 			}
 			rp, _, err := d.openCred(id, v)
@@ -558,8 +649,8 @@ func (d *DB) RPs() ([][]byte, error) {
 				return err
 			}
 			rps = append(rps, bytes.Clone(rp))
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, wrap("store", err)
@@ -591,7 +682,14 @@ func (d *DB) CountCredentials() (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	err := d.view("countCredentials", func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketMeta).Get(keyCount)
+		meta, err := d.top(tx, bucketMeta)
+		if err != nil {
+			return err
+		}
+		v, err := meta.get(keyCount)
+		if err != nil {
+			return err
+		}
 		if len(v) != 8 || binary.BigEndian.Uint64(v) > math.MaxInt32 {
 			return d.inconsistent(fmt.Sprintf("credential count %x", v))
 		}
@@ -611,11 +709,14 @@ func (d *DB) Setting(name string) ([]byte, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	err := d.view("setting", func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketSettings).Get([]byte(name))
-		if b == nil {
-			return nil
+		settings, err := d.top(tx, bucketSettings)
+		if err != nil {
+			return err
 		}
-		var err error
+		b, err := settings.get([]byte(name))
+		if err != nil || b == nil {
+			return err
+		}
 		v, err = d.openSetting(name, b)
 		return err
 	})
@@ -644,11 +745,14 @@ func (d *DB) PutSetting(name string, value []byte) error {
 		}
 	}
 	err := d.update("putSetting", true, func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketSettings)
-		if value == nil {
-			return b.Delete([]byte(name))
+		b, err := d.top(tx, bucketSettings)
+		if err != nil {
+			return err
 		}
-		return b.Put([]byte(name), sealed)
+		if value == nil {
+			return b.delete([]byte(name))
+		}
+		return b.put([]byte(name), sealed)
 	})
 	if err != nil {
 		return wrap(fmt.Sprintf("store: setting %q", name), err)
@@ -669,19 +773,27 @@ func (d *DB) Wipe() error {
 		return err
 	}
 	err := d.update("wipe", true, func(tx *bolt.Tx) error {
+		root, err := d.rootBucket(tx)
+		if err != nil {
+			return err
+		}
 		for _, name := range dataBuckets {
-			if err := tx.DeleteBucket(name); err != nil {
+			if err := root.deleteBucket(name); err != nil {
 				return err
 			}
 			if _, err := tx.CreateBucket(name); err != nil {
 				return err
 			}
 		}
-		if err := tx.Bucket(bucketMeta).Put(keyCount, be64(0)); err != nil {
+		meta, err := d.top(tx, bucketMeta)
+		if err != nil {
+			return err
+		}
+		if err := meta.put(keyCount, be64(0)); err != nil {
 			return err
 		}
 		if d.bind != nil {
-			return tx.Bucket(bucketMeta).Put(keyRekey, be64(d.bind.epoch+1))
+			return meta.put(keyRekey, be64(d.bind.epoch+1))
 		}
 		return nil
 	})
@@ -728,9 +840,13 @@ func (d *DB) NextCounter(id []byte) (uint32, error) {
 func (d *DB) loadCounter(key [sha256.Size]byte) (*counter, error) {
 	var stored uint64
 	err := d.view("loadCounter", func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketCounters).Get(key[:])
-		if v == nil {
-			return nil
+		counters, err := d.top(tx, bucketCounters)
+		if err != nil {
+			return err
+		}
+		v, err := counters.get(key[:])
+		if err != nil || v == nil {
+			return err
 		}
 		if len(v) != 8 {
 			return d.inconsistent(fmt.Sprintf("counter %x has %d bytes", key[:4], len(v)))
@@ -758,7 +874,11 @@ func (d *DB) reserve(key [sha256.Size]byte, c *counter) error {
 	}
 	reserved := min(c.current+step, math.MaxUint32)
 	err := d.update("reserveCounter", true, func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketCounters).Put(key[:], be64(reserved))
+		counters, err := d.top(tx, bucketCounters)
+		if err != nil {
+			return err
+		}
+		return counters.put(key[:], be64(reserved))
 	})
 	if err != nil {
 		return wrap("store: reserving counter values", err)
@@ -779,9 +899,15 @@ func wrap(prefix string, err error) error {
 func be64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
 // addCount adds delta to the credential count.
-func addCount(tx *bolt.Tx, delta int) error {
-	meta := tx.Bucket(bucketMeta)
-	v := meta.Get(keyCount)
+func (d *DB) addCount(tx *bolt.Tx, delta int) error {
+	meta, err := d.top(tx, bucketMeta)
+	if err != nil {
+		return err
+	}
+	v, err := meta.get(keyCount)
+	if err != nil {
+		return err
+	}
 	if len(v) != 8 {
 		return errDamage{fmt.Sprintf("credential count %x", v)}
 	}
@@ -789,5 +915,5 @@ func addCount(tx *bolt.Tx, delta int) error {
 	if n < 0 {
 		return errDamage{"credential count below zero"}
 	}
-	return meta.Put(keyCount, be64(uint64(n)))
+	return meta.put(keyCount, be64(uint64(n)))
 }
