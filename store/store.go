@@ -32,11 +32,15 @@
 //
 // # Damage
 //
-// Open checks the meta pages and the freelist (see damage.go) and refuses
-// a damaged file with [ErrDamaged]. Every call is protected: a page found
-// damaged later (a bbolt panic, or a fault reading the memory-mapped file)
-// fails that call with an [ErrDamaged] error, is logged once, and turns the
-// DB read-only. [Check] and [DB.Check] read every page.
+// Open checks the meta pages, the freelist and the root pages
+// (filecheck.go) and refuses a damaged file with [ErrDamaged]; its cost
+// does not grow with the file. Every call is protected: before bbolt
+// follows page pointers the store checks them itself (verify.go: a search
+// path for a lookup, the whole tree for an iteration), so a loop in the
+// tree cannot send bbolt into endless recursion; a bbolt panic or a fault
+// reading the memory-mapped file is recovered (damage.go). Damage found
+// that way fails the call with an [ErrDamaged] error, is logged once, and
+// turns the DB read-only. [Check] and [DB.Check] read every page.
 //
 // # Counters
 //
