@@ -59,6 +59,23 @@ func leafPage(t testing.TB, path string, holds, avoid []byte) (pageSize int, id 
 	return pageSize, id
 }
 
+// credsRoot returns the creds bucket's root page, which must be a branch
+// page, the page size and the number of children.
+func credsRoot(t testing.TB, path string) (root uint64, pageSize, children int) {
+	t.Helper()
+	bdb, err := bolt.Open(path, 0o600, nil)
+	must(t, err)
+	must(t, bdb.View(func(tx *bolt.Tx) error { root = uint64(tx.Bucket(bucketCreds).Root()); return nil }))
+	pageSize = bdb.Info().PageSize
+	must(t, bdb.Close())
+	raw, err := os.ReadFile(path)
+	must(t, err)
+	if binary.NativeEndian.Uint16(raw[int(root)*pageSize+8:]) != flagBranch {
+		t.Fatal("the creds root is not a branch page; add credentials")
+	}
+	return root, pageSize, int(binary.NativeEndian.Uint16(raw[int(root)*pageSize+10:]))
+}
+
 func patch(t testing.TB, path string, off int64, b []byte) {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -226,17 +243,7 @@ func TestFaultBecomesError(t *testing.T) {
 		path := manyCreds(t, 60)
 		// The creds bucket's root is a branch page: point its first child
 		// far outside the mapping.
-		bdb, err := bolt.Open(path, 0o600, nil)
-		must(t, err)
-		var root uint64
-		must(t, bdb.View(func(tx *bolt.Tx) error { root = uint64(tx.Bucket(bucketCreds).Root()); return nil }))
-		ps := bdb.Info().PageSize
-		must(t, bdb.Close())
-		raw, err := os.ReadFile(path)
-		must(t, err)
-		if binary.NativeEndian.Uint16(raw[int(root)*ps+8:]) != flagBranch {
-			t.Fatal("creds root is not a branch page; add credentials")
-		}
+		root, ps, _ := credsRoot(t, path)
 		// branch element 0: pos u32, ksize u32, pgid u64
 		patch(t, path, int64(root)*int64(ps)+pageHeaderSize+8, binary.NativeEndian.AppendUint64(nil, 1<<34))
 		d, err := Open(path)
@@ -275,16 +282,8 @@ func TestCheckFindsDamage(t *testing.T) {
 func TestCycleRefused(t *testing.T) {
 	t.Parallel()
 	path := manyCreds(t, 60)
-	bdb, err := bolt.Open(path, 0o600, nil)
-	must(t, err)
-	var root uint64
-	must(t, bdb.View(func(tx *bolt.Tx) error { root = uint64(tx.Bucket(bucketCreds).Root()); return nil }))
-	ps := bdb.Info().PageSize
-	must(t, bdb.Close())
 	// Every child of the creds root branch page: the page itself.
-	raw, err := os.ReadFile(path)
-	must(t, err)
-	n := int(binary.NativeEndian.Uint16(raw[int(root)*ps+10:]))
+	root, ps, n := credsRoot(t, path)
 	for i := range n {
 		patch(t, path, int64(root)*int64(ps)+pageHeaderSize+int64(i)*16+8, binary.NativeEndian.AppendUint64(nil, root))
 	}

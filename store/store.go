@@ -583,14 +583,7 @@ func (d *DB) CredentialsByRP(rpIDHash []byte) ([][]byte, error) {
 			return err
 		}
 		return rp.forEach(func(id, _ []byte) error {
-			v, err := creds.get(id)
-			if err != nil {
-				return err
-			}
-			if v == nil {
-				return d.inconsistent(fmt.Sprintf("index entry %x has no credential", id))
-			}
-			rp, rec, err := d.openCred(id, v)
+			rp, rec, err := d.indexed(creds, id)
 			if err != nil {
 				return err
 			}
@@ -639,16 +632,7 @@ func (d *DB) RPs() ([][]byte, error) {
 			if err != nil {
 				return err
 			}
-			var v []byte
-			if id != nil {
-				if v, err = creds.get(id); err != nil {
-					return err
-				}
-			}
-			if v == nil {
-				return d.inconsistent(fmt.Sprintf("index bucket %x has no credential", k))
-			}
-			rp, _, err := d.openCred(id, v)
+			rp, _, err := d.indexed(creds, id)
 			if err != nil {
 				return err
 			}
@@ -661,6 +645,20 @@ func (d *DB) RPs() ([][]byte, error) {
 	}
 	slices.SortFunc(rps, bytes.Compare)
 	return rps, nil
+}
+
+// indexed reads and opens credential id that an index entry names.
+func (d *DB) indexed(creds vbucket, id []byte) (rpIDHash, record []byte, err error) {
+	var v []byte
+	if id != nil {
+		if v, err = creds.get(id); err != nil {
+			return nil, nil, err
+		}
+	}
+	if v == nil {
+		return nil, nil, d.inconsistent(fmt.Sprintf("index entry %x has no credential", id))
+	}
+	return d.openCred(id, v)
 }
 
 // DeleteCredential removes id, its index entry and its counter (no error
