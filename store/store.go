@@ -512,11 +512,11 @@ func (d *DB) deleteCredentialTx(tx *bolt.Tx, id []byte) error {
 			return err
 		}
 	}
+	key := sha256.Sum256(id)
 	counters, err := d.top(tx, bucketCounters)
 	if err != nil {
 		return err
 	}
-	key := sha256.Sum256(id)
 	return counters.delete(key[:])
 }
 
@@ -545,11 +545,7 @@ func (d *DB) Credential(id []byte) (record []byte, ok bool, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	err = d.view("credential", func(tx *bolt.Tx) error {
-		creds, err := d.top(tx, bucketCreds)
-		if err != nil {
-			return err
-		}
-		v, err := creds.get(id)
+		v, err := d.get(tx, bucketCreds, id)
 		if err != nil || v == nil {
 			return err
 		}
@@ -684,11 +680,7 @@ func (d *DB) CountCredentials() (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	err := d.view("countCredentials", func(tx *bolt.Tx) error {
-		meta, err := d.top(tx, bucketMeta)
-		if err != nil {
-			return err
-		}
-		v, err := meta.get(keyCount)
+		v, err := d.get(tx, bucketMeta, keyCount)
 		if err != nil {
 			return err
 		}
@@ -711,11 +703,7 @@ func (d *DB) Setting(name string) ([]byte, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	err := d.view("setting", func(tx *bolt.Tx) error {
-		settings, err := d.top(tx, bucketSettings)
-		if err != nil {
-			return err
-		}
-		b, err := settings.get([]byte(name))
+		b, err := d.get(tx, bucketSettings, []byte(name))
 		if err != nil || b == nil {
 			return err
 		}
@@ -842,11 +830,7 @@ func (d *DB) NextCounter(id []byte) (uint32, error) {
 func (d *DB) loadCounter(key [sha256.Size]byte) (*counter, error) {
 	var stored uint64
 	err := d.view("loadCounter", func(tx *bolt.Tx) error {
-		counters, err := d.top(tx, bucketCounters)
-		if err != nil {
-			return err
-		}
-		v, err := counters.get(key[:])
+		v, err := d.get(tx, bucketCounters, key[:])
 		if err != nil || v == nil {
 			return err
 		}
@@ -876,11 +860,7 @@ func (d *DB) reserve(key [sha256.Size]byte, c *counter) error {
 	}
 	reserved := min(c.current+step, math.MaxUint32)
 	err := d.update("reserveCounter", true, func(tx *bolt.Tx) error {
-		counters, err := d.top(tx, bucketCounters)
-		if err != nil {
-			return err
-		}
-		return counters.put(key[:], be64(reserved))
+		return d.put(tx, bucketCounters, key[:], be64(reserved))
 	})
 	if err != nil {
 		return wrap("store: reserving counter values", err)

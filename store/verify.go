@@ -317,6 +317,24 @@ func (d *DB) top(tx *bolt.Tx, name []byte) (vbucket, error) {
 	return b, err
 }
 
+// get reads key from the top-level bucket name, checked.
+func (d *DB) get(tx *bolt.Tx, name, key []byte) ([]byte, error) {
+	b, err := d.top(tx, name)
+	if err != nil {
+		return nil, err
+	}
+	return b.get(key)
+}
+
+// put writes key in the top-level bucket name, checked.
+func (d *DB) put(tx *bolt.Tx, name, key, value []byte) error {
+	b, err := d.top(tx, name)
+	if err != nil {
+		return err
+	}
+	return b.put(key, value)
+}
+
 // rootBucket is the root bucket of tx.
 func (d *DB) rootBucket(tx *bolt.Tx) (vbucket, error) {
 	root, err := d.verify.rootPage(tx)
