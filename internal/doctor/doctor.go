@@ -92,7 +92,8 @@ func Run(ctx context.Context, s Setup) []Check {
 		}
 		checks = append(checks, Check{Status: Skip, Check: "tpm", What: what})
 	}
-	return append(checks, stateDirChecks(s.StateDir)...)
+	checks = append(checks, stateDirChecks(s.StateDir)...)
+	return append(checks, stateDBChecks(s.StateDir)...)
 }
 
 // Problems counts the checks that found a problem.

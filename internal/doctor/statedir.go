@@ -8,7 +8,30 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+
+	"github.com/virtkey/virtkey/store"
 )
+
+// stateDBChecks runs the store's full consistency check on state.db, if
+// there is one (it reads every page: it takes a while on a large store).
+// While virtkey runs, the file is locked and the check is skipped.
+func stateDBChecks(dir string) []Check {
+	path := filepath.Join(dir, "state.db")
+	if !fileExists(path) {
+		return nil
+	}
+	return []Check{stateDBCheck(path)}
+}
+
+func stateDBCheck(path string) Check {
+	switch err := store.Check(path); {
+	case errors.Is(err, store.ErrLocked):
+		return Check{Status: Skip, Check: "state-db", What: path + " is in use (virtkey runs): stop it to check the database"}
+	case err != nil:
+		return Check{Status: Problem, Check: "state-db", What: err.Error(), Fix: "restore state.db from a backup, or move the state directory away to start fresh"}
+	}
+	return Check{Status: OK, Check: "state-db", What: path + " passes the full consistency check"}
+}
 
 // stateDirChecks checks that the state directory and everything in it
 // belong to this user and are private (0700 directories, 0600 files).

@@ -37,8 +37,11 @@ type Config struct {
 	Name            string // uhid device name
 	VID, PID        uint   // uhid USB ids
 	StateDir        string
-	Keystore        string // software, tpm or tpm+eddsa
-	TPM             string
+	// AcceptRollback starts with a state.db that its rollback reference
+	// says is not the newest (restored from a backup on purpose).
+	AcceptRollback bool
+	Keystore       string // software, tpm or tpm+eddsa
+	TPM            string
 	// PassphraseFile holds the passphrase of a software key store; empty:
 	// $VIRTKEY_PASSPHRASE, else a key file.
 	PassphraseFile string
@@ -148,6 +151,7 @@ func (c *Config) flags() []configFlag {
 		{"vid", &c.VID, "USB vendor id of the uhid device", nil, c.checkUSBIDs},
 		{"pid", &c.PID, "USB product id of the uhid device", nil, nil},
 		{"state-dir", &c.StateDir, "directory holding the key's state (created 0700)", nil, c.checkStateDir},
+		{"accept-rollback", &c.AcceptRollback, "start with a state.db that its rollback reference says is not the newest (restored from an older backup on purpose): the PIN retries, PIN and passkeys of that copy come back", nil, nil},
 		{"keystore", &c.Keystore, "key custody: software (keys wrapped by a master key in the state dir), tpm (ES256 keys inside the TPM) or tpm+eddsa (also EdDSA, software keys wrapped by the TPM-sealed master key)", []string{KeystoreSoftware, KeystoreTPM, KeystoreTPMEdDSA}, nil},
 		{"tpm", &c.TPM, "TPM to use with --keystore tpm: a device path (default /dev/tpmrm0, then /dev/tpm0) or tcp://127.0.0.1:PORT (swtpm)", nil, c.checkTPM},
 		{"passphrase-file", &c.PassphraseFile, "derive the master key from the passphrase in this file (argon2id) instead of a key file; VIRTKEY_PASSPHRASE works too", nil, c.checkPassphraseFile},

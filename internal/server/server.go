@@ -33,14 +33,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/hid"
 	"github.com/virtkey/virtkey/hid/udp"
 	"github.com/virtkey/virtkey/hid/uhid"
 	"github.com/virtkey/virtkey/internal/doctor"
-	"github.com/virtkey/virtkey/store"
+	"github.com/virtkey/virtkey/internal/statedir"
 )
 
 // FirmwareVersion is virtkey's firmware version: getInfo reports it as
@@ -116,6 +115,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Key, err error) 
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
+	db, err := statedir.OpenStore(cfg.StateDir, log)
+	if err != nil {
+		return nil, err
+	}
+	k.closers = append(k.closers, func() { db.Close() })
 	aaguid, _ := cfg.aaguid() // validated
 	keys, closeKeys, err := openKeyStore(ctx, &k.cfg, log)
 	if err != nil {
@@ -130,14 +134,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Key, err error) 
 	if err != nil {
 		return nil, err
 	}
-	db, err := store.Open(filepath.Join(cfg.StateDir, "state.db"))
+	bound, err := statedir.Bind(ctx, cfg.StateDir, db, keys, statedir.Options{AcceptRollback: cfg.AcceptRollback})
 	if err != nil {
 		return nil, err
 	}
-	k.closers = append(k.closers, func() { db.Close() })
 	v := FirmwareVersion()
 	k.auth, err = ctap2.New(ctap2.Config{
-		KeyStore: keys, Store: db, Presence: pres, Logger: log, AAGUID: aaguid, UV: cfg.uvMode(),
+		KeyStore: bound, Store: db, Presence: pres, Logger: log, AAGUID: aaguid, UV: cfg.uvMode(),
 		ResetWindow: cfg.ResetWindow, MaxResidentCredentials: cfg.MaxResident,
 		Attestation: att.mode, Batch: att.batch, Enterprise: att.enterprise, EnterpriseRPIDs: att.enterpriseRPIDs,
 		SelectNewestAccount: cfg.SelectAccount == "newest",
