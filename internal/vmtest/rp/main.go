@@ -12,6 +12,10 @@
 // NotAllowedError or its own timeout). The server exits after the page
 // reports "done", or after -timeout.
 //
+// The flow page (/flow/?plan=..., flow.go) runs a longer sequence of
+// sign-ups and sign-ins with several users, each verified the same way
+// (testdata/vm/firefox.sh).
+//
 //	rp -listen 127.0.0.1:8080 -origin http://localhost:8080 -results /tmp/rp.results
 package main
 
@@ -112,6 +116,7 @@ func main() {
 	mux.HandleFunc("POST /login/begin", s.loginBegin)
 	mux.HandleFunc("POST /login/finish", s.loginFinish)
 	mux.HandleFunc("POST /report", s.report)
+	addFlow(s, mux)
 	srv := &http.Server{Handler: logRequests(mux), ReadHeaderTimeout: 30 * time.Second}
 	go srv.Serve(ln)
 	log.Printf("listening on %s, origin %s, rp id %s", ln.Addr(), *origin, u.Hostname())
