@@ -35,7 +35,7 @@ sc_virtkey_start() {
 	vk_start /tmp/vk
 	out=$(fido2-token -I "$(dev)") || die "fido2-token -I failed"
 	echo "$out"
-	echo "$out" | grep "^options:" | grep -q "[ ,]uv" || die "getInfo does not offer built-in uv: $(echo "$out" | grep '^options:')"
+	echo "$out" | grep "^options:" | grep -Eq "[ ,]uv(,|$)" || die "getInfo does not offer built-in uv: $(echo "$out" | grep '^options:')"
 	detail "$(dev) $(($(now_ms) - t0)) ms after start; $(echo "$out" | grep '^options:')"
 }
 
@@ -183,7 +183,7 @@ sc_firefox_pin_set() {
 	out=$(fido2-token -I "$(dev)") || die "fido2-token -I failed"
 	opts=$(echo "$out" | grep '^options:')
 	echo "$opts" | grep -q "[ ,]clientPin" || die "no clientPin after setting the PIN: $opts"
-	echo "$opts" | grep -q "[ ,]uv" || die "built-in uv gone after the reset: $opts"
+	echo "$opts" | grep -Eq "[ ,]uv(,|$)" || die "built-in uv gone after the reset: $opts"
 	touch "$GATES/pin-set"
 	detail "the key reset and a PIN set (built-in UV kept): $opts"
 }

@@ -48,8 +48,8 @@ sc_virtkey_start() {
 	echo "$opts" | grep -q "[ ,]clientPin" || die "no clientPin after setting the PIN: $opts"
 	# The trap below needs a key like most hardware keys: PIN, no
 	# built-in UV, makeCredUvNotRqd.
-	echo "$opts" | grep -q "[ ,]uv" && die "built-in uv is on: $opts"
-	echo "$opts" | grep -q "makeCredUvNotRqd" || die "no makeCredUvNotRqd: $opts"
+	echo "$opts" | grep -Eq "[ ,]uv(,|$)" && die "built-in uv is on: $opts"
+	echo "$opts" | grep -q "[ ,]makeCredUvNotRqd" || die "no makeCredUvNotRqd: $opts"
 	[ "$(pin_retries)" = 8 ] || die "PIN retries $(pin_retries), want 8"
 	detail "$(dev), PIN set; $opts"
 }
@@ -100,10 +100,11 @@ sc_pam_register() {
 	echo "+ pamu2fcfg -u bob -r -N (on a pty)"
 	"$HT" expect -pin "$PIN" -timeout 60s -- sh -c 'pamu2fcfg -u bob -r -N -o "$1" -i "$1" >"$2"' _ "$ORIGIN" "$WORK/bob.line" ||
 		die "pamu2fcfg -u bob -r -N failed"
-	cat "$WORK/alice.line" "$WORK/bob.line"
 	grep -Eq '^alice:[^,]+,[^,]+,es256,\+presence$' "$WORK/alice.line" || die "alice's line: $(cat "$WORK/alice.line")"
-	grep -Eq '^bob:[^,]+,[^,]+,es256,\+presence\+pin$' "$WORK/bob.line" || die "bob's line: $(cat "$WORK/bob.line")"
-	cat "$WORK/alice.line" "$WORK/bob.line" >"$AUTHFILE"
+	grep -Eq '^bob:\*,[^,]+,es256,\+presence\+pin$' "$WORK/bob.line" || die "bob's line: $(cat "$WORK/bob.line")"
+	# pamu2fcfg ends its line without a newline: one line per user.
+	for u in alice bob; do printf '%s\n' "$(cat "$WORK/$u.line")"; done >"$AUTHFILE"
+	cat "$AUTHFILE"
 	cat >/etc/pam.d/vktest <<EOF
 auth required pam_u2f.so authfile=$AUTHFILE origin=$ORIGIN appid=$ORIGIN cue
 account required pam_permit.so
@@ -112,8 +113,8 @@ EOF
 	out=$(VIRTKEY_PIN=$PIN "$VK" creds list --rp "$ORIGIN" --device "$(dev)" --json) || die "virtkey creds list failed"
 	echo "$out"
 	[ "$(echo "$out" | grep -o '"credentialId"' | wc -l)" = 1 ] || die "want one resident credential for $ORIGIN (bob's): $out"
-	echo "$out" | grep -q '"userName":"bob"' || die "the resident credential is not bob's: $out"
-	echo "$out" | grep -o '"credentialId":"[^"]*"' | cut -d'"' -f4 >"$WORK/bob.credid"
+	echo "$out" | grep -Eq '"userName": *"bob"' || die "the resident credential is not bob's: $out"
+	echo "$out" | grep -Eo '"credentialId": *"[^"]*"' | cut -d'"' -f4 >"$WORK/bob.credid"
 	detail "alice: $(cut -d, -f3- "$WORK/alice.line") (non-resident); bob: $(cut -d, -f3- "$WORK/bob.line") (resident, -r -N)"
 }
 
@@ -189,7 +190,7 @@ sc_luks_format() {
 	for n in /dev/loop-control /dev/mapper/control; do
 		[ -c "$n" ] || die "$n missing (kernel modules loop and dm-mod?)"
 	done
-	dd if=/dev/urandom of="$KEY" bs=32 count=1 2>/dev/null
+	(umask 077 && dd if=/dev/urandom of="$KEY" bs=32 count=1 2>/dev/null)
 	truncate -s 40M "$IMG" || die "truncate"
 	# PBKDF2 with few iterations: the passphrase slot is a random key file,
 	# and argon2 under TCG would take minutes.
@@ -233,6 +234,7 @@ sc_luks_trap() {
 	# The key was asked, took the PIN and answered with an hmac-secret —
 	# just not the one the slot was made with.
 	key_log_since "$n" | grep -o 'cmd=[A-Za-z]* status=[A-Z_]*'
+	key_log_since "$n" | grep -q 'cmd=clientPIN status=OK' || die "the key gave no PIN token during the attach: not the trap"
 	key_log_since "$n" | grep -q 'cmd=getAssertion status=OK' || die "the key returned no assertion during the attach: not the trap"
 	r=$(pin_retries)
 	[ "$r" = 8 ] || die "PIN retries $r: the PIN was refused, not the trap"
