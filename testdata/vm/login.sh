@@ -93,18 +93,22 @@ sc_pam_register() {
 	# alice: pamu2fcfg without -r/-N: a non-resident credential (its id is
 	# the wrapped key), user presence only. No PIN is asked: the key
 	# offers makeCredUvNotRqd. No terminal, so a PIN prompt would fail.
-	run setsid -w pamu2fcfg -u alice -o "$ORIGIN" -i "$ORIGIN" >"$WORK/alice.line" </dev/null ||
+	echo "+ pamu2fcfg -u alice -o $ORIGIN -i $ORIGIN (no terminal)"
+	setsid -w pamu2fcfg -u alice -o "$ORIGIN" -i "$ORIGIN" >"$WORK/alice.line" </dev/null ||
 		die "pamu2fcfg -u alice failed"
 	# bob: -r -N: a resident credential, and pam_u2f will demand the PIN.
 	# The PIN prompt is answered on a pty; the line goes to a file.
 	echo "+ pamu2fcfg -u bob -r -N (on a pty)"
 	"$HT" expect -pin "$PIN" -timeout 60s -- sh -c 'pamu2fcfg -u bob -r -N -o "$1" -i "$1" >"$2"' _ "$ORIGIN" "$WORK/bob.line" ||
 		die "pamu2fcfg -u bob -r -N failed"
-	grep -Eq '^alice:[^,]+,[^,]+,es256,\+presence$' "$WORK/alice.line" || die "alice's line: $(cat "$WORK/alice.line")"
-	grep -Eq '^bob:\*,[^,]+,es256,\+presence\+pin$' "$WORK/bob.line" || die "bob's line: $(cat "$WORK/bob.line")"
 	# pamu2fcfg ends its line without a newline: one line per user.
 	for u in alice bob; do printf '%s\n' "$(cat "$WORK/$u.line")"; done >"$AUTHFILE"
 	cat "$AUTHFILE"
+	[ "$(wc -l <"$AUTHFILE")" = 2 ] || die "$AUTHFILE does not hold two lines"
+	# alice's key handle is her (non-resident) credential id; bob's is "*":
+	# pam_u2f finds his resident credential by a discoverable getAssertion.
+	sed -n 1p "$AUTHFILE" | grep -Eq '^alice:[^*,][^,]*,[^,]+,es256,\+presence$' || die "alice's line: $(cat "$WORK/alice.line")"
+	sed -n 2p "$AUTHFILE" | grep -Eq '^bob:\*,[^,]+,es256,\+presence\+pin$' || die "bob's line: $(cat "$WORK/bob.line")"
 	cat >/etc/pam.d/vktest <<EOF
 auth required pam_u2f.so authfile=$AUTHFILE origin=$ORIGIN appid=$ORIGIN cue
 account required pam_permit.so
