@@ -17,8 +17,6 @@ SELF=$0
 VK_RUN_ARGS="--uv auto --select-account newest"
 . "$(dirname "$0")/lib.sh"
 
-RP_ADDR=127.0.0.1:8080
-RESULTS=$WORK/rp.results
 GATES=$WORK/gates
 PROFILE=/tmp/firefox-profile
 
@@ -28,30 +26,14 @@ PLAN="$PLAN,firefox-signup-second:create:bob,firefox-signin-two:get:bob,firefox-
 PLAN="$PLAN,firefox-pin-gate:gate:pin-set"
 PLAN="$PLAN,firefox-pin-signup:create:carol,firefox-pin-signin-one:get:carol"
 PLAN="$PLAN,firefox-pin-signup-second:create:dave,firefox-pin-signin-two:get:dave,firefox-pin-signin-allow:allow:carol"
-URL="http://localhost:8080/flow/?plan=$PLAN"
+URL="$RP_ORIGIN/flow/?plan=$PLAN"
 
-sc_virtkey_start() {
-	t0=$(now_ms)
-	vk_start /tmp/vk
-	out=$(fido2-token -I "$(dev)") || die "fido2-token -I failed"
-	echo "$out"
-	echo "$out" | grep "^options:" | grep -Eq "[ ,]uv(,|$)" || die "getInfo does not offer built-in uv: $(echo "$out" | grep '^options:')"
-	detail "$(dev) $(($(now_ms) - t0)) ms after start; $(echo "$out" | grep '^options:')"
-}
+sc_virtkey_start() { browser_key_start; }
 
 sc_rp_start() {
-	rm -rf "$RESULTS" "$GATES"
+	rm -rf "$GATES"
 	mkdir -p "$GATES"
-	setsid sh -c 'echo $$ >"$0"; exec "$@"' "$WORK/rp.pid" \
-		"$BIN/rp" -listen "$RP_ADDR" -origin http://localhost:8080 -results "$RESULTS" \
-		-gate-dir "$GATES" -timeout 10m >"$LOGS/rp.log" 2>&1 </dev/null &
-	i=0
-	until grep -q "^rp-ready PASS" "$RESULTS" 2>/dev/null; do
-		i=$((i + 1))
-		[ $i -gt 200 ] && die "the RP server did not start: $(tail -n 5 "$LOGS/rp.log")"
-		sleep 0.1
-	done
-	detail "$(grep '^rp-ready' "$RESULTS" | cut -d' ' -f3-)"
+	rp_start -gate-dir "$GATES"
 }
 
 # firefox_profile writes a fresh profile with what a headless run needs
@@ -91,56 +73,17 @@ sc_firefox_load() {
 	MOZ_CRASHREPORTER_DISABLE=1 setsid sh -c 'echo $$ >"$0"; exec "$@"' "$WORK/firefox.pid" \
 		firefox-esr --headless --no-remote --profile "$PROFILE" "$URL" \
 		>"$LOGS/firefox.log" 2>&1 </dev/null &
-	i=0
-	until grep -q "^page-loaded" "$RESULTS" 2>/dev/null; do
-		if ! kill -0 "$(cat "$WORK/firefox.pid" 2>/dev/null)" 2>/dev/null; then
-			tail -n 30 "$LOGS/firefox.log"
-			die "firefox exited before the page loaded"
-		fi
-		i=$((i + 1))
-		# ~30 s on an idle 2-core machine under TCG; minutes when it is busy.
-		[ $i -gt 2400 ] && die "the page did not load within 480 s"
-		sleep 0.2
-	done
-	l=$(grep "^page-loaded" "$RESULTS")
+	# ~30 s on an idle 2-core machine under TCG; minutes when it is busy.
+	l=$(browser_loaded firefox 480) || exit 1
 	echo "$l"
 	echo "$l" | grep -q "isSecureContext=true" || die "http://localhost is not a secure context here: $l"
 	echo "$l" | grep -q "hasFocus=true" || die "the page has no focus (a first-run tab?): $l"
 	detail "page loaded $(($(now_ms) - t0)) ms after starting firefox; $(echo "$l" | grep -o 'Firefox/[0-9.]*'); $(echo "$l" | grep -o 'steps=[0-9]*')"
 }
 
-# await NAME SECONDS: wait for the RP's verdict on step NAME (or the page's
-# report that it failed), pass or fail with it, and print its detail.
-await() {
-	_i=0
-	while :; do
-		_l=$(grep -E "^($1|page-$1) (PASS|FAIL)" "$RESULTS" 2>/dev/null | grep -v "^page-$1 PASS" | head -n 1)
-		[ -n "$_l" ] && break
-		if grep -q "^page-done" "$RESULTS" 2>/dev/null; then
-			_l=$(grep "^page-" "$RESULTS" | grep FAIL | head -n 1)
-			[ -n "$_l" ] || _l="no $1 result before the page finished"
-			break
-		fi
-		if ! kill -0 "$(cat "$WORK/firefox.pid")" 2>/dev/null; then
-			_l="firefox exited: $(tail -n 3 "$LOGS/firefox.log" | tr '\n' ' ')"
-			break
-		fi
-		_i=$((_i + 1))
-		[ $_i -gt $(($2 * 5)) ] && die "no $1 result within $2 s"
-		sleep 0.2
-	done
-	echo "$_l"
-	cat "$RESULTS"
-	case "$_l" in
-	"$1 PASS"*) AWAITED=${_l#"$1" PASS } ;;
-	*)
-		# What the key last did tells a key error from a browser waiting
-		# on a sheet headless mode cannot show (account chooser, PIN).
-		_k=$(grep -o 'cmd=[A-Za-z]* status=[A-Z_]*' "$VKLOGFILE" | tail -n 4 | tr '\n' ' ')
-		die "$_l; the key's last commands: $_k"
-		;;
-	esac
-}
+# await NAME SECONDS: the RP's verdict on step NAME (the page reports it
+# under the same name), in $AWAITED.
+await() { rp_await "$1" "$1" "$2" firefox; }
 
 # signup NAME: a registration, verified with UP, UV and a packed (batch)
 # attestation — Firefox passed "direct" attestation through unprompted.
@@ -196,20 +139,7 @@ sc_firefox_pin_signin_two() { signin firefox-pin-signin-two dave; }
 sc_firefox_pin_signin_allow() { signin firefox-pin-signin-allow carol; }
 
 sc_firefox_stop() {
-	i=0
-	until grep -q "^page-done" "$RESULTS" 2>/dev/null; do
-		i=$((i + 1))
-		[ $i -gt 100 ] && break
-		sleep 0.2
-	done
-	cp "$RESULTS" "$LOGS/rp.results" 2>/dev/null
-	# Firefox and its content processes share the session setsid gave them.
-	kill -TERM -- "-$(cat "$WORK/firefox.pid")" 2>/dev/null
-	kill -TERM "$(cat "$WORK/rp.pid")" 2>/dev/null
-	sleep 2
-	kill -KILL -- "-$(cat "$WORK/firefox.pid")" 2>/dev/null
-	vk_alive || die "virtkey died during the browser run"
-	grep -q "^page-done" "$RESULTS" || die "the page never reported done"
+	browser_stop firefox
 	# Firefox never tried the PIN: the retries are untouched.
 	out=$(fido2-token -I "$(dev)") || die "fido2-token -I after the browser run"
 	echo "$out" | grep -q '^pin retries: 8' || die "PIN retries moved: $(echo "$out" | grep '^pin retries')"

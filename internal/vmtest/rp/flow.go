@@ -45,18 +45,6 @@ var flowPage []byte
 
 var gateDir = flag.String("gate-dir", "", "folder whose files open the flow page's gate:G steps")
 
-// flowUser is a user of the flow page, made by its first create step.
-type flowUser struct {
-	id    []byte
-	name  string
-	creds []webauthn.Credential
-}
-
-func (u *flowUser) WebAuthnID() []byte                         { return u.id }
-func (u *flowUser) WebAuthnName() string                       { return u.name }
-func (u *flowUser) WebAuthnDisplayName() string                { return u.name + " (flow)" }
-func (u *flowUser) WebAuthnCredentials() []webauthn.Credential { return u.creds }
-
 // flowSession is one begun ceremony, waiting for its finish.
 type flowSession struct {
 	sess   *webauthn.SessionData
@@ -70,17 +58,14 @@ type flow struct {
 	s *server
 
 	mu       sync.Mutex
-	users    map[string]*flowUser
+	users    map[string]*user
 	sessions map[string]*flowSession // by step name
 }
 
 // addFlow registers the flow page's routes on mux.
 func addFlow(s *server, mux *http.ServeMux) {
-	f := &flow{s: s, users: map[string]*flowUser{}, sessions: map[string]*flowSession{}}
-	mux.HandleFunc("GET /flow/{$}", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Write(flowPage)
-	})
+	f := &flow{s: s, users: map[string]*user{}, sessions: map[string]*flowSession{}}
+	serve(mux, "GET /flow/{$}", "text/html; charset=utf-8", flowPage)
 	mux.HandleFunc("POST /flow/begin", f.begin)
 	mux.HandleFunc("POST /flow/finish", f.finish)
 	mux.HandleFunc("GET /flow/gate", f.gate)
@@ -110,7 +95,7 @@ func (f *flow) begin(w http.ResponseWriter, r *http.Request) {
 	case "create":
 		u := f.users[st.User]
 		if u == nil {
-			u = &flowUser{id: []byte("vk-flow-" + st.User), name: st.User + "@localhost"}
+			u = &user{id: []byte("vk-flow-" + st.User), name: st.User + "@localhost"}
 			f.users[st.User] = u
 		}
 		opts, sess, err = f.s.wa.BeginRegistration(u,
@@ -186,7 +171,7 @@ func (f *flow) verify(fs *flowSession, r *http.Request) (ok bool, detail string,
 			u.name, shortHex(cred.ID), cred.AttestationFormat, hex.EncodeToString(cred.Authenticator.AAGUID),
 			cred.Flags.UserPresent, cred.Flags.UserVerified), nil
 	case "get":
-		var got *flowUser
+		var got *user
 		handler := func(rawID, userHandle []byte) (webauthn.User, error) {
 			for _, u := range f.users {
 				if bytes.Equal(u.id, userHandle) {
@@ -221,7 +206,7 @@ func (f *flow) verify(fs *flowSession, r *http.Request) (ok bool, detail string,
 
 // update stores a used credential's new state and returns its signCount
 // before.
-func (u *flowUser) update(c *webauthn.Credential) uint32 {
+func (u *user) update(c *webauthn.Credential) uint32 {
 	for i := range u.creds {
 		if bytes.Equal(u.creds[i].ID, c.ID) {
 			prev := u.creds[i].Authenticator.SignCount
@@ -242,6 +227,14 @@ func (f *flow) gate(w http.ResponseWriter, r *http.Request) {
 	}
 	_, err := os.Stat(filepath.Join(*gateDir, name))
 	writeJSON(w, 200, map[string]bool{"open": err == nil})
+}
+
+// serve answers pattern with a fixed body.
+func serve(mux *http.ServeMux, pattern, contentType string, body []byte) {
+	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", contentType)
+		w.Write(body)
+	})
 }
 
 func shortHex(b []byte) string { return hex.EncodeToString(b[:min(6, len(b))]) }

@@ -44,6 +44,9 @@ import (
 //go:embed page.html
 var page []byte
 
+//go:embed common.js
+var commonJS []byte // the pages' shared helpers
+
 type user struct {
 	id    []byte
 	name  string
@@ -106,11 +109,9 @@ func main() {
 		alice: &user{id: []byte("vk-alice-0001"), name: "alice@localhost"},
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Write(page)
-	})
+	serve(mux, "GET /{$}", "text/html; charset=utf-8", page)
 	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	serve(mux, "GET /common.js", "text/javascript; charset=utf-8", commonJS)
 	mux.HandleFunc("POST /register/begin", s.registerBegin)
 	mux.HandleFunc("POST /register/finish", s.registerFinish)
 	mux.HandleFunc("POST /login/begin", s.loginBegin)
