@@ -40,7 +40,7 @@ var groups = []group{
 		needs: []string{"chromium", "fido2-token", "setsid"},
 	},
 	{
-		name: "firefox", script: "firefox.sh", memoryMB: 2048, cpus: 2, timeout: 14 * time.Minute,
+		name: "firefox", script: "firefox.sh", memoryMB: 2048, cpus: 2, timeout: 20 * time.Minute,
 		needs: []string{"firefox-esr", "fido2-token", "setsid"},
 	},
 	{
