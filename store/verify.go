@@ -22,7 +22,8 @@ import (
 //   - an iteration (ForEach, First, DeleteBucket, Stats) checks the whole
 //     tree, which the iteration reads anyway.
 //
-// Verified branch pages are cached until the next commit.
+// Verified branch pages, and the leaf pages point lookups end on, are
+// cached until the next commit.
 
 const (
 	maxDepth         = 32
@@ -47,6 +48,7 @@ type verifier struct {
 	f                  *os.File
 	pageSize           int
 	branches           map[uint64][]branchElem // verified branch pages, until the next commit
+	leaves             map[uint64][]byte       // leaf pages a search ended on, until the next commit
 	metaTxid, metaRoot uint64                  // the root page of the last transaction seen
 	meta               boltMeta                // its meta page
 }
@@ -56,7 +58,7 @@ func newVerifier(path string, pageSize int) (*verifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	return &verifier{f: f, pageSize: pageSize, branches: map[uint64][]branchElem{}}, nil
+	return &verifier{f: f, pageSize: pageSize, branches: map[uint64][]branchElem{}, leaves: map[uint64][]byte{}}, nil
 }
 
 func (v *verifier) close() {
@@ -66,30 +68,40 @@ func (v *verifier) close() {
 }
 
 // forget drops the cache (after a commit pages may be freed and reused).
-func (v *verifier) forget() { clear(v.branches) }
+func (v *verifier) forget() {
+	clear(v.branches)
+	clear(v.leaves)
+}
+
+// maxCachedLeaves bounds the leaf cache: a transaction that looks up many
+// keys (a migration) keeps few leaves.
+const maxCachedLeaves = 64
 
 // page reads page id (with its overflow pages) of a file whose high-water
 // mark is pages, checking that it says it is page id and is a tree page.
+// One read for a page without overflow.
 func (v *verifier) page(id, pages uint64) ([]byte, error) {
 	if id < 2 || id >= pages {
 		return nil, errDamage{fmt.Sprintf("page %d out of range [2, %d)", id, pages)}
 	}
 	ps := uint64(v.pageSize)
-	hdr := make([]byte, pageHeaderSize)
-	if _, err := v.f.ReadAt(hdr, int64(id*ps)); err != nil {
+	b := make([]byte, ps)
+	if _, err := v.f.ReadAt(b, int64(id*ps)); err != nil {
 		return nil, errDamage{fmt.Sprintf("page %d cannot be read (%v)", id, err)}
 	}
-	flags, overflow := nativeEndian.Uint16(hdr[8:]), uint64(nativeEndian.Uint32(hdr[12:]))
+	flags, overflow := nativeEndian.Uint16(b[8:]), uint64(nativeEndian.Uint32(b[12:]))
 	switch {
-	case nativeEndian.Uint64(hdr) != id:
-		return nil, errDamage{fmt.Sprintf("page %d says it is page %d", id, nativeEndian.Uint64(hdr))}
+	case nativeEndian.Uint64(b) != id:
+		return nil, errDamage{fmt.Sprintf("page %d says it is page %d", id, nativeEndian.Uint64(b))}
 	case flags != flagBranch && flags != flagLeaf:
 		return nil, errDamage{fmt.Sprintf("page %d is not a tree page (flags %#x)", id, flags)}
 	case id+overflow >= pages:
 		return nil, errDamage{fmt.Sprintf("page %d: %d overflow pages past the high-water mark", id, overflow)}
+	case overflow == 0:
+		return b, nil
 	}
-	b := make([]byte, (overflow+1)*ps)
-	if _, err := v.f.ReadAt(b, int64(id*ps)); err != nil {
+	b = append(b, make([]byte, overflow*ps)...)
+	if _, err := v.f.ReadAt(b[ps:], int64((id+1)*ps)); err != nil {
 		return nil, errDamage{fmt.Sprintf("page %d cannot be read (%v)", id, err)}
 	}
 	return b, nil
@@ -168,11 +180,21 @@ func (v *verifier) path(root, pages uint64, key []byte) ([]byte, error) {
 			return nil, errDamage{fmt.Sprintf("page %d: the tree loops or is too deep", id)}
 		}
 		seen[id] = true
+		if es, ok := v.branches[id]; ok {
+			id = search(es, key)
+			continue
+		}
+		if p, ok := v.leaves[id]; ok {
+			return p, nil
+		}
 		p, err := v.page(id, pages)
 		if err != nil {
 			return nil, err
 		}
 		if !isBranch(p) {
+			if len(v.leaves) < maxCachedLeaves {
+				v.leaves[id] = p
+			}
 			return p, nil
 		}
 		es, err := v.branchElems(id, p)
