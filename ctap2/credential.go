@@ -2,14 +2,12 @@ package ctap2
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/sha512"
 	"fmt"
-	"slices"
 
 	"github.com/virtkey/virtkey/cose"
 )
@@ -90,29 +88,89 @@ func parseCredentialRecord(b []byte) (*credentialRecord, error) {
 	return &r, nil
 }
 
-// residentCredentials returns the RP's resident credentials, newest first.
-// Unreadable records are skipped and logged.
-func (a *Authenticator) residentCredentials(rpIDHash []byte) ([]*credentialRecord, error) {
-	raws, err := a.cfg.Store.CredentialsByRP(rpIDHash)
+// IndexRecord tells what a store indexes a resident credential record by
+// (see [CredStore]): the user ID it was made for, its creation time (lists
+// are newest first), and whether discoverable lists hide it unless the
+// user is verified (credProtect uvOptionalWithCredentialIDList or
+// uvRequired). store.WithIndexer takes it.
+func IndexRecord(record []byte) (userID []byte, created int64, hidden bool, err error) {
+	r, err := parseCredentialRecord(record)
 	if err != nil {
-		return nil, err
+		return nil, 0, false, err
 	}
-	recs := make([]*credentialRecord, 0, len(raws))
-	for _, raw := range raws {
-		r, err := parseCredentialRecord(raw)
+	return r.User.ID, r.Created, !visibleWithoutUV(r.CredProtect, false), nil
+}
+
+// nextResident returns the RP's next discoverable credential after cursor
+// (nil: the newest) that opens and that the user may see (verified: all;
+// else those credProtect shows without UV), and the cursor after it; nil
+// when there is no more. Records that do not read or open are skipped and
+// logged.
+func (a *Authenticator) nextResident(ctx context.Context, rpIDHash, cursor []byte, verified bool) (*foundCredential, []byte, error) {
+	for {
+		raw, next, err := a.cfg.Store.NextCredentialOfRP(rpIDHash, cursor, verified)
+		if err != nil || raw == nil {
+			return nil, nil, err
+		}
+		cursor = next
+		rec, err := parseCredentialRecord(raw)
 		if err != nil {
 			a.log.Error("skipping unreadable credential record", "err", err)
 			continue
 		}
-		recs = append(recs, r)
-	}
-	slices.SortStableFunc(recs, func(x, y *credentialRecord) int {
-		if c := -cmp.Compare(x.Created, y.Created); c != 0 {
-			return c
+		if f, ok := a.openResident(ctx, rec, rpIDHash); ok && (verified || visibleWithoutUV(f.meta.CredProtect, false)) {
+			return f, cursor, nil
 		}
-		return bytes.Compare(x.ID, y.ID)
-	})
-	return recs, nil
+	}
+}
+
+// nextRecord returns the RP's next credential record after cursor,
+// hidden ones included, without opening it (credential management); nil
+// when there is no more.
+func (a *Authenticator) nextRecord(rpIDHash, cursor []byte) (*credentialRecord, []byte, error) {
+	for {
+		raw, next, err := a.cfg.Store.NextCredentialOfRP(rpIDHash, cursor, true)
+		if err != nil || raw == nil {
+			return nil, nil, err
+		}
+		cursor = next
+		rec, err := parseCredentialRecord(raw)
+		if err != nil {
+			a.log.Error("skipping unreadable credential record", "err", err)
+			continue
+		}
+		return rec, cursor, nil
+	}
+}
+
+// remainingResident is how many more discoverable credentials fit: the
+// limit less those stored, or with no limit the store's estimate of its
+// free space. known is false when nothing tells.
+func (a *Authenticator) remainingResident() (n int, known bool, err error) {
+	var space CredentialSpace
+	if s, ok := a.cfg.Store.(CredentialSpace); ok {
+		space = s
+	}
+	if limit := a.cfg.MaxResidentCredentials; limit > 0 {
+		stored, err := a.cfg.Store.CountCredentials()
+		if err != nil {
+			return 0, false, err
+		}
+		n = max(limit-stored, 0)
+		if space != nil && n > 0 {
+			free, err := space.RemainingCredentials()
+			if err != nil {
+				return 0, false, err
+			}
+			n = min(n, free)
+		}
+		return n, true, nil
+	}
+	if space == nil {
+		return 0, false, nil
+	}
+	n, err = space.RemainingCredentials()
+	return n, err == nil, err
 }
 
 // foundCredential is a credential located for an operation.

@@ -9,8 +9,10 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/virtkey/virtkey/cose"
@@ -49,31 +51,92 @@ func (m *memStore) Credential(id []byte) ([]byte, bool, error) {
 	return r, ok, nil
 }
 
-func (m *memStore) CredentialsByRP(rpIDHash []byte) ([][]byte, error) {
+// listKey orders an RP's credentials as the store does: newest first,
+// then by a hash of the ID. ok is false for a record IndexRecord rejects.
+func (m *memStore) listKey(id string) (key []byte, hidden bool) {
+	_, created, hidden, err := IndexRecord(m.creds[id])
+	if err != nil {
+		created = 0
+	}
+	h := sha256.Sum256([]byte(id))
+	return append(binary.BigEndian.AppendUint64(nil, ^(uint64(created)^(1<<63))), h[:16]...), hidden
+}
+
+func (m *memStore) CredentialsOfUser(rpIDHash, userID []byte) ([][]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out [][]byte
 	for id, rp := range m.rpOf {
-		if rp == string(rpIDHash) {
+		if u, _, _, err := IndexRecord(m.creds[id]); rp == string(rpIDHash) && (err == nil && bytes.Equal(u, userID) || err != nil && len(userID) == 0) {
 			out = append(out, m.creds[id])
 		}
 	}
 	return out, nil
 }
 
-func (m *memStore) RPs() ([][]byte, error) {
+func (m *memStore) NextCredentialOfRP(rpIDHash, cursor []byte, withHidden bool) ([]byte, []byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	var best, bestKey []byte
+	for id, rp := range m.rpOf {
+		if rp != string(rpIDHash) {
+			continue
+		}
+		k, hidden := m.listKey(id)
+		if (hidden && !withHidden) || (cursor != nil && bytes.Compare(k, cursor) <= 0) {
+			continue
+		}
+		if bestKey == nil || bytes.Compare(k, bestKey) < 0 {
+			best, bestKey = m.creds[id], k
+		}
+	}
+	return best, bestKey, nil
+}
+
+func (m *memStore) CountOfRP(rpIDHash []byte) (all, visible int, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, rp := range m.rpOf {
+		if rp == string(rpIDHash) {
+			all++
+			if _, hidden := m.listKey(id); !hidden {
+				visible++
+			}
+		}
+	}
+	return all, visible, nil
+}
+
+func (m *memStore) rps() []string {
 	seen := map[string]bool{}
 	for _, rp := range m.rpOf {
 		seen[rp] = true
 	}
-	var out [][]byte
-	for rp := range seen {
-		out = append(out, []byte(rp))
+	return slices.Sorted(maps.Keys(seen))
+}
+
+func (m *memStore) NextRP(cursor []byte) ([]byte, []byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, rp := range m.rps() {
+		if cursor != nil && rp <= string(cursor) {
+			continue
+		}
+		var best, bestKey []byte
+		for id, r := range m.rpOf {
+			if k, _ := m.listKey(id); r == rp && (bestKey == nil || bytes.Compare(k, bestKey) < 0) {
+				best, bestKey = m.creds[id], k
+			}
+		}
+		return best, []byte(rp), nil
 	}
-	sort.Slice(out, func(i, j int) bool { return bytes.Compare(out[i], out[j]) < 0 })
-	return out, nil
+	return nil, nil, nil
+}
+
+func (m *memStore) CountRPs() (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.rps()), nil
 }
 
 func (m *memStore) DeleteCredential(id []byte) error {

@@ -249,7 +249,14 @@ func TestFaultBecomesError(t *testing.T) {
 		d, err := Open(path)
 		must(t, err)
 		defer d.Close()
-		_, _, err = d.Credential([]byte("big-0000"))
+		// The credential with the smallest key lives below that child.
+		first := []byte("small-0")
+		for i := range 60 {
+			if id := fmt.Appendf(nil, "big-%04d", i); bytes.Compare(credKey(id), credKey(first)) < 0 {
+				first = id
+			}
+		}
+		_, _, err = d.Credential(first)
 		wantDamaged(t, err, "a page pointer outside the mapping")
 	})
 }

@@ -165,7 +165,7 @@ func BenchmarkEngineSeal(b *testing.B) {
 	id := engineID(0)
 	for b.Loop() {
 		d.mu.Lock()
-		if _, err := d.sealCred(id, rp("x"), rec); err != nil {
+		if _, err := d.sealEntry(&entry{id: id, rpIDHash: rp("x"), record: rec}); err != nil {
 			b.Fatal(err)
 		}
 		d.mu.Unlock()

@@ -154,7 +154,10 @@ func leafElems(what string, p []byte) ([]leafElem, error) {
 }
 
 // search is bbolt's choice of child in a branch page for key.
-func search(es []branchElem, key []byte) uint64 {
+func search(es []branchElem, key []byte) uint64 { return es[searchIndex(es, key)].child }
+
+// searchIndex is the index of that child.
+func searchIndex(es []branchElem, key []byte) int {
 	exact := false
 	i := sort.Search(len(es), func(i int) bool {
 		c := bytes.Compare(es[i].key, key)
@@ -167,7 +170,7 @@ func search(es []branchElem, key []byte) uint64 {
 	if i >= len(es) {
 		i = len(es) - 1
 	}
-	return es[i].child
+	return i
 }
 
 // path checks the pages a search for key follows from root and returns the
@@ -203,6 +206,84 @@ func (v *verifier) path(root, pages uint64, key []byte) ([]byte, error) {
 		}
 		v.branches[id] = es
 		id = search(es, key)
+	}
+}
+
+// seekFrame is a branch page on a seek's way down and the child taken.
+type seekFrame struct {
+	es []branchElem
+	i  int
+}
+
+// seek checks the pages a bbolt cursor's Seek(key) visits: the search path
+// for key and, when key is past the last key of the leaf it ends on, the
+// way to the next leaf — bbolt climbs to the nearest ancestor with a next
+// child and takes the leftmost path below it, skipping empty leaves. A nil
+// key is First.
+func (v *verifier) seek(root, pages uint64, key []byte) error {
+	seen := map[uint64]bool{}
+	var stack []seekFrame
+	leaf, err := v.descend(root, pages, key, key == nil, seen, &stack)
+	for err == nil {
+		es, err := leafElems("leaf", leaf)
+		if err != nil {
+			return err
+		}
+		if key == nil && len(es) > 0 {
+			return nil
+		}
+		if key != nil && len(es) > 0 && bytes.Compare(es[len(es)-1].key, key) >= 0 {
+			return nil
+		}
+		for len(stack) > 0 && stack[len(stack)-1].i >= len(stack[len(stack)-1].es)-1 {
+			stack = stack[:len(stack)-1]
+		}
+		if len(stack) == 0 {
+			return nil // the end of the tree
+		}
+		top := &stack[len(stack)-1]
+		top.i++
+		key = nil // the next leaf's first key is the answer
+		leaf, err = v.descend(top.es[top.i].child, pages, nil, true, seen, &stack)
+	}
+	return err
+}
+
+// descend checks the pages from id down to a leaf, by key or leftmost,
+// pushing the branch pages on stack, and returns the leaf.
+func (v *verifier) descend(id, pages uint64, key []byte, leftmost bool, seen map[uint64]bool, stack *[]seekFrame) ([]byte, error) {
+	for {
+		if len(*stack) > maxDepth || seen[id] {
+			return nil, errDamage{fmt.Sprintf("page %d: the tree loops or is too deep", id)}
+		}
+		seen[id] = true
+		es, ok := v.branches[id]
+		if !ok {
+			p, cached := v.leaves[id]
+			if !cached {
+				var err error
+				if p, err = v.page(id, pages); err != nil {
+					return nil, err
+				}
+			}
+			if !isBranch(p) {
+				if !cached && len(v.leaves) < maxCachedLeaves {
+					v.leaves[id] = p
+				}
+				return p, nil
+			}
+			var err error
+			if es, err = v.branchElems(id, p); err != nil {
+				return nil, err
+			}
+			v.branches[id] = es
+		}
+		i := 0
+		if !leftmost {
+			i = searchIndex(es, key)
+		}
+		*stack = append(*stack, seekFrame{es: es, i: i})
+		id = es[i].child
 	}
 }
 
@@ -444,6 +525,22 @@ func (v vbucket) checkTree(nested bool) error {
 		return v.d.verify.nestedIn("inline bucket", v.inline, v.d.pages(v.tx), map[uint64]bool{}, 0)
 	}
 	return nil
+}
+
+// seek positions c (a cursor of v) at the first key ≥ key (nil: the
+// first key), after checking the pages bbolt will visit.
+func (v vbucket) seek(c *bolt.Cursor, key []byte) (k, val []byte, err error) {
+	if r := v.page(); r != 0 {
+		if err := v.d.verify.seek(r, v.d.pages(v.tx), key); err != nil {
+			return nil, nil, err
+		}
+	}
+	if key == nil {
+		k, val = c.First()
+	} else {
+		k, val = c.Seek(key)
+	}
+	return k, val, nil
 }
 
 func (v vbucket) get(key []byte) ([]byte, error) {

@@ -68,7 +68,7 @@ func OpenStore(dir string, log *slog.Logger) (*store.DB, error) {
 	if err := CheckOwner(dir); err != nil {
 		return nil, err
 	}
-	db, err := store.Open(filepath.Join(dir, StateFileName), store.WithLogger(log))
+	db, err := store.Open(filepath.Join(dir, StateFileName), store.WithLogger(log), store.WithIndexer(ctap2.IndexRecord))
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,616 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Layout 2 (schemas 3 and 4): the credentials and one index bucket whose
+// keys put everything of one RP side by side, so that every question the
+// authenticator asks — the RP's newest credential, the next one, how many
+// there are, which ones belong to a user — is one or two B+tree seeks,
+// whatever the number of credentials or of the RP's accounts.
+//
+//	creds   credKey → value
+//	index   rpKey ‖ 0x00                       → all (u32) ‖ visible (u32)
+//	        rpKey ‖ 0x01 ‖ order ‖ credKey     → flags (u8)
+//	        rpKey ‖ 0x02 ‖ userKey ‖ credKey   → ""
+//	meta    "count" → credentials (u64), "rps" → RPs (u64)
+//
+//	credKey = SHA-256(credential ID)[:16]
+//	rpKey   = HMAC-SHA-256(indexKey, 0x01 ‖ rpIdHash)[:16]
+//	userKey = HMAC-SHA-256(indexKey, 0x02 ‖ rpIdHash ‖ user ID)[:16]
+//	order   = the creation time (Unix ns) mapped so that newer sorts first
+//	value   = plaintext (schema 3), or Seal(plaintext, aad = aadCredV2 ‖ credKey) (schema 4)
+//	plaintext = len (u16) ‖ credential ID ‖ rpIdHash (32) ‖ created (i64) ‖ flags (u8) ‖
+//	            len (u8) ‖ user ID ‖ record
+//
+// indexKey is the bound key store's index key; a plain file uses an empty
+// HMAC key. 16 bytes keep a million credentials under 1 KiB each; a
+// collision of two credKeys would be refused as damage (the plaintext
+// names its credential ID), one of two userKeys costs a record read (the
+// authenticator compares user IDs). Flag 0x01 (hidden) marks a credential
+// that discoverable lists leave out unless asked for (credProtect level 2
+// or 3 without user verification); visible counts the others.
+//
+// The store does not decode records: an [Indexer], from the authenticator,
+// tells each record's user ID, creation time and visibility.
+
+// Indexer tells what the store indexes a credential record by: the user
+// handle it was made for, its creation time (newest first in lists), and
+// whether discoverable lists hide it unless asked for. ctap2.IndexRecord
+// is the authenticator's.
+type Indexer func(record []byte) (userID []byte, created int64, hidden bool, err error)
+
+// WithIndexer sets the indexer (default: none, and every record is indexed
+// with an empty user ID, creation time 0 and visible).
+func WithIndexer(f Indexer) Option { return func(o *options) { o.indexer = f } }
+
+var (
+	bucketIndex = []byte("index")
+	keyRPCount  = []byte("rps")
+	aadCredV2   = []byte("virtkey store v4 credential\x00")
+)
+
+const (
+	shortKey = 16
+	tagRP    = 0x00
+	tagList  = 0x01
+	tagUser  = 0x02
+	// cursorSize is the length of a list cursor: order ‖ credKey.
+	cursorSize = 8 + shortKey
+	flagHidden = 0x01
+	// MaxUserIDLength is the longest user ID the index keeps.
+	MaxUserIDLength = 255
+)
+
+// entry is a credential as layout 2 stores it.
+type entry struct {
+	id, rpIDHash []byte
+	created      int64
+	hidden       bool
+	userID       []byte
+	record       []byte
+}
+
+func credKey(id []byte) []byte {
+	h := sha256.Sum256(id)
+	return h[:shortKey]
+}
+
+// keyed is HMAC-SHA-256 under the index key (empty when unbound) of the
+// parts, cut to 16 bytes. Called with d.mu held.
+func (d *DB) keyed(parts ...[]byte) []byte {
+	var key []byte
+	if d.bind != nil {
+		key = d.bind.indexKey
+	}
+	m := hmac.New(sha256.New, key)
+	for _, p := range parts {
+		m.Write(p)
+	}
+	return m.Sum(nil)[:shortKey]
+}
+
+func (d *DB) rpKey(rpIDHash []byte) []byte { return d.keyed([]byte{0x01}, rpIDHash) }
+
+func (d *DB) userKey(rpIDHash, userID []byte) []byte {
+	return d.keyed([]byte{0x02}, rpIDHash, userID)
+}
+
+// order maps a creation time to 8 bytes that sort newest first.
+func order(created int64) []byte {
+	return binary.BigEndian.AppendUint64(nil, ^(uint64(created) ^ (1 << 63)))
+}
+
+func cat(parts ...[]byte) []byte {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	out := make([]byte, 0, n)
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+func rpInfoKey(rpKey []byte) []byte { return cat(rpKey, []byte{tagRP}) }
+
+func (d *DB) listKey(e *entry) []byte {
+	return cat(d.rpKey(e.rpIDHash), []byte{tagList}, order(e.created), credKey(e.id))
+}
+
+func (d *DB) userIndexKey(e *entry) []byte {
+	return cat(d.rpKey(e.rpIDHash), []byte{tagUser}, d.userKey(e.rpIDHash, e.userID), credKey(e.id))
+}
+
+func (e *entry) flags() byte {
+	if e.hidden {
+		return flagHidden
+	}
+	return 0
+}
+
+func (e *entry) plaintext() []byte {
+	b := binary.BigEndian.AppendUint16(nil, uint16(len(e.id)))
+	b = append(b, e.id...)
+	b = append(b, e.rpIDHash...)
+	b = binary.BigEndian.AppendUint64(b, uint64(e.created))
+	b = append(b, e.flags(), byte(len(e.userID)))
+	b = append(b, e.userID...)
+	return append(b, e.record...)
+}
+
+func parsePlaintext(p []byte) (*entry, bool) {
+	if len(p) < 2 {
+		return nil, false
+	}
+	n := int(binary.BigEndian.Uint16(p))
+	p = p[2:]
+	if n == 0 || len(p) < n+RPIDHashSize+8+2 {
+		return nil, false
+	}
+	e := &entry{id: p[:n], rpIDHash: p[n : n+RPIDHashSize]}
+	p = p[n+RPIDHashSize:]
+	e.created = int64(binary.BigEndian.Uint64(p))
+	e.hidden = p[8]&flagHidden != 0
+	u := int(p[9])
+	p = p[10:]
+	if len(p) < u {
+		return nil, false
+	}
+	e.userID, e.record = p[:u], p[u:]
+	return e, true
+}
+
+// newEntry indexes a record with the indexer.
+func (d *DB) newEntry(id, rpIDHash, record []byte) (*entry, error) {
+	e := &entry{id: id, rpIDHash: rpIDHash, record: record}
+	if d.opts.indexer != nil {
+		var err error
+		if e.userID, e.created, e.hidden, err = d.opts.indexer(record); err != nil {
+			return nil, fmt.Errorf("store: indexing the credential record: %w", err)
+		}
+	}
+	if len(e.userID) > MaxUserIDLength {
+		return nil, fmt.Errorf("store: user ID of %d bytes", len(e.userID))
+	}
+	return e, nil
+}
+
+// sealEntry is the creds value of e. Called with d.mu held.
+func (d *DB) sealEntry(e *entry) ([]byte, error) {
+	p := e.plaintext()
+	if d.schema != schemaSealed {
+		return p, nil
+	}
+	s, err := d.bind.keys.Seal(context.Background(), p, cat(aadCredV2, credKey(e.id)))
+	if err != nil {
+		return nil, fmt.Errorf("store: sealing: %w", err)
+	}
+	return s, nil
+}
+
+// openEntry opens the creds value v stored under ck. Called with d.mu
+// held, on a readable DB.
+func (d *DB) openEntry(ck, v []byte) (*entry, error) {
+	p := v
+	if d.schema == schemaSealed {
+		var err error
+		if p, err = d.bind.keys.Open(context.Background(), v, cat(aadCredV2, ck)); err != nil {
+			return nil, errDamage{fmt.Sprintf("credential %x does not open with the key store", ck)}
+		}
+	}
+	e, ok := parsePlaintext(p)
+	if !ok || !bytes.Equal(credKey(e.id), ck) {
+		return nil, errDamage{fmt.Sprintf("credential %x: malformed value", ck)}
+	}
+	return e, nil
+}
+
+// lookup reads credential id; nil if there is none.
+func (d *DB) lookup(creds kv, id []byte) (*entry, error) {
+	ck := credKey(id)
+	v, err := creds.get(ck)
+	if err != nil || v == nil {
+		return nil, err
+	}
+	e, err := d.openEntry(ck, v)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(e.id, id) {
+		return nil, nil // another credential with the same short key: not this one
+	}
+	return e, nil
+}
+
+// kv is a bucket's point operations: a checked vbucket, or a raw bbolt
+// bucket of a file being written from scratch (a migration's).
+type kv interface {
+	get(k []byte) ([]byte, error)
+	put(k, v []byte) error
+	delete(k []byte) error
+}
+
+// rawBucket is a bbolt bucket of a new file: nothing on disk to check.
+type rawBucket struct{ b *bolt.Bucket }
+
+func (r rawBucket) get(k []byte) ([]byte, error) { return r.b.Get(k), nil }
+func (r rawBucket) put(k, v []byte) error       { return r.b.Put(k, v) }
+func (r rawBucket) delete(k []byte) error       { return r.b.Delete(k) }
+
+// layout is the buckets a credential write touches.
+type layout struct{ creds, index, meta, counters kv }
+
+// buckets is tx's layout, checked.
+func (d *DB) buckets(tx *bolt.Tx) (l layout, err error) {
+	var bs [4]vbucket
+	for i, name := range [][]byte{bucketCreds, bucketIndex, bucketMeta, bucketCounters} {
+		if bs[i], err = d.top(tx, name); err != nil {
+			return l, err
+		}
+	}
+	return layout{bs[0], bs[1], bs[2], bs[3]}, nil
+}
+
+// rawBuckets is the layout of a new file's tx.
+func rawBuckets(tx *bolt.Tx) layout {
+	return layout{rawBucket{tx.Bucket(bucketCreds)}, rawBucket{tx.Bucket(bucketIndex)}, rawBucket{tx.Bucket(bucketMeta)}, rawBucket{tx.Bucket(bucketCounters)}}
+}
+
+// rpCounts reads the RP's counts (0, 0 when it has none).
+func rpCounts(index kv, rpKey []byte) (all, visible uint32, err error) {
+	v, err := index.get(rpInfoKey(rpKey))
+	switch {
+	case err != nil || v == nil:
+		return 0, 0, err
+	case len(v) != 8:
+		return 0, 0, errDamage{fmt.Sprintf("RP record %x: %d bytes", rpKey, len(v))}
+	}
+	all, visible = binary.BigEndian.Uint32(v), binary.BigEndian.Uint32(v[4:])
+	if visible > all || all == 0 {
+		return 0, 0, errDamage{fmt.Sprintf("RP record %x: counts %d, %d", rpKey, all, visible)}
+	}
+	return all, visible, nil
+}
+
+// addEntry stores e (which must not be stored) with its index entries and
+// counts.
+func (d *DB) addEntry(l layout, e *entry) error {
+	v, err := d.sealEntry(e)
+	if err != nil {
+		return err
+	}
+	if err := l.creds.put(credKey(e.id), v); err != nil {
+		return err
+	}
+	if err := l.index.put(d.listKey(e), []byte{e.flags()}); err != nil {
+		return err
+	}
+	if err := l.index.put(d.userIndexKey(e), []byte{}); err != nil {
+		return err
+	}
+	rk := d.rpKey(e.rpIDHash)
+	all, visible, err := rpCounts(l.index, rk)
+	if err != nil {
+		return err
+	}
+	if all == math.MaxUint32 {
+		return fmt.Errorf("store: too many credentials for one RP")
+	}
+	if all == 0 {
+		if err := addMeta(l.meta, keyRPCount, 1); err != nil {
+			return err
+		}
+	}
+	all++
+	if !e.hidden {
+		visible++
+	}
+	if err := l.index.put(rpInfoKey(rk), counts(all, visible)); err != nil {
+		return err
+	}
+	return addMeta(l.meta, keyCount, 1)
+}
+
+func counts(all, visible uint32) []byte {
+	return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, all), visible)
+}
+
+// removeEntry deletes stored credential e, its index entries, counts and
+// counter.
+func (d *DB) removeEntry(l layout, e *entry) error {
+	if err := d.unlistEntry(l, e); err != nil {
+		return err
+	}
+	key := sha256.Sum256(e.id)
+	return l.counters.delete(key[:])
+}
+
+// unlistEntry deletes stored credential e, its index entries and counts.
+func (d *DB) unlistEntry(l layout, e *entry) error {
+	if err := l.creds.delete(credKey(e.id)); err != nil {
+		return err
+	}
+	for _, k := range [][]byte{d.listKey(e), d.userIndexKey(e)} {
+		if v, err := l.index.get(k); err != nil {
+			return err
+		} else if v == nil {
+			return d.inconsistent(fmt.Sprintf("credential %x is not indexed", credKey(e.id)))
+		}
+		if err := l.index.delete(k); err != nil {
+			return err
+		}
+	}
+	rk := d.rpKey(e.rpIDHash)
+	all, visible, err := rpCounts(l.index, rk)
+	if err != nil {
+		return err
+	}
+	if all == 0 || (!e.hidden && visible == 0) {
+		return d.inconsistent(fmt.Sprintf("RP record %x: counts %d, %d with a credential to remove", rk, all, visible))
+	}
+	all--
+	if !e.hidden {
+		visible--
+	}
+	if all == 0 {
+		if err := l.index.delete(rpInfoKey(rk)); err != nil {
+			return err
+		}
+		if err := addMeta(l.meta, keyRPCount, -1); err != nil {
+			return err
+		}
+	} else if err := l.index.put(rpInfoKey(rk), counts(all, visible)); err != nil {
+		return err
+	}
+	return addMeta(l.meta, keyCount, -1)
+}
+
+// addMeta adds delta to the u64 meta value name (credentials or RPs).
+func addMeta(meta kv, name []byte, delta int) error {
+	v, err := meta.get(name)
+	if err != nil {
+		return err
+	}
+	if len(v) != 8 {
+		return errDamage{fmt.Sprintf("meta %s: %x", name, v)}
+	}
+	n := int64(binary.BigEndian.Uint64(v)) + int64(delta)
+	if n < 0 {
+		return errDamage{fmt.Sprintf("meta %s below zero", name)}
+	}
+	return meta.put(name, be64(uint64(n)))
+}
+
+// metaCount reads the u64 meta value name.
+func (d *DB) metaCount(tx *bolt.Tx, name []byte) (int, error) {
+	v, err := d.get(tx, bucketMeta, name)
+	if err != nil {
+		return 0, err
+	}
+	if len(v) != 8 || binary.BigEndian.Uint64(v) > math.MaxInt32 {
+		return 0, d.inconsistent(fmt.Sprintf("meta %s: %x", name, v))
+	}
+	return int(binary.BigEndian.Uint64(v)), nil
+}
+
+// next returns the first index entry at or after from whose key starts
+// with prefix; nil when there is none. Every step is a checked seek.
+func next(index vbucket, prefix, from []byte) (k, v []byte, err error) {
+	c := index.b.Cursor()
+	k, v, err = index.seek(c, from)
+	if err != nil || k == nil || !bytes.HasPrefix(k, prefix) {
+		return nil, nil, err
+	}
+	return k, v, nil
+}
+
+// after is the smallest key greater than k.
+func after(k []byte) []byte { return append(bytes.Clone(k), 0) }
+
+// CredentialsOfUser returns the records of rpIDHash's credentials made for
+// userID (in a store with an indexer; see [Indexer]). It reads only those.
+func (d *DB) CredentialsOfUser(rpIDHash, userID []byte) ([][]byte, error) {
+	var recs [][]byte
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	err := d.view("credentialsOfUser", func(tx *bolt.Tx) error {
+		index, creds, err := d.indexAndCreds(tx)
+		if err != nil {
+			return err
+		}
+		prefix := cat(d.rpKey(rpIDHash), []byte{tagUser}, d.userKey(rpIDHash, userID))
+		for from := prefix; ; {
+			k, _, err := next(index, prefix, from)
+			if err != nil || k == nil {
+				return err
+			}
+			e, err := d.indexed(creds, k[len(prefix):])
+			if err != nil {
+				return err
+			}
+			if bytes.Equal(e.rpIDHash, rpIDHash) && bytes.Equal(e.userID, userID) {
+				recs = append(recs, bytes.Clone(e.record))
+			}
+			from = after(k)
+		}
+	})
+	if err != nil {
+		return nil, wrap("store", err)
+	}
+	return recs, nil
+}
+
+func (d *DB) indexAndCreds(tx *bolt.Tx) (index, creds vbucket, err error) {
+	if index, err = d.top(tx, bucketIndex); err == nil {
+		creds, err = d.top(tx, bucketCreds)
+	}
+	return index, creds, err
+}
+
+// indexed reads the credential an index entry names by its credKey.
+func (d *DB) indexed(creds vbucket, ck []byte) (*entry, error) {
+	v, err := creds.get(ck)
+	if err != nil {
+		return nil, err
+	}
+	if v == nil {
+		return nil, d.inconsistent(fmt.Sprintf("index entry %x has no credential", ck))
+	}
+	return d.openEntry(ck, v)
+}
+
+// NextCredentialOfRP returns the record of rpIDHash's next credential in
+// list order — newest first — after the one cursor names (nil: the
+// first), leaving out hidden ones (see [Indexer]) unless withHidden. record
+// is nil when there is no more; pass next to the following call. Each call
+// is one or two B+tree seeks and opens one record.
+func (d *DB) NextCredentialOfRP(rpIDHash, cursor []byte, withHidden bool) (record, next_ []byte, err error) {
+	if cursor != nil && len(cursor) != cursorSize {
+		return nil, nil, fmt.Errorf("store: cursor of %d bytes", len(cursor))
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	err = d.view("nextCredentialOfRP", func(tx *bolt.Tx) error {
+		index, creds, err := d.indexAndCreds(tx)
+		if err != nil {
+			return err
+		}
+		prefix := cat(d.rpKey(rpIDHash), []byte{tagList})
+		from := prefix
+		if cursor != nil {
+			from = after(cat(prefix, cursor))
+		}
+		for {
+			k, v, err := next(index, prefix, from)
+			if err != nil || k == nil {
+				return err
+			}
+			if len(k) != len(prefix)+cursorSize || len(v) != 1 {
+				return d.inconsistent(fmt.Sprintf("index entry %x: malformed", k))
+			}
+			if withHidden || v[0]&flagHidden == 0 {
+				e, err := d.indexed(creds, k[len(prefix)+8:])
+				if err != nil {
+					return err
+				}
+				if !bytes.Equal(e.rpIDHash, rpIDHash) {
+					return d.inconsistent(fmt.Sprintf("index entry %x points to another RP's credential", k))
+				}
+				record, next_ = bytes.Clone(e.record), bytes.Clone(k[len(prefix):])
+				return nil
+			}
+			from = after(k)
+		}
+	})
+	if err != nil {
+		return nil, nil, wrap("store", err)
+	}
+	return record, next_, nil
+}
+
+// CountOfRP returns the number of rpIDHash's credentials, and of those
+// that discoverable lists show without being asked for hidden ones.
+func (d *DB) CountOfRP(rpIDHash []byte) (all, visible int, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	err = d.view("countOfRP", func(tx *bolt.Tx) error {
+		index, err := d.top(tx, bucketIndex)
+		if err != nil {
+			return err
+		}
+		a, v, err := rpCounts(index, d.rpKey(rpIDHash))
+		all, visible = int(a), int(v)
+		return err
+	})
+	if err != nil {
+		return 0, 0, wrap("store", err)
+	}
+	return all, visible, nil
+}
+
+// NextRP returns the newest credential's record of the RP that follows
+// the one cursor names (nil: the first RP), in the index's order (which a
+// bound store keys by HMAC: no order a user would recognise). record is
+// nil when there is no more; pass next to the following call. Each call is
+// a few B+tree seeks.
+func (d *DB) NextRP(cursor []byte) (record, next_ []byte, err error) {
+	if cursor != nil && len(cursor) != shortKey {
+		return nil, nil, fmt.Errorf("store: RP cursor of %d bytes", len(cursor))
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	err = d.view("nextRP", func(tx *bolt.Tx) error {
+		index, creds, err := d.indexAndCreds(tx)
+		if err != nil {
+			return err
+		}
+		e, next, err := d.nextRP(index, creds, cursor)
+		if err != nil || e == nil {
+			return err
+		}
+		record, next_ = bytes.Clone(e.record), next
+		return nil
+	})
+	if err != nil {
+		return nil, nil, wrap("store", err)
+	}
+	return record, next_, nil
+}
+
+// nextRP finds the newest credential of the RP after cursor (nil: the
+// first RP); nil when there is none.
+func (d *DB) nextRP(index, creds vbucket, cursor []byte) (e *entry, next_ []byte, err error) {
+	var from []byte // First
+	if cursor != nil {
+		from = cat(cursor, []byte{0xFF})
+	}
+	k, _, err := next(index, nil, from)
+	if err != nil || k == nil {
+		return nil, nil, err
+	}
+	if len(k) != shortKey+1 || k[shortKey] != tagRP {
+		return nil, nil, d.inconsistent(fmt.Sprintf("index entry %x: an RP without its record", k))
+	}
+	rk := k[:shortKey]
+	prefix := cat(rk, []byte{tagList})
+	if k, _, err = next(index, prefix, prefix); err != nil {
+		return nil, nil, err
+	}
+	if k == nil || len(k) != len(prefix)+cursorSize {
+		return nil, nil, d.inconsistent(fmt.Sprintf("RP %x has no credential", rk))
+	}
+	if e, err = d.indexed(creds, k[len(prefix)+8:]); err != nil {
+		return nil, nil, err
+	}
+	if !bytes.Equal(d.rpKey(e.rpIDHash), rk) {
+		return nil, nil, d.inconsistent(fmt.Sprintf("index entry %x points to another RP's credential", k))
+	}
+	return e, bytes.Clone(rk), nil
+}
+
+// CountRPs is the number of RPs with at least one credential.
+func (d *DB) CountRPs() (int, error) {
+	var n int
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	err := d.view("countRPs", func(tx *bolt.Tx) error {
+		var err error
+		n, err = d.metaCount(tx, keyRPCount)
+		return err
+	})
+	if err != nil {
+		return 0, wrap("store", err)
+	}
+	return n, nil
+}
