@@ -88,16 +88,16 @@ func (a *Authenticator) info() (*GetInfoResponse, error) {
 			// option before they ask for one.
 			"perCredMgmtRO": true,
 		},
-		PinUvAuthProtocols:               []uint{2, 1},
-		MinPINLength:                     a.state.MinPINLength,
-		MaxRPIDsForSetMinPINLength:       maxRPIDsForMinPIN,
-		MaxMsgSize:                       MaxMsgSize,
-		MaxSerializedLargeBlobArray:      MaxSerializedLargeBlobArray,
-		MaxCredentialCountInList:         maxCredentialCountInList,
-		MaxCredentialIDLength:            uint(a.cfg.KeyStore.MaxCredentialIDLength()),
-		Transports:                       []string{"usb"},
-		FirmwareVersion:                  &fw,
-		AttestationFormats:               []string{"packed", "none"},
+		PinUvAuthProtocols:          []uint{2, 1},
+		MinPINLength:                a.state.MinPINLength,
+		MaxRPIDsForSetMinPINLength:  maxRPIDsForMinPIN,
+		MaxMsgSize:                  MaxMsgSize,
+		MaxSerializedLargeBlobArray: MaxSerializedLargeBlobArray,
+		MaxCredentialCountInList:    maxCredentialCountInList,
+		MaxCredentialIDLength:       uint(a.cfg.KeyStore.MaxCredentialIDLength()),
+		Transports:                  []string{"usb"},
+		FirmwareVersion:             &fw,
+		AttestationFormats:          []string{"packed", "none"},
 	}
 	if known { // else absent: "unknown" (CTAP 2.1 §6.4)
 		n := uint(remaining)

@@ -245,8 +245,8 @@ type kv interface {
 type rawBucket struct{ b *bolt.Bucket }
 
 func (r rawBucket) get(k []byte) ([]byte, error) { return r.b.Get(k), nil }
-func (r rawBucket) put(k, v []byte) error       { return r.b.Put(k, v) }
-func (r rawBucket) delete(k []byte) error       { return r.b.Delete(k) }
+func (r rawBucket) put(k, v []byte) error        { return r.b.Put(k, v) }
+func (r rawBucket) delete(k []byte) error        { return r.b.Delete(k) }
 
 // layout is the buckets a credential write touches.
 type layout struct{ creds, index, meta, counters kv }
