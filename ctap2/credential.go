@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"fmt"
+	"time"
 
 	"github.com/virtkey/virtkey/cose"
 )
@@ -278,4 +279,37 @@ func sign(s crypto.Signer, alg cose.Algorithm, msg []byte) ([]byte, error) {
 func algOf(s crypto.Signer) cose.Algorithm {
 	alg, _ := identityAlgorithm(s)
 	return alg
+}
+
+// Resident is a discoverable credential NewResident made.
+type Resident struct {
+	ID        []byte // credential ID
+	RPIDHash  []byte
+	PublicKey []byte // COSE_Key
+	Record    []byte // for Store.PutCredential
+}
+
+// NewResident makes a discoverable credential as makeCredential makes one
+// (no extensions) — a key from ks bound to rp, and the record the store
+// keeps — without a CTAP exchange, for tools that fill a store (the scale
+// generator). created is the record's creation time (lists are newest
+// first).
+func NewResident(ctx context.Context, ks KeyStore, rp RPEntity, user UserEntity, alg cose.Algorithm, created time.Time) (*Resident, error) {
+	if err := user.validate(); err != nil {
+		return nil, err
+	}
+	r := &Resident{RPIDHash: rpIDHashOf(rp.ID)}
+	id, pub, err := ks.NewCredential(ctx, alg, r.RPIDHash, credMeta{Resident: true}.marshal())
+	if err != nil {
+		return nil, err
+	}
+	r.ID = id
+	if r.PublicKey, err = cose.EncodePublicKey(pub, alg); err != nil {
+		return nil, err
+	}
+	r.Record, err = encode(&credentialRecord{
+		ID: id, RPID: rp.ID, RPName: rp.Name, User: user, Alg: int64(alg),
+		PublicKey: r.PublicKey, Created: created.UnixNano(),
+	})
+	return r, err
 }

@@ -166,8 +166,17 @@ func (d *DB) HoldsState() (bool, error) {
 }
 
 // emptyStore reports whether the store holds no credential and no setting.
+// In layout 2 the credential count says it without walking the tree.
 func (d *DB) emptyStore(tx *bolt.Tx) (bool, error) {
-	for _, name := range [][]byte{bucketCreds, bucketSettings} {
+	names := [][]byte{bucketCreds, bucketSettings}
+	if d.schema == schemaPlain || d.schema == schemaSealed {
+		n, err := d.metaCount(tx, keyCount)
+		if err != nil || n > 0 {
+			return false, err
+		}
+		names = names[1:]
+	}
+	for _, name := range names {
 		b, err := d.top(tx, name)
 		if err != nil {
 			return false, err

@@ -614,3 +614,62 @@ func (d *DB) CountRPs() (int, error) {
 	}
 	return n, nil
 }
+
+// PutCredentials stores many new credentials in one transaction (a bulk
+// load: the scale generator, an import): each as PutCredential would,
+// without replacements; a credential already stored is overwritten.
+func (d *DB) PutCredentials(ids, rpIDHashes, records [][]byte) error {
+	if len(ids) != len(rpIDHashes) || len(ids) != len(records) {
+		return fmt.Errorf("store: %d IDs, %d rpIDHashes, %d records", len(ids), len(rpIDHashes), len(records))
+	}
+	for i := range ids {
+		if err := checkCredID(ids[i]); err != nil {
+			return err
+		}
+		if len(rpIDHashes[i]) != RPIDHashSize {
+			return fmt.Errorf("store: rpIDHash of %d bytes, want %d", len(rpIDHashes[i]), RPIDHashSize)
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.writable(); err != nil {
+		return err
+	}
+	entries := make([]*entry, len(ids))
+	for i := range ids {
+		var err error
+		if entries[i], err = d.newEntry(ids[i], rpIDHashes[i], records[i]); err != nil {
+			return err
+		}
+	}
+	err := d.updateAdvancing("putCredentials", func(tx *bolt.Tx) (removed bool, err error) {
+		l, err := d.buckets(tx)
+		if err != nil {
+			return false, err
+		}
+		for _, e := range entries {
+			o, err := d.lookup(l.creds, e.id)
+			if err != nil {
+				return false, err
+			}
+			if o != nil {
+				removed = true
+				if err := d.unlistEntry(l, o); err != nil {
+					return false, err
+				}
+			}
+			if err := d.addEntry(l, e); err != nil {
+				return false, err
+			}
+		}
+		return removed, nil
+	})
+	return wrapNil("store: putting credentials", err)
+}
+
+func wrapNil(prefix string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return wrap(prefix, err)
+}

@@ -65,7 +65,7 @@ func TestIndexModel(t *testing.T) {
 			model := map[string]*modelCred{}
 			rps := []string{"a.example", "b.example", "c.example", "d.example"}
 			users := []string{"u1", "u2", "u3", "u4", "u5"}
-			for step := range 600 {
+			for step := range 200 {
 				switch op := rng.IntN(20); {
 				case op < 12: // a new credential, maybe replacing the user's
 					c := &modelCred{id: fmt.Sprintf("id-%d", step), rp: rps[rng.IntN(len(rps))], user: users[rng.IntN(len(users))],
