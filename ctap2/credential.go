@@ -89,17 +89,25 @@ func parseCredentialRecord(b []byte) (*credentialRecord, error) {
 	return &r, nil
 }
 
-// IndexRecord tells what a store indexes a resident credential record by
-// (see [CredStore]): the user ID it was made for, its creation time (lists
-// are newest first), and whether discoverable lists hide it unless the
-// user is verified (credProtect uvOptionalWithCredentialIDList or
-// uvRequired). store.WithIndexer takes it.
-func IndexRecord(record []byte) (userID []byte, created int64, hidden bool, err error) {
+// RecordIndex is what a store indexes a resident credential record by
+// (see [CredStore] and [IndexRecord]).
+type RecordIndex struct {
+	ID      []byte // the credential ID
+	UserID  []byte // the user handle it was made for
+	Created int64  // creation time, Unix ns: lists are newest first
+	// Hidden: discoverable lists leave it out unless the user is verified
+	// (credProtect uvOptionalWithCredentialIDList or uvRequired).
+	Hidden bool
+}
+
+// IndexRecord reads the [RecordIndex] of a resident credential record. A
+// store indexes records with it (statedir wires it into store.Open).
+func IndexRecord(record []byte) (RecordIndex, error) {
 	r, err := parseCredentialRecord(record)
 	if err != nil {
-		return nil, 0, false, err
+		return RecordIndex{}, err
 	}
-	return r.User.ID, r.Created, !visibleWithoutUV(r.CredProtect, false), nil
+	return RecordIndex{ID: r.ID, UserID: r.User.ID, Created: r.Created, Hidden: !visibleWithoutUV(r.CredProtect, false)}, nil
 }
 
 // nextResident returns the RP's next discoverable credential after cursor

@@ -54,12 +54,9 @@ func (m *memStore) Credential(id []byte) ([]byte, bool, error) {
 // listKey orders an RP's credentials as the store does: newest first,
 // then by a hash of the ID. ok is false for a record IndexRecord rejects.
 func (m *memStore) listKey(id string) (key []byte, hidden bool) {
-	_, created, hidden, err := IndexRecord(m.creds[id])
-	if err != nil {
-		created = 0
-	}
+	x, _ := IndexRecord(m.creds[id])
 	h := sha256.Sum256([]byte(id))
-	return append(binary.BigEndian.AppendUint64(nil, ^(uint64(created)^(1<<63))), h[:16]...), hidden
+	return append(binary.BigEndian.AppendUint64(nil, ^(uint64(x.Created)^(1<<63))), h[:16]...), x.Hidden
 }
 
 func (m *memStore) CredentialsOfUser(rpIDHash, userID []byte) ([][]byte, error) {
@@ -67,7 +64,7 @@ func (m *memStore) CredentialsOfUser(rpIDHash, userID []byte) ([][]byte, error) 
 	defer m.mu.Unlock()
 	var out [][]byte
 	for id, rp := range m.rpOf {
-		if u, _, _, err := IndexRecord(m.creds[id]); rp == string(rpIDHash) && (err == nil && bytes.Equal(u, userID) || err != nil && len(userID) == 0) {
+		if x, _ := IndexRecord(m.creds[id]); rp == string(rpIDHash) && bytes.Equal(x.UserID, userID) {
 			out = append(out, m.creds[id])
 		}
 	}

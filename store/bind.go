@@ -220,7 +220,15 @@ func (d *DB) Bind(ctx context.Context, keys Keys, guard Guard, o BindOptions) er
 			err = d.update("migrate", true, d.migrateV1)
 		}
 	} else {
-		err = d.bindPlain(ctx, b, ext, o)
+		if d.schema == schemaPlainV1 {
+			err = errNeedsIndexer
+			if d.opts.indexer != nil { // (Open migrates it then)
+				err = errors.New("store: schema 1 left after Open")
+			}
+		}
+		if err == nil {
+			err = d.bindPlain(ctx, b, ext, o)
+		}
 	}
 	if err != nil {
 		d.bind, d.schema = nil, schema
@@ -348,10 +356,11 @@ func (d *DB) bindPlain(ctx context.Context, b *binding, ext uint64, o BindOption
 	if err != nil {
 		return err
 	}
-	if len(creds) > 0 && o.Verify != nil {
+	if len(creds) > 0 && o.Verify != nil && d.opts.indexer != nil {
 		ok := false
 		for _, c := range creds[:min(len(creds), 8)] {
-			ok = ok || o.Verify(c.id, c.rpIDHash)
+			x, err := d.opts.indexer(c.record)
+			ok = ok || err == nil && o.Verify(x.ID, c.rpIDHash)
 		}
 		if !ok {
 			return fmt.Errorf("%w: its credentials do not open with this key store's master key", ErrKeyMismatch)
@@ -380,6 +389,7 @@ func (d *DB) bindPlain(ctx context.Context, b *binding, ext uint64, o BindOption
 		d.schema = schemaSealed // for the keys and the sealing of addEntry
 		defer func() { d.schema = schemaPlain }()
 		for _, e := range creds {
+			d.rekey(e)
 			if err := d.addEntry(l, e); err != nil {
 				return err
 			}

@@ -186,7 +186,7 @@ func (h *logCounter) count() int {
 func TestDamagedPageLater(t *testing.T) {
 	t.Parallel()
 	path := manyCreds(t, 60)
-	ps, leaf := leafPage(t, path, []byte("big-0030"), []byte("small-0"))
+	ps, leaf := leafPage(t, path, credKey([]byte("big-0030")), credKey([]byte("small-0")))
 	patch(t, path, int64(leaf)*int64(ps), binary.NativeEndian.AppendUint64(nil, 0xBAD))
 
 	logs := &logCounter{}
@@ -268,7 +268,7 @@ func TestCheckFindsDamage(t *testing.T) {
 	if err := Check(path); err != nil {
 		t.Fatalf("Check of a sound file: %v", err)
 	}
-	ps, leaf := leafPage(t, path, []byte("big-0030"), nil)
+	ps, leaf := leafPage(t, path, credKey([]byte("big-0030")), nil)
 	patch(t, path, int64(leaf)*int64(ps)+8, []byte{0xFF, 0xFF})
 	err := Check(path)
 	wantDamaged(t, err, "Check")

@@ -162,10 +162,9 @@ func BenchmarkEnginePutCredentialNoSync(b *testing.B) { storePuts(b, boundPrefil
 func BenchmarkEngineSeal(b *testing.B) {
 	d := boundPrefilled(b)
 	rec := make([]byte, engineRecordSize)
-	id := engineID(0)
 	for b.Loop() {
 		d.mu.Lock()
-		if _, err := d.sealEntry(&entry{id: id, rpIDHash: rp("x"), record: rec}); err != nil {
+		if _, err := d.sealEntry(&entry{idHash: make([]byte, 32), rpIDHash: rp("x"), userKey: make([]byte, 16), record: rec}); err != nil {
 			b.Fatal(err)
 		}
 		d.mu.Unlock()

@@ -29,25 +29,31 @@ import (
 //	userKey = HMAC-SHA-256(indexKey, 0x02 ‖ rpIdHash ‖ user ID)[:16]
 //	order   = the creation time (Unix ns) mapped so that newer sorts first
 //	value   = plaintext (schema 3), or Seal(plaintext, aad = aadCredV2 ‖ credKey) (schema 4)
-//	plaintext = len (u16) ‖ credential ID ‖ rpIdHash (32) ‖ created (i64) ‖ flags (u8) ‖
-//	            len (u8) ‖ user ID ‖ record
+//	plaintext = SHA-256(credential ID) ‖ rpIdHash (32) ‖ created (i64) ‖ flags (u8) ‖ userKey ‖ record
 //
 // indexKey is the bound key store's index key; a plain file uses an empty
 // HMAC key. 16 bytes keep a million credentials under 1 KiB each; a
-// collision of two credKeys would be refused as damage (the plaintext
-// names its credential ID), one of two userKeys costs a record read (the
-// authenticator compares user IDs). Flag 0x01 (hidden) marks a credential
+// collision of two credKeys is told apart by the whole hash in the
+// plaintext, one of two userKeys costs a record read (the authenticator
+// compares user IDs). Flag 0x01 (hidden) marks a credential
 // that discoverable lists leave out unless asked for (credProtect level 2
 // or 3 without user verification); visible counts the others.
 //
 // The store does not decode records: an [Indexer], from the authenticator,
 // tells each record's user ID, creation time and visibility.
 
-// Indexer tells what the store indexes a credential record by: the user
-// handle it was made for, its creation time (newest first in lists), and
-// whether discoverable lists hide it unless asked for. ctap2.IndexRecord
-// is the authenticator's.
-type Indexer func(record []byte) (userID []byte, created int64, hidden bool, err error)
+// Index is what the store indexes a credential record by.
+type Index struct {
+	ID      []byte // the credential ID the record is of
+	UserID  []byte // the user handle it was made for
+	Created int64  // its creation time: lists are newest first
+	Hidden  bool   // discoverable lists leave it out unless asked for
+}
+
+// Indexer reads the Index of a credential record: the store does not
+// decode records. ctap2.IndexRecord is the authenticator's (statedir
+// wires it).
+type Indexer func(record []byte) (Index, error)
 
 // WithIndexer sets the indexer (default: none, and every record is indexed
 // with an empty user ID, creation time 0 and visible).
@@ -73,17 +79,21 @@ const (
 
 // entry is a credential as layout 2 stores it.
 type entry struct {
-	id, rpIDHash []byte
-	created      int64
-	hidden       bool
-	userID       []byte
-	record       []byte
+	idHash   []byte // SHA-256 of the credential ID
+	rpIDHash []byte
+	created  int64
+	hidden   bool
+	userKey  []byte // under the index key of the file it is in
+	record   []byte
 }
 
+// credKey is the creds key of a credential ID.
 func credKey(id []byte) []byte {
 	h := sha256.Sum256(id)
 	return h[:shortKey]
 }
+
+func (e *entry) credKey() []byte { return e.idHash[:shortKey] }
 
 // keyed is HMAC-SHA-256 under the index key (empty when unbound) of the
 // parts, cut to 16 bytes. Called with d.mu held.
@@ -125,11 +135,11 @@ func cat(parts ...[]byte) []byte {
 func rpInfoKey(rpKey []byte) []byte { return cat(rpKey, []byte{tagRP}) }
 
 func (d *DB) listKey(e *entry) []byte {
-	return cat(d.rpKey(e.rpIDHash), []byte{tagList}, order(e.created), credKey(e.id))
+	return cat(d.rpKey(e.rpIDHash), []byte{tagList}, order(e.created), e.credKey())
 }
 
 func (d *DB) userIndexKey(e *entry) []byte {
-	return cat(d.rpKey(e.rpIDHash), []byte{tagUser}, d.userKey(e.rpIDHash, e.userID), credKey(e.id))
+	return cat(d.rpKey(e.rpIDHash), []byte{tagUser}, e.userKey, e.credKey())
 }
 
 func (e *entry) flags() byte {
@@ -139,51 +149,56 @@ func (e *entry) flags() byte {
 	return 0
 }
 
+// plaintextPrefix is the size of a plaintext before its record.
+const plaintextPrefix = sha256.Size + RPIDHashSize + 8 + 1 + shortKey
+
 func (e *entry) plaintext() []byte {
-	b := binary.BigEndian.AppendUint16(nil, uint16(len(e.id)))
-	b = append(b, e.id...)
-	b = append(b, e.rpIDHash...)
+	b := make([]byte, 0, plaintextPrefix+len(e.record))
+	b = append(append(b, e.idHash...), e.rpIDHash...)
 	b = binary.BigEndian.AppendUint64(b, uint64(e.created))
-	b = append(b, e.flags(), byte(len(e.userID)))
-	b = append(b, e.userID...)
+	b = append(append(b, e.flags()), e.userKey...)
 	return append(b, e.record...)
 }
 
 func parsePlaintext(p []byte) (*entry, bool) {
-	if len(p) < 2 {
+	if len(p) < plaintextPrefix {
 		return nil, false
 	}
-	n := int(binary.BigEndian.Uint16(p))
-	p = p[2:]
-	if n == 0 || len(p) < n+RPIDHashSize+8+2 {
-		return nil, false
-	}
-	e := &entry{id: p[:n], rpIDHash: p[n : n+RPIDHashSize]}
-	p = p[n+RPIDHashSize:]
+	e := &entry{idHash: p[:sha256.Size], rpIDHash: p[sha256.Size : sha256.Size+RPIDHashSize]}
+	p = p[sha256.Size+RPIDHashSize:]
 	e.created = int64(binary.BigEndian.Uint64(p))
 	e.hidden = p[8]&flagHidden != 0
-	u := int(p[9])
-	p = p[10:]
-	if len(p) < u {
-		return nil, false
-	}
-	e.userID, e.record = p[:u], p[u:]
+	e.userKey, e.record = p[9:9+shortKey], p[9+shortKey:]
 	return e, true
 }
 
-// newEntry indexes a record with the indexer.
+// newEntry indexes a record with the indexer (no indexer: an empty user
+// ID, time 0, visible).
 func (d *DB) newEntry(id, rpIDHash, record []byte) (*entry, error) {
-	e := &entry{id: id, rpIDHash: rpIDHash, record: record}
+	h := sha256.Sum256(id)
+	e := &entry{idHash: h[:], rpIDHash: rpIDHash, record: record}
+	var x Index
 	if d.opts.indexer != nil {
 		var err error
-		if e.userID, e.created, e.hidden, err = d.opts.indexer(record); err != nil {
+		if x, err = d.opts.indexer(record); err != nil {
 			return nil, fmt.Errorf("store: indexing the credential record: %w", err)
 		}
 	}
-	if len(e.userID) > MaxUserIDLength {
-		return nil, fmt.Errorf("store: user ID of %d bytes", len(e.userID))
+	if len(x.UserID) > MaxUserIDLength {
+		return nil, fmt.Errorf("store: user ID of %d bytes", len(x.UserID))
 	}
+	e.created, e.hidden, e.userKey = x.Created, x.Hidden, d.userKey(rpIDHash, x.UserID)
 	return e, nil
+}
+
+// rekey recomputes e's user key under the current index key (after a
+// bind changed it), reading the user ID from the record.
+func (d *DB) rekey(e *entry) {
+	var x Index
+	if d.opts.indexer != nil {
+		x, _ = d.opts.indexer(e.record)
+	}
+	e.userKey = d.userKey(e.rpIDHash, x.UserID)
 }
 
 // sealEntry is the creds value of e. Called with d.mu held.
@@ -192,7 +207,7 @@ func (d *DB) sealEntry(e *entry) ([]byte, error) {
 	if d.schema != schemaSealed {
 		return p, nil
 	}
-	s, err := d.bind.keys.Seal(context.Background(), p, cat(aadCredV2, credKey(e.id)))
+	s, err := d.bind.keys.Seal(context.Background(), p, cat(aadCredV2, e.credKey()))
 	if err != nil {
 		return nil, fmt.Errorf("store: sealing: %w", err)
 	}
@@ -210,7 +225,7 @@ func (d *DB) openEntry(ck, v []byte) (*entry, error) {
 		}
 	}
 	e, ok := parsePlaintext(p)
-	if !ok || !bytes.Equal(credKey(e.id), ck) {
+	if !ok || !bytes.Equal(e.credKey(), ck) {
 		return nil, errDamage{fmt.Sprintf("credential %x: malformed value", ck)}
 	}
 	return e, nil
@@ -227,7 +242,7 @@ func (d *DB) lookup(creds kv, id []byte) (*entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !bytes.Equal(e.id, id) {
+	if h := sha256.Sum256(id); !bytes.Equal(e.idHash, h[:]) {
 		return nil, nil // another credential with the same short key: not this one
 	}
 	return e, nil
@@ -267,6 +282,20 @@ func rawBuckets(tx *bolt.Tx) layout {
 	return layout{rawBucket{tx.Bucket(bucketCreds)}, rawBucket{tx.Bucket(bucketIndex)}, rawBucket{tx.Bucket(bucketMeta)}, rawBucket{tx.Bucket(bucketCounters)}}
 }
 
+// lookupKey reads the stored version of e (same credential ID); nil if
+// there is none.
+func (d *DB) lookupKey(creds kv, e *entry) (*entry, error) {
+	v, err := creds.get(e.credKey())
+	if err != nil || v == nil {
+		return nil, err
+	}
+	o, err := d.openEntry(e.credKey(), v)
+	if err != nil || !bytes.Equal(o.idHash, e.idHash) {
+		return nil, err
+	}
+	return o, nil
+}
+
 // rpCounts reads the RP's counts (0, 0 when it has none).
 func rpCounts(index kv, rpKey []byte) (all, visible uint32, err error) {
 	v, err := index.get(rpInfoKey(rpKey))
@@ -290,7 +319,7 @@ func (d *DB) addEntry(l layout, e *entry) error {
 	if err != nil {
 		return err
 	}
-	if err := l.creds.put(credKey(e.id), v); err != nil {
+	if err := l.creds.put(e.credKey(), v); err != nil {
 		return err
 	}
 	if err := l.index.put(d.listKey(e), []byte{e.flags()}); err != nil {
@@ -332,20 +361,19 @@ func (d *DB) removeEntry(l layout, e *entry) error {
 	if err := d.unlistEntry(l, e); err != nil {
 		return err
 	}
-	key := sha256.Sum256(e.id)
-	return l.counters.delete(key[:])
+	return l.counters.delete(e.idHash)
 }
 
 // unlistEntry deletes stored credential e, its index entries and counts.
 func (d *DB) unlistEntry(l layout, e *entry) error {
-	if err := l.creds.delete(credKey(e.id)); err != nil {
+	if err := l.creds.delete(e.credKey()); err != nil {
 		return err
 	}
 	for _, k := range [][]byte{d.listKey(e), d.userIndexKey(e)} {
 		if v, err := l.index.get(k); err != nil {
 			return err
 		} else if v == nil {
-			return d.inconsistent(fmt.Sprintf("credential %x is not indexed", credKey(e.id)))
+			return d.inconsistent(fmt.Sprintf("credential %x is not indexed", e.credKey()))
 		}
 		if err := l.index.delete(k); err != nil {
 			return err
@@ -439,7 +467,7 @@ func (d *DB) CredentialsOfUser(rpIDHash, userID []byte) ([][]byte, error) {
 			if err != nil {
 				return err
 			}
-			if bytes.Equal(e.rpIDHash, rpIDHash) && bytes.Equal(e.userID, userID) {
+			if bytes.Equal(e.rpIDHash, rpIDHash) && bytes.Equal(e.userKey, prefix[len(prefix)-shortKey:]) {
 				recs = append(recs, bytes.Clone(e.record))
 			}
 			from = after(k)
@@ -648,7 +676,7 @@ func (d *DB) PutCredentials(ids, rpIDHashes, records [][]byte) error {
 			return false, err
 		}
 		for _, e := range entries {
-			o, err := d.lookup(l.creds, e.id)
+			o, err := d.lookupKey(l.creds, e)
 			if err != nil {
 				return false, err
 			}

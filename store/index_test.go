@@ -17,14 +17,20 @@ import (
 	"github.com/virtkey/virtkey/tpmkeys"
 )
 
-// testIndexer reads records of the form "user|created|hidden|payload".
-func testIndexer(record []byte) ([]byte, int64, bool, error) {
+// testIndexer reads records of the form "user|created|hidden|payload";
+// the payload is the credential ID.
+func testIndexer(record []byte) (Index, error) {
 	f := strings.SplitN(string(record), "|", 4)
 	if len(f) != 4 {
-		return nil, 0, false, errors.New("not a test record")
+		return Index{}, errors.New("not a test record")
 	}
 	created, err := strconv.ParseInt(f[1], 10, 64)
-	return []byte(f[0]), created, f[2] == "1", err
+	return Index{ID: []byte(f[3]), UserID: []byte(f[0]), Created: created, Hidden: f[2] == "1"}, err
+}
+
+func ctapIndexer(record []byte) (Index, error) {
+	x, err := ctap2.IndexRecord(record)
+	return Index{ID: x.ID, UserID: x.UserID, Created: x.Created, Hidden: x.Hidden}, err
 }
 
 func testRecord(user string, created int64, hidden bool, payload string) []byte {
@@ -144,7 +150,7 @@ func compareModel(t *testing.T, d *DB, model map[string]*modelCred, rps, users [
 		if rec == nil {
 			break
 		}
-		_, _, _, err = testIndexer(rec)
+		_, err = testIndexer(rec)
 		must(t, err)
 		var owner *modelCred
 		for _, c := range model {
@@ -252,7 +258,7 @@ func TestMigrateSchema2(t *testing.T) {
 	must(t, err)
 	keys := softKeysFrom(t, master)
 	guard := &memGuard{v: 10}
-	d, err := Open(path, WithIndexer(ctap2.IndexRecord))
+	d, err := Open(path, WithIndexer(ctapIndexer))
 	must(t, err)
 	if _, err := d.CountCredentials(); !errors.Is(err, ErrNeedsBind) {
 		t.Errorf("schema 2 before Bind: %v, want ErrNeedsBind", err)
@@ -270,9 +276,9 @@ func TestMigrateSchema2(t *testing.T) {
 	}
 	var names []string
 	for _, rec := range mustList(t, d, "example.com") {
-		u, _, _, err := ctap2.IndexRecord(rec)
+		x, err := ctap2.IndexRecord(rec)
 		must(t, err)
-		names = append(names, string(u))
+		names = append(names, string(x.UserID))
 	}
 	if fmt.Sprint(names) != "[carol-handle bob-handle alice-handle]" {
 		t.Errorf("example.com newest first: %v", names)
@@ -286,7 +292,7 @@ func TestMigrateSchema2(t *testing.T) {
 	if bytes.Contains(raw, []byte("example.com")) || bytes.Contains(raw, []byte("alice")) {
 		t.Error("the migrated file names an RP or a user")
 	}
-	d, err = Open(path, WithIndexer(ctap2.IndexRecord))
+	d, err = Open(path, WithIndexer(ctapIndexer))
 	must(t, err)
 	must(t, d.Bind(context.Background(), keys, guard, BindOptions{}))
 	if v, _ := guard.get(); v != 11 {

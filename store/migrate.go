@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 
@@ -50,7 +51,8 @@ func (d *DB) migrateV1(tx *bolt.Tx) error {
 		e, err := d.newEntry(bytes.Clone(id), bytes.Clone(rp), bytes.Clone(rec))
 		if err != nil {
 			d.log.Warn("store: migrating a credential record the indexer cannot read; it is listed last", "err", err)
-			e = &entry{id: bytes.Clone(id), rpIDHash: bytes.Clone(rp), record: bytes.Clone(rec)}
+			h := sha256.Sum256(id)
+			e = &entry{idHash: h[:], rpIDHash: bytes.Clone(rp), record: bytes.Clone(rec), userKey: d.userKey(rp, nil)}
 		}
 		entries = append(entries, e)
 		return nil

@@ -87,6 +87,10 @@ var (
 	ErrNewerSchema = errors.New("state.db was written by a newer virtkey")
 )
 
+// errNeedsIndexer reports a schema 1 file opened without an indexer: it
+// cannot be migrated (see migrate.go).
+var errNeedsIndexer = errors.New("store: state.db has schema 1; open it with an indexer (store.WithIndexer) to migrate it")
+
 // RPIDHashSize is the length of the rpIdHash keys (SHA-256).
 const RPIDHashSize = sha256.Size
 
@@ -272,6 +276,9 @@ func (d *DB) init() error {
 			d.schema = v[0]
 			switch d.schema {
 			case schemaPlainV1:
+				if d.opts.indexer == nil {
+					return nil // readable only once migrated, with an indexer
+				}
 				return d.migrateV1(tx) // plain already: rewritten in place
 			case schemaSealedV1:
 				return nil // Bind migrates it
@@ -373,6 +380,9 @@ func (d *DB) readable() error {
 	}
 	if sealedSchema(d.schema) && d.bind == nil {
 		return ErrNeedsBind
+	}
+	if d.schema == schemaPlainV1 {
+		return errNeedsIndexer
 	}
 	return nil
 }
