@@ -200,19 +200,19 @@ type CredentialParams struct {
 	RPID                 string `json:"rpId"`
 	// PrivateKey is PKCS#8 DER (ES256, EdDSA, ES384 or RS256). Absent,
 	// the key makes a new key pair of Algorithm (default ES256).
-	PrivateKey        Bytes   `json:"privateKey,omitempty"`
-	UserHandle        Bytes   `json:"userHandle,omitempty"`
-	SignCount         uint32  `json:"signCount,omitempty"`
-	LargeBlob         Bytes   `json:"largeBlob,omitempty"`
-	BackupEligibility *bool   `json:"backupEligibility,omitempty"`
-	BackupState       *bool   `json:"backupState,omitempty"`
-	UserName          string  `json:"userName,omitempty"`
-	UserDisplayName   string  `json:"userDisplayName,omitempty"`
-	CredProtect       *int    `json:"credProtect,omitempty"`
-	HMACSecret        *bool   `json:"hmacSecret,omitempty"`
-	Algorithm         *int    `json:"algorithm,omitempty"` // COSE algorithm when generating
-	ID                Bytes   `json:"id,omitempty"`        // Playwright: credentialId
-	PublicKey         Bytes   `json:"publicKey,omitempty"` // Playwright: SPKI DER, checked against privateKey
+	PrivateKey        Bytes  `json:"privateKey,omitempty"`
+	UserHandle        Bytes  `json:"userHandle,omitempty"`
+	SignCount         uint32 `json:"signCount,omitempty"`
+	LargeBlob         Bytes  `json:"largeBlob,omitempty"`
+	BackupEligibility *bool  `json:"backupEligibility,omitempty"`
+	BackupState       *bool  `json:"backupState,omitempty"`
+	UserName          string `json:"userName,omitempty"`
+	UserDisplayName   string `json:"userDisplayName,omitempty"`
+	CredProtect       *int   `json:"credProtect,omitempty"`
+	HMACSecret        *bool  `json:"hmacSecret,omitempty"`
+	Algorithm         *int   `json:"algorithm,omitempty"` // COSE algorithm when generating
+	ID                Bytes  `json:"id,omitempty"`        // Playwright: credentialId
+	PublicKey         Bytes  `json:"publicKey,omitempty"` // Playwright: SPKI DER, checked against privateKey
 }
 
 // Normalize maps Playwright's shape onto the WebDriver one and checks the
