@@ -2,6 +2,11 @@ package control_test
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"fmt"
 	"slices"
 	"sync"
@@ -57,10 +62,20 @@ func (k *memKey) AddCredential(_ context.Context, p control.CredentialParams) (c
 	if id == nil {
 		id = []byte(fmt.Sprintf("generated-id-%04d", len(k.creds)))
 	}
+	priv := p.PrivateKey
+	if priv == nil {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		priv, _ = x509.MarshalPKCS8PrivateKey(k)
+	}
+	sk, err := x509.ParsePKCS8PrivateKey(priv)
+	if err != nil {
+		return control.Credential{}, control.BadRequest("privateKey: %v", err)
+	}
+	spki, _ := x509.MarshalPKIXPublicKey(sk.(crypto.Signer).Public())
 	c := control.Credential{
-		CredentialID: id, RPID: p.RPID, PrivateKey: p.PrivateKey, UserHandle: p.UserHandle, SignCount: p.SignCount,
+		CredentialID: id, RPID: p.RPID, PrivateKey: priv, UserHandle: p.UserHandle, SignCount: p.SignCount,
 		LargeBlob: p.LargeBlob, UserName: p.UserName, UserDisplayName: p.UserDisplayName,
-		PublicKey: []byte("spki"), Algorithm: -7,
+		PublicKey: spki, Algorithm: -7,
 	}
 	if p.IsResidentCredential != nil {
 		c.IsResidentCredential = *p.IsResidentCredential
@@ -239,6 +254,8 @@ func (f *memFactory) NewKey(_ context.Context, cfg control.KeyConfig) (control.K
 	k := newMemKey()
 	k.info.Attach = cfg.Attach
 	k.info.Presence = cfg.Presence
+	k.info.DefaultBackupEligibility, k.info.DefaultBackupState = cfg.DefaultBackupEligibility, cfg.DefaultBackupState
+	k.info.IsUserVerified = cfg.IsUserVerified == nil || *cfg.IsUserVerified
 	f.mu.Lock()
 	f.keys = append(f.keys, k)
 	f.mu.Unlock()

@@ -19,6 +19,7 @@ import (
 
 	"github.com/virtkey/virtkey/control"
 	"github.com/virtkey/virtkey/control/client"
+	"github.com/virtkey/virtkey/control/internal/apitest"
 )
 
 func testCtx(t *testing.T) context.Context {
@@ -412,13 +413,14 @@ func TestPlaywrightShape(t *testing.T) {
 	f := startUnix(t, control.Options{})
 	ctx := testCtx(t)
 	k := f.c.Key("default")
-	pw := control.PlaywrightCredential{ID: []byte("0123456789abcdef"), RPID: "example.com", UserHandle: []byte("user"), PrivateKey: []byte("pkcs8"), PublicKey: []byte("spki")}
+	priv, spki := apitest.ES256Key(t)
+	pw := control.PlaywrightCredential{ID: []byte("0123456789abcdef"), RPID: "example.com", UserHandle: []byte("user"), PrivateKey: priv, PublicKey: spki}
 	c, err := k.AddPlaywrightCredential(ctx, pw)
 	if err != nil || !c.IsResidentCredential || string(c.CredentialID) != string(pw.ID) {
 		t.Fatalf("Playwright credential in: %+v, %v", c, err)
 	}
 	out, err := k.PlaywrightCredentials(ctx)
-	if err != nil || len(out) != 1 || string(out[0].ID) != string(pw.ID) || string(out[0].PrivateKey) != "pkcs8" || out[0].RPID != "example.com" {
+	if err != nil || len(out) != 1 || string(out[0].ID) != string(pw.ID) || string(out[0].PrivateKey) != string(priv) || out[0].RPID != "example.com" {
 		t.Errorf("Playwright credentials out: %+v, %v", out, err)
 	}
 	f.def.mu.Lock()
