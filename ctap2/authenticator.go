@@ -88,6 +88,11 @@ type Config struct {
 	// Sealer protects the PIN hash at rest; default: the KeyStore, which
 	// must then implement Sealer.
 	Sealer Sealer
+	// Observer, if set, is told what clients and controllers did (control.go).
+	Observer Observer
+	// BackupEligible and BackupState are the BE and BS flags of the
+	// credentials makeCredential creates (WebDriver's defaultBackup*).
+	BackupEligible, BackupState bool
 }
 
 // Authenticator is a CTAP2 authenticator. Its methods are safe for
@@ -111,6 +116,8 @@ type Authenticator struct {
 	keyAgreement KeyAgreement
 	token        tokenState
 	pinFails     int // consecutive wrong PINs since power-up
+	// overrides are a controller's response override bits (control.go).
+	overrides Overrides
 }
 
 // New returns an authenticator, powered up.

@@ -206,6 +206,7 @@ func (a *Authenticator) storePIN(ctx context.Context, pin string) error {
 	}
 	a.revokeTokens()
 	a.log.Info("PIN set")
+	a.observe(Event{Type: EventPINSet})
 	return nil
 }
 
@@ -269,14 +270,16 @@ func (a *Authenticator) checkPINHash(ctx context.Context, shared *SharedSecret, 
 	if !ok {
 		a.keyAgreement.Regenerate()
 		a.pinFails++
+		code := ErrPINInvalid
 		switch {
 		case a.state.PINRetries == 0:
 			a.log.Warn("PIN blocked: only a reset can recover the key")
-			return ErrPINBlocked
+			code = ErrPINBlocked
 		case a.pinFails >= maxConsecutivePINFails:
-			return ErrPINAuthBlocked
+			code = ErrPINAuthBlocked
 		}
-		return ErrPINInvalid
+		a.observe(Event{Type: EventPINFailed, Op: "clientPIN", Status: code})
+		return code
 	}
 	a.pinFails = 0
 	st = a.state

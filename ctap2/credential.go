@@ -72,6 +72,15 @@ type credentialRecord struct {
 	// CredBlobSealed is the credBlob extension's data, sealed by the key store.
 	CredBlobSealed Bytes `cbor:"9,keyasint,omitempty"`
 	LargeBlobKey   bool  `cbor:"10,keyasint,omitempty"` // created with largeBlobKey
+	// PrivateKeySealed is an imported credential's PKCS#8 private key,
+	// sealed by the key store; its ID then carries no key (control.go).
+	PrivateKeySealed Bytes `cbor:"11,keyasint,omitempty"`
+	// NonResident marks a credential a controller stored that is not
+	// discoverable: found through an allowList only.
+	NonResident    bool `cbor:"12,keyasint,omitempty"`
+	HMACSecret     bool `cbor:"13,keyasint,omitempty"` // of an imported credential
+	BackupEligible bool `cbor:"14,keyasint,omitempty"`
+	BackupState    bool `cbor:"15,keyasint,omitempty"`
 }
 
 func (r *credentialRecord) rpIDHash() []byte {
@@ -87,9 +96,16 @@ func parseCredentialRecord(b []byte) (*credentialRecord, error) {
 	return &r, nil
 }
 
-// residentCredentials returns the RP's resident credentials, newest first.
-// Unreadable records are skipped and logged.
+// residentCredentials returns the RP's resident (discoverable)
+// credentials, newest first. Unreadable records are skipped and logged.
 func (a *Authenticator) residentCredentials(rpIDHash []byte) ([]*credentialRecord, error) {
+	recs, err := a.storedRecordsByRP(rpIDHash)
+	return slices.DeleteFunc(recs, func(r *credentialRecord) bool { return r.NonResident }), err
+}
+
+// storedRecordsByRP returns every record stored for the RP, newest first:
+// the resident credentials and the non-resident ones a controller stored.
+func (a *Authenticator) storedRecordsByRP(rpIDHash []byte) ([]*credentialRecord, error) {
 	raws, err := a.cfg.Store.CredentialsByRP(rpIDHash)
 	if err != nil {
 		return nil, err
@@ -127,7 +143,9 @@ type foundCredential struct {
 func (a *Authenticator) lookupCredential(ctx context.Context, id, rpIDHash []byte) (*foundCredential, bool, error) {
 	signer, rawMeta, err := a.cfg.KeyStore.Signer(ctx, id, rpIDHash)
 	if err != nil {
-		return nil, false, nil // key-store failures are indistinguishable: not ours
+		// Not a key-store ID: an imported credential, or not ours (key-store
+		// failures are indistinguishable).
+		return a.importedCredential(ctx, id, rpIDHash)
 	}
 	meta, ok := parseCredMeta(rawMeta)
 	if !ok {
@@ -185,6 +203,10 @@ func (a *Authenticator) forgetRecords() { a.records = nil }
 
 // openResident opens a resident credential already read from the store.
 func (a *Authenticator) openResident(ctx context.Context, rec *credentialRecord, rpIDHash []byte) (*foundCredential, bool) {
+	if rec.PrivateKeySealed != nil {
+		f, ok, _ := a.importedCredential(ctx, rec.ID, rpIDHash)
+		return f, ok
+	}
 	signer, rawMeta, err := a.cfg.KeyStore.Signer(ctx, rec.ID, rpIDHash)
 	if err != nil {
 		a.log.Warn("resident credential does not open", "rp", rec.RPID)

@@ -170,6 +170,7 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 	if uv.verified {
 		flags |= FlagUV
 	}
+	flags = a.applyFlagOverrides(flags | a.defaultBackupFlags())
 	// Step 13+: create the key and, for rk, the record.
 	meta := credMeta{
 		Resident: rk, HMACSecret: ext.hmacSecret, LargeBlobKey: ext.largeBlobKey,
@@ -221,6 +222,7 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 			ID: id, RPID: req.RP.ID, RPName: req.RP.Name, User: *req.User, Alg: int64(alg),
 			PublicKey: coseKey, Created: a.cfg.Now().UnixNano(),
 			CredProtect: ext.credProtect, LargeBlobKey: ext.largeBlobKey,
+			BackupEligible: a.cfg.BackupEligible, BackupState: a.cfg.BackupState,
 		}
 		if ext.credBlobSet && len(ext.credBlob) <= maxCredBlobLength {
 			if rec.CredBlobSealed, err = a.sealer.Seal(ctx, ext.credBlob, credBlobAAD(id)); err != nil {
@@ -252,6 +254,7 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 		a.clearTokenAfterUse()
 	}
 	a.log.Info("credential created", "rp", req.RP.ID, "alg", alg.String(), "resident", rk)
+	a.observe(Event{Type: EventCredentialAdded, CredentialID: id, RPID: req.RP.ID, UserHandle: req.User.ID, Flags: flags, Op: "makeCredential"})
 	return resp, nil
 }
 
