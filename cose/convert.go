@@ -23,6 +23,7 @@ func FromPublicKey(pub crypto.PublicKey, alg Algorithm) (*Key, error) {
 	var k *Key
 	switch p := pub.(type) {
 	case *ecdsa.PublicKey:
+		//lint:ignore SA1019 nil coordinates make p.Bytes panic; reading them is the only way to refuse such a key
 		if p == nil || p.X == nil || p.Y == nil {
 			return nil, fmt.Errorf("%w: incomplete ECDSA key", ErrInvalidKey)
 		}

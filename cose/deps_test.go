@@ -6,7 +6,7 @@ import (
 	"github.com/virtkey/virtkey/internal/deptest"
 )
 
-// TestDeps keeps the package's imports to those ARCHITECTURE.md allows.
+// TestDeps keeps the package's imports to those docs/architecture.md allows.
 func TestDeps(t *testing.T) {
 	t.Parallel()
 	deptest.Check(t, ".", []string{"github.com/virtkey/virtkey/cose", "github.com/fxamacker/cbor/", "github.com/x448/float16"})

@@ -77,6 +77,7 @@ func keyFits(pub crypto.PublicKey, alg Algorithm) error {
 	switch alg {
 	case AlgES256, AlgES384:
 		p, ok := pub.(*ecdsa.PublicKey)
+		//lint:ignore SA1019 nil coordinates make ecdsa.VerifyASN1 panic; reading them is the only way to refuse such a key
 		if !ok || p == nil || p.X == nil || p.Y == nil {
 			return fmt.Errorf("%w: %v needs an ECDSA key, have %T", ErrInvalidKey, alg, pub)
 		}

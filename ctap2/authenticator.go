@@ -24,7 +24,6 @@ package ctap2
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"log/slog"
 	"sync"
@@ -252,10 +251,4 @@ func (a *Authenticator) confirm(ctx context.Context, req PresenceRequest) error 
 		return err
 	}
 	return nil
-}
-
-func randomBytes(n int) []byte {
-	b := make([]byte, n)
-	rand.Read(b)
-	return b
 }

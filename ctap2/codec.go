@@ -6,7 +6,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 )
 
-// This is the only file in ctap2 that configures the CBOR library (STYLE §2).
+// This is the only file in ctap2 that configures the CBOR library (docs/style.md).
 // Requests are decoded strictly; responses are CTAP2-canonical.
 
 // RawMessage is a raw encoded CBOR value, kept undecoded (extension inputs,

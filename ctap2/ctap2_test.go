@@ -194,7 +194,7 @@ func TestDiscoverableNewestFirstAndNext(t *testing.T) {
 	if st, _ := tk.HandleCBOROn(7, CmdGetNextAssertion); st != ErrNotAllowed {
 		t.Fatalf("GNA other channel: %v", st)
 	}
-	st, out = tk.call(t, CmdGetAssertion, map[int]any{1: "example.com", 2: cdh})
+	st, _ = tk.call(t, CmdGetAssertion, map[int]any{1: "example.com", 2: cdh})
 	if st != StatusOK {
 		t.Fatal(st)
 	}

@@ -99,7 +99,7 @@ func (s StatusCode) Name() string { return statusNames[s] }
 // It maps to OPERATION_DENIED.
 var ErrDeclined = errors.New("user declined")
 
-// statusOf maps any error to the status byte on the wire (STYLE §3).
+// statusOf maps any error to the status byte on the wire (docs/style.md, Errors).
 // ok reports whether err was expected (a status code or a user outcome);
 // unexpected errors are logged by the caller.
 func statusOf(err error) (code StatusCode, expected bool) {

@@ -12,7 +12,7 @@ set -euo pipefail
 DEBIAN_PACKAGES=(
 	python3-fido2
 	python3-pytest
-	# internal/vmtest (the qemu/uhid harness, TESTBED §4): qemu boots Debian's
+	# internal/vmtest (the qemu/uhid harness, docs/testing.md): qemu boots Debian's
 	# own kernel (fetched with apt-get download, unpacked with dpkg-deb,
 	# depmod from kmod, its PVH vmlinux cut out with xz) with a busybox-static
 	# initramfs; the guest runs the host's fido2-tools, openssh-client and
@@ -31,7 +31,7 @@ DEBIAN_PACKAGES=(
 	gcc
 	linux-libc-dev
 	# tpmkeys: the TPM simulator tests link go-tpm-tools' simulator (cgo,
-	# -lcrypto); internal/tpmtest runs swtpm (TESTBED §5).
+	# -lcrypto); internal/tpmtest runs swtpm (docs/testing.md).
 	libssl-dev
 	swtpm
 	swtpm-tools
@@ -42,7 +42,7 @@ DEBIAN_PACKAGES=(
 	# internal/fido2tools: unmodified fido2-token/-cred/-assert and
 	# ssh-keygen (fido2-tools, openssh-client above) through the LD_PRELOAD
 	# UDP shim (testdata/libfido2-shim), compiled by gcc (above) against
-	# fido.h from libfido2-dev (TESTBED §3).
+	# fido.h from libfido2-dev (docs/testing.md).
 	libfido2-dev
 )
 

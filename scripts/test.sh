@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's one test command: provisions the test tools, vets, and runs
-# every test (unit and end-to-end) with the race detector.
+# The project's one test command: provisions the test tools, vets, checks
+# that go.mod/go.sum are tidy, runs staticcheck, and runs every test (unit
+# and end-to-end) with the race detector.
 #
 #   scripts/test.sh            # from anywhere in the repository
 #   CI=true scripts/test.sh    # a missing tool fails instead of skipping
@@ -15,6 +16,15 @@ scripts/install-test-deps.sh
 
 echo "== go vet ./..."
 go vet ./...
+
+echo "== go mod tidy -diff"
+go mod tidy -diff
+
+# staticcheck runs as a pinned tool (fetched through the module proxy and
+# cached like any module); 0.8.x knows Go 1.26.
+STATICCHECK_VERSION=v0.8.2
+echo "== staticcheck@$STATICCHECK_VERSION ./..."
+go run "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" ./...
 
 echo "== go test -race -count=1 ./..."
 go test -race -count=1 -timeout 30m "$@" ./...

@@ -84,7 +84,7 @@ func TestEncodeCreate2(t *testing.T) {
 		segment{268, "64760000"}, // product = 0x7664
 		segment{272, "00010000"}, // version = 0x0100
 		segment{276, "00000000"}, // country = 0
-		// rd_data[4096] at 280: the FIDO report descriptor from TESTBED §4
+		// rd_data[4096] at 280: the FIDO report descriptor (docs/testing.md, uhid facts)
 		segment{280, "06 D0 F1 09 01 A1 01 09 20 15 00 26 FF 00 75 08 95 40 81 02" +
 			" 09 21 15 00 26 FF 00 75 08 95 40 91 02 C0"},
 	)

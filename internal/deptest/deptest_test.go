@@ -31,3 +31,22 @@ func TestCheck(t *testing.T) {
 		t.Errorf("errors:\n%s\nwant cbor forbidden, float16 and cose allowed", got)
 	}
 }
+
+func TestCheckImports(t *testing.T) {
+	t.Parallel()
+	CheckImports(t, ".", []string{"net", "github.com/virtkey/virtkey/"})
+
+	// hid/udp imports net, net/netip and os itself; fmt (which imports os)
+	// does not count, and neither does what hid imports.
+	r := &recorder{TB: t}
+	CheckImports(r, "github.com/virtkey/virtkey/hid/udp", []string{"net", "os", "log/slog"})
+	got := strings.Join(r.errs, "\n")
+	for _, want := range []string{"forbidden import net\n", "forbidden import net/netip", "forbidden import os"} {
+		if !strings.Contains(got+"\n", want) {
+			t.Errorf("errors:\n%s\nwant %q", got, want)
+		}
+	}
+	if strings.Contains(got, "slog") {
+		t.Errorf("errors:\n%s\nlog/slog is not imported by hid/udp itself", got)
+	}
+}

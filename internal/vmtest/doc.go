@@ -5,7 +5,7 @@
 // OpenSSH and Chromium against `virtkey run --transport uhid` on the
 // guest's /dev/uhid — the kernel path the build machines themselves lack.
 //
-// The recipe and its pitfalls are in the project's TESTBED notes (§4); in
+// The recipe and its pitfalls are in docs/testing.md (the VM harness); in
 // short:
 //
 //   - The kernel is not installed: `apt-get download` fetches Debian's

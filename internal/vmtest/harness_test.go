@@ -187,7 +187,7 @@ func TestBootArgs(t *testing.T) {
 	}
 }
 
-// With a TPM, a PVH boot runs without ACPI on one vCPU (TESTBED §4); a
+// With a TPM, a PVH boot runs without ACPI on one vCPU (docs/testing.md); a
 // bzImage boot keeps both.
 func TestBootArgsTPM(t *testing.T) {
 	b := &Boot{Kernel: &Kernel{Vmlinuz: "/k/vmlinuz", Vmlinux: "/k/vmlinux"}, Initramfs: "/c/i.cpio.gz",

@@ -30,8 +30,8 @@ func (e *EnvError) Unwrap() error { return e.Err }
 
 func envErrorf(format string, a ...any) error { return &EnvError{fmt.Errorf(format, a...)} }
 
-// Modules are the kernel modules the guest loads, in load order (TESTBED
-// §4): hidraw is built into hid.ko and appears only once hid-generic binds
+// Modules are the kernel modules the guest loads, in load order
+// (docs/testing.md): hidraw is built into hid.ko and appears only once hid-generic binds
 // the uhid device; 9p and overlayfs carry the host root.
 var Modules = []string{
 	"kernel/drivers/hid/hid.ko",

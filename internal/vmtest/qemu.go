@@ -61,7 +61,7 @@ func FindQemu() (string, error) {
 	return "", envErrorf("qemu-system-x86_64 is missing: install qemu-system-x86")
 }
 
-// Args are qemu's arguments for b (TESTBED §4: TCG, PVH vmlinux when
+// Args are qemu's arguments for b (docs/testing.md: TCG, PVH vmlinux when
 // available, the host root read-only over 9p, the share read-write). The
 // guest ends with reboot -f, which -no-reboot turns into qemu's exit.
 func (b *Boot) Args() []string {
@@ -93,7 +93,7 @@ func (b *Boot) Args() []string {
 // Machine returns the vCPUs the guest gets and the kernel parameters the
 // boot needs beyond the harness's own. With a TPM attached, a PVH boot
 // (the ELF vmlinux) on qemu 7.2 finds corrupt ACPI tables: no TPM and one
-// CPU (TESTBED §4). So the guest then runs without ACPI, the TIS driver
+// CPU (docs/testing.md). So the guest then runs without ACPI, the TIS driver
 // probes the TPM at its fixed address (tpm_tis.force=1), and without ACPI's
 // MADT the kernel brings up one vCPU only — asked for outright. Booting the
 // compressed bzImage instead keeps ACPI and both vCPUs, but measured on 2

@@ -14,7 +14,7 @@ import (
 )
 
 // Swtpm is a software TPM 2.0 on the host that qemu attaches to the guest
-// as a TIS device (TESTBED §4): swtpm serves its control channel on a unix
+// as a TIS device (docs/testing.md): swtpm serves its control channel on a unix
 // socket, and qemu's `-tpmdev emulator` hands it the data channel through
 // that socket. The guest sees /dev/tpm0 and /dev/tpmrm0.
 type Swtpm struct {

@@ -1,4 +1,4 @@
-"""CTAPHID over UDP, report by report (CTAP 2.1 §11.2 and the project's CTAP facts).
+"""CTAPHID over UDP, report by report (CTAP 2.1 §11.2 and the server rules in hid/doc.go).
 
 These tests talk to the key with RawClient: every datagram is one 64-byte
 report. They do not depend on any CTAP2 command except getInfo.

@@ -2,7 +2,7 @@
 # Chromium registers a passkey on http://localhost (a secure context) and
 # signs in with it, against `virtkey run --transport uhid --uv auto
 # --select-account newest`, and the page's RP server (internal/vmtest/rp,
-# go-webauthn) verifies both. TESTBED §4: Chromium makes UV required for
+# go-webauthn) verifies both. docs/testing.md: Chromium makes UV required for
 # passkeys and, headless, can answer none of its own sheets (PIN, account
 # chooser), so the key does built-in UV and picks the account itself, and
 # the page aborts its calls with its own timeout. See lib.sh for the

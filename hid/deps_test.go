@@ -1,0 +1,18 @@
+package hid
+
+import (
+	"testing"
+
+	"github.com/virtkey/virtkey/internal/deptest"
+)
+
+// TestDeps keeps the promise of the package doc (see docs/architecture.md):
+// hid imports only the standard library — never ctap2, ctap1, tpmkeys or
+// store; it reaches the authenticator through [Handler]. Its transports
+// hid/udp and hid/uhid carry reports and know no more than hid.
+func TestDeps(t *testing.T) {
+	t.Parallel()
+	deptest.Check(t, ".", []string{"github.com/virtkey/virtkey/hid"})
+	deptest.Check(t, "./udp", []string{"github.com/virtkey/virtkey/hid"})
+	deptest.Check(t, "./uhid", []string{"github.com/virtkey/virtkey/hid/uhid"})
+}
