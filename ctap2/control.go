@@ -264,7 +264,8 @@ func (a *Authenticator) ImportCredential(ctx context.Context, in CredentialImpor
 	}
 	rpIDHash := rpIDHashOf(in.RPID)
 	if in.ID == nil && in.PrivateKey != nil {
-		in.ID = randomBytes(32)
+		in.ID = make([]byte, 32)
+		rand.Read(in.ID)
 	}
 	if in.ID != nil {
 		if _, exists, err := a.cfg.Store.Credential(in.ID); err != nil {

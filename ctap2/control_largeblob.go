@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"io"
@@ -107,7 +108,8 @@ func (a *Authenticator) putLargeBlob(ctx context.Context, id, blob []byte) error
 	w, _ := flate.NewWriter(&z, flate.BestCompression)
 	w.Write(blob)
 	w.Close()
-	e := largeBlobEntry{Nonce: randomBytes(gcm.NonceSize()), OrigSize: uint64(len(blob))}
+	e := largeBlobEntry{Nonce: make([]byte, gcm.NonceSize()), OrigSize: uint64(len(blob))}
+	rand.Read(e.Nonce)
 	e.Ciphertext = gcm.Seal(nil, e.Nonce, z.Bytes(), largeBlobAD(e.OrigSize))
 	raw, err := encode(&e)
 	if err != nil {
