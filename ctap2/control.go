@@ -256,6 +256,9 @@ func (a *Authenticator) ImportCredential(ctx context.Context, in CredentialImpor
 	if in.BackupState && !in.BackupEligible {
 		return nil, badImport("backupState needs backupEligibility")
 	}
+	if in.User.ID == nil {
+		in.User.ID = Bytes{} // a record's user id is a byte string, never null
+	}
 	in.User.Name = truncateUTF8(in.User.Name, maxUserNameLength)
 	in.User.DisplayName = truncateUTF8(in.User.DisplayName, maxUserNameLength)
 	counters, ok := a.cfg.Store.(CounterControl)
