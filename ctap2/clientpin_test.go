@@ -281,11 +281,38 @@ func TestPINLockout(t *testing.T) {
 	if st, _ := tk.call(t, CmdReset, nil); st != StatusOK {
 		t.Fatal(st)
 	}
-	if pp.retries() != 8 {
-		t.Fatal("reset must restore retries")
+	// No PIN after the reset: getPINRetries answers PIN_NOT_SET (a
+	// compatibility choice, see TestGetPINRetriesWithoutPIN).
+	if st, _ := tk.call(t, CmdClientPIN, map[int]any{2: pinGetRetries}); st != ErrPINNotSet {
+		t.Fatalf("getPINRetries after reset: %v, want PIN_NOT_SET", st)
 	}
 	if st := pp.setPIN("1234"); st != StatusOK {
 		t.Fatalf("setPIN after reset: %v", st)
+	}
+	if pp.retries() != 8 {
+		t.Fatal("reset must restore retries")
+	}
+}
+
+// TestGetPINRetriesWithoutPIN: the spec names no error for getPINRetries
+// before a PIN is set; virtkey answers PIN_NOT_SET, as python-fido2's
+// device tests expect right after a factory reset. Both protocol fields
+// (absent, 1, 2) get the same answer, and once a PIN is set the retries
+// are reported.
+func TestGetPINRetriesWithoutPIN(t *testing.T) {
+	t.Parallel()
+	tk := newTestKey(t)
+	for _, req := range []map[int]any{{2: pinGetRetries}, {1: 1, 2: pinGetRetries}, {1: 2, 2: pinGetRetries}} {
+		if st, out := tk.call(t, CmdClientPIN, req); st != ErrPINNotSet || len(out) != 0 {
+			t.Fatalf("getPINRetries %v without a PIN: %v %x, want PIN_NOT_SET and no body", req, st, out)
+		}
+	}
+	pp := newPINPlatform(t, tk, 2)
+	if st := pp.setPIN("1234"); st != StatusOK {
+		t.Fatal(st)
+	}
+	if n := pp.retries(); n != 8 {
+		t.Fatalf("retries after setPIN: %d, want 8", n)
 	}
 }
 

@@ -219,8 +219,14 @@ func TestConfigSetMinPINLength(t *testing.T) {
 			if _, st := pp.token(testPIN, PermGetAssertion, "a.example"); st != ErrPINPolicyViolation {
 				t.Fatalf("token while a PIN change is forced: %v", st)
 			}
-			if _, st := pp.token(testPIN, 0, ""); st != ErrPINPolicyViolation {
-				t.Fatalf("getPinToken while a PIN change is forced: %v", st)
+			// The legacy getPinToken (0x05) answers PIN_INVALID there
+			// (CTAP 2.1 §6.5.5.7.1); only 0x09 answers PIN_POLICY_VIOLATION.
+			// The PIN itself was right: the retries are restored.
+			if _, st := pp.token(testPIN, 0, ""); st != ErrPINInvalid {
+				t.Fatalf("getPinToken while a PIN change is forced: %v, want PIN_INVALID", st)
+			}
+			if n := pp.retries(); n != 8 {
+				t.Fatalf("retries after the right PIN with a forced change: %d, want 8", n)
 			}
 			if st := pp.changePIN(testPIN, "1234567"); st != ErrPINPolicyViolation {
 				t.Fatalf("change to a PIN below the new minimum: %v", st)

@@ -454,7 +454,7 @@ func (a *Authenticator) importedCredential(ctx context.Context, id, rpIDHash []b
 
 // meta is the credMeta of a record whose ID carries none (imported).
 func (r *credentialRecord) meta() credMeta {
-	return credMeta{Resident: !r.NonResident, HMACSecret: r.HMACSecret, LargeBlobKey: r.LargeBlobKey, CredProtect: r.CredProtect}
+	return credMeta{Resident: !r.NonResident, HMACSecret: r.HMACSecret, LargeBlobKey: r.LargeBlobKey, ThirdPartyPayment: r.ThirdPartyPayment, CredProtect: r.CredProtect}
 }
 
 // backupFlags are the BE and BS flags a credential's authenticator data carries.

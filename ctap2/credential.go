@@ -72,15 +72,18 @@ type credentialRecord struct {
 	// CredBlobSealed is the credBlob extension's data, sealed by the key store.
 	CredBlobSealed Bytes `cbor:"9,keyasint,omitempty"`
 	LargeBlobKey   bool  `cbor:"10,keyasint,omitempty"` // created with largeBlobKey
+	// ThirdPartyPayment: created with the CTAP 2.2 thirdPartyPayment
+	// extension. Records written before it was kept decode as false.
+	ThirdPartyPayment bool `cbor:"11,keyasint,omitempty"`
 	// PrivateKeySealed is an imported credential's PKCS#8 private key,
 	// sealed by the key store; its ID then carries no key (control.go).
-	PrivateKeySealed Bytes `cbor:"11,keyasint,omitempty"`
+	PrivateKeySealed Bytes `cbor:"12,keyasint,omitempty"`
 	// NonResident marks a credential a controller stored that is not
 	// discoverable: found through an allowList only.
-	NonResident    bool `cbor:"12,keyasint,omitempty"`
-	HMACSecret     bool `cbor:"13,keyasint,omitempty"` // of an imported credential
-	BackupEligible bool `cbor:"14,keyasint,omitempty"`
-	BackupState    bool `cbor:"15,keyasint,omitempty"`
+	NonResident    bool `cbor:"13,keyasint,omitempty"`
+	HMACSecret     bool `cbor:"14,keyasint,omitempty"` // of an imported credential
+	BackupEligible bool `cbor:"15,keyasint,omitempty"`
+	BackupState    bool `cbor:"16,keyasint,omitempty"`
 }
 
 func (r *credentialRecord) rpIDHash() []byte {

@@ -55,6 +55,9 @@ type CredentialManagementResponse struct {
 	// LargeBlobKey is the credential's largeBlobKey, for credentials made
 	// with the largeBlobKey extension.
 	LargeBlobKey []byte `cbor:"11,keyasint,omitempty"`
+	// ThirdPartyPayment says whether the credential was made with the
+	// thirdPartyPayment extension (CTAP 2.2; enumerateCredentials only).
+	ThirdPartyPayment *bool `cbor:"12,keyasint,omitempty"`
 }
 
 // credMgmtEnumState is an enumeration in progress: what the matching
@@ -296,11 +299,15 @@ func (a *Authenticator) nextCredential(ctx context.Context, st *credMgmtEnumStat
 		a.enum = st
 	}
 	user := rec.User
+	tpp := rec.ThirdPartyPayment
 	resp := &CredentialManagementResponse{
 		User:         &user,
 		CredentialID: &CredDescriptor{Type: credTypePublicKey, ID: rec.ID},
 		PublicKey:    RawMessage(rec.PublicKey),
 		CredProtect:  uint(max(rec.CredProtect, credProtectUVOptional)), // a credential made without credProtect has level 1
+		// What the record says: a record written before the flag was kept
+		// answers false.
+		ThirdPartyPayment: &tpp,
 	}
 	if rec.LargeBlobKey {
 		key, err := a.credentialSecret(ctx, rec.ID, labelLargeBlobKey)

@@ -64,6 +64,9 @@ func (req *GetAssertionRequest) validate() error {
 	if req.RPID == "" || req.ClientDataHash == nil {
 		return ErrMissingParameter
 	}
+	if err := checkClientDataHash(req.ClientDataHash); err != nil {
+		return err
+	}
 	if len(req.AllowList) > maxCredentialCountInList {
 		return ErrLimitExceeded
 	}
@@ -177,7 +180,10 @@ func (a *Authenticator) getAssertion(ctx context.Context, r request) (any, error
 	if err != nil {
 		return nil, err
 	}
-	if uv.usedToken {
+	// Only a use with user presence consumes the token (CTAP 2.1 §6.2.2):
+	// a silent up=false probe, as clients send to filter an allowList or
+	// excludeList, leaves it for the call that follows.
+	if uv.usedToken && up {
 		a.clearTokenAfterUse()
 	}
 	if len(req.AllowList) == 0 && a.cfg.SelectNewestAccount {

@@ -1,7 +1,10 @@
 package ctap2
 
 import (
+	"cmp"
 	"context"
+	"slices"
+	"strings"
 )
 
 // Limits advertised by getInfo.
@@ -82,6 +85,9 @@ func (a *Authenticator) info() (*GetInfoResponse, error) {
 			"setMinPINLength":       true,
 			"largeBlobs":            true,
 			"alwaysUv":              a.state.AlwaysUV,
+			// pcmr tokens are issued (CTAP 2.2): clients look for this
+			// option before they ask for one.
+			"perCredMgmtRO": true,
 		},
 		PinUvAuthProtocols:               []uint{2, 1},
 		MinPINLength:                     a.state.MinPINLength,
@@ -123,5 +129,30 @@ func (a *Authenticator) info() (*GetInfoResponse, error) {
 	for _, alg := range a.cfg.KeyStore.Algorithms() {
 		info.Algorithms = append(info.Algorithms, AlgorithmParam{Alg: int64(alg), Type: credTypePublicKey})
 	}
+	// Compatibility choice: lists whose order means nothing go out in the
+	// order canonical CBOR gives map keys, which some conformance tools
+	// check on every container. pinUvAuthProtocols and algorithms are
+	// preference orders and attestationFormats names the default format
+	// first: they keep their order.
+	info.Versions = canonicalStrings(info.Versions)
+	info.Extensions = canonicalStrings(info.Extensions)
+	info.Transports = canonicalStrings(info.Transports)
 	return info, nil
+}
+
+// canonicalStrings returns a sorted copy of s in CTAP2 canonical CBOR key
+// order: shorter strings first, then bytewise (CTAP 2.1 §8 "CTAP2 canonical
+// CBOR encoding form").
+func canonicalStrings(s []string) []string {
+	if s == nil {
+		return nil
+	}
+	out := slices.Clone(s)
+	slices.SortFunc(out, func(x, y string) int {
+		if c := cmp.Compare(len(x), len(y)); c != 0 {
+			return c
+		}
+		return strings.Compare(x, y)
+	})
+	return out
 }

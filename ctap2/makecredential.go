@@ -45,6 +45,9 @@ func (req *MakeCredentialRequest) validate() error {
 	if req.ClientDataHash == nil || req.RP == nil || req.User == nil || req.PubKeyCredParams == nil {
 		return ErrMissingParameter
 	}
+	if err := checkClientDataHash(req.ClientDataHash); err != nil {
+		return err
+	}
 	if req.RP.ID == "" {
 		return ErrMissingParameter
 	}
@@ -222,7 +225,8 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 			ID: id, RPID: req.RP.ID, RPName: req.RP.Name, User: *req.User, Alg: int64(alg),
 			PublicKey: coseKey, Created: a.cfg.Now().UnixNano(),
 			CredProtect: ext.credProtect, LargeBlobKey: ext.largeBlobKey,
-			BackupEligible: a.cfg.BackupEligible, BackupState: a.cfg.BackupState,
+			ThirdPartyPayment: ext.thirdPartyPayment,
+			BackupEligible:    a.cfg.BackupEligible, BackupState: a.cfg.BackupState,
 		}
 		if ext.credBlobSet && len(ext.credBlob) <= maxCredBlobLength {
 			if rec.CredBlobSealed, err = a.sealer.Seal(ctx, ext.credBlob, credBlobAAD(id)); err != nil {

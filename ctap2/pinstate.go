@@ -177,7 +177,9 @@ func (a *Authenticator) verifyPersistentToken(p PINProtocol, msg, param []byte, 
 var persistentTokenAAD = []byte("virtkey pcmr token v1")
 
 // clearTokenAfterUse drops the token's permissions except lbw after a
-// makeCredential or getAssertion that used it (CTAP 2.1 §6.1.2 step 19).
+// makeCredential or getAssertion that used it with user presence (CTAP 2.1
+// §6.1.2 step 19, §6.2.2). A getAssertion with up=false must not
+// call it.
 func (a *Authenticator) clearTokenAfterUse() {
 	a.token.perms &= PermLargeBlobWrite
 }

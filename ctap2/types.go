@@ -95,3 +95,22 @@ func truncateUTF8(s string, n int) string {
 	}
 	return s
 }
+
+// clientDataHashSize is the length of clientDataHash: a SHA-256 digest.
+const clientDataHashSize = 32
+
+// checkClientDataHash refuses a clientDataHash that is not exactly 32
+// bytes, in every command that takes one (makeCredential, getAssertion).
+//
+// The code is CTAP1_ERR_INVALID_LENGTH (0x03, "invalid message or item
+// length"): the item is of the right type, only its length is wrong. It is
+// also what the SoloKeys firmware answers (its fixed-length byte-string
+// parser), against which the python-fido2-based fido2-tests suite was
+// written; OpenSK's parser does not check the length at all, and no client
+// (python-fido2, libfido2) looks for a particular code.
+func checkClientDataHash(h []byte) error {
+	if len(h) != clientDataHashSize {
+		return ErrInvalidLength
+	}
+	return nil
+}

@@ -175,10 +175,14 @@ func TestPINLockoutAcrossRestart(t *testing.T) {
 	if v, _ := client.Option(info, "clientPin"); v {
 		t.Error("getInfo clientPin still true after reset")
 	}
-	prRetries(t, ctx, d, 8, false)
+	// No PIN: getPINRetries answers PIN_NOT_SET (README "Conformance").
+	if _, _, err := d.GetPINRetries(ctx); !errors.Is(err, ctap2.ErrPINNotSet) {
+		t.Errorf("getPINRetries after reset: %v, want PIN_NOT_SET", err)
+	}
 	if err := d.SetPIN(ctx, "5678"); err != nil {
 		t.Fatalf("setPIN after reset: %v", err)
 	}
+	prRetries(t, ctx, d, 8, false)
 	k = k.Restart(t)
 	d = prClient(t, k)
 	prRetries(t, ctx, d, 8, false)

@@ -13,6 +13,11 @@
 // ./cmd/virtkey; each test starts `virtkey run --transport udp --presence
 // auto` on a free 127.0.0.1 port.
 //
+// What the tools cannot express — fido_dev_make_cred and fido_dev_get_assert
+// with excludeList and allowList of several credentials — is driven by
+// testdata/libfido2-driver/listdriver.c, a small C program built against
+// libfido2-dev (gcc … -lfido2) and run through the same shim.
+//
 // Tools that ask for a PIN read it from a terminal, so they run under
 // `script -qec CMD /dev/null` and the test types the PIN when the prompt
 // appears. Every tool run has a timeout.

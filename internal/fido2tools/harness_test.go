@@ -32,6 +32,10 @@ var (
 	shimOnce sync.Once
 	shimPath string // udpshim.so, built by the first test that needs it
 	shimErr  error  // why shimPath is unusable; errMissing wraps a missing tool
+
+	driverOnce sync.Once
+	driverPath string // testdata/libfido2-driver's listdriver, built on first use
+	driverErr  error
 )
 
 // errMissing marks a build failure caused by a missing tool or header
@@ -56,9 +60,10 @@ func runMain(m *testing.M) int {
 	return vktest.Run(m)
 }
 
-// buildShim compiles testdata/libfido2-shim/udpshim.c into dir with the
-// Makefile's command line.
-func buildShim(dir string) (string, error) {
+// buildC compiles testdata/SRC into dir/OUT with gcc (-O2 -Wall -Wextra
+// -Werror) and extra (flags and libraries); fido.h (libfido2-dev) must be
+// there.
+func buildC(dir, src, out string, extra ...string) (string, error) {
 	gcc, err := exec.LookPath("gcc")
 	if err != nil {
 		return "", fmt.Errorf("%w: gcc not found (Debian package gcc)", errMissing)
@@ -66,14 +71,39 @@ func buildShim(dir string) (string, error) {
 	if _, err := os.Stat(fidoHeader); err != nil {
 		return "", fmt.Errorf("%w: %s not found (Debian package libfido2-dev)", errMissing, fidoHeader)
 	}
-	out := filepath.Join(dir, "udpshim.so")
-	src := filepath.Join(repoRoot, "testdata", "libfido2-shim", "udpshim.c")
-	cmd := exec.Command(gcc, "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
-		"-o", out, src, "-ldl")
-	if b, err := cmd.CombinedOutput(); err != nil {
+	out = filepath.Join(dir, out)
+	src = filepath.Join(repoRoot, "testdata", src)
+	args := append([]string{"-O2", "-Wall", "-Wextra", "-Werror", "-o", out, src}, extra...)
+	if b, err := exec.Command(gcc, args...).CombinedOutput(); err != nil {
 		return "", fmt.Errorf("gcc %s: %v\n%s", src, err, b)
 	}
 	return out, nil
+}
+
+// buildShim compiles testdata/libfido2-shim/udpshim.c into dir with the
+// Makefile's command line.
+func buildShim(dir string) (string, error) {
+	return buildC(dir, "libfido2-shim/udpshim.c", "udpshim.so", "-shared", "-fPIC", "-ldl")
+}
+
+// buildDriver compiles testdata/libfido2-driver/listdriver.c against
+// libfido2 into dir.
+func buildDriver(dir string) (string, error) {
+	return buildC(dir, "libfido2-driver/listdriver.c", "listdriver", "-lfido2")
+}
+
+// needDriver is needSetup plus the list driver; it returns the driver's path.
+func needDriver(t *testing.T) string {
+	t.Helper()
+	needSetup(t)
+	driverOnce.Do(func() { driverPath, driverErr = buildDriver(shimDir) })
+	if driverErr != nil {
+		if errors.Is(driverErr, errMissing) {
+			vktest.MissingTool(t, "cannot build the libfido2 list driver: "+driverErr.Error())
+		}
+		t.Fatalf("building the libfido2 list driver failed: %v", driverErr)
+	}
+	return driverPath
 }
 
 // needSetup checks everything a test here needs: the virtkey binary, the

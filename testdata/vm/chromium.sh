@@ -1,8 +1,10 @@
 # chromium.sh — the VM harness's browser group (one boot, 2 GiB): headless
-# Chromium registers a passkey on http://localhost (a secure context) and
-# signs in with it, against `virtkey run --transport uhid --uv auto
+# Chromium registers a passkey on http://localhost (a secure context), tries
+# to register again with it in excludeCredentials (the key must answer
+# CREDENTIAL_EXCLUDED and no credential be made), and signs in with it
+# (discoverable), against `virtkey run --transport uhid --uv auto
 # --select-account newest`, and the page's RP server (internal/vmtest/rp,
-# go-webauthn) verifies both. docs/testing.md: Chromium makes UV required for
+# go-webauthn) verifies each. docs/testing.md: Chromium makes UV required for
 # passkeys and, headless, can answer none of its own sheets (PIN, account
 # chooser), so the key does built-in UV and picks the account itself, and
 # the page aborts its calls with its own timeout. See lib.sh for the
@@ -98,6 +100,20 @@ sc_chromium_load() {
 
 sc_chromium_create() { await chromium-create 200; }
 
+# The second registration lists the passkey in excludeCredentials: the key
+# must answer makeCredential with CREDENTIAL_EXCLUDED (whatever Chromium
+# sent before it: a token, a silent up=false getAssertion), the RP must see
+# no second credential, and the page's call must end without one.
+sc_chromium_exclude() {
+	await chromium-exclude 200
+	grep -q 'cmd=makeCredential status=CREDENTIAL_EXCLUDED' "$VKLOGFILE" ||
+		die "the key never answered makeCredential with CREDENTIAL_EXCLUDED; its commands: $(grep -o 'cmd=[A-Za-z]* status=[A-Z_]*' "$VKLOGFILE" | tail -n 8 | tr '\n' ' ')"
+	# What Chromium sent for the excluded registration, from the key's log.
+	seq=$(sed -n '/cmd=makeCredential status=OK/,/cmd=makeCredential status=CREDENTIAL_EXCLUDED/p' "$VKLOGFILE" |
+		grep -o 'cmd=[A-Za-z]* status=[A-Z_]*' | tail -n +2 | sed 's/cmd=//; s/ status=/:/' | tr '\n' ' ')
+	detail "key saw: $seq"
+}
+
 sc_chromium_get() { await chromium-get 200; }
 
 sc_chromium_stop() {
@@ -126,6 +142,7 @@ main() {
 	scenario rp-start 30
 	scenario chromium-load 320
 	scenario chromium-create 210
+	scenario chromium-exclude 210
 	scenario chromium-get 210
 	scenario chromium-stop 60
 }

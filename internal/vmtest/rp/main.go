@@ -3,13 +3,15 @@
 // 127.0.0.1 that serves a test page and verifies, with
 // github.com/go-webauthn/webauthn, the passkey registration
 // (navigator.credentials.create, residentKey and userVerification
-// required) and the discoverable sign-in (navigator.credentials.get with no
-// allowCredentials) the page performs in headless Chromium.
+// required), a second registration with that credential in
+// excludeCredentials (which must not produce a credential), and the
+// discoverable sign-in (navigator.credentials.get with no allowCredentials)
+// the page performs in headless Chromium.
 //
 // Every outcome is appended to -results as "NAME PASS|FAIL detail" lines:
-// chromium-create and chromium-get from the server's own verification,
-// page-* lines from what the page reports (its errors, e.g. a
-// NotAllowedError or its own timeout). The server exits after the page
+// chromium-create, chromium-exclude and chromium-get from the server's own
+// verification, page-* lines from what the page reports (its errors, e.g.
+// a NotAllowedError or its own timeout). The server exits after the page
 // reports "done", or after -timeout.
 //
 //	rp -listen 127.0.0.1:8080 -origin http://localhost:8080 -results /tmp/rp.results
@@ -60,8 +62,11 @@ type server struct {
 	alice    *user
 	regSess  *webauthn.SessionData
 	loginSes *webauthn.SessionData
-	doneOnce sync.Once
-	t0       time.Time
+	// excluding: the registration in progress lists alice's credentials in
+	// excludeCredentials; excludedMade: a browser finished one anyway.
+	excluding, excludedMade bool
+	doneOnce                sync.Once
+	t0                      time.Time
 }
 
 func main() {
@@ -167,13 +172,28 @@ func describe(err error) string {
 func (s *server) registerBegin(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	creation, sess, err := s.wa.BeginRegistration(s.alice,
+	opts := []webauthn.RegistrationOption{
 		webauthn.WithAuthenticatorSelection(protocol.AuthenticatorSelection{
 			UserVerification: protocol.VerificationRequired,
 		}),
 		webauthn.WithResidentKeyRequirement(protocol.ResidentKeyRequirementRequired),
 		webauthn.WithConveyancePreference(protocol.PreferNoAttestation),
-	)
+	}
+	// ?exclude=1: alice registers again with her credentials excluded, as
+	// an RP does to keep one credential per authenticator.
+	s.excluding = r.URL.Query().Get("exclude") == "1"
+	if s.excluding {
+		var ex []protocol.CredentialDescriptor
+		for _, c := range s.alice.creds {
+			ex = append(ex, c.Descriptor())
+		}
+		if len(ex) == 0 {
+			writeJSON(w, 409, map[string]string{"error": "nothing to exclude: no credential registered"})
+			return
+		}
+		opts = append(opts, webauthn.WithExclusions(ex))
+	}
+	creation, sess, err := s.wa.BeginRegistration(s.alice, opts...)
 	if err != nil {
 		writeJSON(w, 500, map[string]string{"error": describe(err)})
 		return
@@ -186,8 +206,16 @@ func (s *server) registerFinish(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	s.mu.Lock()
-	sess := s.regSess
+	sess, excluding := s.regSess, s.excluding
+	if excluding {
+		s.excludedMade = true
+	}
 	s.mu.Unlock()
+	if excluding {
+		s.result("chromium-exclude", false, "the browser finished a registration whose excludeCredentials list the credential on the key")
+		writeJSON(w, 400, map[string]string{"error": "excluded"})
+		return
+	}
 	if sess == nil {
 		s.result("chromium-create", false, "finish without begin")
 		writeJSON(w, 400, map[string]string{"error": "no registration in progress"})
@@ -282,6 +310,18 @@ func (s *server) report(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.result("page-"+rep.Step, rep.OK, rep.Message+fmt.Sprintf(" (at %v)", time.Since(s.t0).Round(time.Second)))
+	if rep.Step == "exclude" {
+		s.mu.Lock()
+		made, n := s.excludedMade, len(s.alice.creds)
+		s.excluding, s.regSess = false, nil
+		s.mu.Unlock()
+		switch {
+		case made || n != 1:
+			s.result("chromium-exclude", false, fmt.Sprintf("%d credentials registered for alice, want 1", n))
+		case rep.OK:
+			s.result("chromium-exclude", true, "no second credential: "+rep.Message)
+		}
+	}
 	writeJSON(w, 200, map[string]any{"ok": true})
 	if rep.Step == "done" {
 		s.doneOnce.Do(func() { close(s.done) })
