@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/virtkey/virtkey/control/ctl"
 )
 
 func main() {
@@ -62,6 +64,9 @@ Manage a key (the virtual one or a hardware key):
   virtkey config min-pin-length N [--rp ID...]
   Common flags: --device udp:HOST:PORT | /dev/hidrawN, --json
 
+Drive a running key from tests (virtkey run --control ...):
+  virtkey ctl --control unix:PATH ... (virtkey ctl help lists the commands)
+
 Check this machine:
   virtkey doctor                      can this user use /dev/uhid and a TPM?
 `
@@ -76,6 +81,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runKey(ctx, args[1:], stderr)
 	case "doctor":
 		return doctor(ctx, args[1:], stdout, stderr)
+	case "ctl":
+		if code := ctl.Main(ctx, args[1:], stdout, stderr); code != 0 {
+			return &exitError{code: code, err: errUsage}
+		}
+		return nil
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/virtkey/virtkey/control/vkey"
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/hid"
 	"github.com/virtkey/virtkey/hid/udp"
@@ -44,6 +45,10 @@ type runFlags struct {
 	// vendor-facilitated enterprise attestation (cmd/virtkey/attestation.go).
 	attestationKey, attestationCert string
 	enterpriseRPs                   rpList
+
+	// The test-automation control plane (cmd/virtkey/control.go).
+	control controlFlags
+	profile string
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
@@ -70,6 +75,8 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	fs.UintVar(&f.pid, "pid", 0x7664, "USB product id of the uhid device")
 	fs.StringVar(&f.selectAccount, "select-account", "platform", "several passkeys for one site: platform (numberOfCredentials + getNextAssertion; the client chooses) or newest (the key picks the newest itself and marks it userSelected, for headless browsers)")
 	fs.StringVar(&f.name, "name", "virtkey FIDO2 security key", "device name of the uhid device")
+	f.control.register(fs)
+	fs.StringVar(&f.profile, "profile", "", "preset for a use: browser-test (= --presence auto --uv auto --select-account newest --reset-window 0, for headless browsers); explicit flags win")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: virtkey run [flags]")
 		fs.PrintDefaults()
@@ -83,6 +90,9 @@ func parseRunFlags(args []string, stderr io.Writer) (*runFlags, error) {
 	if fs.NArg() != 0 {
 		fmt.Fprintf(stderr, "virtkey run: unexpected argument %q\n", fs.Arg(0))
 		return nil, errUsage
+	}
+	if err := applyProfile(fs, f.profile); err != nil {
+		return nil, err
 	}
 	return f, nil
 }
@@ -170,6 +180,11 @@ func runKey(ctx context.Context, args []string, stderr io.Writer) error {
 	if f.selectAccount != "platform" && f.selectAccount != "newest" {
 		return fmt.Errorf("--select-account %q: want platform or newest", f.selectAccount)
 	}
+	cp, err := newControlPlane(f, pres, log)
+	if err != nil {
+		return err
+	}
+	defer cp.close()
 	keys, closeKeys, err := openKeyStore(ctx, f, log)
 	if err != nil {
 		return err
@@ -182,7 +197,7 @@ func runKey(ctx context.Context, args []string, stderr io.Writer) error {
 	defer db.Close()
 
 	auth, err := ctap2.New(ctap2.Config{
-		KeyStore: keys, Store: db, Presence: pres, Logger: log, AAGUID: aaguid, UV: uv,
+		KeyStore: keys, Store: db, Presence: cp.presence(pres), Observer: cp.observer(), Logger: log, AAGUID: aaguid, UV: uv,
 		ResetWindow: f.resetWindow, MaxResidentCredentials: f.maxResident,
 		Attestation: att.mode, Batch: att.batch, Enterprise: att.enterprise, EnterpriseRPIDs: att.enterpriseRPIDs,
 		SelectNewestAccount: f.selectAccount == "newest",
@@ -192,20 +207,27 @@ func runKey(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	if f.transport == "uhid" {
-		return serveUHID(ctx, f, auth, log)
+		return serveUHID(ctx, f, auth, log, cp, uv)
 	}
-	return serveUDP(ctx, f, auth, log)
+	return serveUDP(ctx, f, auth, log, cp, uv)
 }
 
 // serveUDP serves the key on a UDP socket until ctx ends.
-func serveUDP(ctx context.Context, f *runFlags, auth *ctap2.Authenticator, log *slog.Logger) error {
+func serveUDP(ctx context.Context, f *runFlags, auth *ctap2.Authenticator, log *slog.Logger, cp *controlPlane, uv ctap2.UVMode) error {
 	conn, err := udp.Listen(f.udpListen)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
+	srv := hid.NewServer(conn, auth, &hid.Options{Logger: log, Version: version})
+	conn.OnReboot(srv.PowerCycle)
+	stopControl, err := cp.serve(ctx, auth, vkey.UDPDevice(conn, srv), uv)
+	if err != nil {
+		return err
+	}
+	defer stopControl()
 	log.Info("virtkey serving", "transport", "udp", "listen", conn.Addr().String(), "state", f.stateDir)
-	err = conn.Serve(ctx, auth, &hid.Options{Logger: log, Version: version})
+	err = srv.Run(ctx)
 	if ctx.Err() != nil {
 		log.Info("virtkey stopped")
 		return nil

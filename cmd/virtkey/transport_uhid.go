@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/virtkey/virtkey/control/vkey"
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/hid"
 	"github.com/virtkey/virtkey/hid/uhid"
@@ -38,7 +39,7 @@ func uhidUsable() error {
 	return fd.Close()
 }
 
-func serveUHID(ctx context.Context, f *runFlags, auth *ctap2.Authenticator, log *slog.Logger) error {
+func serveUHID(ctx context.Context, f *runFlags, auth *ctap2.Authenticator, log *slog.Logger, cp *controlPlane, uv ctap2.UVMode) error {
 	if f.vid == 0 || f.vid > 0xFFFF || f.pid == 0 || f.pid > 0xFFFF {
 		return fmt.Errorf("--vid %#x --pid %#x: want USB ids from 0x0001 to 0xffff", f.vid, f.pid)
 	}
@@ -62,6 +63,11 @@ func serveUHID(ctx context.Context, f *runFlags, auth *ctap2.Authenticator, log 
 		"serial", dev.Serial(), "state", f.stateDir)
 
 	srv := hid.NewServer(dev, auth, &hid.Options{Logger: log, Version: version})
+	stopControl, err := cp.serve(ctx, auth, vkey.UHIDDevice(dev, srv), uv)
+	if err != nil {
+		return err
+	}
+	defer stopControl()
 
 	replug := make(chan os.Signal, 1)
 	signal.Notify(replug, replugSignal)
