@@ -41,7 +41,7 @@ Drive a running virtkey through its control API (virtkey run --control ...).
 Commands:
   keys [list] [--json]                       list keys
   keys add --attach udp|uhid [--udp-listen ADDR] [--state-dir DIR] [--protocol P]
-           [--uv none|auto|deny] [--presence MODE] [--no-resident-key] [--json]
+           [--uv none|auto|deny] [--presence MODE] [--json]
   keys delete ID                             unplug and remove a key
   info [--json]                              describe the key
   creds list [--json] [--format playwright]  stored credentials
@@ -222,7 +222,6 @@ func (e *env) keys(args []string) error {
 		fs.StringVar(&cfg.Protocol, "protocol", "", "")
 		uv := fs.String("uv", "", "")
 		pres := fs.String("presence", "", "")
-		noRK := fs.Bool("no-resident-key", false, "")
 		asJSON := fs.Bool("json", false, "")
 		if pos, err := parse(fs, args); err != nil || len(pos) != 0 {
 			return e.usage("keys add takes flags only")
@@ -239,9 +238,6 @@ func (e *env) keys(args []string) error {
 			cfg.HasUserVerification, cfg.IsUserVerified = &t, &f
 		default:
 			return e.usage(fmt.Sprintf("--uv %q: want none, auto or deny", *uv))
-		}
-		if *noRK {
-			cfg.HasResidentKey = &f
 		}
 		ki, err := e.c.AddKey(e.ctx, cfg)
 		if err != nil {
