@@ -44,6 +44,10 @@ DEBIAN_PACKAGES=(
 	# UDP shim (testdata/libfido2-shim), compiled by gcc (above) against
 	# fido.h from libfido2-dev (docs/testing.md).
 	libfido2-dev
+	# internal/e2e TestJSClient: the control API's TypeScript client
+	# (clients/js) is built with tsc (npm ci) and tested with node --test.
+	nodejs
+	npm
 )
 
 log() { printf 'install-test-deps: %s\n' "$*"; }
