@@ -45,9 +45,10 @@ DEBIAN_PACKAGES=(
 	# fido.h from libfido2-dev (docs/testing.md).
 	libfido2-dev
 	# internal/e2e TestJSClient: the control API's TypeScript client
-	# (clients/js) is built with tsc (npm ci) and tested with node --test.
+	# (clients/js) is built with tsc (npm ci) and tested with node --test;
+	# the machine's nodejs package carries npm (a separate Debian npm
+	# package would conflict with it).
 	nodejs
-	npm
 )
 
 log() { printf 'install-test-deps: %s\n' "$*"; }
