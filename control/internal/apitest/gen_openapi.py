@@ -36,7 +36,7 @@ S["KeyConfig"] = {"type": "object", "required": ["attach"], "description": "A W3
 S["Key"] = {"type": "object", "required": ["id", "attach", "protocol", "transport", "hasResidentKey", "hasUserVerification", "isUserVerified", "isUserConsenting", "extensions", "defaultBackupEligibility", "defaultBackupState", "pinSet", "presence", "overrides", "ephemeral", "keystore", "exportAllowed"],
   "properties": {
     "id": {"type": "string", "description": "\"default\" for the key virtkey run serves; key-N for keys added through the API"},
-    "attach": {"type": "string", "enum": ["udp", "uhid"]},
+    "attach": {"type": "string", "enum": ["udp", "uhid", "inproc"], "description": "inproc: a Go program's in-process key (package inproc) it registered"},
     "udpAddr": {"type": "string", "description": "the bound UDP address (udp keys)"},
     "hidraw": {"type": "string", "description": "the /dev/hidraw node the kernel made (uhid keys), once it exists"},
     "protocol": {"type": "string"}, "transport": {"type": "string"},
