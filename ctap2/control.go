@@ -370,7 +370,7 @@ func (a *Authenticator) ImportCredential(ctx context.Context, in CredentialImpor
 	}
 	a.log.Info("credential imported", "rp", rec.RPID, "alg", alg.String(), "resident", in.Resident)
 	a.observe(Event{Type: EventCredentialAdded, CredentialID: rec.ID, RPID: rec.RPID, UserHandle: rec.User.ID, SignCount: in.SignCount, Op: "control"})
-	return a.storedCredential(ctx, rec, false)
+	return a.storedCredential(ctx, rec, false, nil)
 }
 
 func (a *Authenticator) keyStoreSupports(alg cose.Algorithm) bool {
@@ -480,9 +480,13 @@ func (a *Authenticator) StoredCredentials(ctx context.Context, withPrivate bool)
 	if err != nil {
 		return nil, err
 	}
+	blobs, err := a.largeBlobEntries()
+	if err != nil {
+		return nil, err
+	}
 	out := make([]*StoredCredential, 0, len(recs))
 	for _, r := range recs {
-		c, err := a.storedCredential(ctx, r, withPrivate)
+		c, err := a.storedCredential(ctx, r, withPrivate, blobs)
 		if err != nil {
 			return nil, err
 		}
@@ -519,10 +523,12 @@ func (a *Authenticator) StoredCredential(ctx context.Context, id []byte, withPri
 	if !ok {
 		return nil, ErrNotStored
 	}
-	return a.storedCredential(ctx, rec, withPrivate)
+	return a.storedCredential(ctx, rec, withPrivate, nil)
 }
 
-func (a *Authenticator) storedCredential(ctx context.Context, r *credentialRecord, withPrivate bool) (*StoredCredential, error) {
+// storedCredential describes r; blobs are the large-blob array's entries
+// (nil: read them here).
+func (a *Authenticator) storedCredential(ctx context.Context, r *credentialRecord, withPrivate bool, blobs []RawMessage) (*StoredCredential, error) {
 	ck, err := cose.ParseKey(r.PublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("ctap2: stored public key: %w", err)
@@ -548,7 +554,12 @@ func (a *Authenticator) storedCredential(ctx context.Context, r *credentialRecor
 		}
 	}
 	if r.LargeBlobKey {
-		if c.LargeBlob, err = a.largeBlobOf(ctx, r.ID); err != nil {
+		if blobs == nil {
+			if blobs, err = a.largeBlobEntries(); err != nil {
+				return nil, err
+			}
+		}
+		if c.LargeBlob, err = a.largeBlobOf(ctx, r.ID, blobs); err != nil {
 			return nil, err
 		}
 	}
@@ -657,7 +668,7 @@ func (a *Authenticator) UpdateStoredCredential(ctx context.Context, id []byte, u
 	if err := a.cfg.Store.PutCredential(rec.ID, rec.rpIDHash(), raw); err != nil {
 		return nil, err
 	}
-	c, err := a.storedCredential(ctx, rec, false)
+	c, err := a.storedCredential(ctx, rec, false, nil)
 	if err != nil {
 		return nil, err
 	}

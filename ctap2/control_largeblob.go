@@ -68,13 +68,13 @@ func (a *Authenticator) largeBlobCipher(ctx context.Context, id []byte) (cipher.
 	return cipher.NewGCM(b)
 }
 
-// largeBlobOf returns credential id's large blob, or nil.
-func (a *Authenticator) largeBlobOf(ctx context.Context, id []byte) ([]byte, error) {
-	gcm, err := a.largeBlobCipher(ctx, id)
-	if err != nil {
-		return nil, err
+// largeBlobOf returns credential id's large blob among entries (the
+// array's, read once by the caller), or nil.
+func (a *Authenticator) largeBlobOf(ctx context.Context, id []byte, entries []RawMessage) ([]byte, error) {
+	if len(entries) == 0 {
+		return nil, nil
 	}
-	entries, err := a.largeBlobEntries()
+	gcm, err := a.largeBlobCipher(ctx, id)
 	if err != nil {
 		return nil, err
 	}

@@ -100,16 +100,24 @@ type ctap struct {
 
 func dial(t *testing.T, addr string) *ctap {
 	t.Helper()
+	conn, d := benchDial(t, addr)
+	t.Cleanup(func() { conn.Close() })
+	return d
+}
+
+func benchDial(t testing.TB, addr string) (*udp.ClientConn, *ctap) {
+	t.Helper()
 	conn, err := udp.Dial(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
-	d, err := ctapclient.Open(testCtx(t), conn, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d, err := ctapclient.Open(ctx, conn, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &ctap{Device: d, conn: conn}
+	return conn, &ctap{Device: d, conn: conn}
 }
 
 var cdh = sha256.Sum256([]byte("client data"))
