@@ -29,12 +29,11 @@ func testCtx(t *testing.T) context.Context {
 }
 
 type fixture struct {
-	srv     *control.Server
+	*apitest.Env
 	def     *memKey
 	factory *memFactory
-	addr    string
 	c       *client.Client
-	hc      *http.Client // raw HTTP over the same socket
+	hc      *http.Client
 	base    string
 	stop    func()
 }
@@ -46,41 +45,12 @@ func startUnix(t *testing.T, opts control.Options) *fixture {
 	if opts.Factory == nil {
 		opts.Factory = f.factory
 	}
-	f.srv = control.NewServer(opts)
-	if err := f.srv.AddKey(control.DefaultKeyID, f.def, nil); err != nil {
+	srv := control.NewServer(opts)
+	if err := srv.AddKey(control.DefaultKeyID, f.def, nil); err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(t.TempDir(), "ctl", "control.sock")
-	ln, err := control.Listen(control.ListenConfig{Address: "unix:" + sock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.addr = ln.URL()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f.srv.Serve(ctx, ln) }()
-	var once sync.Once
-	f.stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-			f.srv.Close()
-		})
-	}
-	t.Cleanup(func() { f.stop() })
-	f.c, err = client.New(f.addr, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(f.c.Close)
-	f.hc = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	}}}
-	t.Cleanup(f.hc.CloseIdleConnections)
-	f.base = "http://virtkey"
+	f.Env = apitest.Serve(t, srv, "unix")
+	f.c, f.hc, f.base, f.stop = f.Client, f.HC, f.Base, f.Stop
 	return f
 }
 

@@ -279,21 +279,9 @@ func (a *Authenticator) ImportCredential(ctx context.Context, in CredentialImpor
 	}
 	var replaced [][]byte
 	if in.Resident {
-		existing, err := a.residentCredentials(rpIDHash)
-		if err != nil {
+		var err error
+		if replaced, err = a.residentRoom(rpIDHash, in.User.ID); err != nil {
 			return nil, err
-		}
-		for _, c := range existing {
-			if bytes.Equal(c.User.ID, in.User.ID) {
-				replaced = append(replaced, c.ID)
-			}
-		}
-		n, err := a.cfg.Store.CountCredentials()
-		if err != nil {
-			return nil, err
-		}
-		if n-len(replaced) >= a.cfg.MaxResidentCredentials {
-			return nil, ErrKeyStoreFull
 		}
 	}
 	rec := &credentialRecord{
@@ -400,23 +388,14 @@ func generateKey(alg cose.Algorithm) (crypto.Signer, error) {
 
 // importedAlgorithm tells the COSE algorithm of an imported key.
 func importedAlgorithm(k crypto.Signer) (cose.Algorithm, error) {
-	switch k := k.(type) {
-	case *ecdsa.PrivateKey:
-		switch k.Curve {
-		case elliptic.P256():
-			return cose.AlgES256, nil
-		case elliptic.P384():
-			return cose.AlgES384, nil
-		}
-	case ed25519.PrivateKey:
-		return cose.AlgEdDSA, nil
-	case *rsa.PrivateKey:
-		if k.N.BitLen() >= 2048 {
-			return cose.AlgRS256, nil
-		}
+	if r, ok := k.(*rsa.PrivateKey); ok && r.N.BitLen() < 2048 {
 		return 0, badImport("RSA keys need at least 2048 bits")
 	}
-	return 0, badImport("private key %T: want ECDSA P-256 or P-384, Ed25519 or RSA", k)
+	alg, err := identityAlgorithm(k)
+	if err != nil {
+		return 0, badImport("private key %T: want ECDSA P-256 or P-384, Ed25519 or RSA", k)
+	}
+	return alg, nil
 }
 
 // openImported opens the sealed private key of an imported record.
@@ -516,12 +495,9 @@ func (a *Authenticator) allRecords() ([]*credentialRecord, error) {
 func (a *Authenticator) StoredCredential(ctx context.Context, id []byte, withPrivate bool) (*StoredCredential, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	rec, ok, err := a.residentRecord(id)
+	rec, err := a.storedRecord(id)
 	if err != nil {
 		return nil, err
-	}
-	if !ok {
-		return nil, ErrNotStored
 	}
 	return a.storedCredential(ctx, rec, withPrivate, nil)
 }
@@ -585,12 +561,9 @@ func (a *Authenticator) storedCredential(ctx context.Context, r *credentialRecor
 func (a *Authenticator) DeleteStoredCredential(ctx context.Context, id []byte) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	rec, ok, err := a.residentRecord(id)
+	rec, err := a.storedRecord(id)
 	if err != nil {
 		return err
-	}
-	if !ok {
-		return ErrNotStored
 	}
 	return a.deleteRecord(rec, "control")
 }
@@ -629,12 +602,9 @@ func (a *Authenticator) deleteRecord(rec *credentialRecord, op string) error {
 func (a *Authenticator) UpdateStoredCredential(ctx context.Context, id []byte, u CredentialUpdate) (*StoredCredential, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	rec, ok, err := a.residentRecord(id)
+	rec, err := a.storedRecord(id)
 	if err != nil {
 		return nil, err
-	}
-	if !ok {
-		return nil, ErrNotStored
 	}
 	if u.BackupEligible != nil {
 		rec.BackupEligible = *u.BackupEligible
@@ -701,4 +671,13 @@ func userHandleOf(c *foundCredential) []byte {
 		return c.record.User.ID
 	}
 	return nil
+}
+
+// storedRecord reads stored credential id (ErrNotStored if none).
+func (a *Authenticator) storedRecord(id []byte) (*credentialRecord, error) {
+	rec, ok, err := a.residentRecord(id)
+	if err == nil && !ok {
+		err = ErrNotStored
+	}
+	return rec, err
 }

@@ -143,24 +143,10 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 			return nil, ErrCredentialExcluded
 		}
 	}
-	// Room for one more discoverable credential, replacing the same user's.
 	var replaced [][]byte
 	if rk {
-		existing, err := a.residentCredentials(rpIDHash[:])
-		if err != nil {
+		if replaced, err = a.residentRoom(rpIDHash[:], req.User.ID); err != nil {
 			return nil, err
-		}
-		for _, c := range existing {
-			if bytes.Equal(c.User.ID, req.User.ID) {
-				replaced = append(replaced, c.ID)
-			}
-		}
-		n, err := a.cfg.Store.CountCredentials()
-		if err != nil {
-			return nil, err
-		}
-		if n-len(replaced) >= a.cfg.MaxResidentCredentials {
-			return nil, ErrKeyStoreFull
 		}
 	}
 	// Step 11: user presence.
@@ -277,4 +263,27 @@ func (a *Authenticator) chooseAlgorithm(params []CredParam) (cose.Algorithm, boo
 		}
 	}
 	return 0, false
+}
+
+// residentRoom checks there is room for one more discoverable credential
+// of user on the RP, replacing that user's: it returns the IDs to replace.
+func (a *Authenticator) residentRoom(rpIDHash, userID []byte) ([][]byte, error) {
+	existing, err := a.residentCredentials(rpIDHash)
+	if err != nil {
+		return nil, err
+	}
+	var replaced [][]byte
+	for _, c := range existing {
+		if bytes.Equal(c.User.ID, userID) {
+			replaced = append(replaced, c.ID)
+		}
+	}
+	n, err := a.cfg.Store.CountCredentials()
+	if err != nil {
+		return nil, err
+	}
+	if n-len(replaced) >= a.cfg.MaxResidentCredentials {
+		return nil, ErrKeyStoreFull
+	}
+	return replaced, nil
 }

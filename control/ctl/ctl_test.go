@@ -18,6 +18,7 @@ import (
 
 	"github.com/virtkey/virtkey/control"
 	"github.com/virtkey/virtkey/control/ctl"
+	"github.com/virtkey/virtkey/control/internal/apitest"
 	"github.com/virtkey/virtkey/control/vkey"
 	"github.com/virtkey/virtkey/cose"
 	"github.com/virtkey/virtkey/ctap2"
@@ -29,16 +30,7 @@ import (
 // returns its address.
 func serve(t *testing.T) string {
 	t.Helper()
-	srv := control.NewServer(control.Options{Factory: vkey.NewFactory(vkey.FactoryOptions{})})
-	ln, err := control.Listen(control.ListenConfig{Address: "unix:" + filepath.Join(t.TempDir(), "c.sock")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() { cancel(); <-done; srv.Close() })
-	return ln.URL()
+	return apitest.Serve(t, control.NewServer(control.Options{Factory: vkey.NewFactory(vkey.FactoryOptions{})}), "unix").Addr
 }
 
 // run runs virtkey ctl and returns its exit code, stdout and stderr.

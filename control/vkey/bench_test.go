@@ -19,6 +19,7 @@ import (
 
 	"github.com/virtkey/virtkey/control"
 	"github.com/virtkey/virtkey/control/client"
+	"github.com/virtkey/virtkey/control/internal/apitest"
 	"github.com/virtkey/virtkey/control/vkey"
 	"github.com/virtkey/virtkey/internal/bench"
 )
@@ -45,25 +46,12 @@ func fdatasyncOp(b *testing.B) func() {
 
 // benchKey is an ephemeral UDP key behind a control server on a Unix socket.
 func benchKey(b *testing.B) (*client.Key, control.KeyInfo) {
-	srv := control.NewServer(control.Options{Factory: vkey.NewFactory(vkey.FactoryOptions{})})
-	ln, err := control.Listen(control.ListenConfig{Address: "unix:" + filepath.Join(b.TempDir(), "c.sock")})
+	e := apitest.Serve(b, control.NewServer(control.Options{Factory: vkey.NewFactory(vkey.FactoryOptions{})}), "unix")
+	ki, err := e.Client.AddKey(context.Background(), control.KeyConfig{Attach: "udp"})
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	b.Cleanup(func() { cancel(); <-done; srv.Close() })
-	c, err := client.New(ln.URL(), "")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(c.Close)
-	ki, err := c.AddKey(context.Background(), control.KeyConfig{Attach: "udp"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return c.Key(ki.ID), ki
+	return e.Client.Key(ki.ID), ki
 }
 
 func must(b *testing.B, err error) {

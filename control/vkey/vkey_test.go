@@ -12,10 +12,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
@@ -40,55 +37,18 @@ func testCtx(t *testing.T) context.Context {
 // env is a control server with the real key factory, on a Unix socket or
 // token-guarded TCP.
 type env struct {
-	srv  *control.Server
-	addr string
-	tok  string
+	*apitest.Env
 	c    *client.Client
 	hc   *http.Client
 	base string
+	tok  string
 	stop func()
 }
 
 func start(t *testing.T, network string, fo vkey.FactoryOptions) *env {
 	t.Helper()
-	e := &env{srv: control.NewServer(control.Options{Factory: vkey.NewFactory(fo)})}
-	lc := control.ListenConfig{Address: "unix:" + filepath.Join(t.TempDir(), "control.sock")}
-	if network == "tcp" {
-		e.tok = "token-for-the-tests-0123456789"
-		f := filepath.Join(t.TempDir(), "token")
-		os.WriteFile(f, []byte(e.tok), 0o600)
-		lc = control.ListenConfig{Address: "tcp:127.0.0.1:0", TokenFile: f}
-	}
-	ln, err := control.Listen(lc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.addr = ln.URL()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.srv.Serve(ctx, ln) }()
-	var once sync.Once
-	e.stop = func() {
-		once.Do(func() {
-			cancel()
-			<-done
-			if err := e.srv.Close(); err != nil {
-				t.Errorf("closing the keys: %v", err)
-			}
-		})
-	}
-	t.Cleanup(e.stop)
-	if e.c, err = client.New(e.addr, e.tok); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.c.Close)
-	network, addr, _ := control.ParseAddress(e.addr)
-	e.hc = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, network, addr)
-	}}}
-	t.Cleanup(e.hc.CloseIdleConnections)
-	e.base = "http://virtkey"
+	e := &env{Env: apitest.Serve(t, control.NewServer(control.Options{Factory: vkey.NewFactory(fo)}), network)}
+	e.c, e.hc, e.base, e.tok, e.stop = e.Client, e.HC, e.Base, e.Token, e.Stop
 	return e
 }
 

@@ -8,7 +8,7 @@
 // fixture a test suite uses to pair an RP account with a credential it
 // seeds into the key through virtkey's control API:
 //
-//	{"name": "bob", "userHandle": B64URL, "credentialId": B64URL, "publicKey": B64URL(SPKI DER), "signCount": N}
+//	{"name": "bob", "userHandle": B64URL, "credentialId": B64URL, "publicKey": B64URL(SPKI DER), "signCount": N, "algorithm": -7}
 //
 // Usage: demo-rp -listen 127.0.0.1:8080 (the page is http://localhost:8080/).
 package main
@@ -208,6 +208,7 @@ func (s *site) seedUser(w http.ResponseWriter, r *http.Request) {
 		CredentialID string `json:"credentialId"`
 		PublicKey    string `json:"publicKey"`
 		SignCount    uint32 `json:"signCount"`
+		Algorithm    int    `json:"algorithm"` // COSE; default -7 (ES256)
 	}
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&in); err != nil {
 		fail(w, err)
@@ -226,12 +227,10 @@ func (s *site) seedUser(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	alg, err := algorithmOf(pub)
-	if err != nil {
-		fail(w, err)
-		return
+	if in.Algorithm == 0 {
+		in.Algorithm = int(cose.AlgES256)
 	}
-	coseKey, err := cose.EncodePublicKey(pub, alg)
+	coseKey, err := cose.EncodePublicKey(pub, cose.Algorithm(in.Algorithm))
 	if err != nil {
 		fail(w, err)
 		return
