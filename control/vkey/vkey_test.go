@@ -444,6 +444,18 @@ func TestUVPresenceOverridesPIN(t *testing.T) {
 	if _, err := assert(ctx, d, "example.com", id, true); err != nil {
 		t.Errorf("after replug: %v", err)
 	}
+
+	// A reset over CTAP is an event, and the API sees the empty key.
+	if err := d.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	next(t, events, control.EventReset)
+	if cs, err := k.Credentials(ctx); err != nil || len(cs) != 0 {
+		t.Errorf("after reset: %d credentials, %v", len(cs), err)
+	}
+	if ki, _ := k.Info(ctx); ki.PINSet {
+		t.Error("pinSet after reset")
+	}
 }
 
 // TestExportPolicy: persistent keys keep private keys in unless allowed.

@@ -57,6 +57,27 @@ sc_playwright_example() {
 	detail "$(grep -c '^EXAMPLE .* PASS' "$WORK/example.out") steps passed; $(grep '^EXAMPLE page-load' "$WORK/example.out" | cut -d' ' -f4-)"
 }
 
+# A key added through the API on uhid: the kernel makes its hidraw node,
+# libfido2 sees it, a replug re-creates the device, and removing the key
+# removes the node.
+sc_api_uhid_key() {
+	ctl() { "$VK" ctl --control unix:/tmp/vkctl/control.sock "$@"; }
+	out=$(ctl keys add --attach uhid --json) || die "keys add --attach uhid failed"
+	echo "$out"
+	node=$(echo "$out" | sed -n 's/.*"hidraw": "\(.*\)".*/\1/p')
+	id=$(echo "$out" | sed -n 's/.*"id": "\(.*\)".*/\1/p')
+	[ -n "$node" ] || die "no hidraw node in the answer"
+	[ -c "$node" ] || die "$node is not a device node"
+	fido2-token -I "$node" | grep -q "^options:.*uv" || die "fido2-token -I $node: no built-in uv"
+	ctl --key "$id" replug || die "replug failed"
+	node2=$(ctl --key "$id" info | sed -n 's/^address: *//p')
+	fido2-token -I "$node2" >/dev/null || die "fido2-token -I $node2 after replug"
+	ctl keys delete "$id" || die "keys delete failed"
+	sleep 1
+	[ ! -e "$node2" ] || die "$node2 still there after the key was removed"
+	detail "$id on $node, $node2 after replug; gone after delete"
+}
+
 sc_virtkey_stop() {
 	kill -TERM "$(cat "$WORK/rp.pid")" 2>/dev/null
 	vk_alive || die "virtkey died during the example"
@@ -69,6 +90,7 @@ main() {
 	scenario virtkey-start 45
 	scenario rp-start 30
 	scenario playwright-example 900
+	scenario api-uhid-key 60
 	scenario virtkey-stop 30
 }
 
