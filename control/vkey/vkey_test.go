@@ -310,8 +310,15 @@ func TestCredentialsOverCTAP(t *testing.T) {
 // TestUVPresenceOverridesPIN drives the key-level switches and watches a
 // CTAP client see them.
 func TestUVPresenceOverridesPIN(t *testing.T) {
-	t.Parallel()
-	e := start(t, "unix", vkey.FactoryOptions{})
+	for _, network := range []string{"unix", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			t.Parallel()
+			uvPresenceOverridesPIN(t, start(t, network, vkey.FactoryOptions{}))
+		})
+	}
+}
+
+func uvPresenceOverridesPIN(t *testing.T, e *env) {
 	ctx := testCtx(t)
 	ki, err := e.c.AddKey(ctx, control.KeyConfig{Attach: "udp"})
 	if err != nil {
