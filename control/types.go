@@ -118,6 +118,17 @@ type KeyConfig struct {
 	// Presence is the initial presence mode (additive; default from
 	// isUserConsenting: auto, or deny when false).
 	Presence PresenceMode `json:"presence,omitempty"`
+
+	// Chromium DevTools' VirtualAuthenticatorOptions, accepted so that CDP
+	// code ports unchanged. virtkey keys always have large blobs, credBlob,
+	// minPinLength and hmac-secret (PRF): true is checked, false ignored.
+	// automaticPresenceSimulation false is presence "manual".
+	CTAP2Version                *string `json:"ctap2Version,omitempty"`
+	HasLargeBlob                *bool   `json:"hasLargeBlob,omitempty"`
+	HasCredBlob                 *bool   `json:"hasCredBlob,omitempty"`
+	HasMinPINLength             *bool   `json:"hasMinPinLength,omitempty"`
+	HasPRF                      *bool   `json:"hasPrf,omitempty"`
+	AutomaticPresenceSimulation *bool   `json:"automaticPresenceSimulation,omitempty"`
 }
 
 // Normalize fills defaults and checks the values the control plane knows.
@@ -150,10 +161,21 @@ func (c *KeyConfig) Normalize() error {
 	default:
 		return badRequest("attach %q: want \"udp\" or \"uhid\"", c.Attach)
 	}
+	if c.CTAP2Version != nil && *c.CTAP2Version != "ctap2_0" && *c.CTAP2Version != "ctap2_1" {
+		return badRequest("ctap2Version %q: want ctap2_0 or ctap2_1", *c.CTAP2Version)
+	}
+	for name, on := range map[string]*bool{"largeBlob": c.HasLargeBlob, "credBlob": c.HasCredBlob, "minPinLength": c.HasMinPINLength, "prf": c.HasPRF} {
+		if on != nil && *on {
+			c.Extensions = append(c.Extensions, name)
+		}
+	}
 	if c.Presence == "" {
 		c.Presence = PresenceAuto
-		if c.IsUserConsenting != nil && !*c.IsUserConsenting {
+		switch {
+		case c.IsUserConsenting != nil && !*c.IsUserConsenting:
 			c.Presence = PresenceDeny
+		case c.AutomaticPresenceSimulation != nil && !*c.AutomaticPresenceSimulation:
+			c.Presence = PresenceManual
 		}
 	} else if !c.Presence.valid() {
 		return badRequest("presence %q: want auto, deny, manual or timeout", c.Presence)

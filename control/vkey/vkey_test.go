@@ -632,3 +632,24 @@ func TestConcurrentAPIAndCTAP(t *testing.T) {
 	})
 	wg.Wait()
 }
+
+// Chromium DevTools' authenticator options are accepted as they are.
+func TestCDPOptions(t *testing.T) {
+	t.Parallel()
+	e := start(t, "unix", vkey.FactoryOptions{})
+	ctx := testCtx(t)
+	tr, f := true, false
+	v := "ctap2_1"
+	ki, err := e.c.AddKey(ctx, control.KeyConfig{Attach: "udp", Protocol: "ctap2", CTAP2Version: &v, HasLargeBlob: &tr,
+		HasCredBlob: &tr, HasMinPINLength: &tr, HasPRF: &tr, AutomaticPresenceSimulation: &f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ki.Presence != control.PresenceManual || ki.Protocol != "ctap2" {
+		t.Errorf("CDP options: %+v", ki)
+	}
+	bad := "ctap3"
+	if _, err := e.c.AddKey(ctx, control.KeyConfig{Attach: "udp", CTAP2Version: &bad}); !client.IsStatus(err, 400) {
+		t.Errorf("ctap2Version ctap3: %v", err)
+	}
+}

@@ -37,6 +37,14 @@ export interface KeyConfig {
   /** State directory; absent: an ephemeral one removed with the key. */
   stateDir?: string;
   presence?: PresenceMode;
+  /** Chromium DevTools' VirtualAuthenticatorOptions, accepted for porting. */
+  ctap2Version?: "ctap2_0" | "ctap2_1";
+  hasLargeBlob?: boolean;
+  hasCredBlob?: boolean;
+  hasMinPinLength?: boolean;
+  hasPrf?: boolean;
+  /** false: presence "manual" (when presence is not given). */
+  automaticPresenceSimulation?: boolean;
 }
 
 export interface Overrides {

@@ -32,7 +32,13 @@ S["KeyConfig"] = {"type": "object", "required": ["attach"], "description": "A W3
     "attach": {"type": "string", "enum": ["udp", "uhid"]},
     "udpListen": {"type": "string", "default": "127.0.0.1:0", "description": "UDP address of an udp key"},
     "stateDir": {"type": "string", "description": "state directory; absent: an ephemeral one, removed with the key"},
-    "presence": ref("PresenceMode")}}
+    "presence": ref("PresenceMode"),
+    "ctap2Version": {"type": "string", "enum": ["ctap2_0", "ctap2_1"], "description": "Chromium DevTools' option, accepted for porting; virtkey keys speak CTAP 2.1 and 2.0"},
+    "hasLargeBlob": {"type": "boolean", "description": "Chromium DevTools' option: true checks the key has large blobs (it always has); false is ignored"},
+    "hasCredBlob": {"type": "boolean", "description": "as hasLargeBlob, for credBlob"},
+    "hasMinPinLength": {"type": "boolean", "description": "as hasLargeBlob, for minPinLength"},
+    "hasPrf": {"type": "boolean", "description": "as hasLargeBlob, for hmac-secret (PRF)"},
+    "automaticPresenceSimulation": {"type": "boolean", "description": "Chromium DevTools' option: false is presence manual (when presence is not given)"}}}
 S["Key"] = {"type": "object", "required": ["id", "attach", "protocol", "transport", "hasResidentKey", "hasUserVerification", "isUserVerified", "isUserConsenting", "extensions", "defaultBackupEligibility", "defaultBackupState", "pinSet", "presence", "overrides", "ephemeral", "keystore", "exportAllowed"],
   "properties": {
     "id": {"type": "string", "description": "\"default\" for the key virtkey run serves; key-N for keys added through the API"},
