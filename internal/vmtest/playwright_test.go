@@ -3,9 +3,10 @@ package vmtest
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/virtkey/virtkey/internal/vktest"
 )
 
 // preparePlaywright readies the Playwright example for the guest, which
@@ -16,17 +17,13 @@ import (
 // repository through share/testdata/vm/repo.env.
 func preparePlaywright(t *testing.T, ctx context.Context, root, share string) {
 	t.Helper()
-	npm := func(dir string, args ...string) {
-		cmd := exec.CommandContext(ctx, "npm", args...)
-		cmd.Dir = filepath.Join(root, dir)
-		cmd.Env = append(os.Environ(), "npm_config_audit=false", "npm_config_fund=false")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			skipOrFail(t, "npm %v in %s: %v\n%s", args, dir, err, out)
-		}
+	if !vktest.NPMInstalled(root, "clients/js", "typescript") {
+		vktest.NPM(t, ctx, root, "clients/js", nil, "ci")
 	}
-	npm("clients/js", "ci")
-	npm("clients/js", "run", "build")
-	npm("examples/playwright", "ci")
+	vktest.NPM(t, ctx, root, "clients/js", nil, "run", "build")
+	if !vktest.NPMInstalled(root, "examples/playwright", "playwright-core") {
+		vktest.NPM(t, ctx, root, "examples/playwright", nil, "ci")
+	}
 	env := "REPO=" + root + "\n"
 	if err := os.WriteFile(filepath.Join(share, "testdata", "vm", "repo.env"), []byte(env), 0o644); err != nil {
 		t.Fatal(err)
