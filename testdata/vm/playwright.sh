@@ -10,7 +10,7 @@
 # needs about a minute to load a page: the example runs with
 # EXAMPLE_SLOW=1 (long launch and navigation timeouts) in one boot.
 SELF=$0
-VK_RUN_ARGS="--profile browser-test --control unix:/tmp/vkctl/control.sock"
+VK_RUN_ARGS="--profile browser-test --control unix:/tmp/vkctl/control.sock --control-allow-export"
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/repo.env"
 
