@@ -30,6 +30,7 @@ import (
 	"github.com/virtkey/virtkey/inproc"
 	"github.com/virtkey/virtkey/internal/attca"
 	"github.com/virtkey/virtkey/internal/rptest"
+	"github.com/virtkey/virtkey/tpmkeys"
 )
 
 // attKey starts a key whose attestation CA lives in its state directory,
@@ -37,7 +38,15 @@ import (
 func attKey(t testing.TB, mode ctap2.Attestation, rps ...string) (*inproc.Key, *attca.Set) {
 	t.Helper()
 	dir := t.TempDir()
-	set, err := attca.Open(dir, ctap2.DefaultAAGUID, time.Now())
+	ks, err := tpmkeys.OpenSoftware(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealer, err := ks.DeviceSealer(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := attca.Open(dir, ctap2.DefaultAAGUID, time.Now(), sealer)
 	if err != nil {
 		t.Fatal(err)
 	}

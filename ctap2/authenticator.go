@@ -17,9 +17,11 @@
 //
 // # Volatile and persistent state
 //
-// A power cycle ([Authenticator.PowerCycle]) drops the getNextAssertion
-// state and other per-boot state; credentials, counters and settings live
-// in the [Store].
+// A power cycle ([Authenticator.PowerCycle]) and authenticatorReset drop
+// the per-boot state (volatile.go: getNextAssertion and enumeration state,
+// a pending large-blob write, the key-agreement key, the pinUvAuthToken and
+// the count of wrong PINs); credentials, counters and settings live in the
+// [Store].
 package ctap2
 
 import (
@@ -104,17 +106,10 @@ type Authenticator struct {
 
 	mu      sync.Mutex
 	powerUp time.Time
-	state   persistentState     // PIN, UV and config state (mirrors the Store)
-	next    *nextAssertionState // authenticatorGetNextAssertion state
-	enum    *credMgmtEnumState  // credential-management enumeration state
-	// largeBlobWrite is a serialized large-blob array being written in fragments.
-	largeBlobWrite *largeBlobWriteState
+	state   persistentState // PIN, UV and config state (mirrors the Store)
+	vol     volatileState   // dropped at power-up and by authenticatorReset
 	// records caches parsed resident records by credential ID.
 	records map[string]*cachedRecord
-	// Volatile PIN state, dropped at power-up.
-	keyAgreement KeyAgreement
-	token        tokenState
-	pinFails     int // consecutive wrong PINs since power-up
 	// overrides are a controller's response override bits (control.go).
 	overrides Overrides
 }
@@ -167,10 +162,7 @@ func New(cfg Config) (*Authenticator, error) {
 func (a *Authenticator) PowerCycle() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.next, a.enum, a.largeBlobWrite = nil, nil, nil
-	a.keyAgreement.Regenerate()
-	a.revokeTokens()
-	a.pinFails = 0
+	a.vol.reset()
 	a.powerUp = a.cfg.Now()
 	a.log.Info("power cycle")
 }

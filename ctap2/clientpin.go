@@ -113,7 +113,7 @@ func (a *Authenticator) clientPIN(ctx context.Context, r request) (any, error) {
 			return nil, ErrPINNotSet
 		}
 		retries := a.state.PINRetries
-		blocked := a.pinFails >= maxConsecutivePINFails
+		blocked := a.vol.pinFails >= maxConsecutivePINFails
 		return &ClientPINResponse{PinRetries: &retries, PowerCycleState: &blocked}, nil
 	case pinGetUVRetries:
 		if a.cfg.UV == UVNone {
@@ -122,7 +122,7 @@ func (a *Authenticator) clientPIN(ctx context.Context, r request) (any, error) {
 		retries := a.state.UVRetries
 		return &ClientPINResponse{UVRetries: &retries}, nil
 	case pinGetKeyAgreement:
-		return &ClientPINResponse{KeyAgreement: a.keyAgreement.PublicCOSE()}, nil
+		return &ClientPINResponse{KeyAgreement: a.vol.keyAgreement.PublicCOSE()}, nil
 	}
 	p, _ := PINProtocolByVersion(*req.PinUvAuthProtocol)
 	shared, err := a.sharedSecret(p, req.KeyAgreement)
@@ -137,7 +137,7 @@ func (a *Authenticator) clientPIN(ctx context.Context, r request) (any, error) {
 	case pinGetPINToken:
 		return a.getPINToken(ctx, shared, req.PinHashEnc, PermMakeCredential|PermGetAssertion, "", true)
 	case pinGetTokenUsingPINPerms:
-		perms, rpID, err := a.checkPermissions(req)
+		perms, rpID, err := req.permissions()
 		if err != nil {
 			return nil, err
 		}
@@ -156,7 +156,7 @@ func (a *Authenticator) sharedSecret(p PINProtocol, k *KeyAgreementCOSE) (*Share
 	if err != nil {
 		return nil, ErrInvalidParameter
 	}
-	return a.keyAgreement.SharedSecret(p, pub)
+	return a.vol.keyAgreement.SharedSecret(p, pub)
 }
 
 // decryptNewPIN decrypts and checks newPinEnc against the PIN policy.
@@ -211,7 +211,7 @@ func (a *Authenticator) storePIN(ctx context.Context, pin string) error {
 	if err := a.saveState(st); err != nil {
 		return err
 	}
-	a.revokeTokens()
+	a.vol.token.revoke()
 	a.log.Info("PIN set")
 	a.observe(Event{Type: EventPINSet})
 	return nil
@@ -252,7 +252,7 @@ func (a *Authenticator) pinUsable() error {
 	if a.state.PINRetries == 0 {
 		return ErrPINBlocked
 	}
-	if a.pinFails >= maxConsecutivePINFails {
+	if a.vol.pinFails >= maxConsecutivePINFails {
 		return ErrPINAuthBlocked
 	}
 	return nil
@@ -275,28 +275,28 @@ func (a *Authenticator) checkPINHash(ctx context.Context, shared *SharedSecret, 
 		}
 	}
 	if !ok {
-		a.keyAgreement.Regenerate()
-		a.pinFails++
+		a.vol.keyAgreement.Regenerate()
+		a.vol.pinFails++
 		code := ErrPINInvalid
 		switch {
 		case a.state.PINRetries == 0:
 			a.log.Warn("PIN blocked: only a reset can recover the key")
 			code = ErrPINBlocked
-		case a.pinFails >= maxConsecutivePINFails:
+		case a.vol.pinFails >= maxConsecutivePINFails:
 			code = ErrPINAuthBlocked
 		}
 		a.observe(Event{Type: EventPINFailed, Op: "clientPIN", Status: code})
 		return code
 	}
-	a.pinFails = 0
+	a.vol.pinFails = 0
 	st = a.state
 	st.PINRetries = maxPINRetries
 	return a.saveState(st)
 }
 
-// checkPermissions validates the permissions and rpId of subcommands 0x06
-// and 0x09 (§6.5.5.7).
-func (a *Authenticator) checkPermissions(req *ClientPINRequest) (Permission, string, error) {
+// permissions validates the permissions and rpId of subcommands 0x06 and
+// 0x09 (§6.5.5.7).
+func (req *ClientPINRequest) permissions() (Permission, string, error) {
 	perms := *req.Permissions
 	if perms == 0 || perms > 0xFF {
 		return 0, "", ErrInvalidParameter
@@ -343,18 +343,18 @@ func (a *Authenticator) getPINToken(ctx context.Context, shared *SharedSecret, p
 	}
 	var tok *PINUVAuthToken
 	if perms == PermPersistentCredMgmt {
-		tok = NewPINUVAuthToken()
-		sealed, err := a.sealer.Seal(ctx, tok.Bytes(), persistentTokenAAD)
+		t, sealed, err := issuePersistentToken(ctx, a.sealer)
 		if err != nil {
 			return nil, err
 		}
+		tok = t
 		st := a.state
 		st.PersistentTokenSealed = sealed
 		if err := a.saveState(st); err != nil {
 			return nil, err
 		}
 	} else {
-		tok = a.issueToken(shared.Version(), perms, rpID)
+		tok = a.vol.token.issue(shared.Version(), perms, rpID, a.cfg.Now())
 	}
 	enc, err := shared.Encrypt(tok.Bytes())
 	if err != nil {
@@ -368,7 +368,7 @@ func (a *Authenticator) getUVToken(ctx context.Context, shared *SharedSecret, re
 	if a.cfg.UV == UVNone {
 		return nil, ErrInvalidSubcommand
 	}
-	perms, rpID, err := a.checkPermissions(req)
+	perms, rpID, err := req.permissions()
 	if err != nil {
 		return nil, err
 	}
@@ -378,7 +378,7 @@ func (a *Authenticator) getUVToken(ctx context.Context, shared *SharedSecret, re
 	if err := a.performBuiltInUV(ctx, PresenceRequest{Op: "getPinUvAuthTokenUsingUv", RPID: rpID}); err != nil {
 		return nil, err
 	}
-	tok := a.issueToken(shared.Version(), perms, rpID)
+	tok := a.vol.token.issue(shared.Version(), perms, rpID, a.cfg.Now())
 	enc, err := shared.Encrypt(tok.Bytes())
 	if err != nil {
 		return nil, err

@@ -138,8 +138,8 @@ func (a *Authenticator) RemovePIN(ctx context.Context) error {
 	if err := a.saveState(st); err != nil {
 		return err
 	}
-	a.revokeTokens()
-	a.pinFails = 0
+	a.vol.token.revoke()
+	a.vol.pinFails = 0
 	return nil
 }
 
@@ -280,7 +280,7 @@ func (a *Authenticator) ImportCredential(ctx context.Context, in CredentialImpor
 	var replaced [][]byte
 	if in.Resident {
 		var err error
-		if replaced, err = a.residentRoom(rpIDHash, in.User.ID); err != nil {
+		if replaced, err = a.residentSlot(rpIDHash, in.User.ID); err != nil {
 			return nil, err
 		}
 	}
@@ -588,7 +588,7 @@ func (a *Authenticator) DeleteStoredCredentials(ctx context.Context) error {
 
 func (a *Authenticator) deleteRecord(rec *credentialRecord, op string) error {
 	a.forgetRecords()
-	a.next, a.enum = nil, nil
+	a.vol.takeFollowUps() // an enumeration or getNextAssertion may name it
 	if err := a.cfg.Store.DeleteCredential(rec.ID); err != nil {
 		return err
 	}

@@ -195,8 +195,8 @@ func (a *Authenticator) credMgmtAuth(req *CredentialManagementRequest) (string, 
 	msg := append([]byte{byte(sub)}, req.SubCommandParams...)
 	err := a.verifyPinUvAuth(req.PinUvAuthProtocol, req.PinUvAuthParam, msg, PermCredentialMgmt, "")
 	if err == nil {
-		// Only the volatile token carries cm; see verifyPersistentToken.
-		return a.token.rpID, nil
+		// Only the volatile token carries cm; see verifyPinUvAuth.
+		return a.vol.token.rpID, nil
 	}
 	if !errors.Is(err, ErrPINAuthInvalid) || !credMgmtReadOnly(sub) {
 		return "", err
@@ -265,7 +265,7 @@ func (a *Authenticator) nextRP(st *credMgmtEnumState) *CredentialManagementRespo
 	rp := st.rps[0]
 	st.rps = st.rps[1:]
 	if len(st.rps) > 0 {
-		a.enum = st
+		a.vol.enum = st
 	}
 	return &CredentialManagementResponse{RP: &rp.rp, RPIDHash: rp.hash}
 }
@@ -296,7 +296,7 @@ func (a *Authenticator) nextCredential(ctx context.Context, st *credMgmtEnumStat
 	rec := st.creds[0]
 	st.creds = st.creds[1:]
 	if len(st.creds) > 0 {
-		a.enum = st
+		a.vol.enum = st
 	}
 	user := rec.User
 	tpp := rec.ThirdPartyPayment
@@ -334,18 +334,30 @@ func (a *Authenticator) residentRecord(id []byte) (*credentialRecord, bool, erro
 	return rec, true, nil
 }
 
+// managedRecord reads resident credential id for deleteCredential and
+// updateUserInformation: NO_CREDENTIALS when there is none, and
+// PIN_AUTH_INVALID when the token is bound to another RP ID (tokenRPID ""
+// is an unbound token).
+func (a *Authenticator) managedRecord(id []byte, tokenRPID string) (*credentialRecord, error) {
+	rec, ok, err := a.residentRecord(id)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, ErrNoCredentials
+	}
+	if tokenRPID != "" && tokenRPID != rec.RPID {
+		return nil, ErrPINAuthInvalid
+	}
+	return rec, nil
+}
+
 // deleteCredential is deleteCredential (§6.8.5). A token bound to an RP ID
 // may delete only that RP's credentials.
 func (a *Authenticator) deleteCredential(id []byte, tokenRPID string) error {
-	rec, ok, err := a.residentRecord(id)
+	rec, err := a.managedRecord(id, tokenRPID)
 	if err != nil {
 		return err
-	}
-	if !ok {
-		return ErrNoCredentials
-	}
-	if tokenRPID != "" && tokenRPID != rec.RPID {
-		return ErrPINAuthInvalid
 	}
 	a.forgetRecords()
 	if err := a.cfg.Store.DeleteCredential(id); err != nil {
@@ -360,15 +372,9 @@ func (a *Authenticator) deleteCredential(id []byte, tokenRPID string) error {
 // the stored one; name and displayName are replaced, and an absent or empty
 // one is removed. The record is rewritten in one atomic PutCredential.
 func (a *Authenticator) updateUserInformation(id []byte, user *UserEntity, tokenRPID string) error {
-	rec, ok, err := a.residentRecord(id)
+	rec, err := a.managedRecord(id, tokenRPID)
 	if err != nil {
 		return err
-	}
-	if !ok {
-		return ErrNoCredentials
-	}
-	if tokenRPID != "" && tokenRPID != rec.RPID {
-		return ErrPINAuthInvalid
 	}
 	if !bytes.Equal(user.ID, rec.User.ID) {
 		return ErrInvalidParameter

@@ -40,8 +40,7 @@ func commandName(cmd byte) string {
 // dispatch routes one command. Stateful follow-up commands (getNextAssertion)
 // see their state only if nothing else ran in between.
 func (a *Authenticator) dispatch(ctx context.Context, r request) (any, error) {
-	next, enum := a.next, a.enum
-	a.next, a.enum = nil, nil
+	next, enum := a.vol.takeFollowUps()
 	switch r.cmd {
 	case CmdGetInfo:
 		return a.getInfo(ctx, r)

@@ -119,44 +119,9 @@ func (a *Authenticator) getAssertion(ctx context.Context, r request) (any, error
 	}
 
 	// Step 7: locate credentials.
-	var first *foundCredential
-	var rest []*credentialRecord
-	total := 0
-	if len(req.AllowList) > 0 {
-		for _, d := range req.AllowList {
-			if d.Type != credTypePublicKey {
-				continue
-			}
-			f, ok, err := a.lookupCredential(ctx, d.ID, rpIDHash[:])
-			if err != nil {
-				return nil, err
-			}
-			if ok && (uv.verified || visibleWithoutUV(f.meta.CredProtect, true)) {
-				first, total = f, 1
-				break
-			}
-		}
-	} else {
-		recs, err := a.residentCredentials(rpIDHash[:])
-		if err != nil {
-			return nil, err
-		}
-		var usable []*credentialRecord
-		for _, rec := range recs {
-			f, ok := a.openResident(ctx, rec, rpIDHash[:])
-			if !ok || !(uv.verified || visibleWithoutUV(f.meta.CredProtect, false)) {
-				continue
-			}
-			if first == nil {
-				first = f
-			} else {
-				usable = append(usable, rec)
-			}
-		}
-		rest, total = usable, len(usable)
-		if first != nil {
-			total++
-		}
+	first, rest, err := a.locateCredentials(ctx, req.AllowList, rpIDHash[:], uv.verified)
+	if err != nil {
+		return nil, err
 	}
 
 	// Step 9: user presence, before revealing whether credentials exist.
@@ -183,20 +148,60 @@ func (a *Authenticator) getAssertion(ctx context.Context, r request) (any, error
 	// Only a use with user presence consumes the token (CTAP 2.1 §6.2.2):
 	// a silent up=false probe, as clients send to filter an allowList or
 	// excludeList, leaves it for the call that follows.
-	if uv.usedToken && up {
-		a.clearTokenAfterUse()
+	if uv.usedToken {
+		a.vol.token.clearAfterUse(up)
 	}
 	if len(req.AllowList) == 0 && a.cfg.SelectNewestAccount {
 		selected := true
 		resp.UserSelected = &selected
-	} else if total > 1 {
-		resp.NumberOfCredentials = uint(total)
-		a.next = &nextAssertionState{
+	} else if len(rest) > 0 {
+		resp.NumberOfCredentials = uint(1 + len(rest))
+		a.vol.next = &nextAssertionState{
 			assertionContext: actx, cid: r.cid, remaining: rest,
 			expires: a.cfg.Now().Add(getNextAssertionTimeout),
 		}
 	}
 	return resp, nil
+}
+
+// locateCredentials finds the credentials of the RP a getAssertion may use
+// (CTAP 2.1 §6.2.2 step 7); verified says whether the user was verified,
+// which credProtect asks for. With an allowList, first is the first listed
+// credential found; without, first is the newest discoverable credential
+// and rest are the others, newest first, for getNextAssertion. first is
+// nil when there is none.
+func (a *Authenticator) locateCredentials(ctx context.Context, allowList []CredDescriptor, rpIDHash []byte, verified bool) (first *foundCredential, rest []*credentialRecord, err error) {
+	if len(allowList) > 0 {
+		for _, d := range allowList {
+			if d.Type != credTypePublicKey {
+				continue
+			}
+			f, ok, err := a.lookupCredential(ctx, d.ID, rpIDHash)
+			if err != nil {
+				return nil, nil, err
+			}
+			if ok && (verified || visibleWithoutUV(f.meta.CredProtect, true)) {
+				return f, nil, nil
+			}
+		}
+		return nil, nil, nil
+	}
+	recs, err := a.residentCredentials(rpIDHash)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, rec := range recs {
+		f, ok := a.openResident(ctx, rec, rpIDHash)
+		if !ok || !(verified || visibleWithoutUV(f.meta.CredProtect, false)) {
+			continue
+		}
+		if first == nil {
+			first = f
+		} else {
+			rest = append(rest, rec)
+		}
+	}
+	return first, rest, nil
 }
 
 // assert builds and signs one assertion, with its extension outputs.

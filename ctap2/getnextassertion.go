@@ -22,7 +22,7 @@ func (a *Authenticator) getNextAssertion(ctx context.Context, r request, st *nex
 		}
 		if len(st.remaining) > 0 {
 			st.expires = a.cfg.Now().Add(getNextAssertionTimeout)
-			a.next = st
+			a.vol.next = st
 		}
 		return resp, nil
 	}

@@ -148,10 +148,10 @@ func (a *Authenticator) writeLargeBlobs(req *LargeBlobsRequest) error {
 	switch {
 	case offset == 0:
 		expectedLength = int(*req.Length) // validated: ≤ MaxSerializedLargeBlobArray
-	case a.largeBlobWrite == nil || offset != uint64(len(a.largeBlobWrite.buf)):
+	case a.vol.largeBlobWrite == nil || offset != uint64(len(a.vol.largeBlobWrite.buf)):
 		return ErrInvalidSeq
 	default:
-		expectedLength = a.largeBlobWrite.expectedLength
+		expectedLength = a.vol.largeBlobWrite.expectedLength
 	}
 	// Step 5.5: an authenticator protected by user verification needs a
 	// token with the lbw permission over this fragment.
@@ -169,15 +169,15 @@ func (a *Authenticator) writeLargeBlobs(req *LargeBlobsRequest) error {
 	}
 	// Steps 5.7–5.9.
 	if offset == 0 {
-		a.largeBlobWrite = &largeBlobWriteState{expectedLength: expectedLength, buf: make([]byte, 0, expectedLength)}
+		a.vol.largeBlobWrite = &largeBlobWriteState{expectedLength: expectedLength, buf: make([]byte, 0, expectedLength)}
 	}
-	w := a.largeBlobWrite
+	w := a.vol.largeBlobWrite
 	w.buf = append(w.buf, req.Set...)
 	if len(w.buf) < w.expectedLength {
 		return nil // more fragments to come (step 5.11)
 	}
 	// Step 5.10: the array is complete; commit it only if its checksum holds.
-	a.largeBlobWrite = nil
+	a.vol.largeBlobWrite = nil
 	if !largeBlobChecksumOK(w.buf) {
 		return ErrIntegrityFailure
 	}

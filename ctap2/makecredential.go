@@ -87,7 +87,7 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 	rpIDHash := sha256.Sum256([]byte(req.RP.ID))
 
 	// Step 3: choose the algorithm.
-	alg, ok := a.chooseAlgorithm(req.PubKeyCredParams)
+	alg, ok := chooseAlgorithm(req.PubKeyCredParams, a.cfg.KeyStore.Algorithms())
 	if !ok {
 		return nil, ErrUnsupportedAlgorithm
 	}
@@ -126,26 +126,12 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 		return nil, err
 	}
 	// Step 8: excludeList, answered only after user presence.
-	for _, d := range req.ExcludeList {
-		if d.Type != credTypePublicKey {
-			continue
-		}
-		c, found, err := a.lookupCredential(ctx, d.ID, rpIDHash[:])
-		if err != nil {
-			return nil, err
-		}
-		if found && (uv.verified || c.meta.CredProtect != credProtectUVRequired) {
-			if !uv.present {
-				if err := a.confirm(ctx, pres); err != nil {
-					return nil, err
-				}
-			}
-			return nil, ErrCredentialExcluded
-		}
+	if err := a.checkExcludeList(ctx, req.ExcludeList, rpIDHash[:], uv, pres); err != nil {
+		return nil, err
 	}
 	var replaced [][]byte
 	if rk {
-		if replaced, err = a.residentRoom(rpIDHash[:], req.User.ID); err != nil {
+		if replaced, err = a.residentSlot(rpIDHash[:], req.User.ID); err != nil {
 			return nil, err
 		}
 	}
@@ -175,49 +161,14 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 	}
 	// Everything that can fail runs before the record is written, so a
 	// failure leaves no credential behind.
-	outputs := map[string]any{}
-	if ext.credProtect != 0 {
-		outputs[extCredProtect] = ext.credProtect
-	}
-	if ext.hmacSecret {
-		outputs[extHMACSecret] = true
-	}
-	if ext.credBlobSet {
-		outputs[extCredBlob] = rk && len(ext.credBlob) <= maxCredBlobLength
-	}
-	if ext.minPINLength && a.minPINLengthAllowed(req.RP.ID) {
-		outputs[extMinPINLength] = a.state.MinPINLength
-	}
-	if hmacMC != nil {
-		out, err := a.hmacSecretOutput(ctx, hmacMC, id, uv.verified)
-		if err != nil {
-			return nil, err
-		}
-		outputs[extHMACSecretMC] = out
-	}
-	extData, err := extensionMap(outputs)
+	extData, largeBlobKey, err := a.mcExtensionOutputs(ctx, req.RP.ID, ext, hmacMC, id, rk, uv.verified)
 	if err != nil {
 		return nil, err
 	}
-	resp := &MakeCredentialResponse{}
-	if ext.largeBlobKey {
-		if resp.LargeBlobKey, err = a.credentialSecret(ctx, id, labelLargeBlobKey); err != nil {
-			return nil, err
-		}
-	}
 	var rec *credentialRecord
 	if rk {
-		rec = &credentialRecord{
-			ID: id, RPID: req.RP.ID, RPName: req.RP.Name, User: *req.User, Alg: int64(alg),
-			PublicKey: coseKey, Created: a.cfg.Now().UnixNano(),
-			CredProtect: ext.credProtect, LargeBlobKey: ext.largeBlobKey,
-			ThirdPartyPayment: ext.thirdPartyPayment,
-			BackupEligible:    a.cfg.BackupEligible, BackupState: a.cfg.BackupState,
-		}
-		if ext.credBlobSet && len(ext.credBlob) <= maxCredBlobLength {
-			if rec.CredBlobSealed, err = a.sealer.Seal(ctx, ext.credBlob, credBlobAAD(id)); err != nil {
-				return nil, err
-			}
+		if rec, err = a.newCredentialRecord(ctx, req, ext, id, alg, coseKey); err != nil {
+			return nil, err
 		}
 	}
 	// A new credential's signature counter starts at 0; its first assertion
@@ -226,7 +177,7 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 		RPIDHash: rpIDHash, Flags: flags, SignCount: 0,
 		AAGUID: a.cfg.AAGUID, CredentialID: id, PublicKey: coseKey, Extensions: extData,
 	}
-	resp.AuthData = ad.Marshal()
+	resp := &MakeCredentialResponse{AuthData: ad.Marshal(), LargeBlobKey: largeBlobKey}
 	if err := a.attest(ctx, resp, req, id, alg, rpIDHash[:]); err != nil {
 		return nil, err
 	}
@@ -241,33 +192,43 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 		}
 	}
 	if uv.usedToken {
-		a.clearTokenAfterUse()
+		a.vol.token.clearAfterUse(true)
 	}
 	a.log.Info("credential created", "rp", req.RP.ID, "alg", alg.String(), "resident", rk)
 	a.observe(Event{Type: EventCredentialAdded, CredentialID: id, RPID: req.RP.ID, UserHandle: req.User.ID, Flags: flags, Op: "makeCredential"})
 	return resp, nil
 }
 
-// chooseAlgorithm picks the first requested public-key algorithm the key
-// store supports.
-func (a *Authenticator) chooseAlgorithm(params []CredParam) (cose.Algorithm, bool) {
-	supported := a.cfg.KeyStore.Algorithms()
-	for _, p := range params {
-		if p.Type != credTypePublicKey {
+// checkExcludeList answers CREDENTIAL_EXCLUDED, after user presence, when
+// the excludeList names a credential of this RP that the request may see
+// (CTAP 2.1 §6.1.2 step 8): a credProtect=3 credential only with user
+// verification.
+func (a *Authenticator) checkExcludeList(ctx context.Context, list []CredDescriptor, rpIDHash []byte, uv uvResult, pres PresenceRequest) error {
+	for _, d := range list {
+		if d.Type != credTypePublicKey {
 			continue
 		}
-		for _, alg := range supported {
-			if int64(alg) == *p.Alg {
-				return alg, true
+		c, found, err := a.lookupCredential(ctx, d.ID, rpIDHash)
+		if err != nil {
+			return err
+		}
+		if found && (uv.verified || c.meta.CredProtect != credProtectUVRequired) {
+			if !uv.present {
+				if err := a.confirm(ctx, pres); err != nil {
+					return err
+				}
 			}
+			return ErrCredentialExcluded
 		}
 	}
-	return 0, false
+	return nil
 }
 
-// residentRoom checks there is room for one more discoverable credential
-// of user on the RP, replacing that user's: it returns the IDs to replace.
-func (a *Authenticator) residentRoom(rpIDHash, userID []byte) ([][]byte, error) {
+// residentSlot makes room for one more discoverable credential of user
+// userID at the RP: it returns the IDs of that user's credentials there,
+// which the new one replaces, or KEY_STORE_FULL when the store already
+// holds MaxResidentCredentials others.
+func (a *Authenticator) residentSlot(rpIDHash, userID []byte) ([][]byte, error) {
 	existing, err := a.residentCredentials(rpIDHash)
 	if err != nil {
 		return nil, err
@@ -286,4 +247,75 @@ func (a *Authenticator) residentRoom(rpIDHash, userID []byte) ([][]byte, error) 
 		return nil, ErrKeyStoreFull
 	}
 	return replaced, nil
+}
+
+// mcExtensionOutputs computes the new credential id's extension outputs:
+// the authenticator data's extensions map and the response's
+// largeBlobKey. rk says whether the credential is discoverable, verified
+// whether the user was verified.
+func (a *Authenticator) mcExtensionOutputs(ctx context.Context, rpID string, ext *mcExtensions, hmacMC *hmacSecretRequest, id []byte, rk, verified bool) (extData, largeBlobKey []byte, err error) {
+	outputs := map[string]any{}
+	if ext.credProtect != 0 {
+		outputs[extCredProtect] = ext.credProtect
+	}
+	if ext.hmacSecret {
+		outputs[extHMACSecret] = true
+	}
+	if ext.credBlobSet {
+		outputs[extCredBlob] = rk && len(ext.credBlob) <= maxCredBlobLength
+	}
+	if ext.minPINLength && a.minPINLengthAllowed(rpID) {
+		outputs[extMinPINLength] = a.state.MinPINLength
+	}
+	if hmacMC != nil {
+		out, err := a.hmacSecretOutput(ctx, hmacMC, id, verified)
+		if err != nil {
+			return nil, nil, err
+		}
+		outputs[extHMACSecretMC] = out
+	}
+	if extData, err = extensionMap(outputs); err != nil {
+		return nil, nil, err
+	}
+	if ext.largeBlobKey {
+		if largeBlobKey, err = a.credentialSecret(ctx, id, labelLargeBlobKey); err != nil {
+			return nil, nil, err
+		}
+	}
+	return extData, largeBlobKey, nil
+}
+
+// newCredentialRecord builds the stored record of a new discoverable
+// credential, its credBlob sealed.
+func (a *Authenticator) newCredentialRecord(ctx context.Context, req *MakeCredentialRequest, ext *mcExtensions, id []byte, alg cose.Algorithm, coseKey []byte) (*credentialRecord, error) {
+	rec := &credentialRecord{
+		ID: id, RPID: req.RP.ID, RPName: req.RP.Name, User: *req.User, Alg: int64(alg),
+		PublicKey: coseKey, Created: a.cfg.Now().UnixNano(),
+		CredProtect: ext.credProtect, LargeBlobKey: ext.largeBlobKey,
+		ThirdPartyPayment: ext.thirdPartyPayment,
+		BackupEligible:    a.cfg.BackupEligible, BackupState: a.cfg.BackupState,
+	}
+	if ext.credBlobSet && len(ext.credBlob) <= maxCredBlobLength {
+		var err error
+		if rec.CredBlobSealed, err = a.sealer.Seal(ctx, ext.credBlob, credBlobAAD(id)); err != nil {
+			return nil, err
+		}
+	}
+	return rec, nil
+}
+
+// chooseAlgorithm picks the first requested public-key algorithm among
+// the supported ones (the key store's).
+func chooseAlgorithm(params []CredParam, supported []cose.Algorithm) (cose.Algorithm, bool) {
+	for _, p := range params {
+		if p.Type != credTypePublicKey {
+			continue
+		}
+		for _, alg := range supported {
+			if int64(alg) == *p.Alg {
+				return alg, true
+			}
+		}
+	}
+	return 0, false
 }

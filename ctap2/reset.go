@@ -33,10 +33,7 @@ func (a *Authenticator) reset(ctx context.Context, r request) (any, error) {
 		return nil, fmt.Errorf("wipe store: %w", err)
 	}
 	a.state = defaultState()
-	a.next, a.enum, a.largeBlobWrite = nil, nil, nil
-	a.keyAgreement.Regenerate()
-	a.revokeTokens()
-	a.pinFails = 0
+	a.vol.reset()
 	if kr, ok := a.cfg.KeyStore.(KeyResetter); ok {
 		if err := kr.ResetKeys(ctx); err != nil {
 			return nil, fmt.Errorf("reset keys: %w", err)

@@ -48,7 +48,7 @@ func (a *Authenticator) HandleMSG(ctx context.Context, cid uint32, apdu []byte, 
 	defer a.mu.Unlock()
 	ctx = withKeepalive(ctx, keepalive)
 	// Another command ran: getNextAssertion and enumerations end.
-	a.next, a.enum = nil, nil
+	a.vol.takeFollowUps()
 	var resp []byte
 	if a.u2fEnabled() {
 		resp = ctap1.Handle(ctx, u2fToken{a}, apdu)

@@ -2,6 +2,64 @@ package ctap2
 
 import "context"
 
+// This file is user verification: built-in UV (a [UVMode] chosen in
+// Config.UV, counted in uvRetries) and userVerification, the PIN/UV
+// decision makeCredential and getAssertion share. The pinUvAuthToken it
+// checks is in pintoken.go.
+
+// maxUVRetries is uvRetries after a successful built-in UV or a reset.
+const maxUVRetries = 8
+
+// protectedByUV reports whether some form of user verification is
+// configured: a PIN is set or built-in UV is on.
+func (a *Authenticator) protectedByUV() bool {
+	return a.state.pinSet() || a.cfg.UV != UVNone
+}
+
+// UVMode selects the built-in user verification used for testing.
+type UVMode int
+
+// Built-in UV modes.
+const (
+	UVNone UVMode = iota // no built-in user verification
+	UVAuto               // the "user" always verifies (test mode)
+	UVDeny               // verification always fails with UV_INVALID, counting uvRetries
+)
+
+// performBuiltInUV runs built-in user verification, which includes user
+// presence. It counts uvRetries persistently.
+func (a *Authenticator) performBuiltInUV(ctx context.Context, req PresenceRequest) error {
+	if a.cfg.UV == UVNone {
+		return ErrInvalidOption
+	}
+	if a.state.UVRetries == 0 {
+		return ErrUVBlocked
+	}
+	req.UV = true
+	if err := a.confirm(ctx, req); err != nil {
+		return err
+	}
+	if a.cfg.UV == UVDeny {
+		st := a.state
+		st.UVRetries--
+		if err := a.saveState(st); err != nil {
+			return err
+		}
+		if st.UVRetries == 0 {
+			return ErrUVBlocked
+		}
+		return ErrUVInvalid
+	}
+	if a.state.UVRetries != maxUVRetries {
+		st := a.state
+		st.UVRetries = maxUVRetries
+		if err := a.saveState(st); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // uvRequest is the part of makeCredential / getAssertion that decides user
 // verification (CTAP 2.1 §6.1.2 steps 1–11 and §6.2.2 steps 1–8).
 type uvRequest struct {

@@ -24,7 +24,15 @@
 //   - Any CID other than 0 and [BroadcastCID] is accepted without prior
 //     allocation. CID 0 → ERR_INVALID_CHANNEL; on the broadcast CID only
 //     INIT is allowed, anything else → ERR_INVALID_CHANNEL.
-//   - INIT on the broadcast CID allocates a fresh CID (never 0 or
+//   - On a transport with several hosts ([SourceDevice]: UDP) a channel
+//     belongs to the host that allocated it, or that used the CID first;
+//     any report from another host on it, CANCEL and INIT included, gets
+//     ERR_INVALID_CHANNEL and touches nothing. Every answer — INIT,
+//     KEEPALIVE, errors, MSG_TIMEOUT — goes to the host whose request it
+//     answers. The table holds [Options.MaxChannels] (4096) channels; a new
+//     one evicts the channel idle longest that is not receiving, answering
+//     or holding the lock.
+//   - INIT on the broadcast CID allocates a fresh random CID (never 0 or
 //     broadcast) and answers on the broadcast CID with
 //     nonce | CID | 2 | major | minor | build | capabilities. INIT on any
 //     other CID resynchronises that channel — its request in flight is
@@ -55,8 +63,8 @@
 //     answers the request itself, normally with CTAP2_ERR_KEEPALIVE_CANCEL.
 //     CANCEL is never answered, whatever the state.
 //   - [Server.PowerCycle] cancels everything in flight, waits for the
-//     handlers, drops the partial message and the lock, and calls the
-//     handler's [PowerCycler] method.
+//     handlers, drops the partial message, the lock and the channels, and
+//     calls the handler's [PowerCycler] method.
 //
 // All writes to the device are serialised, so KEEPALIVE and response
 // packets never interleave within a message.

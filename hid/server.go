@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +56,11 @@ type Options struct {
 	// its context gets this deadline. Zero means no bound beyond the
 	// handler's own (ctap2 times out waiting for the user by itself).
 	TransactionTimeout time.Duration
+
+	// MaxChannels bounds the channel table; when it is full a new channel
+	// evicts the one idle longest (never a busy one). Zero means
+	// [DefaultMaxChannels].
+	MaxChannels int
 }
 
 // Server is the device side of CTAPHID: it reads reports from a
@@ -68,6 +73,7 @@ type Options struct {
 // including from inside the device's ReadReport.
 type Server struct {
 	dev       ReportDevice
+	srcDev    SourceDevice // dev, when its reports carry their sender
 	h         Handler
 	msgH      MsgHandler // nil: MSG unsupported, NMSG advertised
 	log       *slog.Logger
@@ -87,9 +93,11 @@ type Server struct {
 	asm     Assembler
 	tx      *txn // the transaction being answered, if any
 	live    map[*txn]struct{}
-	lockCID uint32 // channel holding CTAPHID_LOCK (0: none)
+	asmSrc  netip.AddrPort // sender of the message asm is receiving
+	lockCID uint32         // channel holding CTAPHID_LOCK (0: none)
 	lockEnd time.Time
-	nextCID uint32
+	chans   *channelTable
+	busyFn  func(uint32) bool // s.busyChannel, made once
 
 	// work hands requests to the worker goroutine Run keeps for the life
 	// of the run (nil outside Run). It holds one request; workerBusy is
@@ -115,6 +123,7 @@ type Server struct {
 // txn is one CBOR or MSG request being handled.
 type txn struct {
 	cid     uint32
+	src     netip.AddrPort // where its keepalives and answer go
 	cmd     byte
 	payload []byte
 	ctx     context.Context
@@ -146,10 +155,10 @@ func NewServer(dev ReportDevice, h Handler, opts *Options) *Server {
 		txTO:      opts.TransactionTimeout,
 		base:      context.Background(),
 		live:      make(map[*txn]struct{}),
-		// A random start makes a CID handed out before a restart unlikely
-		// to be handed out again soon after it.
-		nextCID: rand.Uint32(),
+		chans:     newChannelTable(opts.MaxChannels),
 	}
+	s.busyFn = s.busyChannel
+	s.srcDev, _ = dev.(SourceDevice)
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -192,7 +201,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.shutdown()
 
 	for ctx.Err() == nil {
-		r, err := s.dev.ReadReport(ctx)
+		r, from, err := s.read(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -200,10 +209,20 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("hid: reading report: %w", err)
 		}
 		s.mu.Lock()
-		s.handleReport(r)
+		s.handleReport(r, from)
 		s.mu.Unlock()
 	}
 	return nil
+}
+
+// read reads the next report and its sender (the zero address unless the
+// device is a [SourceDevice]).
+func (s *Server) read(ctx context.Context) ([]byte, netip.AddrPort, error) {
+	if s.srcDev != nil {
+		return s.srcDev.ReadReportFrom(ctx)
+	}
+	r, err := s.dev.ReadReport(ctx)
+	return r, netip.AddrPort{}, err
 }
 
 // shutdown drops all state, stops the worker and waits for the
@@ -213,6 +232,7 @@ func (s *Server) shutdown() {
 	s.abortAll()
 	s.asm.Reset()
 	s.clearMsgTimeout()
+	s.chans.reset()
 	s.base = context.Background()
 	for _, t := range []*time.Timer{s.msgTimer, s.kaTimer} {
 		if t != nil {
@@ -242,10 +262,10 @@ func (s *Server) worker(work <-chan *txn) {
 
 // PowerCycle simulates pulling the device and plugging it back in: it
 // cancels every request in flight and waits for their handlers to return,
-// drops the partial message, the lock and all channel state, and then
-// calls the handler's PowerCycle if it implements [PowerCycler]. No report
-// is processed in between. Allocated CIDs stay unique across power
-// cycles.
+// drops the partial message, the lock and all channels (a CID used again
+// afterwards is claimed anew by whoever uses it first), and then calls the
+// handler's PowerCycle if it implements [PowerCycler]. No report is
+// processed in between.
 func (s *Server) PowerCycle() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -256,6 +276,7 @@ func (s *Server) PowerCycle() {
 	s.asm.Reset()
 	s.clearMsgTimeout()
 	s.lockCID, s.lockEnd = 0, time.Time{}
+	s.chans.reset()
 	if pc, ok := s.h.(PowerCycler); ok {
 		pc.PowerCycle()
 	}
@@ -273,24 +294,32 @@ func (s *Server) abortAll() []<-chan struct{} {
 	return waits
 }
 
-// handleReport applies the channel rules to one report. s.mu must be held.
-func (s *Server) handleReport(report []byte) {
+// handleReport applies the channel rules to one report from from. s.mu
+// must be held.
+func (s *Server) handleReport(report []byte, from netip.AddrPort) {
 	p := parsePacket(report)
 	switch {
 	case p.cid == 0:
-		s.sendError(0, ErrInvalidChannel)
+		s.sendError(from, 0, ErrInvalidChannel)
+		return
+	case p.cid != BroadcastCID && !s.chans.use(p.cid, from, s.busyFn):
+		// Another host's channel: whatever this is (CANCEL and INIT
+		// included), it must not touch that host's request or reach its
+		// answers.
+		s.log.Debug("ctaphid report on another host's channel", "cid", hexCID(p.cid), "from", from)
+		s.sendError(from, p.cid, ErrInvalidChannel)
 		return
 	case p.init && s.lockedOut(p.cid):
 		if p.cmd != CmdCancel { // CANCEL never gets an answer
-			s.sendError(p.cid, ErrLockRequired)
+			s.sendError(from, p.cid, ErrLockRequired)
 		}
 		return
 	case p.init && p.cmd == CmdInit:
-		s.handleInit(p)
+		s.handleInit(p, from)
 		return
 	case p.cid == BroadcastCID:
 		if p.init {
-			s.sendError(p.cid, ErrInvalidChannel)
+			s.sendError(from, p.cid, ErrInvalidChannel)
 		}
 		return // a continuation on broadcast belongs to nothing
 	}
@@ -305,7 +334,7 @@ func (s *Server) handleReport(report []byte) {
 				t.cancel()
 			}
 		default:
-			s.sendError(p.cid, ErrChannelBusy)
+			s.sendError(from, p.cid, ErrChannelBusy)
 		}
 		return
 	}
@@ -326,15 +355,25 @@ func (s *Server) handleReport(report []byte) {
 		if !errors.As(err, &code) {
 			code = ErrOther
 		}
-		s.sendError(p.cid, code)
+		s.sendError(from, p.cid, code)
 		return
 	}
 	if msg == nil {
+		s.asmSrc = from // only the channel's owner gets this far
 		s.armMsgTimeout()
 		return
 	}
 	s.clearMsgTimeout()
-	s.dispatch(msg)
+	s.dispatch(msg, from)
+}
+
+// busyChannel reports whether cid is receiving a message, answering a
+// request or holding the lock: the channel table never evicts it. s.mu
+// must be held.
+func (s *Server) busyChannel(cid uint32) bool {
+	return (s.tx != nil && s.tx.cid == cid) ||
+		(s.asm.Busy() && s.asm.CID() == cid) ||
+		(s.lockCID == cid && time.Now().Before(s.lockEnd))
 }
 
 // lockedOut reports whether another channel holds the lock, expiring an
@@ -351,16 +390,17 @@ func (s *Server) lockedOut(cid uint32) bool {
 }
 
 // handleInit answers CTAPHID_INIT: on the broadcast CID it allocates a
-// channel; on any other CID it resynchronises that channel. Either way it
-// is answered whatever other channels are doing. s.mu must be held.
-func (s *Server) handleInit(p packet) {
+// channel, owned by from; on any other CID (which from owns) it
+// resynchronises that channel. Either way it is answered, at from, whatever
+// other channels are doing. s.mu must be held.
+func (s *Server) handleInit(p packet, from netip.AddrPort) {
 	if p.bcnt != initNonceSize {
-		s.sendError(p.cid, ErrInvalidLen)
+		s.sendError(from, p.cid, ErrInvalidLen)
 		return
 	}
 	cid := p.cid
 	if cid == BroadcastCID {
-		cid = s.allocCID()
+		cid = s.chans.alloc(from, s.busyFn)
 	} else {
 		s.resync(cid)
 	}
@@ -371,17 +411,7 @@ func (s *Server) handleInit(p packet) {
 	copy(resp[13:16], s.version[:])
 	resp[16] = s.caps
 	s.log.Debug("ctaphid init", "cid", hexCID(p.cid), "channel", hexCID(cid))
-	s.send(p.cid, CmdInit, resp)
-}
-
-// allocCID returns a fresh channel identifier, never 0 or broadcast.
-func (s *Server) allocCID() uint32 {
-	for {
-		s.nextCID++
-		if s.nextCID != 0 && s.nextCID != BroadcastCID {
-			return s.nextCID
-		}
-	}
+	s.send(from, p.cid, CmdInit, resp)
 }
 
 // resync aborts whatever cid was doing: its running request (whose answer
@@ -398,29 +428,29 @@ func (s *Server) resync(cid uint32) {
 	}
 }
 
-// dispatch acts on a complete message while no request runs. s.mu must be
-// held.
-func (s *Server) dispatch(m *Message) {
+// dispatch acts on a complete message from from while no request runs.
+// s.mu must be held.
+func (s *Server) dispatch(m *Message, from netip.AddrPort) {
 	s.log.Debug("ctaphid request", "cid", hexCID(m.CID), "cmd", hexCmd(m.Cmd), "len", len(m.Payload))
 	switch m.Cmd {
 	case CmdPing:
-		s.send(m.CID, CmdPing, m.Payload)
+		s.send(from, m.CID, CmdPing, m.Payload)
 	case CmdCBOR:
 		if len(m.Payload) == 0 {
-			s.sendError(m.CID, ErrInvalidLen)
+			s.sendError(from, m.CID, ErrInvalidLen)
 			return
 		}
-		s.start(m)
+		s.start(m, from)
 	case CmdMsg:
 		if s.msgH == nil {
-			s.sendError(m.CID, ErrInvalidCmd)
+			s.sendError(from, m.CID, ErrInvalidCmd)
 			return
 		}
 		if len(m.Payload) == 0 {
-			s.sendError(m.CID, ErrInvalidLen)
+			s.sendError(from, m.CID, ErrInvalidLen)
 			return
 		}
-		s.start(m)
+		s.start(m, from)
 	case CmdWink:
 		if w, ok := s.h.(Winker); ok {
 			s.wg.Add(1)
@@ -429,26 +459,26 @@ func (s *Server) dispatch(m *Message) {
 				w.Wink()
 			}()
 		}
-		s.send(m.CID, CmdWink, nil)
+		s.send(from, m.CID, CmdWink, nil)
 	case CmdLock:
-		s.handleLock(m)
+		s.handleLock(m, from)
 	case CmdCancel:
 		// Nothing in flight: CANCEL is ignored and never answered.
 	default:
-		s.sendError(m.CID, ErrInvalidCmd)
+		s.sendError(from, m.CID, ErrInvalidCmd)
 	}
 }
 
 // handleLock answers CTAPHID_LOCK: one byte of seconds (0 releases the
 // lock, at most 10). s.mu must be held.
-func (s *Server) handleLock(m *Message) {
+func (s *Server) handleLock(m *Message, from netip.AddrPort) {
 	if len(m.Payload) != 1 {
-		s.sendError(m.CID, ErrInvalidLen)
+		s.sendError(from, m.CID, ErrInvalidLen)
 		return
 	}
 	secs := m.Payload[0]
 	if secs > maxLockSeconds {
-		s.sendError(m.CID, ErrInvalidPar)
+		s.sendError(from, m.CID, ErrInvalidPar)
 		return
 	}
 	if secs == 0 {
@@ -459,13 +489,13 @@ func (s *Server) handleLock(m *Message) {
 		s.lockCID = m.CID
 		s.lockEnd = time.Now().Add(time.Duration(secs) * time.Second)
 	}
-	s.send(m.CID, CmdLock, nil)
+	s.send(from, m.CID, CmdLock, nil)
 }
 
-// start runs a CBOR or MSG request on the worker (or, if the worker is
-// still busy with an aborted request or Run is not running, on a goroutine
-// of its own) and arms its keepalives. s.mu must be held.
-func (s *Server) start(m *Message) {
+// start runs a CBOR or MSG request from from on the worker (or, if the
+// worker is still busy with an aborted request or Run is not running, on a
+// goroutine of its own) and arms its keepalives. s.mu must be held.
+func (s *Server) start(m *Message, from netip.AddrPort) {
 	var (
 		ctx    context.Context
 		cancel context.CancelFunc
@@ -477,6 +507,7 @@ func (s *Server) start(m *Message) {
 	}
 	t := &txn{
 		cid:     m.CID,
+		src:     from,
 		cmd:     m.Cmd,
 		payload: m.Payload,
 		ctx:     ctx,
@@ -532,11 +563,11 @@ func (s *Server) handle(t *txn, onWorker bool) {
 	s.tx = nil
 	if len(resp) == 0 || len(resp) > MaxMessageSize {
 		s.log.Warn("ctaphid handler returned an unsendable answer", "cid", hexCID(t.cid), "cmd", hexCmd(t.cmd), "len", len(resp))
-		s.sendError(t.cid, ErrOther)
+		s.sendError(t.src, t.cid, ErrOther)
 		return
 	}
 	s.log.Debug("ctaphid response", "cid", hexCID(t.cid), "cmd", hexCmd(t.cmd), "len", len(resp))
-	s.send(t.cid, t.cmd, resp)
+	s.send(t.src, t.cid, t.cmd, resp)
 }
 
 // keepaliveDue runs from s.kaTimer: when the request being answered is
@@ -557,7 +588,7 @@ func (s *Server) keepaliveDue() {
 		s.kaTimer.Reset(t.nextKeepalive.Sub(now)) // armed for an earlier request
 		return
 	}
-	s.send(t.cid, CmdKeepalive, []byte{byte(t.status.Load())})
+	s.send(t.src, t.cid, CmdKeepalive, []byte{byte(t.status.Load())})
 	next := t.nextKeepalive.Add(s.keepEvery)
 	if late := now.Sub(next); late >= 0 {
 		next = next.Add(late - late%s.keepEvery + s.keepEvery)
@@ -597,7 +628,7 @@ func (s *Server) msgTimeout() {
 	cid := s.asm.CID()
 	s.asm.Reset()
 	s.msgDeadline, s.msgPending = time.Time{}, false
-	s.sendError(cid, ErrMsgTimeout)
+	s.sendError(s.asmSrc, cid, ErrMsgTimeout)
 }
 
 // startTimer arms t to call f after d, making it if t is nil.
@@ -609,20 +640,27 @@ func startTimer(t *time.Timer, d time.Duration, f func()) *time.Timer {
 	return t
 }
 
-// send writes one message. s.mu must be held.
-func (s *Server) send(cid uint32, cmd byte, payload []byte) {
+// send writes one message to the host at to (ignored unless the device is
+// a [SourceDevice]). s.mu must be held.
+func (s *Server) send(to netip.AddrPort, cid uint32, cmd byte, payload []byte) {
 	for _, r := range Fragment(cid, cmd, payload) {
-		if err := s.dev.WriteReport(r); err != nil {
+		var err error
+		if s.srcDev != nil {
+			err = s.srcDev.WriteReportTo(r, to)
+		} else {
+			err = s.dev.WriteReport(r)
+		}
+		if err != nil {
 			s.log.Warn("ctaphid write failed", "cid", hexCID(cid), "cmd", hexCmd(cmd), "err", err)
 			return
 		}
 	}
 }
 
-// sendError answers cid with CTAPHID_ERROR. s.mu must be held.
-func (s *Server) sendError(cid uint32, code ErrorCode) {
+// sendError answers cid with CTAPHID_ERROR at to. s.mu must be held.
+func (s *Server) sendError(to netip.AddrPort, cid uint32, code ErrorCode) {
 	s.log.Debug("ctaphid error", "cid", hexCID(cid), "code", code)
-	s.send(cid, CmdError, []byte{byte(code)})
+	s.send(to, cid, CmdError, []byte{byte(code)})
 }
 
 // hexCID and hexCmd format lazily in log records.

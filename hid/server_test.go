@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -71,7 +72,14 @@ type harness struct {
 func serve(t *testing.T, h Handler, opts *Options) *harness {
 	t.Helper()
 	dev, host := Pipe()
-	srv := NewServer(dev, h, opts)
+	t.Cleanup(func() { host.Close() }) // after Run has returned
+	srv := runServer(t, NewServer(dev, h, opts))
+	return &harness{t: t, srv: srv, host: host, c: NewClient(host), ctx: t.Context()}
+}
+
+// runServer runs srv until the test ends; Run must then return nil.
+func runServer(t *testing.T, srv *Server) *Server {
+	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
@@ -80,9 +88,8 @@ func serve(t *testing.T, h Handler, opts *Options) *harness {
 		if err := <-done; err != nil {
 			t.Errorf("Run: %v", err)
 		}
-		host.Close()
 	})
-	return &harness{t: t, srv: srv, host: host, c: NewClient(host), ctx: t.Context()}
+	return srv
 }
 
 // write sends raw reports.
@@ -853,6 +860,26 @@ func (r *recorder) WriteReport(b []byte) error {
 	return nil
 }
 
+// sourceRecorder is a SourceDevice that records writes and their
+// addresses and reads nothing.
+type sourceRecorder struct {
+	recorder
+	to []netip.AddrPort
+}
+
+func (r *sourceRecorder) ReadReportFrom(ctx context.Context) ([]byte, netip.AddrPort, error) {
+	<-ctx.Done()
+	return nil, netip.AddrPort{}, ctx.Err()
+}
+
+func (r *sourceRecorder) WriteReportTo(b []byte, to netip.AddrPort) error {
+	r.recorder.WriteReport(b)
+	r.mu.Lock()
+	r.to = append(r.to, to)
+	r.mu.Unlock()
+	return nil
+}
+
 // FuzzServer drives the server's report handling with arbitrary reports:
 // it must never panic, must write only whole reports, and must answer
 // CID 0 only with INVALID_CHANNEL.
@@ -863,24 +890,30 @@ func FuzzServer(f *testing.F) {
 	f.Add(append(initPkt(cidA, CmdLock, 1, []byte{3}), initPkt(cidB, CmdPing, 1, nil)...))
 	f.Add(append(initPkt(cidA, CmdCBOR, 1, []byte{1}), initPkt(cidA, CmdCancel, 0, nil)...))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		rec := &recorder{}
-		srv := NewServer(rec, &u2fHandler{}, nil)
-		for len(data) > 0 {
+		// Reports come from two hosts in turn, so channel ownership is
+		// exercised too.
+		rec := &sourceRecorder{}
+		srv := NewServer(rec, &u2fHandler{}, &Options{MaxChannels: 4})
+		hosts := []netip.AddrPort{hostA, hostB}
+		for i := 0; len(data) > 0; i++ {
 			n := min(ReportSize, len(data))
 			srv.mu.Lock()
-			srv.handleReport(data[:n])
+			srv.handleReport(data[:n], hosts[i%2])
 			srv.mu.Unlock()
 			data = data[n:]
 		}
 		srv.shutdown()
 		rec.mu.Lock()
 		defer rec.mu.Unlock()
-		for _, w := range rec.writes {
+		for i, w := range rec.writes {
 			if len(w) != ReportSize {
 				t.Fatalf("wrote %d bytes", len(w))
 			}
 			if binary.BigEndian.Uint32(w) == 0 && !bytes.Equal(w[4:8], []byte{CmdError, 0, 1, byte(ErrInvalidChannel)}) {
 				t.Fatalf("wrote % X on CID 0", w[:8])
+			}
+			if to := rec.to[i]; to != hostA && to != hostB {
+				t.Fatalf("wrote to %v, which sent nothing", to)
 			}
 		}
 	})

@@ -18,12 +18,12 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 
 	"github.com/virtkey/virtkey/control/vkey"
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/hid"
+	"github.com/virtkey/virtkey/internal/statedir"
 	"github.com/virtkey/virtkey/store"
 	"github.com/virtkey/virtkey/tpmkeys"
 )
@@ -82,11 +82,18 @@ func New(opts Options) (*Key, error) {
 		}
 		return nil, err
 	}
-	keys, err := tpmkeys.OpenSoftware(k.dir)
+	// The same state as virtkey run's: a checked directory, a store bound
+	// to the key store, with its rollback reference.
+	var err error
+	k.db, err = statedir.OpenStore(k.dir, opts.Logger)
 	if err != nil {
 		return fail(err)
 	}
-	k.db, err = store.Open(filepath.Join(k.dir, "state.db"))
+	soft, err := tpmkeys.OpenSoftware(k.dir)
+	if err != nil {
+		return fail(err)
+	}
+	keys, err := statedir.Bind(context.Background(), k.dir, k.db, soft, statedir.Options{})
 	if err != nil {
 		return fail(err)
 	}

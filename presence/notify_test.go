@@ -312,6 +312,17 @@ func TestNotifyEscapesMarkup(t *testing.T) {
 	if c := <-f.notified; !strings.Contains(c.body, "(<b>bob</b> & co)") {
 		t.Fatalf("body without markup = %q", c.body)
 	}
+	f.conn.Close()
+
+	// Control characters are shown escaped, not passed to the notification.
+	f = startFakeServer(t, addr, "allow", "actions", "body")
+	n = dialNotify(t, addr)
+	if err := n.Confirm(t.Context(), ctap2.PresenceRequest{Op: "getAssertion", RPID: "example.com", UserName: hostile}); err != nil {
+		t.Fatal(err)
+	}
+	if c := <-f.notified; c.body != "Allow getAssertion for example.com ("+hostileEscaped+")?" {
+		t.Fatalf("body with control characters = %q", c.body)
+	}
 }
 
 func TestNotifyWithoutServer(t *testing.T) {

@@ -122,7 +122,7 @@ func TestPinentryEscapesClientText(t *testing.T) {
 	if len(got) != 5 || got[4] != "CONFIRM" {
 		t.Fatalf("a user name must not inject commands; pinentry got %q", got)
 	}
-	want := "SETDESC Allow getAssertion for evil.example (bob%0ACONFIRM%0D%0A100%25)?%0A%0AAllowing also verifies you to the site (built-in user verification)."
+	want := `SETDESC Allow getAssertion for evil.example (bob\nCONFIRM\r\n100%25)?` + "%0A%0AAllowing also verifies you to the site (built-in user verification)."
 	if got[1] != want {
 		t.Fatalf("SETDESC = %q\nwant      %q", got[1], want)
 	}

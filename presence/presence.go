@@ -15,8 +15,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/virtkey/virtkey/ctap2"
 )
@@ -58,15 +60,46 @@ func NewTerminal(in io.Reader, out io.Writer) *Terminal {
 }
 
 // Describe renders a request for a prompt: "makeCredential for example.com (alice)".
+// The RP id and the user name come from the client — a web page chooses
+// them — so they are shown through [Printable]: a name such as
+// "\r\x1b[2K" cannot rewrite the prompt, the terminal title or a dialog.
+// Every provider builds its text with Describe.
 func Describe(req ctap2.PresenceRequest) string {
 	s := req.Op
 	if req.RPID != "" {
-		s += " for " + req.RPID
+		s += " for " + Printable(req.RPID)
 	}
 	if req.UserName != "" {
-		s += " (" + req.UserName + ")"
+		s += " (" + Printable(req.UserName) + ")"
 	}
 	return s
+}
+
+// Printable returns s with everything that does not print as itself
+// visibly escaped, the way Go writes it in a string literal: control
+// characters (\r, \n, \x1b, \x7f), non-printing runes such as bidi
+// overrides, zero-width and non-ASCII spaces (\u202e, \u200b, \u00a0),
+// bytes that are not UTF-8 (\xff), and the backslash itself (\\), so the
+// escaped form cannot be mistaken for text the client sent. Printable
+// runes, non-ASCII letters included, are kept.
+func Printable(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == '\\':
+			b.WriteString(`\\`)
+		case strconv.IsPrint(r):
+			b.WriteString(s[i : i+n])
+		default:
+			q := strconv.QuoteRune(r) // '\x1b', '\r', '\u202e'
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += n
+	}
+	return b.String()
 }
 
 // Confirm prompts and waits for an answer.

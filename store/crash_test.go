@@ -100,7 +100,9 @@ func TestCrashSafety(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		killAt := time.Now().Add(time.Duration(150+rand.IntN(250)) * time.Millisecond)
+		// The kill comes 150–400 ms after the first acknowledgement, so a
+		// slow start (a loaded machine, -race) does not eat the round.
+		var killAt time.Time
 		killed := false
 		sc := bufio.NewScanner(stdout)
 		acks := 0
@@ -127,6 +129,9 @@ func TestCrashSafety(t *testing.T) {
 				continue // test framework chatter
 			}
 			acks++
+			if killAt.IsZero() {
+				killAt = time.Now().Add(time.Duration(150+rand.IntN(250)) * time.Millisecond)
+			}
 			if !killed && time.Now().After(killAt) {
 				cmd.Process.Signal(syscall.SIGKILL) // mid-write: the child never pauses
 				killed = true

@@ -13,15 +13,34 @@
 //
 // # Layout
 //
-//	meta      "schema" → 1
-//	creds     credential ID → rpIdHash (32) ‖ record
-//	byRP      rpIdHash → nested bucket { credential ID → "" }
-//	settings  name → value
+//	meta      "schema" → 1 (plain) or 2 (sealed); "head" → the sealed binding record (schema 2)
+//	creds     credential ID → rpIdHash (32) ‖ record               (schema 2: sealed, see bind.go)
+//	byRP      rpIdHash → nested bucket { credential ID → "" }      (schema 2: HMAC(rpIdHash) → …)
+//	settings  name → value                                         (schema 2: sealed)
 //	counters  SHA-256(credential ID) → reserved high-water mark (uint64, big-endian)
 //
 // byRP makes CredentialsByRP a scan of one small bucket and RPs a walk of
-// the bucket names (sorted by bbolt); a nested bucket is deleted with its
-// last credential.
+// the bucket names; a nested bucket is deleted with its last credential.
+//
+// # Schema versions
+//
+// Schema 1 is the plain layout that [Open] creates and that virtkey up to
+// the state binding wrote. [DB.Bind] binds a file to a key store and
+// migrates a schema 1 file to schema 2 (sealed records, keyed RP index, a
+// binding record) in one transaction. A file with a schema newer than
+// [SchemaVersion] is refused. A schema 2 file is usable only once bound.
+//
+// # Damage
+//
+// Open checks the meta pages, the freelist and the root pages
+// (filecheck.go) and refuses a damaged file with [ErrDamaged]; its cost
+// does not grow with the file. Every call is protected: before bbolt
+// follows page pointers the store checks them itself (verify.go: a search
+// path for a lookup, the whole tree for an iteration), so a loop in the
+// tree cannot send bbolt into endless recursion; a bbolt panic or a fault
+// reading the memory-mapped file is recovered (damage.go). Damage found
+// that way fails the call with an [ErrDamaged] error, is logged once, and
+// turns the DB read-only. [Check] and [DB.Check] read every page.
 //
 // # Counters
 //
@@ -43,9 +62,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -62,6 +83,8 @@ var (
 	ErrClosed = errors.New("store: closed")
 	// ErrCounterExhausted reports a counter that reached 2³²−1.
 	ErrCounterExhausted = errors.New("store: signature counter exhausted")
+	// ErrNewerSchema reports a file written by a newer virtkey.
+	ErrNewerSchema = errors.New("state.db was written by a newer virtkey")
 )
 
 // RPIDHashSize is the length of the rpIdHash keys (SHA-256).
@@ -70,9 +93,15 @@ const RPIDHashSize = sha256.Size
 // MaxCredentialIDLength is the longest credential ID the store accepts.
 const MaxCredentialIDLength = 1023
 
+// Schema versions: see the package documentation.
 const (
-	schemaVersion = 1
+	schemaPlain  = 1
+	schemaSealed = 2
+	// SchemaVersion is the newest schema this package reads and writes.
+	SchemaVersion = schemaSealed
+)
 
+const (
 	// DefaultCounterReserve is the initial counter reservation step.
 	DefaultCounterReserve = 1024
 	maxCounterReserve     = 65536
@@ -87,6 +116,10 @@ var (
 	bucketSettings = []byte("settings")
 	bucketCounters = []byte("counters")
 	keySchema      = []byte("schema")
+	// keyCount is the number of credentials (u64), kept with every write so
+	// that CountCredentials reads one value: cheap at any size, and still
+	// readable when a page of the creds bucket is damaged.
+	keyCount = []byte("count")
 )
 
 // dataBuckets are the buckets Wipe empties.
@@ -97,10 +130,15 @@ var dataBuckets = [][]byte{bucketCreds, bucketByRP, bucketSettings, bucketCounte
 type DB struct {
 	bolt *bolt.DB
 	opts options
+	log  *slog.Logger
 
-	mu       sync.Mutex // guards counters and closed; held across counter and delete transactions
+	mu       sync.Mutex // guards everything below; held across transactions
 	counters map[[sha256.Size]byte]*counter
 	closed   bool
+	schema   byte
+	bind     *binding  // nil until Bind
+	damage   error     // first damage seen: the DB is read-only
+	verify   *verifier // checks trees before bbolt walks them (verify.go)
 }
 
 type counter struct {
@@ -116,6 +154,12 @@ type options struct {
 	lockTimeout time.Duration
 	reserve     uint64
 	now         func() time.Time
+	log         *slog.Logger
+	noSync      bool // tests only: bbolt without fsync
+}
+
+func (o *options) bolt() *bolt.Options {
+	return &bolt.Options{Timeout: o.lockTimeout, NoSync: o.noSync}
 }
 
 // WithLockTimeout sets how long Open waits for the file lock before failing
@@ -126,9 +170,14 @@ func WithLockTimeout(d time.Duration) Option { return func(o *options) { o.lockT
 // [DefaultCounterReserve]): the most values a crash can skip.
 func WithCounterReserve(n uint32) Option { return func(o *options) { o.reserve = uint64(n) } }
 
+// WithLogger sets the logger for damage and binding events (default: none).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
 // Open opens (creating if needed) the database file at path, mode 0600,
 // creating its parent directory with mode 0700. It fails with [ErrLocked]
-// if another process has it open.
+// if another process has it open, with [ErrDamaged] if its meta pages or
+// freelist are damaged, and with [ErrNewerSchema] if a newer virtkey wrote
+// it.
 func Open(path string, opts ...Option) (*DB, error) {
 	o := options{lockTimeout: DefaultLockTimeout, reserve: DefaultCounterReserve, now: time.Now}
 	for _, opt := range opts {
@@ -140,49 +189,114 @@ func Open(path string, opts ...Option) (*DB, error) {
 	if o.reserve < 1 {
 		o.reserve = 1
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+	if o.log == nil {
+		o.log = slog.New(slog.DiscardHandler)
 	}
-	bdb, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.lockTimeout})
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, wrap("store", err)
+	}
+	if err := checkFile(path); err != nil {
+		return nil, err
+	}
+	var bdb *bolt.DB
+	err := protect(func() (err error) {
+		bdb, err = bolt.Open(path, 0o600, o.bolt())
+		return err
+	})
 	if err != nil {
-		if errors.Is(err, berrors.ErrTimeout) {
+		var p panicked
+		switch {
+		case errors.Is(err, berrors.ErrTimeout):
 			return nil, fmt.Errorf("%w (%s is locked)", ErrLocked, path)
+		case errors.As(err, &p):
+			return nil, damaged(path, p.Error())
+		case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
+			return nil, damaged(path, err.Error())
 		}
 		return nil, fmt.Errorf("store: opening %s: %w", path, err)
 	}
-	d := &DB{bolt: bdb, opts: o, counters: make(map[[sha256.Size]byte]*counter)}
+	os.Remove(path + migrateSuffix) // left by a migration that died before its rename
+	d := &DB{bolt: bdb, opts: o, log: o.log, counters: make(map[[sha256.Size]byte]*counter)}
+	if d.verify, err = newVerifier(path, bdb.Info().PageSize); err != nil {
+		d.closeBolt()
+		return nil, err
+	}
 	if err := d.init(); err != nil {
-		bdb.Close()
+		d.closeBolt()
 		return nil, err
 	}
 	return d, nil
 }
 
+// init checks the buckets' root pages and the schema, creating the
+// buckets of a new file.
 func (d *DB) init() error {
-	return d.bolt.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-		if err != nil {
+	err := protect(func() error {
+		if err := d.bolt.View(func(tx *bolt.Tx) error { return checkRoots(tx) }); err != nil {
 			return err
 		}
-		switch v := meta.Get(keySchema); {
-		case v == nil:
-			if err := meta.Put(keySchema, []byte{schemaVersion}); err != nil {
+		defer d.verify.forget()
+		return d.bolt.Update(func(tx *bolt.Tx) error {
+			root, err := d.rootBucket(tx)
+			if err != nil {
 				return err
 			}
-		case len(v) != 1 || v[0] != schemaVersion:
-			return fmt.Errorf("store: %s has schema %x; this virtkey understands %d", d.bolt.Path(), v, schemaVersion)
-		}
-		for _, name := range dataBuckets {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			meta, err := root.createBucketIfNotExists(bucketMeta)
+			if err != nil {
 				return err
 			}
-		}
-		return nil
+			v, err := meta.get(keySchema)
+			if err != nil {
+				return err
+			}
+			switch {
+			case v == nil:
+				if err := meta.put(keySchema, []byte{schemaPlain}); err != nil {
+					return err
+				}
+				d.schema = schemaPlain
+			case len(v) != 1 || v[0] == 0:
+				return errDamage{fmt.Sprintf("schema record %x", v)}
+			case v[0] > SchemaVersion:
+				return fmt.Errorf("%w: %s has schema %d, this virtkey understands schemas up to %d; run a newer virtkey, or move the file away to start over",
+					ErrNewerSchema, d.bolt.Path(), v[0], SchemaVersion)
+			default:
+				d.schema = v[0]
+			}
+			for _, name := range dataBuckets {
+				if _, err := root.createBucketIfNotExists(name); err != nil {
+					return err
+				}
+			}
+			if v, err := meta.get(keyCount); err != nil || v != nil {
+				return err
+			}
+			// A file from before the count.
+			creds, err := root.bucket(bucketCreds)
+			if err == nil {
+				err = creds.checkTree(false)
+			}
+			if err != nil {
+				return err
+			}
+			return meta.put(keyCount, be64(uint64(creds.b.Stats().KeyN)))
+		})
 	})
+	var dm errDamage
+	var p panicked
+	switch {
+	case errors.As(err, &dm):
+		return damaged(d.bolt.Path(), dm.what)
+	case errors.As(err, &p):
+		return damaged(d.bolt.Path(), p.Error())
+	case err != nil && !errors.Is(err, ErrNewerSchema):
+		return wrap("store", err)
+	}
+	return err
 }
 
 // Close persists the exact counter values (so a clean restart skips none)
-// and closes the database.
+// and closes the database. A damaged DB is closed without writing.
 func (d *DB) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -190,19 +304,46 @@ func (d *DB) Close() error {
 		return nil
 	}
 	d.closed = true
-	err := d.bolt.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketCounters)
-		for k, c := range d.counters {
-			if c.current < c.reserved {
-				if err := b.Put(k[:], be64(c.current)); err != nil {
+	var err error
+	if d.damage == nil {
+		err = d.protected("close", func() error {
+			defer d.verify.forget()
+			return d.bolt.Update(func(tx *bolt.Tx) error {
+				b, err := d.top(tx, bucketCounters)
+				if err != nil {
 					return err
 				}
-			}
-		}
-		return nil
-	})
+				for k, c := range d.counters {
+					if c.current < c.reserved {
+						if err := b.put(k[:], be64(c.current)); err != nil {
+							return err
+						}
+					}
+				}
+				return nil
+			})
+		})
+	}
 	d.counters = nil
-	return errors.Join(err, d.bolt.Close())
+	if d.bind != nil {
+		clear(d.bind.indexKey)
+	}
+	return errors.Join(err, d.closeBolt())
+}
+
+// closeBolt closes the bbolt handle. After damage a panic may have left a
+// bbolt lock held, so it gives up after a second rather than hang: the
+// process's exit releases the file.
+func (d *DB) closeBolt() error {
+	d.verify.close()
+	done := make(chan error, 1)
+	go func() { done <- protect(d.bolt.Close) }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(time.Second):
+		return errors.New("store: closing the damaged database timed out")
+	}
 }
 
 // Path returns the database file's path.
@@ -215,11 +356,43 @@ func checkCredID(id []byte) error {
 	return nil
 }
 
+// readable reports why d cannot be read (closed, or sealed and not
+// bound). Called with d.mu held.
+func (d *DB) readable() error {
+	if d.closed {
+		return ErrClosed
+	}
+	if d.schema == schemaSealed && d.bind == nil {
+		return ErrNeedsBind
+	}
+	return nil
+}
+
+// writable reports why d cannot be written. Called with d.mu held.
+func (d *DB) writable() error {
+	if err := d.readable(); err != nil {
+		return err
+	}
+	if d.damage != nil {
+		return fmt.Errorf("store: read-only after damage: %w", d.damage)
+	}
+	return nil
+}
+
+// view runs fn in a read transaction, protected. Called with d.mu held.
+func (d *DB) view(op string, fn func(tx *bolt.Tx) error) error {
+	if err := d.readable(); err != nil {
+		return err
+	}
+	return d.protected(op, func() error { return d.bolt.View(fn) })
+}
+
 // PutCredential inserts or replaces the record of credential id under
 // rpIDHash (32 bytes), moving it in the RP index if its RP changed. The
 // credentials in replaces (a discoverable credential superseded by a new one
 // for the same user) are deleted in the same transaction, so a crash leaves
-// either the old credentials or the new one.
+// either the old credentials or the new one. Replacing or deleting advances
+// the rollback epoch of a bound DB; adding a new credential does not.
 func (d *DB) PutCredential(id, rpIDHash, record []byte, replaces ...[]byte) error {
 	if err := checkCredID(id); err != nil {
 		return err
@@ -227,46 +400,84 @@ func (d *DB) PutCredential(id, rpIDHash, record []byte, replaces ...[]byte) erro
 	if len(rpIDHash) != RPIDHashSize {
 		return fmt.Errorf("store: rpIDHash of %d bytes, want %d", len(rpIDHash), RPIDHashSize)
 	}
-	v := make([]byte, 0, RPIDHashSize+len(record))
-	v = append(v, rpIDHash...)
-	v = append(v, record...)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.closed {
-		return ErrClosed
+	if err := d.writable(); err != nil {
+		return err
 	}
-	err := d.bolt.Update(func(tx *bolt.Tx) error {
+	v, err := d.sealCred(id, rpIDHash, record)
+	if err != nil {
+		return err
+	}
+	// Whether the write removes something decides whether it advances the
+	// epoch, and that must be known before the transaction.
+	removes := false
+	if d.bind != nil {
+		err = d.view("putCredential", func(tx *bolt.Tx) error {
+			creds, err := d.top(tx, bucketCreds)
+			if err != nil {
+				return err
+			}
+			for _, k := range append([][]byte{id}, replaces...) {
+				v, err := creds.get(k)
+				if err != nil {
+					return err
+				}
+				removes = removes || v != nil
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	err = d.update("putCredential", removes, func(tx *bolt.Tx) error {
 		for _, old := range replaces {
 			if bytes.Equal(old, id) {
 				continue
 			}
-			if err := deleteCredentialTx(tx, old); err != nil {
+			if err := d.deleteCredentialTx(tx, old); err != nil {
 				return err
 			}
 		}
-		creds := tx.Bucket(bucketCreds)
-		if old := creds.Get(id); old != nil {
-			oldRP, _, err := splitCred(id, old)
+		creds, err := d.top(tx, bucketCreds)
+		if err != nil {
+			return err
+		}
+		old, err := creds.get(id)
+		switch {
+		case err != nil:
+			return err
+		case old != nil:
+			oldRP, _, err := d.openCred(id, old)
 			if err != nil {
 				return err
 			}
 			if !bytes.Equal(oldRP, rpIDHash) {
-				if err := unindex(tx, oldRP, id); err != nil {
+				if err := d.unindex(tx, oldRP, id); err != nil {
 					return err
 				}
 			}
+		default:
+			if err := d.addCount(tx, 1); err != nil {
+				return err
+			}
 		}
-		if err := creds.Put(id, v); err != nil {
+		if err := creds.put(id, v); err != nil {
 			return err
 		}
-		rp, err := tx.Bucket(bucketByRP).CreateBucketIfNotExists(rpIDHash)
+		byRP, err := d.top(tx, bucketByRP)
 		if err != nil {
 			return err
 		}
-		return rp.Put(id, []byte{})
+		rp, err := byRP.createBucketIfNotExists(d.indexKey(rpIDHash))
+		if err != nil {
+			return err
+		}
+		return rp.put(id, []byte{})
 	})
 	if err != nil {
-		return fmt.Errorf("store: putting credential: %w", err)
+		return wrap("store: putting credential", err)
 	}
 	for _, old := range replaces {
 		if !bytes.Equal(old, id) {
@@ -277,61 +488,73 @@ func (d *DB) PutCredential(id, rpIDHash, record []byte, replaces ...[]byte) erro
 }
 
 // deleteCredentialTx removes id, its index entry and its counter row.
-func deleteCredentialTx(tx *bolt.Tx, id []byte) error {
-	creds := tx.Bucket(bucketCreds)
-	if v := creds.Get(id); v != nil {
-		rp, _, err := splitCred(id, v)
+func (d *DB) deleteCredentialTx(tx *bolt.Tx, id []byte) error {
+	creds, err := d.top(tx, bucketCreds)
+	if err != nil {
+		return err
+	}
+	v, err := creds.get(id)
+	if err != nil {
+		return err
+	}
+	if v != nil {
+		rp, _, err := d.openCred(id, v)
 		if err != nil {
 			return err
 		}
-		if err := unindex(tx, rp, id); err != nil {
+		if err := d.unindex(tx, rp, id); err != nil {
 			return err
 		}
-		if err := creds.Delete(id); err != nil {
+		if err := creds.delete(id); err != nil {
+			return err
+		}
+		if err := d.addCount(tx, -1); err != nil {
 			return err
 		}
 	}
 	key := sha256.Sum256(id)
-	return tx.Bucket(bucketCounters).Delete(key[:])
-}
-
-// splitCred splits a creds value into rpIdHash and record.
-func splitCred(id, v []byte) (rpIDHash, record []byte, err error) {
-	if len(v) < RPIDHashSize {
-		return nil, nil, fmt.Errorf("credential %x: corrupt value of %d bytes", id, len(v))
+	counters, err := d.top(tx, bucketCounters)
+	if err != nil {
+		return err
 	}
-	return v[:RPIDHashSize], v[RPIDHashSize:], nil
+	return counters.delete(key[:])
 }
 
 // unindex removes id from rpIDHash's index bucket, and the bucket if empty.
-func unindex(tx *bolt.Tx, rpIDHash, id []byte) error {
-	byRP := tx.Bucket(bucketByRP)
-	rp := byRP.Bucket(rpIDHash)
-	if rp == nil {
-		return nil
-	}
-	if err := rp.Delete(id); err != nil {
+func (d *DB) unindex(tx *bolt.Tx, rpIDHash, id []byte) error {
+	byRP, err := d.top(tx, bucketByRP)
+	if err != nil {
 		return err
 	}
-	if k, _ := rp.Cursor().First(); k == nil {
-		return byRP.DeleteBucket(rpIDHash)
+	key := d.indexKey(rpIDHash)
+	rp, err := byRP.bucket(key)
+	if err != nil || rp.b == nil {
+		return err
 	}
-	return nil
+	if err := rp.delete(id); err != nil {
+		return err
+	}
+	if k, err := rp.first(); err != nil || k != nil {
+		return err
+	}
+	return byRP.deleteBucket(key)
 }
 
 // Credential returns the record of id; ok is false when there is none.
 func (d *DB) Credential(id []byte) (record []byte, ok bool, err error) {
-	err = d.bolt.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketCreds).Get(id)
-		if v == nil {
-			return nil
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	err = d.view("credential", func(tx *bolt.Tx) error {
+		v, err := d.get(tx, bucketCreds, id)
+		if err != nil || v == nil {
+			return err
 		}
-		_, rec, err := splitCred(id, v)
-		record, ok = append([]byte{}, rec...), err == nil
+		_, rec, err := d.openCred(id, v)
+		record, ok = bytes.Clone(rec), err == nil
 		return err
 	})
 	if err != nil {
-		return nil, false, fmt.Errorf("store: %w", err)
+		return nil, false, wrap("store", err)
 	}
 	return record, ok, nil
 }
@@ -340,62 +563,112 @@ func (d *DB) Credential(id []byte) (record []byte, ok bool, err error) {
 // credential ID. It reads only that RP's index.
 func (d *DB) CredentialsByRP(rpIDHash []byte) ([][]byte, error) {
 	var recs [][]byte
-	err := d.bolt.View(func(tx *bolt.Tx) error {
-		rp := tx.Bucket(bucketByRP).Bucket(rpIDHash)
-		if rp == nil {
-			return nil
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	err := d.view("credentialsByRP", func(tx *bolt.Tx) error {
+		byRP, err := d.top(tx, bucketByRP)
+		if err != nil {
+			return err
 		}
-		creds := tx.Bucket(bucketCreds)
-		return rp.ForEach(func(id, _ []byte) error {
-			v := creds.Get(id)
-			if v == nil {
-				return fmt.Errorf("index entry %x has no credential", id)
-			}
-			rp, rec, err := splitCred(id, v)
+		rp, err := byRP.bucket(d.indexKey(rpIDHash))
+		if err != nil || rp.b == nil {
+			return err
+		}
+		creds, err := d.top(tx, bucketCreds)
+		if err != nil {
+			return err
+		}
+		return rp.forEach(func(id, _ []byte) error {
+			rp, rec, err := d.indexed(creds, id)
 			if err != nil {
 				return err
 			}
 			if !bytes.Equal(rp, rpIDHash) {
-				return fmt.Errorf("index entry %x points to another RP's credential", id)
+				return d.inconsistent(fmt.Sprintf("index entry %x points to another RP's credential", id))
 			}
-			recs = append(recs, append([]byte{}, rec...))
+			recs = append(recs, bytes.Clone(rec))
 			return nil
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+		return nil, wrap("store", err)
 	}
 	return recs, nil
 }
 
 // RPs returns the distinct rpIDHashes with at least one credential, sorted.
+// In a bound DB the index is keyed by an HMAC of the rpIdHash, so RPs opens
+// one credential of each RP to learn it.
 func (d *DB) RPs() ([][]byte, error) {
 	var rps [][]byte
-	err := d.bolt.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketByRP).Cursor()
-		for k, _ := c.First(); k != nil; k, _ = c.Next() {
-			rps = append(rps, bytes.Clone(k))
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	err := d.view("rps", func(tx *bolt.Tx) error {
+		creds, err := d.top(tx, bucketCreds)
+		if err != nil {
+			return err
 		}
-		return nil
+		byRP, err := d.top(tx, bucketByRP)
+		if err != nil {
+			return err
+		}
+		return byRP.forEach(func(k, _ []byte) error {
+			if d.bind == nil {
+				rps = append(rps, bytes.Clone(k))
+				return nil
+			}
+			b, err := byRP.bucket(k)
+			if err != nil {
+				return err
+			}
+			if b.b == nil {
+				return d.inconsistent(fmt.Sprintf("index key %x is not a bucket", k))
+			}
+			id, err := b.first()
+			if err != nil {
+				return err
+			}
+			rp, _, err := d.indexed(creds, id)
+			if err != nil {
+				return err
+			}
+			rps = append(rps, bytes.Clone(rp))
+			return nil
+		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+		return nil, wrap("store", err)
 	}
+	slices.SortFunc(rps, bytes.Compare)
 	return rps, nil
 }
 
+// indexed reads and opens credential id that an index entry names.
+func (d *DB) indexed(creds vbucket, id []byte) (rpIDHash, record []byte, err error) {
+	var v []byte
+	if id != nil {
+		if v, err = creds.get(id); err != nil {
+			return nil, nil, err
+		}
+	}
+	if v == nil {
+		return nil, nil, d.inconsistent(fmt.Sprintf("index entry %x has no credential", id))
+	}
+	return d.openCred(id, v)
+}
+
 // DeleteCredential removes id, its index entry and its counter (no error
-// if absent).
+// if absent). It advances the rollback epoch of a bound DB.
 func (d *DB) DeleteCredential(id []byte) error {
 	key := sha256.Sum256(id)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.closed {
-		return ErrClosed
+	if err := d.writable(); err != nil {
+		return err
 	}
-	err := d.bolt.Update(func(tx *bolt.Tx) error { return deleteCredentialTx(tx, id) })
+	err := d.update("deleteCredential", true, func(tx *bolt.Tx) error { return d.deleteCredentialTx(tx, id) })
 	if err != nil {
-		return fmt.Errorf("store: deleting credential: %w", err)
+		return wrap("store: deleting credential", err)
 	}
 	delete(d.counters, key)
 	return nil
@@ -404,12 +677,21 @@ func (d *DB) DeleteCredential(id []byte) error {
 // CountCredentials is the number of resident credentials.
 func (d *DB) CountCredentials() (int, error) {
 	var n int
-	err := d.bolt.View(func(tx *bolt.Tx) error {
-		n = tx.Bucket(bucketCreds).Stats().KeyN
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	err := d.view("countCredentials", func(tx *bolt.Tx) error {
+		v, err := d.get(tx, bucketMeta, keyCount)
+		if err != nil {
+			return err
+		}
+		if len(v) != 8 || binary.BigEndian.Uint64(v) > math.MaxInt32 {
+			return d.inconsistent(fmt.Sprintf("credential count %x", v))
+		}
+		n = int(binary.BigEndian.Uint64(v))
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("store: %w", err)
+		return 0, wrap("store", err)
 	}
 	return n, nil
 }
@@ -418,62 +700,95 @@ func (d *DB) CountCredentials() (int, error) {
 // with PutSetting is returned as a non-nil empty slice).
 func (d *DB) Setting(name string) ([]byte, error) {
 	var v []byte
-	err := d.bolt.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(bucketSettings).Get([]byte(name)); b != nil {
-			v = append([]byte{}, b...)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	err := d.view("setting", func(tx *bolt.Tx) error {
+		b, err := d.get(tx, bucketSettings, []byte(name))
+		if err != nil || b == nil {
+			return err
 		}
-		return nil
+		v, err = d.openSetting(name, b)
+		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+		return nil, wrap("store", err)
 	}
 	return v, nil
 }
 
-// PutSetting stores value under name; a nil value deletes the setting.
+// PutSetting stores value under name; a nil value deletes the setting. It
+// advances the rollback epoch of a bound DB.
 func (d *DB) PutSetting(name string, value []byte) error {
-	if name == "" {
-		return errors.New("store: empty setting name")
+	if name == "" || len(name) > maxSettingName {
+		return fmt.Errorf("store: setting name of %d bytes", len(name))
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.closed {
-		return ErrClosed
+	if err := d.writable(); err != nil {
+		return err
 	}
-	err := d.bolt.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketSettings)
-		if value == nil {
-			return b.Delete([]byte(name))
+	var sealed []byte
+	if value != nil {
+		var err error
+		if sealed, err = d.sealSetting(name, value); err != nil {
+			return err
 		}
-		return b.Put([]byte(name), value)
+	}
+	err := d.update("putSetting", true, func(tx *bolt.Tx) error {
+		b, err := d.top(tx, bucketSettings)
+		if err != nil {
+			return err
+		}
+		if value == nil {
+			return b.delete([]byte(name))
+		}
+		return b.put([]byte(name), sealed)
 	})
 	if err != nil {
-		return fmt.Errorf("store: setting %q: %w", name, err)
+		return wrap(fmt.Sprintf("store: setting %q", name), err)
 	}
 	return nil
 }
 
+// maxSettingName bounds setting names (the binding record lists them).
+const maxSettingName = 255
+
 // Wipe erases every credential, counter and setting in one transaction
-// (authenticatorReset).
+// (authenticatorReset). A bound DB keeps its binding record, advanced, and
+// notes that a new key is expected (see [DB.Rebind]).
 func (d *DB) Wipe() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.closed {
-		return ErrClosed
+	if err := d.writable(); err != nil {
+		return err
 	}
-	err := d.bolt.Update(func(tx *bolt.Tx) error {
+	err := d.update("wipe", true, func(tx *bolt.Tx) error {
+		root, err := d.rootBucket(tx)
+		if err != nil {
+			return err
+		}
 		for _, name := range dataBuckets {
-			if err := tx.DeleteBucket(name); err != nil {
+			if err := root.deleteBucket(name); err != nil {
 				return err
 			}
 			if _, err := tx.CreateBucket(name); err != nil {
 				return err
 			}
 		}
+		meta, err := d.top(tx, bucketMeta)
+		if err != nil {
+			return err
+		}
+		if err := meta.put(keyCount, be64(0)); err != nil {
+			return err
+		}
+		if d.bind != nil {
+			return meta.put(keyRekey, be64(d.bind.epoch+1))
+		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("store: wipe: %w", err)
+		return wrap("store: wipe", err)
 	}
 	clear(d.counters)
 	return nil
@@ -489,8 +804,8 @@ func (d *DB) NextCounter(id []byte) (uint32, error) {
 	key := sha256.Sum256(id)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.closed {
-		return 0, ErrClosed
+	if err := d.readable(); err != nil {
+		return 0, err
 	}
 	c := d.counters[key]
 	if c == nil {
@@ -514,39 +829,73 @@ func (d *DB) NextCounter(id []byte) (uint32, error) {
 
 func (d *DB) loadCounter(key [sha256.Size]byte) (*counter, error) {
 	var stored uint64
-	err := d.bolt.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketCounters).Get(key[:])
-		if v == nil {
-			return nil
+	err := d.view("loadCounter", func(tx *bolt.Tx) error {
+		v, err := d.get(tx, bucketCounters, key[:])
+		if err != nil || v == nil {
+			return err
 		}
 		if len(v) != 8 {
-			return fmt.Errorf("counter %x has %d bytes", key[:4], len(v))
+			return d.inconsistent(fmt.Sprintf("counter %x has %d bytes", key[:4], len(v)))
 		}
 		stored = binary.BigEndian.Uint64(v)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: loading counter: %w", err)
+		return nil, wrap("store: loading counter", err)
 	}
 	return &counter{current: stored, reserved: stored, step: d.opts.reserve}, nil
 }
 
-// reserve persists a new high-water mark for c. Called with d.mu held.
+// reserve persists a new high-water mark for c, advancing the rollback
+// epoch of a bound DB (an older copy would hand out used values again).
+// Called with d.mu held.
 func (d *DB) reserve(key [sha256.Size]byte, c *counter) error {
+	if err := d.writable(); err != nil {
+		return wrap("store: reserving counter values", err)
+	}
 	now := d.opts.now()
 	step := d.opts.reserve
 	if !c.lastReserve.IsZero() && now.Sub(c.lastReserve) < time.Second {
 		step = min(c.step*2, max(maxCounterReserve, d.opts.reserve))
 	}
 	reserved := min(c.current+step, math.MaxUint32)
-	err := d.bolt.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketCounters).Put(key[:], be64(reserved))
+	err := d.update("reserveCounter", true, func(tx *bolt.Tx) error {
+		return d.put(tx, bucketCounters, key[:], be64(reserved))
 	})
 	if err != nil {
-		return fmt.Errorf("store: reserving counter values: %w", err)
+		return wrap("store: reserving counter values", err)
 	}
 	c.reserved, c.step, c.lastReserve = reserved, step, now
 	return nil
 }
 
+// wrap prefixes err, except an ErrDamaged error, whose message is for
+// the user as it is.
+func wrap(prefix string, err error) error {
+	if errors.Is(err, ErrDamaged) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", prefix, err)
+}
+
 func be64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+// addCount adds delta to the credential count.
+func (d *DB) addCount(tx *bolt.Tx, delta int) error {
+	meta, err := d.top(tx, bucketMeta)
+	if err != nil {
+		return err
+	}
+	v, err := meta.get(keyCount)
+	if err != nil {
+		return err
+	}
+	if len(v) != 8 {
+		return errDamage{fmt.Sprintf("credential count %x", v)}
+	}
+	n := int64(binary.BigEndian.Uint64(v)) + int64(delta)
+	if n < 0 {
+		return errDamage{"credential count below zero"}
+	}
+	return meta.put(keyCount, be64(uint64(n)))
+}

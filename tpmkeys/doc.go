@@ -36,10 +36,15 @@
 //     output; not a key) so a wrong passphrase fails at open, and a key
 //     generation number: the master key is HKDF(Argon2id output,
 //     "… generation N").
+//   - epoch: the software key store's rollback reference for state.db
+//     ([EpochFile]): the decimal epoch of the newest state.db. A [TPM] key
+//     store keeps it in a TPM NV counter instead (its handle is in
+//     tpm.json; [TPM.RollbackReference]).
 //
-// Both are created on first use through a temporary file that is fsynced
-// and then hard-linked into place (never overwriting a file another process
-// created first), followed by an fsync of the directory.
+// The first two are created on first use through a temporary file that is
+// fsynced and then hard-linked into place (never overwriting a file another
+// process created first), followed by an fsync of the directory; epoch is
+// replaced the same way, with a rename.
 //
 // # Reset
 //

@@ -81,6 +81,7 @@ func OpenSoftware(dir string, opts ...Option) (*Software, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.device = deviceKeyFile(dir)
 	s.rotate = func() ([]byte, error) {
 		key := make([]byte, MasterKeySize)
 		rand.Read(key)
@@ -125,6 +126,11 @@ func OpenSoftwarePassphrase(dir string, passphrase []byte, opts ...Option) (*Sof
 	if err != nil {
 		return nil, err
 	}
+	dev, err := deriveKey(root, infoDevice)
+	if err != nil {
+		return nil, err
+	}
+	s.device = fixedDevice(dev)
 	// ResetKeys moves to the next generation. The Argon2id output stays in
 	// memory for that, as the master key itself would.
 	s.rotate = func() ([]byte, error) {
@@ -149,8 +155,12 @@ func generationKey(root []byte, gen uint32) ([]byte, error) {
 }
 
 // keyFile reads dir/master.key, creating it on first use.
-func keyFile(dir string) ([]byte, error) {
-	path := filepath.Join(dir, KeyFileName)
+func keyFile(dir string) ([]byte, error) { return randomKeyFile(dir, KeyFileName) }
+
+// randomKeyFile reads the 32-byte key in dir/name, creating a random one on
+// first use.
+func randomKeyFile(dir, name string) ([]byte, error) {
+	path := filepath.Join(dir, name)
 	for range 2 {
 		b, err := readSecretFile(path)
 		if err == nil {
@@ -165,7 +175,7 @@ func keyFile(dir string) ([]byte, error) {
 		}
 		key := make([]byte, MasterKeySize)
 		rand.Read(key)
-		err = writeFileAtomic(dir, KeyFileName, key, false)
+		err = writeFileAtomic(dir, name, key, false)
 		if err == nil {
 			return key, nil
 		}

@@ -129,6 +129,9 @@ type Software struct {
 	// rotate persists and returns a new master key for ResetKeys; nil
 	// means the key lives only in memory (NewSoftware).
 	rotate func() ([]byte, error)
+	// device returns the device key, which ResetKeys leaves alone
+	// (devicekey.go).
+	device func() ([]byte, error)
 }
 
 // Option configures a Software store.
@@ -163,6 +166,11 @@ func newSoftware(master []byte, o options) (*Software, error) {
 	if err := s.setMaster(master); err != nil {
 		return nil, err
 	}
+	dev, err := deriveKey(master, infoDevice)
+	if err != nil {
+		return nil, err
+	}
+	s.device = fixedDevice(dev) // OpenSoftware and OpenSoftwarePassphrase replace it
 	return s, nil
 }
 

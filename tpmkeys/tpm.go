@@ -131,6 +131,11 @@ type TPM struct {
 	pinned []byte // the SRK Name from tpm.json
 	failed error  // sticky ErrTPMMismatch
 
+	// The rollback reference, as in tpm.json (set at open, then constant).
+	nvCounter tpm2.TPMHandle
+	nvBase    uint64
+	epochFile bool
+
 	kmu  sync.RWMutex // guards keys (swapped by ResetKeys)
 	keys *tpmKeys
 }
@@ -210,6 +215,7 @@ func OpenTPM(ctx context.Context, dir string, open Opener, opts ...TPMOption) (*
 			return nil, fmt.Errorf("tpmkeys: sealing the master key: %w", err)
 		}
 		st = &tpmState{Version: 1, SRKName: bytes.Clone(t.srk.name.Buffer), MasterPublic: blobs.public, MasterPrivate: blobs.private}
+		t.newReference(st)
 		if err := writeTPMState(dir, st, false); err != nil {
 			return nil, err
 		}
@@ -228,7 +234,10 @@ func OpenTPM(ctx context.Context, dir string, open Opener, opts ...TPMOption) (*
 	if t.keys, err = newTPMKeys(master); err != nil {
 		return nil, err
 	}
-	t.log.Info("TPM key store ready", "srk", srkKind(t.srk), "eddsa", t.eddsa == EdDSAWrapped)
+	if err := t.setupReference(st); err != nil {
+		return nil, err
+	}
+	t.log.Info("TPM key store ready", "srk", srkKind(t.srk), "eddsa", t.eddsa == EdDSAWrapped, "rollbackReference", t.RollbackReference().String())
 	ok = true
 	return t, nil
 }
@@ -546,7 +555,8 @@ func (t *TPM) ResetKeys(context.Context) error {
 	if err != nil {
 		return err
 	}
-	st := &tpmState{Version: 1, SRKName: name, MasterPublic: blobs.public, MasterPrivate: blobs.private}
+	st := &tpmState{Version: 1, SRKName: name, MasterPublic: blobs.public, MasterPrivate: blobs.private,
+		NVCounter: uint32(t.nvCounter), NVBase: t.nvBase, EpochFile: t.epochFile}
 	t.kmu.Lock()
 	defer t.kmu.Unlock()
 	if err := writeTPMState(t.dir, st, true); err != nil {
@@ -605,3 +615,120 @@ func (k *tpmSigner) Algorithm() cose.Algorithm { return cose.AlgES256 }
 func (k *tpmSigner) LogValue() slog.Value { return slog.StringValue("TPM ES256 key") }
 func (k *tpmSigner) String() string       { return "tpmkeys TPM credential key ES256" }
 func (k *tpmSigner) GoString() string     { return k.String() }
+
+// setupReference adopts the rollback reference recorded in st or, for a
+// tpm.json without one (written before the counters), makes one with
+// newReference and records it in tpm.json.
+func (t *TPM) setupReference(st *tpmState) error {
+	if st.NVCounter == 0 && !st.EpochFile {
+		next := *st
+		t.newReference(&next)
+		if err := writeTPMState(t.dir, &next, true); err != nil {
+			return err
+		}
+		*st = next
+	}
+	t.nvCounter, t.nvBase, t.epochFile = tpm2.TPMHandle(st.NVCounter), st.NVBase, st.EpochFile
+	return nil
+}
+
+// newReference defines a TPM NV counter, increments it once (a counter
+// cannot be read before) and sets st's NVCounter and NVBase. A TPM that
+// refuses (an owner password, no NV space) gets the epoch file instead,
+// with a warning.
+func (t *TPM) newReference(st *tpmState) {
+	var h tpm2.TPMHandle
+	var base uint64
+	err := t.do(func(tpm transport.TPM, _ *srk) (err error) {
+		if h == 0 {
+			if h, err = defineCounter(tpm, randomUint32); err != nil {
+				return err
+			}
+		}
+		if base, err = readCounter(tpm, h); errors.Is(err, tpm2.TPMRCNVUninitialized) {
+			if err = incrementCounter(tpm, h); err == nil {
+				base, err = readCounter(tpm, h)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		t.log.Warn("the TPM refused an NV counter; state.db's rollback reference is the epoch file instead (a restored state.db is caught only if the epoch file is not restored with it)",
+			"err", err)
+		st.EpochFile = true
+		return
+	}
+	st.NVCounter, st.NVBase = uint32(h), base
+}
+
+func randomUint32() uint32 {
+	var b [4]byte
+	rand.Read(b[:])
+	return binary.BigEndian.Uint32(b[:])
+}
+
+// RollbackReference returns state.db's rollback reference: the TPM NV
+// counter recorded in tpm.json (its epoch is the counter's value minus the
+// value it had when defined), or the epoch file when the TPM refused one.
+func (t *TPM) RollbackReference() RollbackReference {
+	if t.epochFile {
+		return NewEpochFile(t.dir)
+	}
+	return &nvReference{t: t}
+}
+
+// nvReference is a [RollbackReference] on the TPM NV counter of t.
+type nvReference struct{ t *TPM }
+
+func (r *nvReference) String() string {
+	return fmt.Sprintf("TPM NV counter %#08x", uint32(r.t.nvCounter))
+}
+
+func (r *nvReference) Epoch(context.Context) (uint64, error) {
+	var v uint64
+	err := r.t.do(func(tpm transport.TPM, _ *srk) (err error) {
+		v, err = readCounter(tpm, r.t.nvCounter)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("tpmkeys: reading the %s: %w", r, err)
+	}
+	if v < r.t.nvBase {
+		return 0, fmt.Errorf("tpmkeys: the %s reads %d, below its first value %d (it was re-defined)", r, v, r.t.nvBase)
+	}
+	return v - r.t.nvBase, nil
+}
+
+// AdvanceEpoch increments the counter once. A command retried after a
+// lost connection first reads the counter, so one call never increments
+// twice.
+func (r *nvReference) AdvanceEpoch(ctx context.Context) (uint64, error) {
+	before, err := r.Epoch(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var v uint64
+	err = r.t.do(func(tpm transport.TPM, _ *srk) (err error) {
+		if v, err = readCounter(tpm, r.t.nvCounter); err != nil {
+			return err
+		}
+		if v < r.t.nvBase {
+			return fmt.Errorf("the counter reads %d, below its first value %d", v, r.t.nvBase)
+		}
+		if v-r.t.nvBase > before {
+			return nil // an earlier attempt landed
+		}
+		if err := incrementCounter(tpm, r.t.nvCounter); err != nil {
+			return err
+		}
+		v, err = readCounter(tpm, r.t.nvCounter)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("tpmkeys: advancing the %s: %w", r, err)
+	}
+	if v < r.t.nvBase {
+		return 0, fmt.Errorf("tpmkeys: the %s reads %d, below its first value %d", r, v, r.t.nvBase)
+	}
+	return v - r.t.nvBase, nil
+}

@@ -13,6 +13,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -42,6 +43,10 @@ type simConn struct {
 	sim      *simulator.Simulator
 	failNext bool
 	sends    int
+	// loseResponse, if set, makes the next command with this code run in
+	// the TPM but fail on the way back, like a connection dropped after
+	// the TPM answered.
+	loseResponse tpm2.TPMCC
 }
 
 func (c *simConn) Send(cmd []byte) ([]byte, error) {
@@ -52,7 +57,12 @@ func (c *simConn) Send(cmd []byte) ([]byte, error) {
 		c.failNext = false
 		return nil, errors.New("simulated connection reset")
 	}
-	return transport.FromReadWriter(c.sim).Send(cmd)
+	rsp, err := transport.FromReadWriter(c.sim).Send(cmd)
+	if c.loseResponse != 0 && len(cmd) >= 10 && tpm2.TPMCC(binary.BigEndian.Uint32(cmd[6:10])) == c.loseResponse {
+		c.loseResponse = 0
+		return nil, errors.New("simulated connection reset after the command ran")
+	}
+	return rsp, err
 }
 
 func (c *simConn) Close() error { return nil }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/big"
@@ -274,4 +275,116 @@ func unseal(t transport.TPM, parent *srk, b *keyBlobs) ([]byte, error) {
 		return nil, fmt.Errorf("TPM2_Unseal: %w", err)
 	}
 	return rsp.OutData.Buffer, nil
+}
+
+// NV counters (TPM 2.0 Part 1 §37.2.3, Part 3 §31.8): the rollback
+// reference of a TPM key store. An index of type TPM_NT_COUNTER holds 8
+// bytes that TPM2_NV_Increment raises by one and nothing lowers; its first
+// increment sets it to at least the highest value any counter of this TPM
+// ever had, so deleting and re-creating it does not lower it either.
+
+// Owner-defined NV indexes (TCG Registry of Reserved TPM 2.0 Handles and
+// Localities, §2.2): virtkey picks a random handle in this range and
+// records it in tpm.json.
+const (
+	nvOwnerFirst tpm2.TPMHandle = 0x01800000
+	nvOwnerCount                = 0x00400000
+)
+
+// nvCounterPublic is the public area of virtkey's counter: 8 bytes, read
+// and incremented with its own empty auth value (AuthRead, AuthWrite) and
+// exempt from dictionary-attack lockout; the owner can delete it.
+func nvCounterPublic(h tpm2.TPMHandle) tpm2.TPMSNVPublic {
+	return tpm2.TPMSNVPublic{
+		NVIndex: h,
+		NameAlg: tpm2.TPMAlgSHA256,
+		Attributes: tpm2.TPMANV{
+			AuthWrite: true,
+			AuthRead:  true,
+			NT:        tpm2.TPMNTCounter,
+			NoDA:      true,
+		},
+		DataSize: 8,
+	}
+}
+
+// defineCounter defines a counter at a free random owner handle, with
+// owner authorization (an empty owner password).
+func defineCounter(t transport.TPM, random func() uint32) (tpm2.TPMHandle, error) {
+	for range 8 {
+		h := nvOwnerFirst + tpm2.TPMHandle(random()%nvOwnerCount)
+		_, err := tpm2.NVDefineSpace{
+			AuthHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
+			PublicInfo: tpm2.New2B(nvCounterPublic(h)),
+		}.Execute(t)
+		if errors.Is(err, tpm2.TPMRCNVDefined) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("TPM2_NV_DefineSpace: %w", err)
+		}
+		return h, nil
+	}
+	return 0, errors.New("TPM2_NV_DefineSpace: no free NV index found")
+}
+
+// counterName returns the counter's current Name (it changes once the
+// counter is written) after checking that h is still a virtkey counter: a
+// counter that is not, or no longer, one of ours is an error.
+func counterName(t transport.TPM, h tpm2.TPMHandle) (tpm2.TPM2BName, error) {
+	rsp, err := tpm2.NVReadPublic{NVIndex: h}.Execute(t)
+	if err != nil {
+		return tpm2.TPM2BName{}, fmt.Errorf("TPM2_NV_ReadPublic(%#x): %w", uint32(h), err)
+	}
+	pub, err := rsp.NVPublic.Contents()
+	if err != nil {
+		return tpm2.TPM2BName{}, fmt.Errorf("TPM2_NV_ReadPublic(%#x): %w", uint32(h), err)
+	}
+	want := nvCounterPublic(h)
+	got := pub.Attributes
+	if pub.NameAlg != want.NameAlg || pub.DataSize != 8 || got.NT != tpm2.TPMNTCounter || !got.AuthWrite || !got.AuthRead || got.PolicyWrite || got.PPWrite || got.OwnerWrite {
+		return tpm2.TPM2BName{}, fmt.Errorf("NV index %#x is not a virtkey counter (it was deleted and re-defined)", uint32(h))
+	}
+	return rsp.NVName, nil
+}
+
+func counterAuth(h tpm2.TPMHandle, name tpm2.TPM2BName) tpm2.AuthHandle {
+	return tpm2.AuthHandle{Handle: h, Name: name, Auth: tpm2.PasswordAuth(nil)}
+}
+
+// readCounter returns the counter's value (TPM_RC_NV_UNINITIALIZED before
+// the first increment).
+func readCounter(t transport.TPM, h tpm2.TPMHandle) (uint64, error) {
+	name, err := counterName(t, h)
+	if err != nil {
+		return 0, err
+	}
+	rsp, err := tpm2.NVRead{
+		AuthHandle: counterAuth(h, name),
+		NVIndex:    tpm2.NamedHandle{Handle: h, Name: name},
+		Size:       8,
+	}.Execute(t)
+	if err != nil {
+		return 0, fmt.Errorf("TPM2_NV_Read(%#x): %w", uint32(h), err)
+	}
+	if len(rsp.Data.Buffer) != 8 {
+		return 0, fmt.Errorf("TPM2_NV_Read(%#x): %d bytes", uint32(h), len(rsp.Data.Buffer))
+	}
+	return binary.BigEndian.Uint64(rsp.Data.Buffer), nil
+}
+
+// incrementCounter raises the counter by one.
+func incrementCounter(t transport.TPM, h tpm2.TPMHandle) error {
+	name, err := counterName(t, h)
+	if err != nil {
+		return err
+	}
+	_, err = tpm2.NVIncrement{
+		AuthHandle: counterAuth(h, name),
+		NVIndex:    tpm2.NamedHandle{Handle: h, Name: name},
+	}.Execute(t)
+	if err != nil {
+		return fmt.Errorf("TPM2_NV_Increment(%#x): %w", uint32(h), err)
+	}
+	return nil
 }

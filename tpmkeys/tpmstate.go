@@ -25,6 +25,14 @@ type tpmState struct {
 	// TPM2B_PUBLIC and TPM2B_PRIVATE contents.
 	MasterPublic  []byte `json:"master_public"`
 	MasterPrivate []byte `json:"master_private"`
+	// NVCounter is the handle of the TPM NV counter that is the rollback
+	// reference of state.db, and NVBase its value when it was defined
+	// (epoch 0). EpochFile says the TPM refused a counter and the
+	// reference is the epoch file instead. A tpm.json written before the
+	// counters has none of them: OpenTPM adds them.
+	NVCounter uint32 `json:"nv_counter,omitempty"`
+	NVBase    uint64 `json:"nv_base,omitempty"`
+	EpochFile bool   `json:"epoch_file,omitempty"`
 }
 
 // readTPMState returns dir/tpm.json, or nil if there is none.

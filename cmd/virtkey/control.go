@@ -1,8 +1,9 @@
 package main
 
-// The test-automation control plane of `virtkey run` (--control): the
-// wiring that hands the default key to package control. Everything else
-// lives in control (HTTP, JSON, registry) and control/vkey (the keys).
+// The test-automation control plane of `virtkey run` (--control) and
+// `virtkey ctl`: the wiring that hands the default key to package control.
+// Everything else lives in control (HTTP, JSON, registry), control/vkey
+// (the keys) and control/ctl (the CLI client).
 
 import (
 	"context"
@@ -13,15 +14,28 @@ import (
 	"strings"
 
 	"github.com/virtkey/virtkey/control"
+	"github.com/virtkey/virtkey/control/ctl"
 	"github.com/virtkey/virtkey/control/vkey"
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/hid/uhid"
+	"github.com/virtkey/virtkey/internal/cli"
+	"github.com/virtkey/virtkey/internal/server"
 )
+
+// runCtl is "virtkey ctl".
+func runCtl(ctx context.Context, e *env, args []string) error {
+	err := ctl.Run(ctx, args, e.Stdout, e.Stderr)
+	if errors.Is(err, ctl.ErrUsage) {
+		return cli.ErrUsage
+	}
+	return err
+}
 
 // controlFlags are run's control-plane flags.
 type controlFlags struct {
 	addr, tokenFile          string
 	allowRemote, allowExport bool
+	profile                  string
 }
 
 func (c *controlFlags) register(fs *flag.FlagSet) {
@@ -29,40 +43,44 @@ func (c *controlFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.tokenFile, "control-token-file", "", "file holding the bearer token every control request must carry (required with --control tcp:...)")
 	fs.BoolVar(&c.allowRemote, "control-allow-remote", false, "let --control tcp: listen on a non-loopback address (a container's published port); anyone with the token drives the key")
 	fs.BoolVar(&c.allowExport, "control-allow-export", false, "let private keys leave and enter this key's persistent state through the control API (keys added through the API with an ephemeral state always allow it)")
+	fs.StringVar(&c.profile, "profile", "", "preset for a use: browser-test (= --presence auto --uv auto --select-account newest --reset-window 0, for headless browsers); flags given explicitly win")
 }
 
 // profiles are run's presets; explicit flags win over them.
-var profiles = map[string][][2]string{
+var profiles = map[string][]string{
 	// Headless browsers: no prompt anyone could answer, built-in UV that
 	// verifies, the key picks the account, reset any time.
-	"browser-test": {{"presence", "auto"}, {"uv", "auto"}, {"select-account", "newest"}, {"reset-window", "0"}},
+	"browser-test": {"--presence", "auto", "--uv", "auto", "--select-account", "newest", "--reset-window", "0"},
 }
 
-// applyProfile sets the flags of profile name that were not given.
-func applyProfile(fs *flag.FlagSet, name string) error {
-	if name == "" {
-		return nil
-	}
-	p, ok := profiles[name]
-	if !ok {
-		return fmt.Errorf("--profile %q: want browser-test", name)
-	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	for _, kv := range p {
-		if !given[kv[0]] {
-			if err := fs.Set(kv[0], kv[1]); err != nil {
-				return err
-			}
+// withProfile puts the flags of the --profile in args before args, so
+// that flags given explicitly (later) win.
+func withProfile(args []string) ([]string, error) {
+	for i, a := range args {
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "profile" {
+			continue
 		}
+		if !hasVal {
+			if i+1 >= len(args) {
+				return args, nil // the flag parser reports it
+			}
+			val = args[i+1]
+		}
+		p, ok := profiles[val]
+		if !ok {
+			return nil, cli.Usagef("--profile %q: want browser-test", val)
+		}
+		return append(append([]string{}, p...), args...), nil
 	}
-	return nil
+	return args, nil
 }
 
 // controlPlane is run's control API. A nil *controlPlane (no --control)
 // changes nothing.
 type controlPlane struct {
-	f        *runFlags
+	f        controlFlags
+	cfg      *server.Config
 	log      *slog.Logger
 	ln       *control.Listener
 	srv      *control.Server
@@ -70,74 +88,65 @@ type controlPlane struct {
 }
 
 // newControlPlane binds the control endpoint (so that a bad address fails
-// before any state is made) and wraps pres in the key's presence queue.
-func newControlPlane(f *runFlags, pres ctap2.Presence, log *slog.Logger) (*controlPlane, error) {
-	if f.control.addr == "" {
-		if f.control.tokenFile != "" || f.control.allowRemote || f.control.allowExport {
-			return nil, errors.New("--control-token-file, --control-allow-remote and --control-allow-export need --control")
+// before any state is made) and hooks the key's presence and events.
+func newControlPlane(f controlFlags, cfg *server.Config, log *slog.Logger) (*controlPlane, error) {
+	if f.addr == "" {
+		if f.tokenFile != "" || f.allowRemote || f.allowExport {
+			return nil, cli.Usagef("--control-token-file, --control-allow-remote and --control-allow-export need --control")
 		}
 		return nil, nil
 	}
 	ln, err := control.Listen(control.ListenConfig{
-		Address: f.control.addr, TokenFile: f.control.tokenFile, AllowRemote: f.control.allowRemote, Logger: log,
+		Address: f.addr, TokenFile: f.tokenFile, AllowRemote: f.allowRemote, Logger: log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("--control: %w", err)
 	}
 	var mode control.PresenceMode
-	if f.presence == "auto" {
+	if cfg.Presence == "auto" {
 		mode = control.PresenceAuto
 	}
+	v := server.FirmwareVersion()
 	factory := vkey.NewFactory(vkey.FactoryOptions{
-		Logger: log, AllowExport: f.control.allowExport, SelectNewestAccount: f.selectAccount == "newest",
-		Version: version,
-		UHID:    uhid.Options{Name: f.name, VendorID: uint16(f.vid), ProductID: uint16(f.pid), Version: bcdVersion(version), Logger: log},
+		Logger: log, AllowExport: f.allowExport, SelectNewestAccount: cfg.SelectAccount == "newest", Version: v,
+		UHID: uhid.Options{Name: cfg.Name, VendorID: uint16(cfg.VID), ProductID: uint16(cfg.PID), Logger: log},
 	})
-	return &controlPlane{
-		f: f, log: log, ln: ln,
+	cp := &controlPlane{
+		f: f, cfg: cfg, log: log, ln: ln,
 		srv:      control.NewServer(control.Options{Factory: factory, Logger: log}),
-		controls: vkey.NewControls(mode, pres, f.presence),
-	}, nil
-}
-
-// presence is the provider the authenticator gets.
-func (cp *controlPlane) presence(p ctap2.Presence) ctap2.Presence {
-	if cp == nil {
-		return p
+		controls: vkey.NewControls(mode, nil, ""),
 	}
-	return cp.controls.Presence()
-}
-
-// observer is the authenticator's observer (nil without --control).
-func (cp *controlPlane) observer() ctap2.Observer {
-	if cp == nil {
-		return nil
+	cfg.Control = server.ControlHooks{
+		Presence: func(p ctap2.Presence, name string) ctap2.Presence {
+			cp.controls.SetFallback(p, name)
+			return cp.controls.Presence()
+		},
+		Observer: cp.controls.Observer(),
 	}
-	return cp.controls.Observer()
+	return cp, nil
 }
 
 // serve registers the default key and serves the API until ctx ends; the
 // returned function stops it (keys added through the API are unplugged).
-func (cp *controlPlane) serve(ctx context.Context, auth *ctap2.Authenticator, dev vkey.Device, uv ctap2.UVMode) (stop func(), err error) {
+func (cp *controlPlane) serve(ctx context.Context, key *server.Key) (stop func(), err error) {
 	if cp == nil {
 		return func() {}, nil
 	}
 	ks := "software"
-	if strings.HasPrefix(cp.f.keystore, "tpm") {
+	if strings.HasPrefix(cp.cfg.Keystore, "tpm") {
 		ks = "tpm"
 	}
 	k, err := cp.controls.Key(vkey.KeyOptions{
-		Auth: auth, Device: dev, UV: uv, StateDir: cp.f.stateDir, KeyStore: ks, ExportAllowed: cp.f.control.allowExport,
+		Auth: key.Authenticator(), Device: key, UV: cp.cfg.UVMode(), StateDir: cp.cfg.StateDir,
+		KeyStore: ks, ExportAllowed: cp.f.allowExport,
 	})
 	if err != nil {
-		cp.close()
 		return nil, err
 	}
 	if err := cp.srv.AddKey(control.DefaultKeyID, k, nil); err != nil {
-		cp.close()
 		return nil, err
 	}
-	if cp.f.control.allowExport {
+	if cp.f.allowExport {
 		cp.log.Warn("the control API may read and write private keys of this key's state (--control-allow-export)")
 	}
 	sctx, cancel := context.WithCancel(ctx)
@@ -155,7 +164,8 @@ func (cp *controlPlane) serve(ctx context.Context, auth *ctap2.Authenticator, de
 	}, nil
 }
 
-// close releases the endpoint when run fails before serving.
+// close releases the endpoint (after serve's stop, or when run fails
+// before serving).
 func (cp *controlPlane) close() {
 	if cp != nil {
 		cp.ln.Close()

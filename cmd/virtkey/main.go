@@ -1,8 +1,13 @@
 // Command virtkey is a virtual FIDO2 security key and a CTAP client that
 // manages any FIDO2 key.
 //
-//	virtkey run [flags]           serve a virtual key (see "virtkey run -h")
-//	virtkey info|pin|creds|reset|config …   manage a key (see "virtkey help")
+//	virtkey run [flags]                      serve a virtual key (internal/server)
+//	virtkey info|pin|creds|reset|config …    manage a key (internal/manage)
+//	virtkey doctor [flags]                   check this machine (internal/doctor)
+//	virtkey version                          what this binary is
+//
+// main only dispatches: the table below owns the command names and the
+// usage text, and cli.ExitCode maps every error to the exit status.
 package main
 
 import (
@@ -12,87 +17,135 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
-	"github.com/virtkey/virtkey/control/ctl"
+	"github.com/virtkey/virtkey/internal/cli"
+	"github.com/virtkey/virtkey/internal/manage"
+	"github.com/virtkey/virtkey/internal/server"
 )
 
 func main() {
+	os.Exit(mainEnv(osEnv(), os.Args[1:]))
+}
+
+// env is what a command may use of the process and the machine; tests
+// replace it.
+type env struct {
+	manage.Env             // stdin, stdout, stderr, environment, terminal
+	host       server.Host // device files: /dev/uhid, /dev/tty, the TPMs
+}
+
+func osEnv() *env { return &env{Env: manage.OSEnv()} }
+
+// mainEnv runs the command in args until SIGINT or SIGTERM, reports its
+// error and returns the exit status.
+func mainEnv(e *env, args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
-	if err != nil {
-		if !errors.Is(err, errUsage) {
-			fmt.Fprintln(os.Stderr, "virtkey:", err)
-		}
-		var ee *exitError
-		if errors.As(err, &ee) {
-			os.Exit(ee.code)
-		}
-		if errors.Is(err, errUsage) {
-			os.Exit(2)
-		}
-		os.Exit(1)
+	err := run(ctx, e, args)
+	if err != nil && !errors.Is(err, cli.ErrUsage) && !errors.Is(err, cli.ErrHelp) {
+		fmt.Fprintln(e.Stderr, "virtkey:", err)
 	}
+	return cli.ExitCode(err)
 }
 
-// errUsage means the usage text was already printed.
-var errUsage = errors.New("usage")
-
-// exitError carries a specific exit code.
-type exitError struct {
-	code int
-	err  error
+// command is one row of virtkey's command table.
+type command struct {
+	name     string // the first word
+	synopsis string // the command line after "virtkey "
+	summary  string
+	group    string // the heading it is listed under
+	run      func(ctx context.Context, e *env, args []string) error
 }
 
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
+// Groups of the usage text, in order, with the lines that end them.
+var groups = []struct{ heading, notes string }{
+	{"Serve a virtual key", ""},
+	{"Manage a key (the virtual one or a hardware key)",
+		"  Common flags (before or after the command):\n" +
+			"    --device udp:HOST:PORT | /dev/hidrawN   the key (default: $VIRTKEY_DEVICE, else the only key present)\n" +
+			"    --json                                  machine-readable output\n" +
+			"  The PIN comes from $VIRTKEY_PIN (the new one of \"pin change\" from $VIRTKEY_NEW_PIN),\n" +
+			"  else from the terminal. CRED-ID is base64url as \"creds list\" prints it (standard\n" +
+			"  base64 and hex work too).\n"},
+	{"Test automation", ""},
+	{"Check this machine", ""},
+	{"About virtkey", ""},
+}
 
-const usage = `virtkey — a virtual FIDO2 security key for Linux, and a FIDO2 key manager
+// commands is the command table, in the order "virtkey help" lists it.
+func commands() []command {
+	t := []command{{"run", "run [flags]", "serve a virtual key (virtkey run -h lists the flags)", groups[0].heading, runKey}}
+	for _, h := range manage.Commands() {
+		name, _, _ := strings.Cut(h.Command, " ")
+		t = append(t, command{name, strings.TrimSpace(h.Command + " " + h.Synopsis), h.Summary, groups[1].heading,
+			func(ctx context.Context, e *env, args []string) error {
+				return manage.Run(ctx, e.Env, append([]string{name}, args...))
+			}})
+	}
+	return append(t,
+		command{"ctl", "ctl COMMAND", "drive keys served with run --control (virtkey ctl help)", groups[2].heading, runCtl},
+		command{"doctor", "doctor [flags]", "can this user run the key here as run's flags say? (virtkey doctor -h)", groups[3].heading, runDoctor},
+		command{"version", "version", "print the version (also --version)", groups[4].heading, runVersion},
+		command{"help", "help", "print this text (also -h, --help)", groups[4].heading, runHelp},
+	)
+}
 
-Serve a virtual key:
-  virtkey run [flags]                 (virtkey run -h lists the flags)
-
-Manage a key (the virtual one or a hardware key):
-  virtkey info                        show what the key supports
-  virtkey pin set|change              set or change the PIN
-  virtkey creds list [--rp ID]        list passkeys
-  virtkey creds rename CRED-ID --name N [--display-name D]
-  virtkey creds delete CRED-ID
-  virtkey reset                       erase every credential and the PIN
-  virtkey config always-uv on|off
-  virtkey config min-pin-length N [--rp ID...]
-  Common flags: --device udp:HOST:PORT | /dev/hidrawN, --json
-
-Drive a running key from tests (virtkey run --control ...):
-  virtkey ctl --control unix:PATH ... (virtkey ctl help lists the commands)
-
-Check this machine:
-  virtkey doctor                      can this user use /dev/uhid and a TPM?
-`
-
-func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+// run dispatches args to a command.
+func run(ctx context.Context, e *env, args []string) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return errUsage
+		printUsage(e.Stderr)
+		return cli.ErrUsage
 	}
-	switch args[0] {
-	case "run":
-		return runKey(ctx, args[1:], stderr)
-	case "doctor":
-		return doctor(ctx, args[1:], stdout, stderr)
-	case "ctl":
-		if code := ctl.Main(ctx, args[1:], stdout, stderr); code != 0 {
-			return &exitError{code: code, err: errUsage}
+	name := args[0]
+	switch name {
+	case "-h", "-help", "--help":
+		name = "help"
+	case "-version", "--version":
+		name = "version"
+	}
+	if strings.HasPrefix(name, "-") {
+		// Common flags before a management command: --device D info.
+		return manage.Run(ctx, e.Env, args)
+	}
+	for _, c := range commands() {
+		if c.name == name {
+			return c.run(ctx, e, args[1:])
 		}
-		return nil
-	case "help", "-h", "--help", "-help":
-		fmt.Fprint(stdout, usage)
-		return nil
 	}
-	if isManageCommand(args[0]) {
-		return manage(ctx, args[0], args[1:], stdin, stdout, stderr)
+	fmt.Fprintf(e.Stderr, "virtkey: unknown command %q\n\n", name)
+	printUsage(e.Stderr)
+	return cli.ErrUsage
+}
+
+func runHelp(_ context.Context, e *env, args []string) error {
+	printUsage(e.Stdout)
+	return nil
+}
+
+// printUsage writes the usage text: the command table by group, then the
+// exit codes.
+func printUsage(w io.Writer) {
+	fmt.Fprintln(w, "virtkey — a virtual FIDO2 security key for Linux, and a FIDO2 key manager")
+	table := commands()
+	for _, g := range groups {
+		fmt.Fprintf(w, "\n%s:\n", g.heading)
+		for _, c := range table {
+			if c.group != g.heading {
+				continue
+			}
+			line := "virtkey " + c.synopsis
+			if len(line) > 34 {
+				fmt.Fprintf(w, "  %s\n  %-34s  %s\n", line, "", c.summary)
+			} else {
+				fmt.Fprintf(w, "  %-34s  %s\n", line, c.summary)
+			}
+		}
+		fmt.Fprint(w, g.notes)
 	}
-	fmt.Fprintf(stderr, "virtkey: unknown command %q\n\n%s", args[0], usage)
-	return errUsage
+	fmt.Fprintln(w, "\nExit codes:")
+	for _, c := range cli.ExitCodes {
+		fmt.Fprintf(w, "  %d  %s\n", c.Code, c.Meaning)
+	}
 }

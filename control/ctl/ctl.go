@@ -64,21 +64,30 @@ Commands:
 Binary values (credential ids, user handles) are base64url; standard base64 is accepted too.
 `
 
-// errUsage means the usage was printed.
-var errUsage = errors.New("usage")
+// ErrUsage means the command line was wrong and the usage was printed.
+var ErrUsage = errors.New("usage")
+
+var errUsage = ErrUsage
 
 // Main runs `virtkey ctl` with args (after "ctl") and returns the exit
-// code: 0, 1 for an error, 2 for a usage error.
+// code: 0, 1 for an error (printed), 2 for a usage error.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	err := run(ctx, args, stdout, stderr)
+	err := Run(ctx, args, stdout, stderr)
 	switch {
 	case err == nil:
 		return 0
-	case errors.Is(err, errUsage):
+	case errors.Is(err, ErrUsage):
 		return 2
 	}
 	fmt.Fprintln(stderr, "virtkey ctl:", err)
 	return 1
+}
+
+// Run runs `virtkey ctl` with args (after "ctl"). A usage error is
+// [ErrUsage] with the usage already printed; other errors are returned
+// unprinted.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return run(ctx, args, stdout, stderr)
 }
 
 type env struct {

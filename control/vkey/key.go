@@ -53,6 +53,14 @@ func NewControls(mode control.PresenceMode, fallback ctap2.Presence, fallbackNam
 	return c
 }
 
+// SetFallback names the provider that answers while no mode is set (the
+// one `virtkey run --presence` built after the controls were made).
+func (c *Controls) SetFallback(p ctap2.Presence, name string) {
+	c.presence.mu.Lock()
+	defer c.presence.mu.Unlock()
+	c.presence.fallback, c.presence.fallbackName = p, name
+}
+
 // Presence goes into ctap2.Config.Presence.
 func (c *Controls) Presence() ctap2.Presence { return c.presence }
 

@@ -34,22 +34,8 @@ const limit = 10 * time.Second
 // serve runs a device on an ephemeral loopback port.
 func serve(t *testing.T) (*Conn, *handler) {
 	t.Helper()
-	conn, err := Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	h := &handler{cycles: make(chan struct{}, 4)}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- conn.Serve(ctx, h, nil) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		conn.Close()
-	})
-	return conn, h
+	return serveWith(t, &ListenConfig{}, h), h
 }
 
 // client dials the device and allocates a channel.

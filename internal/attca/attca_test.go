@@ -34,7 +34,7 @@ func verifyChain(t *testing.T, root *x509.Certificate, id *Identity) {
 func TestOpenCreatesAndReopens(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	s, err := Open(dir, aaguidA, now)
+	s, err := Open(dir, aaguidA, now, testSealer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func TestOpenCreatesAndReopens(t *testing.T) {
 	}
 
 	// Reopening changes nothing.
-	again, err := Open(dir, aaguidA, now.Add(time.Hour))
+	again, err := Open(dir, aaguidA, now.Add(time.Hour), testSealer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestOpenCreatesAndReopens(t *testing.T) {
 
 	// Another AAGUID re-issues both leaves for the same keys and the same
 	// enterprise serial.
-	other, err := Open(dir, aaguidB, now)
+	other, err := Open(dir, aaguidB, now, testSealer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestOpenCreatesAndReopens(t *testing.T) {
 	// A lost leaf certificate is re-issued; a lost leaf key makes a new identity.
 	os.Remove(filepath.Join(d, BatchCertFile))
 	os.Remove(filepath.Join(d, EnterpriseKeyFile))
-	fixed, err := Open(dir, aaguidB, now)
+	fixed, err := Open(dir, aaguidB, now, testSealer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,18 +133,18 @@ func TestOpenRefusesDamage(t *testing.T) {
 		{"root certificate garbage", func(d string) { os.WriteFile(filepath.Join(d, RootCertFile), []byte("junk"), 0o644) }, "no PEM certificate"},
 		{"root key of another root", func(d string) {
 			k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-			writeKey(filepath.Join(d, RootKeyFile), k)
+			(&keyFiles{dir: d, sealer: testSealer, set: &Set{}}).write(RootKeyFile, k)
 		}, "does not hold the key"},
 		{"batch key garbage", func(d string) { os.WriteFile(filepath.Join(d, BatchKeyFile), []byte("junk"), 0o600) }, "no PEM private key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
-			if _, err := Open(dir, aaguidA, now); err != nil {
+			if _, err := Open(dir, aaguidA, now, testSealer); err != nil {
 				t.Fatal(err)
 			}
 			tc.damage(filepath.Join(dir, DirName))
-			if _, err := Open(dir, aaguidA, now); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if _, err := Open(dir, aaguidA, now, testSealer); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want %q", err, tc.want)
 			}
 		})
@@ -152,9 +152,9 @@ func TestOpenRefusesDamage(t *testing.T) {
 	// Without the root certificate nothing can have trusted the root: a
 	// crash between writing the key and the certificate starts over.
 	dir := t.TempDir()
-	first, _ := Open(dir, aaguidA, now)
+	first, _ := Open(dir, aaguidA, now, testSealer)
 	os.Remove(filepath.Join(dir, DirName, RootCertFile))
-	s, err := Open(dir, aaguidA, now)
+	s, err := Open(dir, aaguidA, now, testSealer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,6 +205,10 @@ func TestLoadFiles(t *testing.T) {
 	if len(got.Chain) != 2 || !bytes.Equal(got.Chain[1], interDER) || !got.Leaf.Equal(id.Leaf) {
 		t.Fatalf("chain of %d", len(got.Chain))
 	}
+	// The user's key file stays theirs: read, never sealed or rewritten.
+	if after, _ := os.ReadFile(keyFile); !bytes.Equal(after, keyPEM) {
+		t.Fatal("LoadFiles changed the user's key file")
+	}
 	if err := Check(got.Leaf, aaguidA, got.Signer); err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +220,8 @@ func TestLoadFiles(t *testing.T) {
 	}
 	// Mismatched key and certificate.
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	writeKey(keyFile, other)
+	der, _ := x509.MarshalPKCS8PrivateKey(other)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
 	if _, err := LoadFiles(keyFile, certFile); err == nil {
 		t.Fatal("mismatched key accepted")
 	}

@@ -2,6 +2,7 @@ package attca
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -20,12 +21,15 @@ import (
 )
 
 // Files of the attestation directory (<state-dir>/attestation, mode 0700).
-// Private keys are PKCS#8 PEM and certificates PEM, all mode 0600 like
-// every file in the state directory (certificates are public, but the state
-// directory's rule is simple and checked by virtkey doctor).
-// The keys are the vendor's attestation keys, not user secrets: they are
-// not sealed (so an administrator can copy them to other installations),
-// and never logged.
+// Certificates are PEM; private keys are PKCS#8 sealed with the key store's
+// device key (a [Sealer]) in a "VIRTKEY SEALED KEY" PEM block — a copy of
+// the state directory does not hand out the power to mint this device's
+// attestations — all mode 0600 like every file in the state directory
+// (certificates are public, but the state directory's rule is simple and
+// checked by virtkey doctor). Plaintext keys an older virtkey wrote are
+// sealed in place when [Open] reads them. Keys are never logged; a key an
+// administrator wants to share between installations is given with
+// --attestation-key ([LoadFiles]), which stays the administrator's file.
 const (
 	DirName            = "attestation"
 	RootKeyFile        = "ca.key"
@@ -35,6 +39,22 @@ const (
 	EnterpriseKeyFile  = "enterprise.key"
 	EnterpriseCertFile = "enterprise.pem"
 )
+
+// Sealer seals the attestation private keys at rest. It is the key
+// store's device sealer (tpmkeys.DeviceSealer), whose key survives
+// authenticatorReset: the attestation identity belongs to the device, not
+// to its user.
+type Sealer interface {
+	Seal(ctx context.Context, plaintext, aad []byte) ([]byte, error)
+	Open(ctx context.Context, sealed, aad []byte) ([]byte, error)
+}
+
+// sealedKeyType is the PEM block type of a sealed private key.
+const sealedKeyType = "VIRTKEY SEALED KEY"
+
+// keyAAD binds a sealed key to its file name, so that keys cannot be
+// swapped between roles.
+func keyAAD(name string) []byte { return []byte("virtkey attestation key v1: " + name) }
 
 // Set is the attestation CA of a state directory with the identities it
 // issued.
@@ -54,22 +74,29 @@ type Set struct {
 // its key or carries another AAGUID (after --aaguid changed) is re-issued
 // for the same key. A root certificate without its key, or a file that
 // does not parse, is an error: the root may be trusted by relying parties
-// and is never replaced silently. Every file is written atomically.
-func Open(dir string, aaguid [16]byte, now time.Time) (*Set, error) {
+// and is never replaced silently. So is a sealed key that sealer cannot
+// open (the device key was lost or changed). Private keys are sealed with
+// sealer, which must not be nil; a plaintext key is sealed in place. Every
+// file is written atomically.
+func Open(dir string, aaguid [16]byte, now time.Time, sealer Sealer) (*Set, error) {
+	if sealer == nil {
+		return nil, errors.New("attca: no Sealer for the attestation keys")
+	}
 	d := filepath.Join(dir, DirName)
 	if err := os.MkdirAll(d, 0o700); err != nil {
 		return nil, fmt.Errorf("attca: %w", err)
 	}
 	s := &Set{RootFile: filepath.Join(d, RootCertFile)}
-	ca, err := openRoot(d, now, s)
+	k := &keyFiles{dir: d, sealer: sealer, set: s}
+	ca, err := openRoot(k, now, s)
 	if err != nil {
 		return nil, err
 	}
 	s.Root = ca.Root
-	if s.Batch, err = openLeaf(d, ca, BatchKeyFile, BatchCertFile, aaguid, now, s, func(*x509.Certificate) string { return BatchCN }); err != nil {
+	if s.Batch, err = openLeaf(k, ca, BatchKeyFile, BatchCertFile, aaguid, now, s, func(*x509.Certificate) string { return BatchCN }); err != nil {
 		return nil, err
 	}
-	s.Enterprise, err = openLeaf(d, ca, EnterpriseKeyFile, EnterpriseCertFile, aaguid, now, s, func(old *x509.Certificate) string {
+	s.Enterprise, err = openLeaf(k, ca, EnterpriseKeyFile, EnterpriseCertFile, aaguid, now, s, func(old *x509.Certificate) string {
 		if old != nil && strings.HasPrefix(old.Subject.CommonName, "virtkey EA Serial ") {
 			return old.Subject.CommonName // keep the device's serial
 		}
@@ -83,7 +110,8 @@ func Open(dir string, aaguid [16]byte, now time.Time) (*Set, error) {
 	return s, nil
 }
 
-func openRoot(d string, now time.Time, s *Set) (*Authority, error) {
+func openRoot(k *keyFiles, now time.Time, s *Set) (*Authority, error) {
+	d := k.dir
 	keyPath, certPath := filepath.Join(d, RootKeyFile), filepath.Join(d, RootCertFile)
 	certPEM, err := os.ReadFile(certPath)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -93,7 +121,7 @@ func openRoot(d string, now time.Time, s *Set) (*Authority, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := writeKey(keyPath, ca.key); err != nil {
+		if err := k.write(RootKeyFile, ca.key); err != nil {
 			return nil, err
 		}
 		if err := writeCerts(certPath, ca.Root.Raw); err != nil {
@@ -115,13 +143,12 @@ func openRoot(d string, now time.Time, s *Set) (*Authority, error) {
 	if err != nil {
 		return nil, fmt.Errorf("attca: %s: %w", certPath, err)
 	}
-	keyPEM, err := os.ReadFile(keyPath)
-	if err != nil {
+	key, err := k.read(RootKeyFile)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("attca: the root certificate %s is there but its key is not: %w", certPath, err)
 	}
-	key, err := parseKey(keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("attca: %s: %w", keyPath, err)
+		return nil, err
 	}
 	if !samePublic(key, certs[0].PublicKey) {
 		return nil, fmt.Errorf("attca: %s does not hold the key of %s", keyPath, certPath)
@@ -129,15 +156,15 @@ func openRoot(d string, now time.Time, s *Set) (*Authority, error) {
 	return &Authority{Root: certs[0], key: key}, nil
 }
 
-func openLeaf(d string, ca *Authority, keyFile, certFile string, aaguid [16]byte, now time.Time, s *Set, cn func(old *x509.Certificate) string) (*Identity, error) {
-	keyPath, certPath := filepath.Join(d, keyFile), filepath.Join(d, certFile)
-	keyPEM, err := os.ReadFile(keyPath)
+func openLeaf(k *keyFiles, ca *Authority, keyFile, certFile string, aaguid [16]byte, now time.Time, s *Set, cn func(old *x509.Certificate) string) (*Identity, error) {
+	certPath := filepath.Join(k.dir, certFile)
+	key, err := k.read(keyFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		id, err := ca.NewIdentity(cn(nil), aaguid, now)
 		if err != nil {
 			return nil, err
 		}
-		if err := writeKey(keyPath, id.Signer); err != nil {
+		if err := k.write(keyFile, id.Signer); err != nil {
 			return nil, err
 		}
 		if err := writeCerts(certPath, id.Leaf.Raw); err != nil {
@@ -147,11 +174,7 @@ func openLeaf(d string, ca *Authority, keyFile, certFile string, aaguid [16]byte
 		return id, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("attca: %w", err)
-	}
-	key, err := parseKey(keyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("attca: %s: %w", keyPath, err)
+		return nil, err
 	}
 	var old *x509.Certificate
 	if certPEM, err := os.ReadFile(certPath); err == nil {
@@ -222,7 +245,7 @@ func parseKey(b []byte) (crypto.Signer, error) {
 		var err error
 		switch blk.Type {
 		case "PRIVATE KEY":
-			k, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
+			return parsePKCS8(blk.Bytes)
 		case "EC PRIVATE KEY":
 			k, err = x509.ParseECPrivateKey(blk.Bytes)
 		case "RSA PRIVATE KEY":
@@ -233,16 +256,30 @@ func parseKey(b []byte) (crypto.Signer, error) {
 		if err != nil {
 			return nil, err
 		}
-		switch k := k.(type) {
-		case *ecdsa.PrivateKey:
-			return k, nil
-		case ed25519.PrivateKey:
-			return k, nil
-		case *rsa.PrivateKey:
-			return k, nil
-		}
-		return nil, fmt.Errorf("unsupported private key type %T", k)
+		return signer(k)
 	}
+}
+
+// parsePKCS8 decodes a PKCS#8 private key.
+func parsePKCS8(der []byte) (crypto.Signer, error) {
+	k, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		return nil, err
+	}
+	return signer(k)
+}
+
+// signer accepts the private key types attestation can sign with.
+func signer(k any) (crypto.Signer, error) {
+	switch k := k.(type) {
+	case *ecdsa.PrivateKey:
+		return k, nil
+	case ed25519.PrivateKey:
+		return k, nil
+	case *rsa.PrivateKey:
+		return k, nil
+	}
+	return nil, fmt.Errorf("unsupported private key type %T", k)
 }
 
 // parseCerts decodes every PEM certificate in b, in order.
@@ -274,15 +311,65 @@ func samePublic(k crypto.Signer, pub crypto.PublicKey) bool {
 	return ok && eq.Equal(pub)
 }
 
-func writeKey(path string, k crypto.Signer) error {
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		return err
+// keyFiles reads and writes the sealed private keys of an attestation
+// directory.
+type keyFiles struct {
+	dir    string
+	sealer Sealer
+	set    *Set // notes the keys it seals in place
+}
+
+// read returns the private key in file name: sealed, or plaintext as an
+// older virtkey wrote it, which it then seals in place (atomically: a
+// crash leaves the plaintext or the sealed file). A missing file's error
+// matches fs.ErrNotExist.
+func (k *keyFiles) read(name string) (crypto.Signer, error) {
+	path := filepath.Join(k.dir, name)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, err
 	}
-	b := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	clear(der)
+	if err != nil {
+		return nil, fmt.Errorf("attca: %w", err)
+	}
 	defer clear(b)
-	return writeFile(path, b, 0o600)
+	if blk, _ := pem.Decode(b); blk != nil && blk.Type == sealedKeyType {
+		der, err := k.sealer.Open(context.Background(), blk.Bytes, keyAAD(name))
+		if err != nil {
+			return nil, fmt.Errorf("attca: %s does not open with this state directory's device key (%v); "+
+				"restore the device key it was sealed with (device.key, the same passphrase, tpm-device.json on the same TPM), "+
+				"or move %s away to make a new attestation CA", path, err, k.dir)
+		}
+		defer clear(der)
+		key, err := parsePKCS8(der)
+		if err != nil {
+			return nil, fmt.Errorf("attca: %s: %w", path, err)
+		}
+		return key, nil
+	}
+	key, err := parseKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("attca: %s: %w", path, err)
+	}
+	if err := k.write(name, key); err != nil {
+		return nil, err
+	}
+	k.set.Changed = append(k.set.Changed, "sealed the plaintext key "+path)
+	return key, nil
+}
+
+// write replaces file name with key, sealed.
+func (k *keyFiles) write(name string, key crypto.Signer) error {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return fmt.Errorf("attca: %w", err)
+	}
+	defer clear(der)
+	sealed, err := k.sealer.Seal(context.Background(), der, keyAAD(name))
+	if err != nil {
+		return fmt.Errorf("attca: sealing %s: %w", name, err)
+	}
+	return writeFile(filepath.Join(k.dir, name), pem.EncodeToMemory(&pem.Block{Type: sealedKeyType, Bytes: sealed}), 0o600)
 }
 
 func writeCerts(path string, ders ...[]byte) error {

@@ -18,7 +18,6 @@ import (
 	"github.com/virtkey/virtkey/cose"
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/ctap2/client"
-	"github.com/virtkey/virtkey/hid/udp"
 	"github.com/virtkey/virtkey/internal/vktest"
 )
 
@@ -31,23 +30,6 @@ const (
 	prWrong = "0000"
 	prRP    = "example.com"
 )
-
-// prClient opens a CTAP2 client on the running key k over UDP.
-func prClient(t *testing.T, k *vktest.Key) *client.Device {
-	t.Helper()
-	conn, err := udp.Dial(k.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	d, err := client.Open(ctx, conn, &client.Options{Timeout: 10 * time.Second})
-	if err != nil {
-		t.Fatalf("opening %s: %v\nvirtkey output:\n%s", k.Addr, err, k.Output())
-	}
-	return d
-}
 
 func prContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -107,7 +89,7 @@ func TestPINLockoutAcrossRestart(t *testing.T) {
 	ctx := prContext(t)
 
 	k := vktest.Start(t, state)
-	d := prClient(t, k)
+	d := k.Client(t)
 	if err := d.SetPIN(ctx, prPIN); err != nil {
 		t.Fatalf("setPIN: %v", err)
 	}
@@ -118,7 +100,7 @@ func TestPINLockoutAcrossRestart(t *testing.T) {
 	// SIGTERM, restart: 6 retries left, and the third wrong PIN in a row is
 	// the first of this power cycle (PIN_INVALID, not PIN_AUTH_BLOCKED).
 	k = k.Restart(t)
-	d = prClient(t, k)
+	d = k.Client(t)
 	prRetries(t, ctx, d, 6, false)
 	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 5)
 	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 4)
@@ -128,7 +110,7 @@ func TestPINLockoutAcrossRestart(t *testing.T) {
 
 	// A restart lifts PIN_AUTH_BLOCKED; the right PIN restores 8.
 	k = k.Restart(t)
-	d = prClient(t, k)
+	d = k.Client(t)
 	prRetries(t, ctx, d, 3, false)
 	prAttempt(t, ctx, d, prPIN, ctap2.StatusOK, 8)
 
@@ -136,12 +118,12 @@ func TestPINLockoutAcrossRestart(t *testing.T) {
 	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 7)
 	k.Kill(t)
 	k = k.Restart(t)
-	d = prClient(t, k)
+	d = k.Client(t)
 	prRetries(t, ctx, d, 7, false)
 	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 6)
 	k.Kill(t)
 	k = k.Restart(t)
-	d = prClient(t, k)
+	d = k.Client(t)
 	prRetries(t, ctx, d, 6, false)
 	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 5)
 	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 4)
@@ -150,14 +132,14 @@ func TestPINLockoutAcrossRestart(t *testing.T) {
 
 	// Down to 0 across restarts: PIN_BLOCKED, which no restart lifts.
 	k = k.Restart(t)
-	d = prClient(t, k)
+	d = k.Client(t)
 	prRetries(t, ctx, d, 3, false)
 	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 2)
 	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 1)
 	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINBlocked, 0)
 	prAttempt(t, ctx, d, prPIN, ctap2.ErrPINBlocked, 0)
 	k = k.Restart(t)
-	d = prClient(t, k)
+	d = k.Client(t)
 	prRetries(t, ctx, d, 0, false)
 	prAttempt(t, ctx, d, prPIN, ctap2.ErrPINBlocked, 0)
 	if err := d.ChangePIN(ctx, prPIN, "5678"); !errors.Is(err, ctap2.ErrPINBlocked) {
@@ -184,7 +166,7 @@ func TestPINLockoutAcrossRestart(t *testing.T) {
 	}
 	prRetries(t, ctx, d, 8, false)
 	k = k.Restart(t)
-	d = prClient(t, k)
+	d = k.Client(t)
 	prRetries(t, ctx, d, 8, false)
 	prAttempt(t, ctx, d, "5678", ctap2.StatusOK, 8)
 }
@@ -240,7 +222,7 @@ func TestCredMgmtKillDuringWrite(t *testing.T) {
 	rps := []string{"example.com", "example.org", "login.example.net"}
 
 	k := vktest.Start(t, state)
-	d := prClient(t, k)
+	d := k.Client(t)
 	if err := d.SetPIN(ctx, prPIN); err != nil {
 		t.Fatalf("setPIN: %v", err)
 	}
@@ -283,7 +265,7 @@ func TestCredMgmtKillDuringWrite(t *testing.T) {
 	totalOps := 0
 	for round := 0; round <= rounds; round++ {
 		k = vktest.Start(t, state)
-		d = prClient(t, k)
+		d = k.Client(t)
 		cmCheck(t, ctx, k, d, creds, rps)
 		if t.Failed() {
 			return

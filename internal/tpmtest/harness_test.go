@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/virtkey/virtkey/ctap2/client"
-	"github.com/virtkey/virtkey/hid/udp"
 	"github.com/virtkey/virtkey/internal/vktest"
 )
 
@@ -181,23 +179,6 @@ func tpmArgs(tpm string, extra ...string) []string {
 func startKey(t testing.TB, stateDir, tpm string, extra ...string) *vktest.Key {
 	t.Helper()
 	return vktest.Start(t, stateDir, tpmArgs(tpm, extra...)...)
-}
-
-// device opens a CTAP2 client on the key.
-func device(t testing.TB, k *vktest.Key) *client.Device {
-	t.Helper()
-	conn, err := udp.Dial(k.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	d, err := client.Open(ctx, conn, &client.Options{Timeout: 30 * time.Second})
-	if err != nil {
-		t.Fatalf("CTAPHID INIT: %v\n%s", err, k.Output())
-	}
-	return d
 }
 
 // runFails runs virtkey with args and requires a non-zero exit within 20 s;

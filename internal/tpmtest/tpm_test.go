@@ -44,7 +44,7 @@ func TestTPMKeystore(t *testing.T) {
 	var credID []byte
 	t.Run("register", func(t *testing.T) {
 		k := startKey(t, state, tpmA.Addr())
-		d := device(t, k)
+		d := k.Client(t)
 		info, err := d.GetInfo(context.Background())
 		if err != nil {
 			t.Fatal(err)
@@ -76,13 +76,13 @@ func TestTPMKeystore(t *testing.T) {
 
 	t.Run("restart virtkey", func(t *testing.T) {
 		k := startKey(t, state, tpmA.Addr())
-		rp.DiscoverableLogin(t, device(t, k), alice)
+		rp.DiscoverableLogin(t, k.Client(t), alice)
 		k.Stop(t)
 	})
 
 	t.Run("restart swtpm under a running virtkey", func(t *testing.T) {
 		k := startKey(t, state, tpmA.Addr())
-		d := device(t, k)
+		d := k.Client(t)
 		rp.DiscoverableLogin(t, d, alice)
 		tpmA.restart(t)
 		rp.DiscoverableLogin(t, d, alice) // reconnects, re-creates the SRK, checks its Name
@@ -95,7 +95,7 @@ func TestTPMKeystore(t *testing.T) {
 	t.Run("restart swtpm then virtkey", func(t *testing.T) {
 		tpmA.restart(t)
 		k := startKey(t, state, tpmA.Addr())
-		rp.DiscoverableLogin(t, device(t, k), alice)
+		rp.DiscoverableLogin(t, k.Client(t), alice)
 		k.Stop(t)
 	})
 
@@ -128,14 +128,14 @@ func TestTPMKeystore(t *testing.T) {
 	})
 
 	t.Run("doctor", func(t *testing.T) {
-		out := doctorOutput(t, "--state-dir", state, "--tpm", tpmA.Addr())
+		out := doctorOutput(t, "--keystore", "tpm", "--state-dir", state, "--tpm", tpmA.Addr())
 		if !strings.Contains(out, "OK       TPM answers") || !strings.Contains(out, "it is the TPM the state directory was set up with") {
 			t.Errorf("doctor on the right TPM:\n%s", out)
 		}
 		if !strings.Contains(out, "OK       state directory") {
 			t.Errorf("doctor on the state directory:\n%s", out)
 		}
-		out = doctorOutput(t, "--state-dir", state, "--tpm", tpmB.Addr())
+		out = doctorOutput(t, "--keystore", "tpm", "--state-dir", state, "--tpm", tpmB.Addr())
 		if !strings.Contains(out, "PROBLEM  tpmkeys: the TPM has been cleared or replaced") {
 			t.Errorf("doctor on another TPM:\n%s", out)
 		}
@@ -155,7 +155,7 @@ func TestTPMEdDSAWrapped(t *testing.T) {
 	tpm := startSwtpm(t, filepath.Join(tmp, "swtpm"))
 	state := filepath.Join(tmp, "state")
 	k := startKey(t, state, tpm.Addr(), "--keystore", "tpm+eddsa")
-	d := device(t, k)
+	d := k.Client(t)
 	info, err := d.GetInfo(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -172,7 +172,7 @@ func TestTPMEdDSAWrapped(t *testing.T) {
 	rp.Register(t, d, bob, rptest.RegisterOptions{Alg: -8, Resident: true})
 	rp.DiscoverableLogin(t, d, bob)
 	k = k.Restart(t)
-	rp.DiscoverableLogin(t, device(t, k), bob)
+	rp.DiscoverableLogin(t, k.Client(t), bob)
 }
 
 func bigInt(b []byte) *big.Int { return new(big.Int).SetBytes(b) }
@@ -237,7 +237,7 @@ func checkStateDir(t *testing.T, state string, credID []byte, tpmA, tpmB *swtpm)
 		if err != nil {
 			return err
 		}
-		for name, secret := range map[string][]byte{"the master key": master, "the wrapping key": wrapKey} {
+		for name, secret := range map[string][]byte{"the master key": master, "the wrapping key": wrapKey, "a PEM key": []byte("PRIVATE KEY")} {
 			if bytes.Contains(b, secret) {
 				t.Errorf("%s contains %s", path, name)
 			}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/virtkey/virtkey/internal/testkit"
 )
 
 // build is the binary of this test process: built at most once, removed
@@ -22,12 +24,15 @@ var build struct {
 
 // Run runs the tests and then removes the binary [Binary] built, if any.
 // It returns m.Run's exit code, for TestMain to pass to os.Exit.
+//
+// In a probe process (see testkit.SendProbe) it serves the probe instead
+// and never returns.
 func Run(m *testing.M) int {
-	code := m.Run()
-	if build.dir != "" {
-		os.RemoveAll(build.dir)
-	}
-	return code
+	return testkit.Run(m, func() {
+		if build.dir != "" {
+			os.RemoveAll(build.dir)
+		}
+	})
 }
 
 // Binary returns the virtkey binary, building ./cmd/virtkey on first use
@@ -109,23 +114,9 @@ func Environ() []string {
 	return env
 }
 
-// underCI reports whether a missing tool fails the test instead of
-// skipping it.
-func underCI() bool {
-	v := strings.ToLower(os.Getenv("CI"))
-	return v == "true" || v == "1"
-}
-
 // MissingTool skips the test because of what msg says is missing, or fails
-// it under CI=true.
-func MissingTool(t testing.TB, msg string) {
-	t.Helper()
-	msg += " (install with scripts/install-test-deps.sh)"
-	if underCI() {
-		t.Fatal("CI=true and a required tool is missing: " + msg)
-	}
-	t.Skip(msg)
-}
+// it under CI=true (testkit's rule).
+func MissingTool(t testing.TB, msg string) { t.Helper(); testkit.MissingTool(t, msg) }
 
 // RequireTool returns the path of the program name, found on PATH. When it
 // is missing it calls [MissingTool], naming the Debian package that has it.

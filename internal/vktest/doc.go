@@ -26,6 +26,17 @@
 // [Key.Kill] is a crash (SIGKILL) and [Key.Restart] starts the key again on
 // the same state directory.
 //
+// [StartBinary] and [Key.Terminate] are the same without a testing.TB,
+// for testscript commands (cmd/virtkey's scripts run the test binary
+// itself as virtkey).
+//
+// # Clients
+//
+// [Dial] (or [Key.Client]) opens a ctap2/client Device on a UDP key,
+// closed at cleanup; [Open] is the same for callers without a testing.TB.
+// [ServeUDP] serves an in-process key (package inproc) on a free loopback
+// port, for tests that need a key but not the binary.
+//
 // # Tools
 //
 // A test that needs an external program calls [RequireTool] (or

@@ -6,12 +6,14 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/virtkey/virtkey/internal/testkit"
 )
 
 // Timeouts of a key's life.
@@ -27,7 +29,7 @@ type Key struct {
 
 	args    []string // the extra flags it was started with
 	cmd     *exec.Cmd
-	log     *syncBuffer
+	log     *SyncBuffer
 	done    chan struct{} // closed when the process has exited
 	waitErr error         // the process's exit; set before done is closed
 	ended   bool          // stopped or killed by the test
@@ -52,23 +54,32 @@ func RunArgs(addr, stateDir string, args ...string) []string {
 // it.
 func Start(t testing.TB, stateDir string, args ...string) *Key {
 	t.Helper()
-	bin := Binary(t)
+	k, err := StartBinary(Binary(t), stateDir, args...)
+	if err != nil {
+		t.Fatalf("starting virtkey: %v", err)
+	}
+	t.Logf("virtkey started on %s (state %s, pid %d)", k.Addr, stateDir, k.cmd.Process.Pid)
+	t.Cleanup(func() { k.Stop(t) })
+	return k
+}
+
+// StartBinary is [Start] for callers without a testing.TB (testscript
+// commands): it runs bin, and the caller stops the key with
+// [Key.Terminate].
+func StartBinary(bin, stateDir string, args ...string) (*Key, error) {
 	var lastErr error
 	for range 3 { // another process may take the free port first
 		k, err := start(bin, stateDir, args)
 		if err == nil {
-			t.Logf("virtkey started on %s (state %s, pid %d)", k.Addr, stateDir, k.cmd.Process.Pid)
-			t.Cleanup(func() { k.Stop(t) })
-			return k
+			return k, nil
 		}
 		lastErr = err
 	}
-	t.Fatalf("starting virtkey: %v", lastErr)
-	return nil
+	return nil, lastErr
 }
 
 func start(bin, stateDir string, args []string) (*Key, error) {
-	addr, err := freeUDPAddr()
+	addr, err := testkit.FreeUDP()
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +87,7 @@ func start(bin, stateDir string, args []string) (*Key, error) {
 		Addr:     addr,
 		StateDir: stateDir,
 		args:     args,
-		log:      &syncBuffer{},
+		log:      &SyncBuffer{},
 		done:     make(chan struct{}),
 	}
 	k.cmd = exec.Command(bin, RunArgs(addr, stateDir, args...)...)
@@ -108,41 +119,51 @@ func (k *Key) Restart(t testing.TB) *Key {
 }
 
 // Stop sends SIGTERM and requires exit status 0 within 5 s, and no data
-// race report in the output. The key must not have exited before. It is a
-// no-op when the key was already stopped or killed.
+// race report in the output (see [Key.Terminate]). It is a no-op when the
+// key was already stopped or killed.
 func (k *Key) Stop(t testing.TB) {
 	t.Helper()
 	if k.ended {
 		return
 	}
+	if err := k.Terminate(); err != nil {
+		t.Error(err)
+	} else if t.Failed() {
+		t.Logf("virtkey on %s output:\n%s", k.Addr, k.Output())
+	}
+}
+
+// Terminate sends SIGTERM and fails unless the key exits with status 0
+// within 5 s, without a data race report, and had not exited before.
+func (k *Key) Terminate() error {
 	k.ended = true
 	select {
 	case <-k.done:
-		t.Errorf("virtkey on %s exited on its own: %v\noutput:\n%s", k.Addr, k.waitErr, k.log.String())
-		return
+		return fmt.Errorf("virtkey on %s exited on its own: %v\noutput:\n%s", k.Addr, k.waitErr, k.log.String())
 	default:
 	}
 	if err := k.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Errorf("SIGTERM: %v", err)
+		return fmt.Errorf("SIGTERM: %v", err)
 	}
 	select {
 	case <-k.done:
 	case <-time.After(stopTimeout):
 		k.cmd.Process.Kill()
 		<-k.done
-		t.Errorf("virtkey on %s did not exit within %v of SIGTERM\noutput:\n%s", k.Addr, stopTimeout, k.log.String())
-		return
+		return fmt.Errorf("virtkey on %s did not exit within %v of SIGTERM\noutput:\n%s", k.Addr, stopTimeout, k.log.String())
 	}
 	out := k.log.String()
 	switch {
 	case k.waitErr != nil:
-		t.Errorf("virtkey on %s: exit after SIGTERM: %v (want status 0)\noutput:\n%s", k.Addr, k.waitErr, out)
+		return fmt.Errorf("virtkey on %s: exit after SIGTERM: %v (want status 0)\noutput:\n%s", k.Addr, k.waitErr, out)
 	case strings.Contains(out, "WARNING: DATA RACE"):
-		t.Errorf("virtkey on %s: data race reported\noutput:\n%s", k.Addr, out)
-	case t.Failed():
-		t.Logf("virtkey on %s output:\n%s", k.Addr, out)
+		return fmt.Errorf("virtkey on %s: data race reported\noutput:\n%s", k.Addr, out)
 	}
+	return nil
 }
+
+// Signal sends sig to the key's process (SIGUSR1 power-cycles it).
+func (k *Key) Signal(sig os.Signal) error { return k.cmd.Process.Signal(sig) }
 
 // Kill sends SIGKILL (a crash) and waits for the process to go.
 func (k *Key) Kill(t testing.TB) {
@@ -158,23 +179,7 @@ func (k *Key) Kill(t testing.TB) {
 func (k *Key) Output() string { return k.log.String() }
 
 // FreeUDPAddr returns a 127.0.0.1 UDP address that was free a moment ago.
-func FreeUDPAddr(t testing.TB) string {
-	t.Helper()
-	addr, err := freeUDPAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return addr
-}
-
-func freeUDPAddr() (string, error) {
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	return c.LocalAddr().String(), nil
-}
+func FreeUDPAddr(t testing.TB) string { t.Helper(); return testkit.FreeUDPAddr(t) }
 
 // waitReady polls addr with CTAPHID INIT until it answers, readyTimeout
 // passes or exited is closed.
@@ -252,20 +257,6 @@ func initPacket(nonce []byte) []byte {
 	return p
 }
 
-// syncBuffer collects a process's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// SyncBuffer is a bytes.Buffer that one goroutine may write while another
+// reads it (testkit's).
+type SyncBuffer = testkit.SyncBuffer

@@ -128,7 +128,19 @@ def reboot(addr=None):
     """
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
-        s.sendto(MAGIC_REBOOT, parse_addr(addr))
+        s.connect(parse_addr(addr))
+        s.send(MAGIC_REBOOT)
+        # virtkey serves only its own user: it looks up who owns the sending
+        # socket, which must still exist then. An INIT answered on the same
+        # socket shows the reboot was read (datagrams are read in order), so
+        # the socket stays open until then.
+        nonce = os.urandom(8)
+        s.send((b"\xff\xff\xff\xff\x86\x00\x08" + nonce).ljust(REPORT_SIZE, b"\0"))
+        s.settimeout(DEFAULT_TIMEOUT)
+        while True:
+            r = s.recv(4096)
+            if r[:5] == b"\xff\xff\xff\xff\x86" and r[7:15] == nonce:
+                return
 
 
 def wait_ready(addr=None, timeout=10.0):

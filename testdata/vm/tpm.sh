@@ -22,7 +22,7 @@ sc_tpm_device() {
 	dmesg | grep -i tpm
 	# virtkey's own check of the device: it opens /dev/tpmrm0 and creates
 	# the storage root key.
-	out=$(run "$VK" doctor --tpm /dev/tpmrm0 --state-dir "$STATE" 2>&1)
+	out=$(run "$VK" doctor --keystore tpm --tpm /dev/tpmrm0 --state-dir "$STATE" 2>&1)
 	echo "$out"
 	echo "$out" | grep -q "^OK .*TPM answers" || die "virtkey doctor: $(echo "$out" | grep -v '^OK' | tr '\n' ' ')"
 	detail "$(dmesg | grep -o 'tpm_tis .*2\.0 TPM.*' | head -n 1); $(nproc) vCPU; virtkey doctor: $(echo "$out" | grep -c '^OK') OK"

@@ -24,7 +24,6 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -33,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtkey/virtkey/hid"
+	"github.com/virtkey/virtkey/hid/hidraw"
 	"github.com/virtkey/virtkey/hid/uhid"
 )
 
@@ -73,45 +73,26 @@ func usage() {
 	os.Exit(2)
 }
 
-// ---- hidraw discovery ----
+// ---- hidraw discovery and I/O: package hid/hidraw ----
 
-type node struct{ dev, name, uniq string }
-
-func hidrawNodes() []node {
-	var out []node
-	ents, _ := filepath.Glob("/sys/class/hidraw/hidraw*")
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join(e, "device", "uevent"))
-		if err != nil {
-			continue
-		}
-		n := node{dev: "/dev/" + filepath.Base(e)}
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "HID_NAME="); ok {
-				n.name = v
-			}
-			if v, ok := strings.CutPrefix(l, "HID_UNIQ="); ok {
-				n.uniq = v
-			}
-		}
-		out = append(out, n)
-	}
-	return out
-}
-
-// waitNode waits until match finds a node whose /dev file exists.
-func waitNode(timeout time.Duration, match func(node) bool) (string, error) {
+// waitNode waits until match finds a FIDO hidraw node whose /dev file
+// exists.
+func waitNode(timeout time.Duration, match func(hidraw.Info) bool) (string, error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		for _, n := range hidrawNodes() {
+		found, err := hidraw.Find()
+		if err != nil {
+			return "", err
+		}
+		for _, n := range found {
 			if match(n) {
-				if _, err := os.Stat(n.dev); err == nil {
-					return n.dev, nil
+				if _, err := os.Stat(n.Path); err == nil {
+					return n.Path, nil
 				}
 			}
 		}
 		if time.Now().After(deadline) {
-			return "", fmt.Errorf("no matching hidraw node after %v (nodes: %v)", timeout, hidrawNodes())
+			return "", fmt.Errorf("no matching hidraw node after %v (FIDO nodes: %+v)", timeout, found)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -123,12 +104,16 @@ func cmdFind(args []string) error {
 	timeout := fs.Duration("timeout", 20*time.Second, "how long to wait")
 	gone := fs.Bool("gone", false, "wait until no node matches")
 	fs.Parse(args)
-	match := func(n node) bool { return strings.Contains(n.name, *name) }
+	match := func(n hidraw.Info) bool { return strings.Contains(n.Name, *name) }
 	if *gone {
 		deadline := time.Now().Add(*timeout)
 		for {
+			found, err := hidraw.Find()
+			if err != nil {
+				return err
+			}
 			left := 0
-			for _, n := range hidrawNodes() {
+			for _, n := range found {
 				if match(n) {
 					left++
 				}
@@ -150,75 +135,19 @@ func cmdFind(args []string) error {
 	return nil
 }
 
-// ---- raw hidraw I/O ----
-
-type hidraw struct{ fd int }
-
-func openHidraw(path string) (*hidraw, error) {
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+// readReport returns the next input report, or nil after timeout.
+func readReport(h *hidraw.File, timeout time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	r, err := h.ReadReport(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return nil, nil
 	}
-	return &hidraw{fd: fd}, nil
+	return r, err
 }
-
-func (h *hidraw) Close() error { return unix.Close(h.fd) }
-
-// write sends one output report: report number 0, then the report.
-func (h *hidraw) write(report []byte) error {
-	buf := make([]byte, 1+hid.ReportSize)
-	copy(buf[1:], report)
-	_, err := unix.Write(h.fd, buf)
-	return err
-}
-
-// read returns the next input report, or nil after timeout.
-func (h *hidraw) read(timeout time.Duration) ([]byte, error) {
-	fds := []unix.PollFd{{Fd: int32(h.fd), Events: unix.POLLIN}}
-	ms := int(timeout.Milliseconds())
-	for {
-		n, err := unix.Poll(fds, ms)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if n == 0 {
-			return nil, nil
-		}
-		if fds[0].Revents&(unix.POLLERR|unix.POLLHUP|unix.POLLNVAL) != 0 && fds[0].Revents&unix.POLLIN == 0 {
-			return nil, fmt.Errorf("poll: revents %#x (device gone)", fds[0].Revents)
-		}
-		buf := make([]byte, 256)
-		m, err := unix.Read(h.fd, buf)
-		if err != nil {
-			return nil, err
-		}
-		return buf[:m], nil
-	}
-}
-
-// ReadReport and WriteReport make a hidraw an hid.ReportDevice.
-func (h *hidraw) ReadReport(ctx context.Context) ([]byte, error) {
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		r, err := h.read(100 * time.Millisecond)
-		if err != nil {
-			return nil, err
-		}
-		if len(r) >= hid.ReportSize {
-			return r[:hid.ReportSize], nil
-		}
-	}
-}
-
-func (h *hidraw) WriteReport(report []byte) error { return h.write(report) }
 
 // check runs INIT, PING and CBOR getInfo on a fresh channel.
-func check(ctx context.Context, h *hidraw) (string, error) {
+func check(ctx context.Context, h *hidraw.File) (string, error) {
 	c := hid.NewClient(h)
 	t0 := time.Now()
 	if err := c.Init(ctx); err != nil {
@@ -248,7 +177,7 @@ func cmdPing(args []string) error {
 	dev := fs.String("dev", "", "hidraw node")
 	timeout := fs.Duration("timeout", 10*time.Second, "")
 	fs.Parse(args)
-	h, err := openHidraw(*dev)
+	h, err := hidraw.OpenFile(*dev)
 	if err != nil {
 		return err
 	}
@@ -263,6 +192,23 @@ func cmdPing(args []string) error {
 	return nil
 }
 
+// openInit opens the hidraw node at path and allocates a CTAPHID channel
+// on it (INIT within 10 s).
+func openInit(path string) (*hidraw.File, *hid.Client, error) {
+	h, err := hidraw.OpenFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := hid.NewClient(h)
+	if err := c.Init(ctx); err != nil {
+		h.Close()
+		return nil, nil, fmt.Errorf("INIT: %w", err)
+	}
+	return h, c, nil
+}
+
 // cmdPartial allocates a channel and sends the first packet of a CBOR
 // message whose length needs more packets, then holds the device open,
 // printing what arrives, until -hold passes or the device goes away.
@@ -271,29 +217,22 @@ func cmdPartial(args []string) error {
 	dev := fs.String("dev", "", "hidraw node")
 	hold := fs.Duration("hold", 30*time.Second, "how long to hold the device open afterwards")
 	fs.Parse(args)
-	h, err := openHidraw(*dev)
+	h, c, err := openInit(*dev)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	c := hid.NewClient(h)
-	err = c.Init(ctx)
-	cancel()
-	if err != nil {
-		return err
-	}
 	// makeCredential, 300 bytes announced, only the first 57 sent.
 	msg := make([]byte, 300)
 	msg[0] = 0x01
 	pkts := hid.Fragment(c.CID(), hid.CmdCBOR, msg)
-	if err := h.write(pkts[0]); err != nil {
+	if err := h.WriteReport(pkts[0]); err != nil {
 		return err
 	}
 	fmt.Printf("PARTIAL cid=%08x sent 1 of %d packets\n", c.CID(), len(pkts))
 	deadline := time.Now().Add(*hold)
 	for time.Now().Before(deadline) {
-		r, err := h.read(200 * time.Millisecond)
+		r, err := readReport(h, 200*time.Millisecond)
 		if err != nil {
 			fmt.Printf("READ-ERROR %v\n", err)
 			return nil
@@ -311,23 +250,15 @@ func cmdGarbage(args []string) error {
 	dev := fs.String("dev", "", "hidraw node")
 	n := fs.Int("n", 300, "malformed reports to write")
 	fs.Parse(args)
-	h, err := openHidraw(*dev)
+	// A real channel to aim some of the garbage at.
+	h, c, err := openInit(*dev)
 	if err != nil {
-		return err
+		return fmt.Errorf("before the garbage: %w", err)
 	}
 	defer h.Close()
 	seed, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	rng := mrand.New(mrand.NewPCG(seed.Uint64(), 1))
 	fmt.Printf("seed=%d\n", seed)
-
-	// A real channel to aim some of the garbage at.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	c := hid.NewClient(h)
-	err = c.Init(ctx)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("INIT before the garbage: %w", err)
-	}
 	cid := c.CID()
 	kinds := map[string]int{}
 	writeErrs := 0
@@ -373,7 +304,7 @@ func cmdGarbage(args []string) error {
 			binary.BigEndian.PutUint32(r, cid)
 			r[4] = hid.CmdPing
 			r[5], r[6] = 0x01, 0x00
-			if err := h.write(r); err != nil {
+			if err := h.WriteReport(r); err != nil {
 				writeErrs++
 			}
 			r = make([]byte, hid.ReportSize)
@@ -387,17 +318,17 @@ func cmdGarbage(args []string) error {
 			}
 			b[0] = 0
 			kinds["length"]++
-			if _, err := unix.Write(h.fd, b); err != nil {
+			if _, err := h.Write(b); err != nil {
 				writeErrs++
 			}
 			continue
 		}
 		kinds[fmt.Sprint(kind)]++
-		if err := h.write(r); err != nil {
+		if err := h.WriteReport(r); err != nil {
 			writeErrs++
 		}
 		for { // drain whatever came back
-			r, err := h.read(time.Millisecond)
+			r, err := readReport(h, time.Millisecond)
 			if err != nil {
 				return fmt.Errorf("after %d garbage reports: read: %w", i+1, err)
 			}
@@ -436,18 +367,18 @@ func cmdUhidProbe(args []string) error {
 		return err
 	}
 	defer d.Close()
-	dev, err := waitNode(10*time.Second, func(n node) bool { return n.uniq == d.Serial() })
+	dev, err := waitNode(10*time.Second, func(n hidraw.Info) bool { return n.Serial == d.Serial() })
 	if err != nil {
 		return err
 	}
-	h, err := openHidraw(dev)
+	h, err := hidraw.OpenFile(dev)
 	if err != nil {
 		return err
 	}
 	defer h.Close()
 	out := make([]byte, hid.ReportSize)
 	rand.Read(out)
-	if err := h.write(out); err != nil {
+	if err := h.WriteReport(out); err != nil {
 		return fmt.Errorf("hidraw write: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -464,7 +395,7 @@ func cmdUhidProbe(args []string) error {
 	if err := d.WriteReport(in); err != nil {
 		return fmt.Errorf("uhid write: %w", err)
 	}
-	back, err := h.read(5 * time.Second)
+	back, err := readReport(h, 5*time.Second)
 	if err != nil || back == nil {
 		return fmt.Errorf("hidraw read: %v (timed out: %v)", err, back == nil)
 	}
