@@ -24,6 +24,7 @@ import (
 	"github.com/virtkey/virtkey/ctap2"
 	ctapclient "github.com/virtkey/virtkey/ctap2/client"
 	"github.com/virtkey/virtkey/hid/udp"
+	"github.com/virtkey/virtkey/internal/testkit"
 )
 
 // serve runs a control server with real keys on a Unix socket and
@@ -132,7 +133,7 @@ func TestCtlContract(t *testing.T) {
 
 	// events: one JSON object a line, until ctx ends.
 	evCtx, evCancel := context.WithCancel(context.Background())
-	var evOut bytes.Buffer
+	var evOut testkit.SyncBuffer
 	evDone := make(chan int, 1)
 	go func() { evDone <- ctl.Main(evCtx, append(k, "events"), &evOut, os.Stderr) }()
 	time.Sleep(200 * time.Millisecond)
