@@ -15,6 +15,7 @@ import (
 
 	"github.com/virtkey/virtkey/control"
 	"github.com/virtkey/virtkey/control/ctl"
+	"github.com/virtkey/virtkey/control/factory"
 	"github.com/virtkey/virtkey/control/vkey"
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/hid/uhid"
@@ -107,7 +108,7 @@ func newControlPlane(f controlFlags, cfg *server.Config, log *slog.Logger) (*con
 		mode = control.PresenceAuto
 	}
 	v := server.FirmwareVersion()
-	factory := vkey.NewFactory(vkey.FactoryOptions{
+	factory := factory.New(factory.Options{
 		Logger: log, AllowExport: f.allowExport, SelectNewestAccount: cfg.SelectAccount == "newest", Version: v,
 		UHID: uhid.Options{Name: cfg.Name, VendorID: uint16(cfg.VID), ProductID: uint16(cfg.PID), Logger: log},
 	})

@@ -18,8 +18,8 @@ import (
 
 	"github.com/virtkey/virtkey/control"
 	"github.com/virtkey/virtkey/control/ctl"
+	"github.com/virtkey/virtkey/control/factory"
 	"github.com/virtkey/virtkey/control/internal/apitest"
-	"github.com/virtkey/virtkey/control/vkey"
 	"github.com/virtkey/virtkey/cose"
 	"github.com/virtkey/virtkey/ctap2"
 	ctapclient "github.com/virtkey/virtkey/ctap2/client"
@@ -31,7 +31,7 @@ import (
 // returns its address.
 func serve(t *testing.T) string {
 	t.Helper()
-	return apitest.Serve(t, control.NewServer(control.Options{Factory: vkey.NewFactory(vkey.FactoryOptions{})}), "unix").Addr
+	return apitest.Serve(t, control.NewServer(control.Options{Factory: factory.New(factory.Options{})}), "unix").Addr
 }
 
 // run runs virtkey ctl and returns its exit code, stdout and stderr.

@@ -19,8 +19,8 @@ import (
 
 	"github.com/virtkey/virtkey/control"
 	"github.com/virtkey/virtkey/control/client"
+	"github.com/virtkey/virtkey/control/factory"
 	"github.com/virtkey/virtkey/control/internal/apitest"
-	"github.com/virtkey/virtkey/control/vkey"
 	"github.com/virtkey/virtkey/internal/bench"
 )
 
@@ -46,7 +46,7 @@ func fdatasyncOp(b *testing.B) func() {
 
 // benchKey is an ephemeral UDP key behind a control server on a Unix socket.
 func benchKey(b *testing.B) (*client.Key, control.KeyInfo) {
-	e := apitest.Serve(b, control.NewServer(control.Options{Factory: vkey.NewFactory(vkey.FactoryOptions{})}), "unix")
+	e := apitest.Serve(b, control.NewServer(control.Options{Factory: factory.New(factory.Options{})}), "unix")
 	ki, err := e.Client.AddKey(context.Background(), control.KeyConfig{Attach: "udp"})
 	if err != nil {
 		b.Fatal(err)

@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/virtkey/virtkey/control"
+	"github.com/virtkey/virtkey/control/factory"
 	"github.com/virtkey/virtkey/control/internal/apitest"
-	"github.com/virtkey/virtkey/control/vkey"
 )
 
 // FuzzKeyAPI sends random bodies to the routes of a real key that parse
@@ -31,7 +31,7 @@ func FuzzKeyAPI(f *testing.F) {
 	} {
 		f.Add(s.path, s.body)
 	}
-	srv := control.NewServer(control.Options{Factory: vkey.NewFactory(vkey.FactoryOptions{})})
+	srv := control.NewServer(control.Options{Factory: factory.New(factory.Options{})})
 	f.Cleanup(func() { srv.Close() })
 	ki, err := addKey(srv)
 	if err != nil {

@@ -1,7 +1,7 @@
 // Package vkey is the control plane's real key: a [control.Key] backed by
-// the stack `virtkey run` serves (ctap2 + store + key store + CTAPHID
-// server + a UDP or uhid transport), and the [control.KeyFactory] that
-// makes such keys for POST /v1/keys.
+// a ctap2.Authenticator and the transport that serves it ([Device]); the
+// keys of POST /v1/keys are made by package control/factory, in-process
+// keys by package inproc.
 //
 // `virtkey run --control` builds its default key with [NewControls] (the
 // presence queue and the event observer go into the authenticator's
@@ -382,10 +382,11 @@ func (k *Key) Replug(ctx context.Context) error {
 	return nil
 }
 
-// closePresence answers the clients still waiting for presence and waits
-// for the command in flight to finish, so that its answer goes out before
-// the transport stops.
-func (k *Key) closePresence() {
+// ReleasePresence answers the clients still waiting for presence (and
+// every later request: refused) and waits for the command in flight to
+// finish, so that its answer goes out before the transport stops. Call it
+// when the key is being unplugged.
+func (k *Key) ReleasePresence() {
 	if k.c.presence.Close() {
 		k.auth.PINSet() // returns once the command holding the authenticator is done
 		time.Sleep(20 * time.Millisecond)

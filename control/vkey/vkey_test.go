@@ -20,8 +20,8 @@ import (
 
 	"github.com/virtkey/virtkey/control"
 	"github.com/virtkey/virtkey/control/client"
+	"github.com/virtkey/virtkey/control/factory"
 	"github.com/virtkey/virtkey/control/internal/apitest"
-	"github.com/virtkey/virtkey/control/vkey"
 	"github.com/virtkey/virtkey/cose"
 	"github.com/virtkey/virtkey/ctap2"
 	ctapclient "github.com/virtkey/virtkey/ctap2/client"
@@ -45,9 +45,9 @@ type env struct {
 	stop func()
 }
 
-func start(t *testing.T, network string, fo vkey.FactoryOptions) *env {
+func start(t *testing.T, network string, fo factory.Options) *env {
 	t.Helper()
-	e := &env{Env: apitest.Serve(t, control.NewServer(control.Options{Factory: vkey.NewFactory(fo)}), network)}
+	e := &env{Env: apitest.Serve(t, control.NewServer(control.Options{Factory: factory.New(fo)}), network)}
 	e.c, e.hc, e.base, e.tok, e.stop = e.Client, e.HC, e.Base, e.Token, e.Stop
 	return e
 }
@@ -151,7 +151,7 @@ func TestCredentialsOverCTAP(t *testing.T) {
 	for _, network := range []string{"unix", "tcp"} {
 		t.Run(network, func(t *testing.T) {
 			t.Parallel()
-			e := start(t, network, vkey.FactoryOptions{SelectNewestAccount: true})
+			e := start(t, network, factory.Options{SelectNewestAccount: true})
 			ctx := testCtx(t)
 			ki, err := e.c.AddKey(ctx, control.KeyConfig{Attach: "udp"})
 			if err != nil {
@@ -313,7 +313,7 @@ func TestUVPresenceOverridesPIN(t *testing.T) {
 	for _, network := range []string{"unix", "tcp"} {
 		t.Run(network, func(t *testing.T) {
 			t.Parallel()
-			uvPresenceOverridesPIN(t, start(t, network, vkey.FactoryOptions{}))
+			uvPresenceOverridesPIN(t, start(t, network, factory.Options{}))
 		})
 	}
 }
@@ -468,7 +468,7 @@ func uvPresenceOverridesPIN(t *testing.T, e *env) {
 // TestExportPolicy: persistent keys keep private keys in unless allowed.
 func TestExportPolicyAndRestart(t *testing.T) {
 	t.Parallel()
-	e := start(t, "unix", vkey.FactoryOptions{})
+	e := start(t, "unix", factory.Options{})
 	ctx := testCtx(t)
 	dir := t.TempDir()
 	ki, err := e.c.AddKey(ctx, control.KeyConfig{Attach: "udp", StateDir: dir})
@@ -521,7 +521,7 @@ func TestExportPolicyAndRestart(t *testing.T) {
 // the credential's largeBlobKey.
 func TestLargeBlob(t *testing.T) {
 	t.Parallel()
-	e := start(t, "unix", vkey.FactoryOptions{})
+	e := start(t, "unix", factory.Options{})
 	ctx := testCtx(t)
 	ki, _ := e.c.AddKey(ctx, control.KeyConfig{Attach: "udp"})
 	k := e.c.Key(ki.ID)
@@ -546,7 +546,7 @@ func TestLargeBlob(t *testing.T) {
 func TestDeleteKeyInFlight(t *testing.T) {
 	before := runtime.NumGoroutine()
 	func() {
-		e := start(t, "unix", vkey.FactoryOptions{})
+		e := start(t, "unix", factory.Options{})
 		ctx := testCtx(t)
 		ki, err := e.c.AddKey(ctx, control.KeyConfig{Attach: "udp", Presence: control.PresenceManual})
 		if err != nil {
@@ -599,7 +599,7 @@ func TestOpenAPIRealKey(t *testing.T) {
 	for _, network := range []string{"unix", "tcp"} {
 		t.Run(network, func(t *testing.T) {
 			t.Parallel()
-			e := start(t, network, vkey.FactoryOptions{})
+			e := start(t, network, factory.Options{})
 			a := &apitest.API{T: t, HC: e.hc, Base: e.base, Token: e.tok, Doc: apitest.Parse(t)}
 			a.Exercise(apitest.Options{})
 		})
@@ -610,7 +610,7 @@ func TestOpenAPIRealKey(t *testing.T) {
 // the race detector).
 func TestConcurrentAPIAndCTAP(t *testing.T) {
 	t.Parallel()
-	e := start(t, "unix", vkey.FactoryOptions{})
+	e := start(t, "unix", factory.Options{})
 	ctx := testCtx(t)
 	ki, _ := e.c.AddKey(ctx, control.KeyConfig{Attach: "udp"})
 	k := e.c.Key(ki.ID)
@@ -643,7 +643,7 @@ func TestConcurrentAPIAndCTAP(t *testing.T) {
 // Chromium DevTools' authenticator options are accepted as they are.
 func TestCDPOptions(t *testing.T) {
 	t.Parallel()
-	e := start(t, "unix", vkey.FactoryOptions{})
+	e := start(t, "unix", factory.Options{})
 	ctx := testCtx(t)
 	tr, f := true, false
 	v := "ctap2_1"

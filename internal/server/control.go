@@ -2,11 +2,9 @@ package server
 
 import (
 	"context"
-	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/virtkey/virtkey/ctap2"
+	"github.com/virtkey/virtkey/hid/hidraw"
 )
 
 // ControlHooks hand a key to the test-automation control plane (package
@@ -48,16 +46,10 @@ func (k *Key) HIDRaw() string {
 	if k.dev == nil {
 		return ""
 	}
-	ms, _ := filepath.Glob("/sys/class/hidraw/hidraw*/device/uevent")
-	for _, m := range ms {
-		b, err := os.ReadFile(m)
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if line == "HID_UNIQ="+k.dev.Serial() {
-				return "/dev/" + filepath.Base(filepath.Dir(filepath.Dir(m)))
-			}
+	infos, _ := hidraw.Find()
+	for _, in := range infos {
+		if in.Serial == k.dev.Serial() {
+			return in.Path
 		}
 	}
 	return ""

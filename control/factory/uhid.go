@@ -1,16 +1,14 @@
-package vkey
+package factory
 
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/virtkey/virtkey/control"
 	"github.com/virtkey/virtkey/hid"
+	"github.com/virtkey/virtkey/hid/hidraw"
 	"github.com/virtkey/virtkey/hid/uhid"
 )
 
@@ -42,13 +40,6 @@ func startUHID(o uhid.Options, h hid.Handler, opts *hid.Options) (*uhidDevice, e
 	return d, nil
 }
 
-// UHIDDevice is the Device of a key `virtkey run` serves through uhid.
-func UHIDDevice(dev *uhid.Device, srv *hid.Server) Device {
-	d := &uhidDevice{dev: dev, srv: srv}
-	d.findHidraw(2 * time.Second)
-	return d
-}
-
 // findHidraw waits up to d for the kernel's /dev/hidrawN of this device
 // (found by its serial, HID_UNIQ, in sysfs).
 func (d *uhidDevice) findHidraw(wait time.Duration) {
@@ -68,16 +59,10 @@ func (d *uhidDevice) findHidraw(wait time.Duration) {
 }
 
 func hidrawOf(serial string) string {
-	ms, _ := filepath.Glob("/sys/class/hidraw/hidraw*/device/uevent")
-	for _, m := range ms {
-		b, err := os.ReadFile(m)
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if line == "HID_UNIQ="+serial {
-				return "/dev/" + filepath.Base(filepath.Dir(filepath.Dir(m)))
-			}
+	infos, _ := hidraw.Find()
+	for _, in := range infos {
+		if in.Serial == serial {
+			return in.Path
 		}
 	}
 	return ""

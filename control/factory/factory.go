@@ -1,4 +1,9 @@
-package vkey
+// Package factory makes the keys of POST /v1/keys: each the stack
+// `virtkey run` serves (ctap2, the store, the software key store, a CTAPHID
+// server on a UDP socket or a uhid device) behind a [vkey.Key]. It is apart
+// from vkey so that in-process users of vkey (package inproc) need no
+// transport.
+package factory
 
 import (
 	"context"
@@ -12,6 +17,7 @@ import (
 	"time"
 
 	"github.com/virtkey/virtkey/control"
+	"github.com/virtkey/virtkey/control/vkey"
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/hid"
 	"github.com/virtkey/virtkey/hid/udp"
@@ -20,9 +26,9 @@ import (
 	"github.com/virtkey/virtkey/tpmkeys"
 )
 
-// FactoryOptions configure the keys POST /v1/keys makes. Those keys use
+// Options configure the keys POST /v1/keys makes. Those keys use
 // the software key store.
-type FactoryOptions struct {
+type Options struct {
 	Logger *slog.Logger
 	// AllowExport lets private keys cross on keys with a persistent state
 	// directory (ephemeral keys always allow it).
@@ -41,10 +47,10 @@ type FactoryOptions struct {
 }
 
 // Factory makes keys; it implements control.KeyFactory.
-type Factory struct{ opts FactoryOptions }
+type Factory struct{ opts Options }
 
-// NewFactory returns a factory.
-func NewFactory(opts FactoryOptions) *Factory {
+// New returns a factory.
+func New(opts Options) *Factory {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -106,7 +112,7 @@ func (f *Factory) NewKey(ctx context.Context, cfg control.KeyConfig) (control.Ke
 		}
 		return nil, nil, err
 	}
-	c := NewControls(cfg.Presence, nil, "")
+	c := vkey.NewControls(cfg.Presence, nil, "")
 	acfg := ctap2.Config{
 		KeyStore: keys, Store: s.db, Presence: c.Presence(), Observer: c.Observer(), Logger: f.opts.Logger,
 		UV: uv, SelectNewestAccount: f.opts.SelectNewestAccount, PresenceTimeout: f.opts.PresenceTimeout,
@@ -143,7 +149,7 @@ func (f *Factory) NewKey(ctx context.Context, cfg control.KeyConfig) (control.Ke
 	if err != nil {
 		return nil, nil, err
 	}
-	k, err := c.Key(KeyOptions{
+	k, err := c.Key(vkey.KeyOptions{
 		Auth: auth, Device: s.dev, Protocol: cfg.Protocol, Transport: cfg.Transport, UV: uv,
 		BackupEligible: cfg.DefaultBackupEligibility, BackupState: cfg.DefaultBackupState,
 		StateDir: s.dir, Ephemeral: s.tempDir, KeyStore: "software", ExportAllowed: s.tempDir || f.opts.AllowExport,
@@ -163,14 +169,14 @@ type stack struct {
 	tempDir bool
 	db      *store.DB
 	dev     device
-	key     *Key
+	key     *vkey.Key
 	once    sync.Once
 	err     error
 }
 
-// device is a Device the factory started and stops.
+// device is a vkey.Device the factory started and stops.
 type device interface {
-	Device
+	vkey.Device
 	stop() error
 }
 
@@ -179,7 +185,7 @@ type device interface {
 func (s *stack) close() error {
 	s.once.Do(func() {
 		if s.key != nil {
-			s.key.closePresence()
+			s.key.ReleasePresence()
 		}
 		if s.dev != nil {
 			s.err = s.dev.stop()
@@ -227,10 +233,4 @@ func (d *udpDevice) stop() error {
 	d.cancel()
 	err := <-d.done
 	return errors.Join(err, d.conn.Close())
-}
-
-// UDPDevice is the Device of a key `virtkey run` serves over UDP on conn
-// with srv.
-func UDPDevice(conn *udp.Conn, srv *hid.Server) Device {
-	return &udpDevice{conn: conn, srv: srv}
 }
