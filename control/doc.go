@@ -9,8 +9,10 @@
 // The package owns HTTP, JSON, the authentication of callers and the
 // registry of running keys. It declares what it consumes: a [Key] (one
 // running key) and a [KeyFactory] (makes keys for POST /v1/keys). It never
-// imports ctap2, a transport or a store; an adapter wires those (package
-// control/vkey).
+// imports ctap2, a transport or a store: control/vkey adapts an
+// authenticator to a Key, control/factory makes keys with their transport,
+// control/client and control/ctl (`virtkey ctl`) are the clients, and
+// `virtkey run --control` hands its key over as "default".
 //
 // # Listening
 //
