@@ -49,6 +49,18 @@ DEBIAN_PACKAGES=(
 	# the machine's nodejs package carries npm (a separate Debian npm
 	# package would conflict with it).
 	nodejs
+	# internal/vmtest firefox group: headless Firefox ESR in the guest signs up
+	# and in against internal/vmtest/rp through its own WebAuthn stack
+	# (authenticator-rs on hidraw), beside chromium above.
+	firefox-esr
+	# internal/vmtest login group: PAM login with pam-u2f (pamu2fcfg and the
+	# module; pamtester drives the PAM stack) and LUKS2 unlock with
+	# systemd-cryptenroll --fido2-device (systemd; cryptsetup-bin formats the
+	# volume, libfido2 comes with fido2-tools).
+	libpam-u2f
+	pamu2fcfg
+	pamtester
+	cryptsetup-bin
 )
 
 log() { printf 'install-test-deps: %s\n' "$*"; }

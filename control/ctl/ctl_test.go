@@ -97,7 +97,7 @@ func TestCtlContract(t *testing.T) {
 	}
 	cdh := sha256.Sum256([]byte("c"))
 	uv := true
-	req := &ctap2.GetAssertionRequest{RPID: "example.com", ClientDataHash: cdh[:], Options: &ctap2.Options{UV: &uv}}
+	req := &ctap2.GetAssertionRequest{RPID: "example.com", ClientDataHash: cdh[:], Options: &ctap2.RequestOptions{UV: &uv}}
 	a, err := d.GetAssertion(ctx, req, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -87,12 +87,12 @@ func makeCred(ctx context.Context, d *ctap, rp string, user string, rk bool) (*c
 	t := true
 	return d.MakeCredential(ctx, &ctap2.MakeCredentialRequest{
 		ClientDataHash: cdh[:], RP: &ctap2.RPEntity{ID: rp}, User: &ctap2.UserEntity{ID: []byte(user), Name: user},
-		PubKeyCredParams: []ctap2.CredParam{{Type: "public-key", Alg: &alg}}, Options: &ctap2.Options{RK: &rk, UV: &t},
+		PubKeyCredParams: []ctap2.CredParam{{Type: "public-key", Alg: &alg}}, Options: &ctap2.RequestOptions{RK: &rk, UV: &t},
 	}, nil)
 }
 
 func assert(ctx context.Context, d *ctap, rp string, allow []byte, uv bool) (*ctapclient.Assertion, error) {
-	req := &ctap2.GetAssertionRequest{RPID: rp, ClientDataHash: cdh[:], Options: &ctap2.Options{UV: &uv}}
+	req := &ctap2.GetAssertionRequest{RPID: rp, ClientDataHash: cdh[:], Options: &ctap2.RequestOptions{UV: &uv}}
 	if allow != nil {
 		req.AllowList = []ctap2.CredDescriptor{{Type: "public-key", ID: allow}}
 	}
