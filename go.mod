@@ -3,6 +3,7 @@ module github.com/virtkey/virtkey
 go 1.26.0
 
 require (
+	filippo.io/age v1.3.2
 	github.com/bearsh/hid v1.6.0
 	github.com/fxamacker/cbor/v2 v2.9.6
 	github.com/go-webauthn/webauthn v0.18.2
@@ -18,7 +19,6 @@ require (
 )
 
 require (
-	filippo.io/age v1.3.2 // indirect
 	filippo.io/hpke v0.4.0 // indirect
 	github.com/go-viper/mapstructure/v2 v2.5.0 // indirect
 	github.com/go-webauthn/x v0.3.1 // indirect
