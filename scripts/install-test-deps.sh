@@ -44,6 +44,9 @@ DEBIAN_PACKAGES=(
 	# UDP shim (testdata/libfido2-shim), compiled by gcc (above) against
 	# fido.h from libfido2-dev (docs/testing.md).
 	libfido2-dev
+	# internal/backup: the age tool decrypts a virtkey backup (driven through
+	# script(1) from bsdutils, as age reads a passphrase from a terminal only).
+	age
 )
 
 log() { printf 'install-test-deps: %s\n' "$*"; }
