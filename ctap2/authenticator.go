@@ -189,9 +189,9 @@ func (a *Authenticator) HandleCBOR(ctx context.Context, cid uint32, msg []byte, 
 	return append([]byte{0}, out...)
 }
 
-// Do is HandleCBOR for in-process callers: it sends command cmd with the
+// Transact is HandleCBOR for in-process callers: it sends command cmd with the
 // encoded parameters and returns the status and the CBOR response.
-func (a *Authenticator) Do(ctx context.Context, cmd byte, params []byte) (StatusCode, []byte) {
+func (a *Authenticator) Transact(ctx context.Context, cmd byte, params []byte) (StatusCode, []byte) {
 	out := a.HandleCBOR(ctx, 0, append([]byte{cmd}, params...), nil)
 	return StatusCode(out[0]), out[1:]
 }

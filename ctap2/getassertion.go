@@ -12,7 +12,7 @@ type GetAssertionRequest struct {
 	ClientDataHash    Bytes                 `cbor:"2,keyasint"`
 	AllowList         []CredDescriptor      `cbor:"3,keyasint,omitempty"`
 	Extensions        map[string]RawMessage `cbor:"4,keyasint,omitempty"`
-	Options           *Options              `cbor:"5,keyasint,omitempty"`
+	Options           *RequestOptions       `cbor:"5,keyasint,omitempty"`
 	PinUvAuthParam    Bytes                 `cbor:"6,keyasint,omitempty"`
 	PinUvAuthProtocol *uint                 `cbor:"7,keyasint,omitempty"`
 }

@@ -16,7 +16,7 @@ type MakeCredentialRequest struct {
 	PubKeyCredParams             []CredParam           `cbor:"4,keyasint"`
 	ExcludeList                  []CredDescriptor      `cbor:"5,keyasint,omitempty"`
 	Extensions                   map[string]RawMessage `cbor:"6,keyasint,omitempty"`
-	Options                      *Options              `cbor:"7,keyasint,omitempty"`
+	Options                      *RequestOptions       `cbor:"7,keyasint,omitempty"`
 	PinUvAuthParam               Bytes                 `cbor:"8,keyasint,omitempty"`
 	PinUvAuthProtocol            *uint                 `cbor:"9,keyasint,omitempty"`
 	EnterpriseAttestation        *uint                 `cbor:"10,keyasint,omitempty"`

@@ -100,15 +100,6 @@ func (t *channelTable) add(cid uint32, src netip.AddrPort, busy func(uint32) boo
 	t.byCID[cid] = t.lru.PushFront(&channelEntry{cid: cid, owner: src})
 }
 
-// owner returns the address that owns cid.
-func (t *channelTable) owner(cid uint32) (netip.AddrPort, bool) {
-	e, ok := t.byCID[cid]
-	if !ok {
-		return netip.AddrPort{}, false
-	}
-	return e.Value.(*channelEntry).owner, true
-}
-
 // len returns the number of channels.
 func (t *channelTable) len() int { return len(t.byCID) }
 

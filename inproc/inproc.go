@@ -45,7 +45,7 @@ type Options struct {
 
 // Key is a running in-process virtual key.
 type Key struct {
-	// Authenticator answers CTAP messages directly (Do, HandleCBOR).
+	// Authenticator answers CTAP messages directly (Transact, HandleCBOR).
 	Authenticator *ctap2.Authenticator
 
 	dir     string

@@ -44,6 +44,18 @@ DEBIAN_PACKAGES=(
 	# UDP shim (testdata/libfido2-shim), compiled by gcc (above) against
 	# fido.h from libfido2-dev (docs/testing.md).
 	libfido2-dev
+	# internal/vmtest firefox group: headless Firefox ESR in the guest signs up
+	# and in against internal/vmtest/rp through its own WebAuthn stack
+	# (authenticator-rs on hidraw), beside chromium above.
+	firefox-esr
+	# internal/vmtest login group: PAM login with pam-u2f (pamu2fcfg and the
+	# module; pamtester drives the PAM stack) and LUKS2 unlock with
+	# systemd-cryptenroll --fido2-device (systemd; cryptsetup-bin formats the
+	# volume, libfido2 comes with fido2-tools).
+	libpam-u2f
+	pamu2fcfg
+	pamtester
+	cryptsetup-bin
 	# internal/backup: the age tool decrypts a virtkey backup (driven through
 	# script(1) from bsdutils, as age reads a passphrase from a terminal only).
 	age

@@ -288,7 +288,7 @@ func unseal(t transport.TPM, parent *srk, b *keyBlobs) ([]byte, error) {
 // records it in tpm.json.
 const (
 	nvOwnerFirst tpm2.TPMHandle = 0x01800000
-	nvOwnerCount                = 0x00400000
+	nvOwnerCount uint32         = 0x00400000
 )
 
 // nvCounterPublic is the public area of virtkey's counter: 8 bytes, read

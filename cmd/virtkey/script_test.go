@@ -245,7 +245,7 @@ func (s *scriptKeys) mkcred(ts *testscript.TestScript, neg bool, args []string) 
 		RP:               &ctap2.RPEntity{ID: rp},
 		User:             &ctap2.UserEntity{ID: []byte("id-" + user), Name: user, DisplayName: "Display " + user},
 		PubKeyCredParams: []ctap2.CredParam{{Type: "public-key", Alg: &alg}},
-		Options:          &ctap2.Options{RK: &rk},
+		Options:          &ctap2.RequestOptions{RK: &rk},
 	}, tok)
 	if err != nil {
 		ts.Fatalf("makeCredential: %v", err)

@@ -31,7 +31,9 @@
 //     scenario that never reports fails too.
 //
 // The groups are tools (libfido2, OpenSSH, virtkey's CLI, robustness),
-// chromium (headless Chromium's WebAuthn) and tpm: a fresh swtpm on the
+// chromium (headless Chromium's WebAuthn), firefox (headless Firefox ESR's
+// own WebAuthn stack), login (pam-u2f and LUKS2 unlock with
+// systemd-cryptenroll) and tpm: a fresh swtpm on the
 // host, started by the test and stopped by its pid, is attached as the
 // guest's TPM 2.0 (qemu tpm-tis; see [Boot.Machine] for why that boot has
 // no ACPI and one vCPU), and virtkey runs with --keystore tpm on the

@@ -32,7 +32,11 @@ func envErrorf(format string, a ...any) error { return &EnvError{fmt.Errorf(form
 
 // Modules are the kernel modules the guest loads, in load order
 // (docs/testing.md): hidraw is built into hid.ko and appears only once hid-generic binds
-// the uhid device; 9p and overlayfs carry the host root.
+// the uhid device; 9p and overlayfs carry the host root; loop, device-mapper,
+// dm-crypt and the crypto the kernel does for cryptsetup (AF_ALG skcipher
+// for the LUKS2 key slots, xts over ecb(aes) for the volume) let the login
+// group unlock a LUKS2 image. The guest cannot load modules on demand (its
+// /lib/modules is the host's), so xts's soft dependency ecb is named too.
 var Modules = []string{
 	"kernel/drivers/hid/hid.ko",
 	"kernel/drivers/hid/uhid.ko",
@@ -48,6 +52,13 @@ var Modules = []string{
 	"kernel/drivers/virtio/virtio_pci_legacy_dev.ko",
 	"kernel/drivers/virtio/virtio_pci.ko",
 	"kernel/fs/overlayfs/overlay.ko",
+	"kernel/drivers/block/loop.ko",
+	"kernel/drivers/md/dm-mod.ko",
+	"kernel/drivers/md/dm-crypt.ko",
+	"kernel/crypto/af_alg.ko",
+	"kernel/crypto/algif_skcipher.ko",
+	"kernel/crypto/ecb.ko",
+	"kernel/crypto/xts.ko",
 }
 
 // kernelFiles describe what is unpacked from the kernel package besides

@@ -40,6 +40,14 @@ var groups = []group{
 		needs: []string{"chromium", "fido2-token", "setsid"},
 	},
 	{
+		name: "firefox", script: "firefox.sh", memoryMB: 2048, cpus: 2, timeout: 20 * time.Minute,
+		needs: []string{"firefox-esr", "fido2-token", "setsid"},
+	},
+	{
+		name: "login", script: "login.sh", memoryMB: 1024, cpus: 2, timeout: 12 * time.Minute,
+		needs: []string{"pamu2fcfg", "pamtester", "cryptsetup", "systemd-cryptenroll", "fido2-token", "setsid", "useradd"},
+	},
+	{
 		// Boot.Machine gives it one vCPU when it boots the PVH vmlinux.
 		name: "tpm", script: "tpm.sh", memoryMB: 1024, cpus: 2, timeout: 5 * time.Minute, tpm: true,
 		needs: []string{"fido2-token", "fido2-cred", "fido2-assert", "setsid"},

@@ -13,65 +13,17 @@ SELF=$0
 VK_RUN_ARGS="--uv auto --select-account newest"
 . "$(dirname "$0")/lib.sh"
 
-RP_ADDR=127.0.0.1:8080
-URL=http://localhost:8080/
-RESULTS=$WORK/rp.results
+URL=$RP_ORIGIN/
 
-sc_virtkey_start() {
-	t0=$(now_ms)
-	vk_start /tmp/vk
-	out=$(fido2-token -I "$(dev)") || die "fido2-token -I failed"
-	echo "$out"
-	echo "$out" | grep "^options:" | grep -q "[ ,]uv" || die "getInfo does not offer built-in uv: $(echo "$out" | grep '^options:')"
-	detail "$(dev) $(($(now_ms) - t0)) ms after start; $(echo "$out" | grep '^options:')"
-}
+sc_virtkey_start() { browser_key_start; }
 
-sc_rp_start() {
-	rm -f "$RESULTS"
-	setsid sh -c 'echo $$ >"$0"; exec "$@"' "$WORK/rp.pid" \
-		"$BIN/rp" -listen "$RP_ADDR" -origin "${URL%/}" -results "$RESULTS" -timeout 10m \
-		>"$LOGS/rp.log" 2>&1 </dev/null &
-	i=0
-	until grep -q "^rp-ready PASS" "$RESULTS" 2>/dev/null; do
-		i=$((i + 1))
-		[ $i -gt 200 ] && die "the RP server did not start: $(tail -n 5 "$LOGS/rp.log")"
-		sleep 0.1
-	done
-	detail "$(grep '^rp-ready' "$RESULTS" | cut -d' ' -f3-)"
-}
+sc_rp_start() { rp_start; }
 
-# await NAME SECONDS: wait for the RP's result line NAME (or the page's
-# report of that step), print it, and pass or fail with it.
+# await NAME SECONDS: the RP's verdict on NAME (the page calls the step
+# NAME without "chromium-").
 await() {
-	_i=0
-	while :; do
-		_l=$(grep -E "^($1|page-${1#chromium-}) (PASS|FAIL)" "$RESULTS" 2>/dev/null | grep -v "^page-.* PASS" | head -n 1)
-		[ -n "$_l" ] && break
-		if grep -q "^page-done" "$RESULTS" 2>/dev/null; then
-			_l=$(grep "^page-" "$RESULTS" | grep FAIL | head -n 1)
-			[ -n "$_l" ] || _l="no $1 result before the page finished"
-			break
-		fi
-		if ! kill -0 "$(cat "$WORK/chromium.pid")" 2>/dev/null; then
-			_l="chromium exited: $(tail -n 3 "$LOGS/chromium.log" | tr '\n' ' ')"
-			break
-		fi
-		_i=$((_i + 1))
-		[ $_i -gt $(($2 * 5)) ] && die "no $1 result within $2 s"
-		sleep 0.2
-	done
-	echo "$_l"
-	cat "$RESULTS"
-	case "$_l" in
-	"$1 PASS"*) detail "${_l#"$1" PASS }" ;;
-	*)
-		# What the key last did tells a key error from a browser that
-		# got its answer and then waited on a sheet headless mode cannot
-		# show (account chooser, PIN prompt).
-		_k=$(grep -o 'cmd=[A-Za-z]* status=[A-Z_]*' "$VKLOGFILE" | tail -n 3 | tr '\n' ' ')
-		die "$_l; the key's last commands: $_k"
-		;;
-	esac
+	rp_await "$1" "${1#chromium-}" "$2" chromium
+	detail "$AWAITED"
 }
 
 sc_chromium_load() {
@@ -84,17 +36,7 @@ sc_chromium_load() {
 		--disable-dev-shm-usage --user-data-dir=/tmp/chromium-profile \
 		--enable-logging=stderr --v=0 \
 		"$URL" >"$LOGS/chromium.log" 2>&1 </dev/null &
-	i=0
-	until grep -q "^page-loaded" "$RESULTS" 2>/dev/null; do
-		if ! kill -0 "$(cat "$WORK/chromium.pid" 2>/dev/null)" 2>/dev/null; then
-			tail -n 30 "$LOGS/chromium.log"
-			die "chromium exited before the page loaded"
-		fi
-		i=$((i + 1))
-		[ $i -gt 1500 ] && die "the page did not load within 300 s"
-		sleep 0.2
-	done
-	grep "^page-loaded" "$RESULTS"
+	browser_loaded chromium 300
 	detail "page loaded $(($(now_ms) - t0)) ms after starting chromium; $(grep '^page-loaded' "$RESULTS" | grep -o 'Chrome/[0-9.]*')"
 }
 
@@ -117,23 +59,11 @@ sc_chromium_exclude() {
 sc_chromium_get() { await chromium-get 200; }
 
 sc_chromium_stop() {
-	i=0
-	until grep -q "^page-done" "$RESULTS" 2>/dev/null; do
-		i=$((i + 1))
-		[ $i -gt 100 ] && break
-		sleep 0.2
-	done
-	cp "$RESULTS" "$LOGS/rp.results" 2>/dev/null
-	kill -TERM "$(cat "$WORK/chromium.pid")" 2>/dev/null
-	kill -TERM "$(cat "$WORK/rp.pid")" 2>/dev/null
-	sleep 1
-	kill -KILL "$(cat "$WORK/chromium.pid")" 2>/dev/null
-	vk_alive || die "virtkey died during the browser run"
+	browser_stop chromium
 	# The key now holds the passkey Chromium made.
 	out=$(fido2-token -I "$(dev)") || die "fido2-token -I after the browser run"
 	vk_stop TERM || die "virtkey did not stop on SIGTERM"
 	"$HT" find -gone -timeout 10s || die "a stale hidraw node after SIGTERM"
-	grep -q "^page-done" "$RESULTS" || die "the page never reported done"
 	detail "page done; virtkey alive and answering after the browser, stopped cleanly"
 }
 

@@ -143,3 +143,113 @@ pinrun() {
 }
 
 b64rand() { head -c "$1" /dev/urandom | base64 -w0; echo; }
+
+# ---- browser groups (chromium.sh, firefox.sh) ----
+# The page's RP server (internal/vmtest/rp) on loopback, reached by the
+# browser as http://localhost:8080 (a secure context); its verdicts and the
+# page's reports go to $RESULTS as "NAME PASS|FAIL detail" lines.
+RP_ADDR=127.0.0.1:8080
+RP_ORIGIN=http://localhost:8080
+RESULTS=$WORK/rp.results
+
+# browser_key_start starts virtkey (VK_RUN_ARGS gives it built-in UV) and
+# checks that getInfo offers uv: both browsers need it headless.
+browser_key_start() {
+	_t0=$(now_ms)
+	vk_start /tmp/vk
+	_out=$(fido2-token -I "$(dev)") || die "fido2-token -I failed"
+	echo "$_out"
+	_opts=$(echo "$_out" | grep '^options:')
+	echo "$_opts" | grep -Eq "[ ,]uv(,|$)" || die "getInfo does not offer built-in uv: $_opts"
+	detail "$(dev) $(($(now_ms) - _t0)) ms after start; $_opts"
+}
+
+# rp_start [ARGS...] starts the RP server with extra ARGS and waits for it.
+rp_start() {
+	rm -f "$RESULTS"
+	setsid sh -c 'echo $$ >"$0"; exec "$@"' "$WORK/rp.pid" \
+		"$BIN/rp" -listen "$RP_ADDR" -origin "$RP_ORIGIN" -results "$RESULTS" -timeout 10m "$@" \
+		>"$LOGS/rp.log" 2>&1 </dev/null &
+	_i=0
+	until grep -q "^rp-ready PASS" "$RESULTS" 2>/dev/null; do
+		_i=$((_i + 1))
+		[ $_i -gt 200 ] && die "the RP server did not start: $(tail -n 5 "$LOGS/rp.log")"
+		sleep 0.1
+	done
+	detail "$(grep '^rp-ready' "$RESULTS" | cut -d' ' -f3-)"
+}
+
+# rp_await NAME PAGESTEP SECONDS BROWSER waits up to SECONDS for the RP's
+# verdict NAME, or the page's report that step PAGESTEP failed, while
+# BROWSER ($WORK/BROWSER.pid, $LOGS/BROWSER.log) runs. On PASS it sets
+# AWAITED to the verdict's detail; otherwise the scenario dies, naming the
+# key's last commands — they tell a key error from a browser that got its
+# answer and then waits on a sheet headless mode cannot show (account
+# chooser, PIN prompt).
+rp_await() {
+	_i=0
+	while :; do
+		_l=$(grep -E "^($1|page-$2) (PASS|FAIL)" "$RESULTS" 2>/dev/null | grep -v "^page-.* PASS" | head -n 1)
+		[ -n "$_l" ] && break
+		if grep -q "^page-done" "$RESULTS" 2>/dev/null; then
+			_l=$(grep "^page-" "$RESULTS" | grep FAIL | head -n 1)
+			[ -n "$_l" ] || _l="no $1 result before the page finished"
+			break
+		fi
+		if ! kill -0 "$(cat "$WORK/$4.pid")" 2>/dev/null; then
+			_l="$4 exited: $(tail -n 3 "$LOGS/$4.log" | tr '\n' ' ')"
+			break
+		fi
+		_i=$((_i + 1))
+		[ $_i -gt $(($3 * 5)) ] && die "no $1 result within $3 s"
+		sleep 0.2
+	done
+	echo "$_l"
+	cat "$RESULTS"
+	case "$_l" in
+	"$1 PASS"*) AWAITED=${_l#"$1" PASS } ;;
+	*) die "$_l; the key's last commands: $(grep -o 'cmd=[A-Za-z]* status=[A-Z_]*' "$VKLOGFILE" | tail -n 4 | tr '\n' ' ')" ;;
+	esac
+}
+
+# browser_loaded BROWSER SECONDS waits up to SECONDS for the page's
+# "loaded" report while BROWSER runs, and prints it.
+browser_loaded() {
+	_i=0
+	# The pid file appears once setsid's child runs.
+	until [ -s "$WORK/$1.pid" ] || [ $_i -gt 50 ]; do
+		_i=$((_i + 1))
+		sleep 0.1
+	done
+	_i=0
+	until grep -q "^page-loaded" "$RESULTS" 2>/dev/null; do
+		if ! kill -0 "$(cat "$WORK/$1.pid" 2>/dev/null)" 2>/dev/null; then
+			tail -n 30 "$LOGS/$1.log"
+			die "$1 exited before the page loaded"
+		fi
+		_i=$((_i + 1))
+		[ $_i -gt $(($2 * 5)) ] && die "the page did not load within $2 s"
+		sleep 0.2
+	done
+	grep "^page-loaded" "$RESULTS"
+}
+
+# browser_stop BROWSER waits (20 s at most) for the page's "done", keeps
+# the results in $LOGS, stops BROWSER — its whole process group: setsid
+# made it a group leader, and its helper processes share the group — and
+# the RP server, and checks that the key outlived the browser.
+browser_stop() {
+	_i=0
+	until grep -q "^page-done" "$RESULTS" 2>/dev/null; do
+		_i=$((_i + 1))
+		[ $_i -gt 100 ] && break
+		sleep 0.2
+	done
+	cp "$RESULTS" "$LOGS/rp.results" 2>/dev/null
+	kill -TERM "-$(cat "$WORK/$1.pid")" 2>/dev/null # dash's kill takes no "--"
+	kill -TERM "$(cat "$WORK/rp.pid")" 2>/dev/null
+	sleep 2
+	kill -KILL "-$(cat "$WORK/$1.pid")" 2>/dev/null
+	vk_alive || die "virtkey died during the browser run"
+	grep -q "^page-done" "$RESULTS" || die "the page never reported done"
+}

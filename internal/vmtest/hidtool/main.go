@@ -408,7 +408,11 @@ func cmdUhidProbe(args []string) error {
 
 // ---- expect: answer PIN prompts on a pty ----
 
-var promptRE = regexp.MustCompile(`(?i)pin[^\n]*:\s*$`)
+// promptRE matches a PIN prompt at the end of the output so far: "Enter
+// PIN for /dev/hidraw0: " (libfido2's tools, pamu2fcfg), "Please enter the
+// PIN: " (pam-u2f), and systemd's "Please enter security token PIN: (press
+// TAB for no echo) ".
+var promptRE = regexp.MustCompile(`(?i)pin[^\n]*:\s*(\(press TAB for no echo\)\s*)?$`)
 
 func cmdExpect(args []string) (int, error) {
 	fs := flag.NewFlagSet("expect", flag.ExitOnError)

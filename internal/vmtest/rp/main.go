@@ -14,6 +14,10 @@
 // a NotAllowedError or its own timeout). The server exits after the page
 // reports "done", or after -timeout.
 //
+// The flow page (/flow/?plan=..., flow.go) runs a longer sequence of
+// sign-ups and sign-ins with several users, each verified the same way
+// (testdata/vm/firefox.sh).
+//
 //	rp -listen 127.0.0.1:8080 -origin http://localhost:8080 -results /tmp/rp.results
 package main
 
@@ -41,6 +45,9 @@ import (
 
 //go:embed page.html
 var page []byte
+
+//go:embed common.js
+var commonJS []byte // the pages' shared helpers
 
 type user struct {
 	id    []byte
@@ -107,16 +114,15 @@ func main() {
 		alice: &user{id: []byte("vk-alice-0001"), name: "alice@localhost"},
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Write(page)
-	})
+	serve(mux, "GET /{$}", "text/html; charset=utf-8", page)
 	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	serve(mux, "GET /common.js", "text/javascript; charset=utf-8", commonJS)
 	mux.HandleFunc("POST /register/begin", s.registerBegin)
 	mux.HandleFunc("POST /register/finish", s.registerFinish)
 	mux.HandleFunc("POST /login/begin", s.loginBegin)
 	mux.HandleFunc("POST /login/finish", s.loginFinish)
 	mux.HandleFunc("POST /report", s.report)
+	addFlow(s, mux)
 	srv := &http.Server{Handler: logRequests(mux), ReadHeaderTimeout: 30 * time.Second}
 	go srv.Serve(ln)
 	log.Printf("listening on %s, origin %s, rp id %s", ln.Addr(), *origin, u.Hostname())
