@@ -20,10 +20,10 @@ func runBackup(ctx context.Context, e *env, args []string) error {
 		"virtkey backup --out FILE [--state-dir DIR] [--keystore software|tpm|tpm+eddsa] [--passphrase-file FILE]\n"+
 			"  writes the key's passkeys, PIN and settings (state.db) with the key material (master.key or passphrase.json,\n"+
 			"  device.key, epoch, attestation/) to FILE, encrypted with a passphrase (age, scrypt). Stop the key first.\n"+
-			"  The passphrase comes from --passphrase-file, $"+backup.EnvPassphrase+", else the terminal (twice)",
+			"  The passphrase comes from --passphrase-file, "+backup.EnvPassphrase+", else the terminal (twice)",
 		args, 0, []string{"state-dir", "keystore"}, func(fs *flag.FlagSet) {
 			fs.StringVar(&out, "out", "", "the backup file to write (it must not exist)")
-			fs.StringVar(&passFile, "passphrase-file", "", "read the backup passphrase from this file (else $"+backup.EnvPassphrase+", else the terminal)")
+			fs.StringVar(&passFile, "passphrase-file", "", "read the backup passphrase from this file (else "+backup.EnvPassphrase+", else the terminal)")
 		})
 	if err != nil {
 		return err
@@ -61,13 +61,13 @@ func runRestore(ctx context.Context, e *env, args []string) error {
 		"virtkey restore [--state-dir DIR] [--force] [--passphrase-file FILE] [--keystore-passphrase-file FILE] FILE\n"+
 			"  restores a backup made by \"virtkey backup\" into the state directory, which must be new or empty\n"+
 			"  unless --force moves it aside. The PIN retries become the lower of the backup's and the replaced\n"+
-			"  state's. Stop the key first. The passphrase comes from --passphrase-file, $"+backup.EnvPassphrase+",\n"+
-			"  else the terminal; a passphrase-protected key store's from --keystore-passphrase-file, $"+backup.EnvKeystorePassphrase+",\n"+
+			"  state's. Stop the key first. The passphrase comes from --passphrase-file, "+backup.EnvPassphrase+",\n"+
+			"  else the terminal; a passphrase-protected key store's from --keystore-passphrase-file, "+backup.EnvKeystorePassphrase+",\n"+
 			"  else the terminal",
 		args, 1, []string{"state-dir"}, func(fs *flag.FlagSet) {
 			fs.BoolVar(&force, "force", false, "replace a non-empty state directory (it is moved aside to DIR.before-restore-TIME, not deleted)")
-			fs.StringVar(&passFile, "passphrase-file", "", "read the backup passphrase from this file (else $"+backup.EnvPassphrase+", else the terminal)")
-			fs.StringVar(&ksPassFile, "keystore-passphrase-file", "", "read the passphrase of a passphrase-protected key store from this file (else $"+backup.EnvKeystorePassphrase+", else the terminal)")
+			fs.StringVar(&passFile, "passphrase-file", "", "read the backup passphrase from this file (else "+backup.EnvPassphrase+", else the terminal)")
+			fs.StringVar(&ksPassFile, "keystore-passphrase-file", "", "read the passphrase of a passphrase-protected key store from this file (else "+backup.EnvKeystorePassphrase+", else the terminal)")
 		})
 	if err != nil {
 		return err
