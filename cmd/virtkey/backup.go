@@ -98,7 +98,11 @@ func printRestored(e *env, file string, r *backup.Restored) {
 	if r.PINSet {
 		pin = "a PIN"
 	}
-	fmt.Fprintf(e.Stdout, "restored %s (made %s) into %s: %d discoverable credentials, %s\n", file, made, r.StateDir, r.Credentials, pin)
+	plural := "s"
+	if r.Credentials == 1 {
+		plural = ""
+	}
+	fmt.Fprintf(e.Stdout, "restored %s (made %s) into %s: %d discoverable credential%s, %s\n", file, made, r.StateDir, r.Credentials, plural, pin)
 	switch {
 	case r.PINSet && r.CurrentPINSet && r.CurrentPINRetries < r.BackupPINRetries:
 		fmt.Fprintf(e.Stdout, "PIN retries: %d, as the replaced state directory had (the backup had %d; a restore never gives retries back)\n", r.PINRetries, r.BackupPINRetries)

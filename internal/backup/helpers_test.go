@@ -101,3 +101,19 @@ func pinRetries(t testing.TB, d *client.Device) int {
 }
 
 func sha256Hex(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+
+// newKeyDir makes a state directory of a key — with a PIN and then wrong
+// wrong PINs if pin is set — and returns it with the key stopped.
+func newKeyDir(t testing.TB, pin bool, wrong int) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "state")
+	k, d := inprocKey(t, dir)
+	if pin {
+		if err := d.SetPIN(context.Background(), testPIN); err != nil {
+			t.Fatal(err)
+		}
+		wrongPINs(t, d, wrong)
+	}
+	closeKey(t, k)
+	return dir
+}

@@ -21,12 +21,7 @@ import (
 // fixtureArchive backs up a state directory of a key with a PIN.
 func fixtureArchive(t *testing.T) (dir, archive string) {
 	t.Helper()
-	dir = filepath.Join(t.TempDir(), "state")
-	k, d := inprocKey(t, dir)
-	if err := d.SetPIN(context.Background(), testPIN); err != nil {
-		t.Fatal(err)
-	}
-	closeKey(t, k)
+	dir = newKeyDir(t, true, 0)
 	return dir, create(t, dir)
 }
 
@@ -116,20 +111,11 @@ func TestBackupRefusals(t *testing.T) {
 	if !errors.Is(err, backup.ErrRunning) || asked || !strings.Contains(err.Error(), "stop the key first") {
 		t.Errorf("backup of a running key: %v (passphrase asked: %v)", err, asked)
 	}
-	r, err := backup.Restore(ctx, backup.RestoreOptions{StateDir: dir, Archive: create(t, noKeyStateDir(t)), Force: true, Passphrase: fixed(passphrase)})
+	r, err := backup.Restore(ctx, backup.RestoreOptions{StateDir: dir, Archive: create(t, newKeyDir(t, false, 0)), Force: true, Passphrase: fixed(passphrase)})
 	if !errors.Is(err, backup.ErrRunning) || r != nil {
 		t.Errorf("restore over a running key: %v", err)
 	}
 	db.Close()
-}
-
-// noKeyStateDir is a state directory with a key and no PIN.
-func noKeyStateDir(t *testing.T) string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "s")
-	k, _ := inprocKey(t, dir)
-	closeKey(t, k)
-	return dir
 }
 
 // TestRestoreRefusals: a non-empty state directory without --force, a

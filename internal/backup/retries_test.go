@@ -2,7 +2,6 @@ package backup_test
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 
 	"github.com/virtkey/virtkey/ctap2/client"
@@ -30,16 +29,10 @@ func TestPINRetriesLowerOf(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			dir := filepath.Join(t.TempDir(), "state")
-			k, d := inprocKey(t, dir)
-			if err := d.SetPIN(ctx, testPIN); err != nil {
-				t.Fatal(err)
-			}
-			wrongPINs(t, d, tc.wrongBefore)
-			closeKey(t, k)
+			dir := newKeyDir(t, true, tc.wrongBefore)
 			archive := create(t, dir)
 
-			k, d = inprocKey(t, dir)
+			k, d := inprocKey(t, dir)
 			if tc.rightAfter {
 				if _, err := d.GetPINToken(ctx, testPIN, client.PermCredentialMgmt, ""); err != nil {
 					t.Fatal(err)
@@ -66,17 +59,8 @@ func TestPINRetriesLowerOf(t *testing.T) {
 	// No PIN in the state directory replaced: the backup's count stays.
 	t.Run("current without PIN", func(t *testing.T) {
 		t.Parallel()
-		src := filepath.Join(t.TempDir(), "src")
-		k, d := inprocKey(t, src)
-		if err := d.SetPIN(ctx, testPIN); err != nil {
-			t.Fatal(err)
-		}
-		wrongPINs(t, d, 2)
-		closeKey(t, k)
-		archive := create(t, src)
-		dst := filepath.Join(t.TempDir(), "dst")
-		k, _ = inprocKey(t, dst) // a key of its own, never given a PIN
-		closeKey(t, k)
+		archive := create(t, newKeyDir(t, true, 2))
+		dst := newKeyDir(t, false, 0) // a key of its own, never given a PIN
 		r := mustRestore(t, dst, archive, true)
 		if r.PINRetries != 6 || r.CurrentPINSet || len(r.Notes) != 0 {
 			t.Fatalf("restored: %+v", r)
@@ -85,22 +69,13 @@ func TestPINRetriesLowerOf(t *testing.T) {
 	// No PIN in the backup: nothing to keep, whatever the current count.
 	t.Run("backup without PIN", func(t *testing.T) {
 		t.Parallel()
-		src := filepath.Join(t.TempDir(), "src")
-		k, _ := inprocKey(t, src)
-		closeKey(t, k)
-		archive := create(t, src)
-		dst := filepath.Join(t.TempDir(), "dst")
-		k, d := inprocKey(t, dst)
-		if err := d.SetPIN(ctx, testPIN); err != nil {
-			t.Fatal(err)
-		}
-		wrongPINs(t, d, 2)
-		closeKey(t, k)
+		archive := create(t, newKeyDir(t, false, 0))
+		dst := newKeyDir(t, true, 2)
 		r := mustRestore(t, dst, archive, true)
 		if r.PINSet || r.PINRetries != 8 {
 			t.Fatalf("restored: %+v", r)
 		}
-		k, d = inprocKey(t, dst)
+		k, d := inprocKey(t, dst)
 		defer closeKey(t, k)
 		if err := d.SetPIN(ctx, testPIN); err != nil {
 			t.Fatalf("setting a PIN on the restored key: %v", err)
