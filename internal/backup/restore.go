@@ -264,6 +264,9 @@ func (c *current) bind(ctx context.Context, ksPass func() ([]byte, error)) error
 		return nil // no key store: a state.db without state
 	}
 	keys, err := openKeys(c.dir, ksPass)
+	if errors.Is(err, tpmkeys.ErrWrongPassphrase) {
+		return fmt.Errorf("the key store passphrase does not open its %s", tpmkeys.PassphraseFileName)
+	}
 	if err != nil {
 		return err
 	}
@@ -281,11 +284,7 @@ func openKeys(dir string, ksPass func() ([]byte, error)) (*tpmkeys.Software, err
 	if err != nil {
 		return nil, err
 	}
-	keys, err := tpmkeys.OpenSoftwarePassphrase(dir, p)
-	if errors.Is(err, tpmkeys.ErrWrongPassphrase) {
-		return nil, fmt.Errorf("the key store passphrase (as given to virtkey run) does not open %s", filepath.Join(dir, tpmkeys.PassphraseFileName))
-	}
-	return keys, err
+	return tpmkeys.OpenSoftwarePassphrase(dir, p)
 }
 
 // check makes the extracted state directory ready: the rollback reference
@@ -311,6 +310,10 @@ func check(ctx context.Context, staging string, m *Manifest, cur *current, ksPas
 	}
 	defer db.Close()
 	keys, err := openKeys(staging, ksPass)
+	if errors.Is(err, tpmkeys.ErrWrongPassphrase) {
+		return refuse(ErrWrongPassphrase, "wrong key store passphrase: it does not open the backup's %s (give the passphrase virtkey run was given for this key store); nothing was restored",
+			tpmkeys.PassphraseFileName)
+	}
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,11 @@
 package backup_test
 
 import (
+	"bytes"
 	"context"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/virtkey/virtkey/ctap2/client"
@@ -63,6 +67,21 @@ func TestPINRetriesLowerOf(t *testing.T) {
 		dst := newKeyDir(t, false, 0) // a key of its own, never given a PIN
 		r := mustRestore(t, dst, archive, true)
 		if r.PINRetries != 6 || r.CurrentPINSet || len(r.Notes) != 0 {
+			t.Fatalf("restored: %+v", r)
+		}
+	})
+	// A state directory that cannot be read: restore says so and keeps the
+	// backup's count.
+	t.Run("current unreadable", func(t *testing.T) {
+		t.Parallel()
+		archive := create(t, newKeyDir(t, true, 2))
+		dst := newKeyDir(t, true, 5)
+		if err := os.WriteFile(filepath.Join(dst, "state.db"), bytes.Repeat([]byte{0xAA}, 8192), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r := mustRestore(t, dst, archive, true)
+		if r.PINRetries != 6 || r.CurrentPINSet || len(r.Notes) != 1 || !strings.Contains(r.Notes[0], "state.db is damaged") ||
+			!strings.Contains(r.Notes[0], "the backup's count is kept") {
 			t.Fatalf("restored: %+v", r)
 		}
 	})
