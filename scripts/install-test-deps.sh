@@ -61,6 +61,9 @@ DEBIAN_PACKAGES=(
 	pamu2fcfg
 	pamtester
 	cryptsetup-bin
+	# internal/backup: the age tool decrypts a virtkey backup (driven through
+	# script(1) from bsdutils, as age reads a passphrase from a terminal only).
+	age
 )
 
 log() { printf 'install-test-deps: %s\n' "$*"; }
