@@ -91,6 +91,11 @@ type Config struct {
 	// Sealer protects the PIN hash at rest; default: the KeyStore, which
 	// must then implement Sealer.
 	Sealer Sealer
+	// Observer, if set, is told what clients and controllers did (control.go).
+	Observer Observer
+	// BackupEligible and BackupState are the BE and BS flags of the
+	// credentials makeCredential creates (WebDriver's defaultBackup*).
+	BackupEligible, BackupState bool
 }
 
 // Authenticator is a CTAP2 authenticator. Its methods are safe for
@@ -107,6 +112,8 @@ type Authenticator struct {
 	vol     volatileState   // dropped at power-up and by authenticatorReset
 	// records caches parsed resident records by credential ID.
 	records map[string]*cachedRecord
+	// overrides are a controller's response override bits (control.go).
+	overrides Overrides
 }
 
 // Limits of Config.MaxResidentCredentials.
@@ -201,9 +208,9 @@ func (a *Authenticator) HandleCBOR(ctx context.Context, cid uint32, msg []byte, 
 	return append([]byte{0}, out...)
 }
 
-// Do is HandleCBOR for in-process callers: it sends command cmd with the
+// Transact is HandleCBOR for in-process callers: it sends command cmd with the
 // encoded parameters and returns the status and the CBOR response.
-func (a *Authenticator) Do(ctx context.Context, cmd byte, params []byte) (StatusCode, []byte) {
+func (a *Authenticator) Transact(ctx context.Context, cmd byte, params []byte) (StatusCode, []byte) {
 	out := a.HandleCBOR(ctx, 0, append([]byte{cmd}, params...), nil)
 	return StatusCode(out[0]), out[1:]
 }

@@ -87,7 +87,7 @@ func benchMCParams(rk bool) map[int]any {
 func getAssertionOp(b *testing.B) func() {
 	k := benchKey(b)
 	ctx := context.Background()
-	st, out := k.Authenticator.Do(ctx, ctap2.CmdMakeCredential, mustCBOR(b, benchMCParams(true)))
+	st, out := k.Authenticator.Transact(ctx, ctap2.CmdMakeCredential, mustCBOR(b, benchMCParams(true)))
 	if st != ctap2.StatusOK {
 		b.Fatalf("makeCredential: %v", st)
 	}
@@ -105,7 +105,7 @@ func getAssertionOp(b *testing.B) func() {
 		3: []map[string]any{{"type": "public-key", "id": ad.CredentialID}},
 	})
 	return func() {
-		if st, _ := k.Authenticator.Do(ctx, ctap2.CmdGetAssertion, params); st != ctap2.StatusOK {
+		if st, _ := k.Authenticator.Transact(ctx, ctap2.CmdGetAssertion, params); st != ctap2.StatusOK {
 			b.Fatalf("getAssertion: %v", st)
 		}
 	}
@@ -119,7 +119,7 @@ func makeCredentialOp(b *testing.B, rk bool) func() {
 	ctx := context.Background()
 	params := mustCBOR(b, benchMCParams(rk))
 	return func() {
-		if st, _ := k.Authenticator.Do(ctx, ctap2.CmdMakeCredential, params); st != ctap2.StatusOK {
+		if st, _ := k.Authenticator.Transact(ctx, ctap2.CmdMakeCredential, params); st != ctap2.StatusOK {
 			b.Fatalf("makeCredential: %v", st)
 		}
 	}

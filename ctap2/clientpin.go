@@ -213,6 +213,7 @@ func (a *Authenticator) storePIN(ctx context.Context, pin string) error {
 	}
 	a.vol.token.revoke()
 	a.log.Info("PIN set")
+	a.observe(Event{Type: EventPINSet})
 	return nil
 }
 
@@ -276,14 +277,16 @@ func (a *Authenticator) checkPINHash(ctx context.Context, shared *SharedSecret, 
 	if !ok {
 		a.vol.keyAgreement.Regenerate()
 		a.vol.pinFails++
+		code := ErrPINInvalid
 		switch {
 		case a.state.PINRetries == 0:
 			a.log.Warn("PIN blocked: only a reset can recover the key")
-			return ErrPINBlocked
+			code = ErrPINBlocked
 		case a.vol.pinFails >= maxConsecutivePINFails:
-			return ErrPINAuthBlocked
+			code = ErrPINAuthBlocked
 		}
-		return ErrPINInvalid
+		a.observe(Event{Type: EventPINFailed, Op: "clientPIN", Status: code})
+		return code
 	}
 	a.vol.pinFails = 0
 	st = a.state

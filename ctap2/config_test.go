@@ -343,7 +343,7 @@ func FuzzConfigRequest(f *testing.F) {
 			tk.store.PutSetting(settingState, initial)
 			tk.loadState()
 		}()
-		st, out := tk.Do(context.Background(), CmdConfig, raw)
+		st, out := tk.Transact(context.Background(), CmdConfig, raw)
 		checkResponseShape(t, st, out)
 		if st == StatusOK && len(out) != 0 {
 			t.Fatal("config answered with a body")
@@ -360,7 +360,7 @@ func FuzzConfigRequest(f *testing.F) {
 		if err != nil {
 			return // params is not one well-formed CBOR item
 		}
-		st, out = tk.Do(context.Background(), CmdConfig, b)
+		st, out = tk.Transact(context.Background(), CmdConfig, b)
 		checkResponseShape(t, st, out)
 		if st == StatusOK && len(out) != 0 {
 			t.Fatal("config answered with a body")

@@ -74,6 +74,15 @@ type credentialRecord struct {
 	// ThirdPartyPayment: created with the CTAP 2.2 thirdPartyPayment
 	// extension. Records written before it was kept decode as false.
 	ThirdPartyPayment bool `cbor:"11,keyasint,omitempty"`
+	// PrivateKeySealed is an imported credential's PKCS#8 private key,
+	// sealed by the key store; its ID then carries no key (control.go).
+	PrivateKeySealed Bytes `cbor:"12,keyasint,omitempty"`
+	// NonResident marks a credential a controller stored that is not
+	// discoverable: found through an allowList only.
+	NonResident    bool `cbor:"13,keyasint,omitempty"`
+	HMACSecret     bool `cbor:"14,keyasint,omitempty"` // of an imported credential
+	BackupEligible bool `cbor:"15,keyasint,omitempty"`
+	BackupState    bool `cbor:"16,keyasint,omitempty"`
 }
 
 func (r *credentialRecord) rpIDHash() []byte {
@@ -98,6 +107,9 @@ type RecordIndex struct {
 	// Hidden: discoverable lists leave it out unless the user is verified
 	// (credProtect uvOptionalWithCredentialIDList or uvRequired).
 	Hidden bool
+	// Unlisted: not discoverable at all (a non-resident credential a
+	// controller stored): in no list, count or user index of its RP.
+	Unlisted bool
 }
 
 // IndexRecord reads the [RecordIndex] of a resident credential record. A
@@ -107,7 +119,7 @@ func IndexRecord(record []byte) (RecordIndex, error) {
 	if err != nil {
 		return RecordIndex{}, err
 	}
-	return RecordIndex{ID: r.ID, UserID: r.User.ID, Created: r.Created, Hidden: !visibleWithoutUV(r.CredProtect, false)}, nil
+	return RecordIndex{ID: r.ID, UserID: r.User.ID, Created: r.Created, Hidden: !visibleWithoutUV(r.CredProtect, false), Unlisted: r.NonResident}, nil
 }
 
 // nextResident returns the RP's next discoverable credential after cursor
@@ -197,7 +209,9 @@ type foundCredential struct {
 func (a *Authenticator) lookupCredential(ctx context.Context, id, rpIDHash []byte) (*foundCredential, bool, error) {
 	signer, rawMeta, err := a.cfg.KeyStore.Signer(ctx, id, rpIDHash)
 	if err != nil {
-		return nil, false, nil // key-store failures are indistinguishable: not ours
+		// Not a key-store ID: an imported credential, or not ours (key-store
+		// failures are indistinguishable).
+		return a.importedCredential(ctx, id, rpIDHash)
 	}
 	meta, ok := parseCredMeta(rawMeta)
 	if !ok {
@@ -255,6 +269,10 @@ func (a *Authenticator) forgetRecords() { a.records = nil }
 
 // openResident opens a resident credential already read from the store.
 func (a *Authenticator) openResident(ctx context.Context, rec *credentialRecord, rpIDHash []byte) (*foundCredential, bool) {
+	if rec.PrivateKeySealed != nil {
+		f, ok, _ := a.importedCredential(ctx, rec.ID, rpIDHash)
+		return f, ok
+	}
 	signer, rawMeta, err := a.cfg.KeyStore.Signer(ctx, rec.ID, rpIDHash)
 	if err != nil {
 		a.log.Warn("resident credential does not open", "rp", rec.RPID)

@@ -390,6 +390,7 @@ func (a *Authenticator) deleteCredential(id []byte, tokenRPID string) error {
 		return err
 	}
 	a.log.Info("credential deleted", "rp", rec.RPID)
+	a.observe(Event{Type: EventCredentialDeleted, CredentialID: id, RPID: rec.RPID, UserHandle: rec.User.ID, Op: "credentialManagement"})
 	return nil
 }
 
@@ -415,5 +416,6 @@ func (a *Authenticator) updateUserInformation(id []byte, user *UserEntity, token
 		return err
 	}
 	a.log.Info("credential user information updated", "rp", rec.RPID)
+	a.observe(Event{Type: EventCredentialUpdated, CredentialID: id, RPID: rec.RPID, UserHandle: rec.User.ID, Op: "credentialManagement"})
 	return nil
 }

@@ -661,7 +661,7 @@ func FuzzCredMgmtRequest(f *testing.F) {
 	f.Add([]byte{0xA1, 0x01, 0x18, 0xFF}, byte(0x41), []byte{0xFF}, true)
 	f.Fuzz(func(t *testing.T, raw []byte, sub byte, params []byte, signed bool) {
 		for _, cmd := range cmCommands {
-			st, out := tk.Do(context.Background(), cmd, raw)
+			st, out := tk.Transact(context.Background(), cmd, raw)
 			checkResponseShape(t, st, out)
 		}
 		if !signed {
@@ -675,7 +675,7 @@ func FuzzCredMgmtRequest(f *testing.F) {
 		if err != nil {
 			return // params is not one well-formed CBOR item
 		}
-		st, out := tk.Do(context.Background(), CmdCredentialManagement, msg)
+		st, out := tk.Transact(context.Background(), CmdCredentialManagement, msg)
 		checkResponseShape(t, st, out)
 		// Undo deletes and renames so that later inputs find credentials.
 		for _, r := range records {

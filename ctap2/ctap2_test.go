@@ -50,7 +50,7 @@ func (tk *testKey) call(t testing.TB, cmd byte, params any) (StatusCode, []byte)
 	if params != nil {
 		p = mustEncode(t, params)
 	}
-	return tk.Do(context.Background(), cmd, p)
+	return tk.Transact(context.Background(), cmd, p)
 }
 
 var cdh = bytes.Repeat([]byte{0xCD}, 32)
@@ -386,7 +386,7 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			st, _ := tk.Do(context.Background(), tc.cmd, tc.params)
+			st, _ := tk.Transact(context.Background(), tc.cmd, tc.params)
 			if st != tc.want {
 				t.Fatalf("got %v, want %v", st, tc.want)
 			}

@@ -52,19 +52,30 @@ func (m *memStore) Credential(id []byte) ([]byte, bool, error) {
 }
 
 // listKey orders an RP's credentials as the store does: newest first,
-// then by a hash of the ID. ok is false for a record IndexRecord rejects.
-func (m *memStore) listKey(id string) (key []byte, hidden bool) {
+// then by a hash of the ID. listed is false for an unlisted record.
+func (m *memStore) listKey(id string) (key []byte, hidden, listed bool) {
 	x, _ := IndexRecord(m.creds[id])
 	h := sha256.Sum256([]byte(id))
-	return append(binary.BigEndian.AppendUint64(nil, ^(uint64(x.Created)^(1<<63))), h[:16]...), x.Hidden
+	return append(binary.BigEndian.AppendUint64(nil, ^(uint64(x.Created)^(1<<63))), h[:16]...), x.Hidden, !x.Unlisted
+}
+
+// listed is the IDs of rpIDHash's listed credentials.
+func (m *memStore) listed(rpIDHash []byte) []string {
+	var out []string
+	for id, rp := range m.rpOf {
+		if _, _, ok := m.listKey(id); ok && rp == string(rpIDHash) {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 func (m *memStore) CredentialsOfUser(rpIDHash, userID []byte) ([][]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out [][]byte
-	for id, rp := range m.rpOf {
-		if x, _ := IndexRecord(m.creds[id]); rp == string(rpIDHash) && bytes.Equal(x.UserID, userID) {
+	for _, id := range m.listed(rpIDHash) {
+		if x, _ := IndexRecord(m.creds[id]); bytes.Equal(x.UserID, userID) {
 			out = append(out, m.creds[id])
 		}
 	}
@@ -75,11 +86,8 @@ func (m *memStore) NextCredentialOfRP(rpIDHash, cursor []byte, withHidden bool) 
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var best, bestKey []byte
-	for id, rp := range m.rpOf {
-		if rp != string(rpIDHash) {
-			continue
-		}
-		k, hidden := m.listKey(id)
+	for _, id := range m.listed(rpIDHash) {
+		k, hidden, _ := m.listKey(id)
 		if (hidden && !withHidden) || (cursor != nil && bytes.Compare(k, cursor) <= 0) {
 			continue
 		}
@@ -93,21 +101,22 @@ func (m *memStore) NextCredentialOfRP(rpIDHash, cursor []byte, withHidden bool) 
 func (m *memStore) CountOfRP(rpIDHash []byte) (all, visible int, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for id, rp := range m.rpOf {
-		if rp == string(rpIDHash) {
-			all++
-			if _, hidden := m.listKey(id); !hidden {
-				visible++
-			}
+	for _, id := range m.listed(rpIDHash) {
+		all++
+		if _, hidden, _ := m.listKey(id); !hidden {
+			visible++
 		}
 	}
 	return all, visible, nil
 }
 
+// rps is the RPs with a listed credential, sorted.
 func (m *memStore) rps() []string {
 	seen := map[string]bool{}
-	for _, rp := range m.rpOf {
-		seen[rp] = true
+	for id, rp := range m.rpOf {
+		if _, _, ok := m.listKey(id); ok {
+			seen[rp] = true
+		}
 	}
 	return slices.Sorted(maps.Keys(seen))
 }
@@ -120,8 +129,8 @@ func (m *memStore) NextRP(cursor []byte) ([]byte, []byte, error) {
 			continue
 		}
 		var best, bestKey []byte
-		for id, r := range m.rpOf {
-			if k, _ := m.listKey(id); r == rp && (bestKey == nil || bytes.Compare(k, bestKey) < 0) {
+		for _, id := range m.listed([]byte(rp)) {
+			if k, _, _ := m.listKey(id); bestKey == nil || bytes.Compare(k, bestKey) < 0 {
 				best, bestKey = m.creds[id], k
 			}
 		}
@@ -134,6 +143,16 @@ func (m *memStore) CountRPs() (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(m.rps()), nil
+}
+
+func (m *memStore) Credentials() ([][]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out [][]byte
+	for _, r := range m.creds {
+		out = append(out, bytes.Clone(r))
+	}
+	return out, nil
 }
 
 func (m *memStore) DeleteCredential(id []byte) error {

@@ -12,7 +12,7 @@ type GetAssertionRequest struct {
 	ClientDataHash    Bytes                 `cbor:"2,keyasint"`
 	AllowList         []CredDescriptor      `cbor:"3,keyasint,omitempty"`
 	Extensions        map[string]RawMessage `cbor:"4,keyasint,omitempty"`
-	Options           *Options              `cbor:"5,keyasint,omitempty"`
+	Options           *RequestOptions       `cbor:"5,keyasint,omitempty"`
 	PinUvAuthParam    Bytes                 `cbor:"6,keyasint,omitempty"`
 	PinUvAuthProtocol *uint                 `cbor:"7,keyasint,omitempty"`
 }
@@ -33,6 +33,7 @@ type GetAssertionResponse struct {
 // getNextAssertion continuations) shares.
 type assertionContext struct {
 	rpIDHash       [32]byte
+	rpID           string
 	clientDataHash []byte
 	flags          byte
 	ext            *gaExtensions
@@ -142,7 +143,7 @@ func (a *Authenticator) getAssertion(ctx context.Context, r request) (any, error
 	if first == nil {
 		return nil, ErrNoCredentials
 	}
-	actx := assertionContext{rpIDHash: rpIDHash, clientDataHash: req.ClientDataHash, flags: flags, ext: ext, hmacSecret: hmacReq}
+	actx := assertionContext{rpIDHash: rpIDHash, rpID: req.RPID, clientDataHash: req.ClientDataHash, flags: flags, ext: ext, hmacSecret: hmacReq}
 	resp, err := a.assert(ctx, first, &actx)
 	if err != nil {
 		return nil, err
@@ -248,13 +249,15 @@ func (a *Authenticator) assert(ctx context.Context, c *foundCredential, actx *as
 	if err != nil {
 		return nil, err
 	}
-	ad := AuthData{RPIDHash: actx.rpIDHash, Flags: actx.flags, SignCount: count, Extensions: extData}
+	flags := a.applyFlagOverrides(actx.flags | a.backupFlagsOf(c))
+	ad := AuthData{RPIDHash: actx.rpIDHash, Flags: flags, SignCount: count, Extensions: extData}
 	resp.AuthData = ad.Marshal()
 	msg := make([]byte, 0, len(resp.AuthData)+len(actx.clientDataHash))
 	msg = append(append(msg, resp.AuthData...), actx.clientDataHash...)
 	if resp.Signature, err = sign(c.signer, algOf(c.signer), msg); err != nil {
 		return nil, err
 	}
+	resp.Signature = a.applySignatureOverride(resp.Signature)
 	if c.meta.Resident {
 		// Without user verification, an authenticator with no display
 		// returns only the user id (CTAP 2.1 §6.2.2 step 12).
@@ -264,5 +267,6 @@ func (a *Authenticator) assert(ctx context.Context, c *foundCredential, actx *as
 		}
 		resp.User = &u
 	}
+	a.observe(Event{Type: EventCredentialAsserted, CredentialID: c.id, RPID: actx.rpID, UserHandle: userHandleOf(c), SignCount: count, Flags: flags, Op: "getAssertion"})
 	return resp, nil
 }

@@ -49,7 +49,7 @@ type SecretDeriver interface {
 // to the store (ctap2 encodes them); the store indexes them by credential
 // ID, by rpIDHash and by user ID, in creation order, with [IndexRecord]
 // (which tells a record's user ID, creation time and whether discoverable
-// lists hide it), so that no question about one RP or one user reads the
+// lists hide it or leave it out), so that no question about one RP or one user reads the
 // others' records, and an RP's list is read one credential at a time.
 // Every method is atomic: after a crash the store holds the old or the new
 // state.
@@ -76,6 +76,9 @@ type CredStore interface {
 	NextRP(cursor []byte) (record, next []byte, err error)
 	// CountRPs is the number of RPs with at least one credential.
 	CountRPs() (int, error)
+	// Credentials returns every stored record, listed or not, in no
+	// particular order (the control plane's export).
+	Credentials() ([][]byte, error)
 	// DeleteCredential removes id (no error if absent).
 	DeleteCredential(id []byte) error
 	// CountCredentials is the number of resident credentials.

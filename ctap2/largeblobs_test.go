@@ -307,7 +307,7 @@ func TestLargeBlobsBadInput(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if st, out := tk.Do(context.Background(), CmdLargeBlobs, tc.params); st != tc.want || len(out) != 0 {
+			if st, out := tk.Transact(context.Background(), CmdLargeBlobs, tc.params); st != tc.want || len(out) != 0 {
 				t.Fatalf("got %v (%d body bytes), want %v", st, len(out), tc.want)
 			}
 		})

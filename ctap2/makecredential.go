@@ -16,7 +16,7 @@ type MakeCredentialRequest struct {
 	PubKeyCredParams             []CredParam           `cbor:"4,keyasint"`
 	ExcludeList                  []CredDescriptor      `cbor:"5,keyasint,omitempty"`
 	Extensions                   map[string]RawMessage `cbor:"6,keyasint,omitempty"`
-	Options                      *Options              `cbor:"7,keyasint,omitempty"`
+	Options                      *RequestOptions       `cbor:"7,keyasint,omitempty"`
 	PinUvAuthParam               Bytes                 `cbor:"8,keyasint,omitempty"`
 	PinUvAuthProtocol            *uint                 `cbor:"9,keyasint,omitempty"`
 	EnterpriseAttestation        *uint                 `cbor:"10,keyasint,omitempty"`
@@ -129,7 +129,6 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 	if err := a.checkExcludeList(ctx, req.ExcludeList, rpIDHash[:], uv, pres); err != nil {
 		return nil, err
 	}
-	// Room for one more discoverable credential, replacing the same user's.
 	var replaced [][]byte
 	if rk {
 		if replaced, err = a.residentSlot(rpIDHash[:], req.User.ID); err != nil {
@@ -146,6 +145,7 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 	if uv.verified {
 		flags |= FlagUV
 	}
+	flags = a.applyFlagOverrides(flags | a.defaultBackupFlags())
 	// Step 13+: create the key and, for rk, the record.
 	meta := credMeta{
 		Resident: rk, HMACSecret: ext.hmacSecret, LargeBlobKey: ext.largeBlobKey,
@@ -195,6 +195,7 @@ func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, err
 		a.vol.token.clearAfterUse(true)
 	}
 	a.log.Info("credential created", "rp", req.RP.ID, "alg", alg.String(), "resident", rk)
+	a.observe(Event{Type: EventCredentialAdded, CredentialID: id, RPID: req.RP.ID, UserHandle: req.User.ID, Flags: flags, Op: "makeCredential"})
 	return resp, nil
 }
 
@@ -292,6 +293,7 @@ func (a *Authenticator) newCredentialRecord(ctx context.Context, req *MakeCreden
 		PublicKey: coseKey, Created: a.cfg.Now().UnixNano(),
 		CredProtect: ext.credProtect, LargeBlobKey: ext.largeBlobKey,
 		ThirdPartyPayment: ext.thirdPartyPayment,
+		BackupEligible:    a.cfg.BackupEligible, BackupState: a.cfg.BackupState,
 	}
 	if ext.credBlobSet && len(ext.credBlob) <= maxCredBlobLength {
 		var err error

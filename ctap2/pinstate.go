@@ -42,18 +42,28 @@ func (s *persistentState) pinSet() bool { return len(s.PINHashSealed) > 0 }
 
 // loadState reads the persistent state (defaults if none).
 func (a *Authenticator) loadState() error {
-	raw, err := a.cfg.Store.Setting(settingState)
+	st, _, err := readState(a.cfg.Store)
 	if err != nil {
 		return err
 	}
-	st := defaultState()
-	if raw != nil {
-		if err := decode(raw, &st); err != nil {
-			return fmt.Errorf("ctap2: corrupt persistent state: %w", err)
-		}
-	}
 	a.state = st
 	return nil
+}
+
+// readState reads the persistent state in s: the defaults, and stored
+// false, if there is none.
+func readState(s Settings) (st persistentState, stored bool, err error) {
+	raw, err := s.Setting(settingState)
+	if err != nil {
+		return st, false, err
+	}
+	st = defaultState()
+	if raw != nil {
+		if err := decode(raw, &st); err != nil {
+			return st, false, fmt.Errorf("ctap2: corrupt persistent state: %w", err)
+		}
+	}
+	return st, raw != nil, nil
 }
 
 // saveState writes st durably and then adopts it, so that a failed write

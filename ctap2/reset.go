@@ -40,5 +40,6 @@ func (a *Authenticator) reset(ctx context.Context, r request) (any, error) {
 		}
 	}
 	a.log.Warn("authenticator reset: all credentials erased")
+	a.observe(Event{Type: EventReset, Op: "reset"})
 	return nil, nil
 }

@@ -42,19 +42,25 @@ type CredDescriptor struct {
 	Transports []string `cbor:"transports,omitempty"`
 }
 
-// Options holds the "options" map of makeCredential and getAssertion.
-// The fields are tri-state: absent is not the same as false.
-type Options struct {
+// RequestOptions holds the "options" map of makeCredential and
+// getAssertion. The fields are tri-state: absent is not the same as false.
+type RequestOptions struct {
 	RK *bool `cbor:"rk,omitempty"`
 	UP *bool `cbor:"up,omitempty"`
 	UV *bool `cbor:"uv,omitempty"`
 }
 
-func (o *Options) rk() (v, set bool) { return boolOpt(o, func(o *Options) *bool { return o.RK }) }
-func (o *Options) up() (v, set bool) { return boolOpt(o, func(o *Options) *bool { return o.UP }) }
-func (o *Options) uv() (v, set bool) { return boolOpt(o, func(o *Options) *bool { return o.UV }) }
+func (o *RequestOptions) rk() (v, set bool) {
+	return boolOpt(o, func(o *RequestOptions) *bool { return o.RK })
+}
+func (o *RequestOptions) up() (v, set bool) {
+	return boolOpt(o, func(o *RequestOptions) *bool { return o.UP })
+}
+func (o *RequestOptions) uv() (v, set bool) {
+	return boolOpt(o, func(o *RequestOptions) *bool { return o.UV })
+}
 
-func boolOpt(o *Options, f func(*Options) *bool) (v, set bool) {
+func boolOpt(o *RequestOptions, f func(*RequestOptions) *bool) (v, set bool) {
 	if o == nil || f(o) == nil {
 		return false, false
 	}

@@ -20,6 +20,7 @@ import (
 	"os"
 	"sync"
 
+	"github.com/virtkey/virtkey/control/vkey"
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/hid"
 	"github.com/virtkey/virtkey/internal/statedir"
@@ -45,7 +46,7 @@ type Options struct {
 
 // Key is a running in-process virtual key.
 type Key struct {
-	// Authenticator answers CTAP messages directly (Do, HandleCBOR).
+	// Authenticator answers CTAP messages directly (Transact, HandleCBOR).
 	Authenticator *ctap2.Authenticator
 
 	dir     string
@@ -57,6 +58,9 @@ type Key struct {
 	cancel  context.CancelFunc
 	done    chan error
 	once    sync.Once
+	// control is the key's control-plane view (control.go).
+	controls *vkey.Controls
+	control  *vkey.Key
 }
 
 // New starts a key.
@@ -93,9 +97,10 @@ func New(opts Options) (*Key, error) {
 	if err != nil {
 		return fail(err)
 	}
+	k.controls = newControls(opts.Presence)
 	cfg := ctap2.Config{
-		KeyStore: keys, Store: k.db, Presence: opts.Presence, Logger: opts.Logger,
-		UV: opts.UV, ResetWindow: 0,
+		KeyStore: keys, Store: k.db, Presence: k.controls.Presence(), Observer: k.controls.Observer(),
+		Logger: opts.Logger, UV: opts.UV, ResetWindow: 0,
 	}
 	if opts.Configure != nil {
 		opts.Configure(&cfg)
@@ -109,6 +114,10 @@ func New(opts Options) (*Key, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	k.cancel, k.done = cancel, make(chan error, 1)
 	go func() { k.done <- k.server.Run(ctx) }()
+	if k.control, err = k.newControl(cfg); err != nil {
+		k.Close()
+		return nil, err
+	}
 	return k, nil
 }
 

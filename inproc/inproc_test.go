@@ -52,7 +52,7 @@ func do(t *testing.T, k *inproc.Key, cmd byte, params any) (ctap2.StatusCode, []
 			t.Fatal(err)
 		}
 	}
-	return k.Authenticator.Do(ctx(t), cmd, p)
+	return k.Authenticator.Transact(ctx(t), cmd, p)
 }
 
 var cdh = sha256.Sum256([]byte("client data"))

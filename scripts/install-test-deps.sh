@@ -44,6 +44,11 @@ DEBIAN_PACKAGES=(
 	# UDP shim (testdata/libfido2-shim), compiled by gcc (above) against
 	# fido.h from libfido2-dev (docs/testing.md).
 	libfido2-dev
+	# internal/e2e TestJSClient: the control API's TypeScript client
+	# (clients/js) is built with tsc (npm ci) and tested with node --test;
+	# the machine's nodejs package carries npm (a separate Debian npm
+	# package would conflict with it).
+	nodejs
 	# internal/vmtest firefox group: headless Firefox ESR in the guest signs up
 	# and in against internal/vmtest/rp through its own WebAuthn stack
 	# (authenticator-rs on hidraw), beside chromium above.
@@ -56,6 +61,9 @@ DEBIAN_PACKAGES=(
 	pamu2fcfg
 	pamtester
 	cryptsetup-bin
+	# internal/backup: the age tool decrypts a virtkey backup (driven through
+	# script(1) from bsdutils, as age reads a passphrase from a terminal only).
+	age
 )
 
 log() { printf 'install-test-deps: %s\n' "$*"; }

@@ -458,7 +458,7 @@ func (d *DB) checkDataV2(tx *bolt.Tx, sealed bool, add func(string) bool) {
 	type rpCount struct{ all, visible uint32 }
 	opened := !sealed || d.bind != nil
 	want := map[string]*rpCount{} // by rpKey, from the credentials (when they open)
-	n := 0
+	n, unlisted := 0, 0
 	err := creds.ForEach(func(k, v []byte) error {
 		n++
 		if len(k) != shortKey {
@@ -480,6 +480,10 @@ func (d *DB) checkDataV2(tx *bolt.Tx, sealed bool, add func(string) bool) {
 			if !add(err.Error()) {
 				return errStop
 			}
+			return nil
+		}
+		if e.unlisted {
+			unlisted++
 			return nil
 		}
 		if lv := index.Get(d.listKey(e)); len(lv) != 1 || lv[0] != e.flags() {
@@ -542,8 +546,8 @@ func (d *DB) checkDataV2(tx *bolt.Tx, sealed bool, add func(string) bool) {
 	if err != nil {
 		return
 	}
-	if listed != n || users != n || sum != uint64(n) {
-		if !add(fmt.Sprintf("%d credentials, %d list entries, %d user entries, %d counted under RPs", n, listed, users, sum)) {
+	if listed != n-unlisted || users != n-unlisted || sum != uint64(n-unlisted) {
+		if !add(fmt.Sprintf("%d credentials (%d unlisted), %d list entries, %d user entries, %d counted under RPs", n, unlisted, listed, users, sum)) {
 			return
 		}
 	}

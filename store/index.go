@@ -37,7 +37,9 @@ import (
 // plaintext, one of two userKeys costs a record read (the authenticator
 // compares user IDs). Flag 0x01 (hidden) marks a credential
 // that discoverable lists leave out unless asked for (credProtect level 2
-// or 3 without user verification); visible counts the others.
+// or 3 without user verification); visible counts the others. An
+// unlisted credential (flag 0x02: not discoverable) has no index entries
+// and is counted in "count" only.
 //
 // The store does not decode records: an [Indexer], from the authenticator,
 // tells each record's user ID, creation time and visibility.
@@ -48,6 +50,9 @@ type Index struct {
 	UserID  []byte // the user handle it was made for
 	Created int64  // its creation time: lists are newest first
 	Hidden  bool   // discoverable lists leave it out unless asked for
+	// Unlisted keeps it out of the RP's list, counts and user index: a
+	// credential found by its ID only (not discoverable).
+	Unlisted bool
 }
 
 // Indexer reads the Index of a credential record: the store does not
@@ -71,8 +76,9 @@ const (
 	tagList  = 0x01
 	tagUser  = 0x02
 	// cursorSize is the length of a list cursor: order ‖ credKey.
-	cursorSize = 8 + shortKey
-	flagHidden = 0x01
+	cursorSize   = 8 + shortKey
+	flagHidden   = 0x01
+	flagUnlisted = 0x02
 	// MaxUserIDLength is the longest user ID the index keeps.
 	MaxUserIDLength = 255
 )
@@ -83,6 +89,7 @@ type entry struct {
 	rpIDHash []byte
 	created  int64
 	hidden   bool
+	unlisted bool
 	userKey  []byte // under the index key of the file it is in
 	record   []byte
 }
@@ -143,10 +150,14 @@ func (d *DB) userIndexKey(e *entry) []byte {
 }
 
 func (e *entry) flags() byte {
+	var f byte
 	if e.hidden {
-		return flagHidden
+		f |= flagHidden
 	}
-	return 0
+	if e.unlisted {
+		f |= flagUnlisted
+	}
+	return f
 }
 
 // plaintextPrefix is the size of a plaintext before its record.
@@ -167,7 +178,7 @@ func parsePlaintext(p []byte) (*entry, bool) {
 	e := &entry{idHash: p[:sha256.Size], rpIDHash: p[sha256.Size : sha256.Size+RPIDHashSize]}
 	p = p[sha256.Size+RPIDHashSize:]
 	e.created = int64(binary.BigEndian.Uint64(p))
-	e.hidden = p[8]&flagHidden != 0
+	e.hidden, e.unlisted = p[8]&flagHidden != 0, p[8]&flagUnlisted != 0
 	e.userKey, e.record = p[9:9+shortKey], p[9+shortKey:]
 	return e, true
 }
@@ -187,7 +198,7 @@ func (d *DB) newEntry(id, rpIDHash, record []byte) (*entry, error) {
 	if len(x.UserID) > MaxUserIDLength {
 		return nil, fmt.Errorf("store: user ID of %d bytes", len(x.UserID))
 	}
-	e.created, e.hidden, e.userKey = x.Created, x.Hidden, d.userKey(rpIDHash, x.UserID)
+	e.created, e.hidden, e.unlisted, e.userKey = x.Created, x.Hidden, x.Unlisted, d.userKey(rpIDHash, x.UserID)
 	return e, nil
 }
 
@@ -322,6 +333,9 @@ func (d *DB) addEntry(l layout, e *entry) error {
 	if err := l.creds.put(e.credKey(), v); err != nil {
 		return err
 	}
+	if e.unlisted {
+		return addMeta(l.meta, keyCount, 1)
+	}
 	if err := l.index.put(d.listKey(e), []byte{e.flags()}); err != nil {
 		return err
 	}
@@ -368,6 +382,9 @@ func (d *DB) removeEntry(l layout, e *entry) error {
 func (d *DB) unlistEntry(l layout, e *entry) error {
 	if err := l.creds.delete(e.credKey()); err != nil {
 		return err
+	}
+	if e.unlisted {
+		return addMeta(l.meta, keyCount, -1)
 	}
 	for _, k := range [][]byte{d.listKey(e), d.userIndexKey(e)} {
 		if v, err := l.index.get(k); err != nil {
@@ -625,6 +642,31 @@ func (d *DB) nextRP(index, creds vbucket, cursor []byte) (e *entry, next_ []byte
 		return nil, nil, d.inconsistent(fmt.Sprintf("index entry %x points to another RP's credential", k))
 	}
 	return e, bytes.Clone(rk), nil
+}
+
+// Credentials returns every stored record, listed or not, in no
+// particular order. It reads the whole store.
+func (d *DB) Credentials() ([][]byte, error) {
+	var recs [][]byte
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	err := d.view("credentials", func(tx *bolt.Tx) error {
+		creds, err := d.top(tx, bucketCreds)
+		if err != nil {
+			return err
+		}
+		return creds.forEach(func(k, v []byte) error {
+			e, err := d.openEntry(k, v)
+			if err == nil {
+				recs = append(recs, bytes.Clone(e.record))
+			}
+			return err
+		})
+	})
+	if err != nil {
+		return nil, wrap("store", err)
+	}
+	return recs, nil
 }
 
 // CountRPs is the number of RPs with at least one credential.

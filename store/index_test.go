@@ -17,28 +17,31 @@ import (
 	"github.com/virtkey/virtkey/tpmkeys"
 )
 
-// testIndexer reads records of the form "user|created|hidden|payload";
-// the payload is the credential ID.
+// testIndexer reads records of the form "user|created|flag|payload": flag
+// 1 is hidden, 2 unlisted; the payload is the credential ID.
 func testIndexer(record []byte) (Index, error) {
 	f := strings.SplitN(string(record), "|", 4)
 	if len(f) != 4 {
 		return Index{}, errors.New("not a test record")
 	}
 	created, err := strconv.ParseInt(f[1], 10, 64)
-	return Index{ID: []byte(f[3]), UserID: []byte(f[0]), Created: created, Hidden: f[2] == "1"}, err
+	return Index{ID: []byte(f[3]), UserID: []byte(f[0]), Created: created, Hidden: f[2] == "1", Unlisted: f[2] == "2"}, err
 }
 
 func ctapIndexer(record []byte) (Index, error) {
 	x, err := ctap2.IndexRecord(record)
-	return Index{ID: x.ID, UserID: x.UserID, Created: x.Created, Hidden: x.Hidden}, err
+	return Index{ID: x.ID, UserID: x.UserID, Created: x.Created, Hidden: x.Hidden, Unlisted: x.Unlisted}, err
 }
 
-func testRecord(user string, created int64, hidden bool, payload string) []byte {
-	h := "0"
-	if hidden {
-		h = "1"
+func testRecord(c *modelCred, payload string) []byte {
+	f := "0"
+	switch {
+	case c.unlisted:
+		f = "2"
+	case c.hidden:
+		f = "1"
 	}
-	return fmt.Appendf(nil, "%s|%d|%s|%s", user, created, h, payload)
+	return fmt.Appendf(nil, "%s|%d|%s|%s", c.user, c.created, f, payload)
 }
 
 // modelCred is a credential as the model of TestIndexModel keeps it.
@@ -46,11 +49,13 @@ type modelCred struct {
 	id, rp, user string
 	created      int64
 	hidden       bool
+	unlisted     bool
 	record       []byte
 }
 
 // TestIndexModel runs random puts (new, overwrites, moves to another RP,
-// replacements of a user's credentials), deletes and wipes against a plain
+// replacements of a user's credentials; hidden, listed and unlisted
+// credentials), deletes and wipes against a plain
 // and a bound store, and compares every view the index gives — counts,
 // each RP's list newest first with and without hidden credentials, paged
 // with cursors, the RPs paged with cursors, each user's credentials — with
@@ -75,12 +80,12 @@ func TestIndexModel(t *testing.T) {
 				switch op := rng.IntN(20); {
 				case op < 12: // a new credential, maybe replacing the user's
 					c := &modelCred{id: fmt.Sprintf("id-%d", step), rp: rps[rng.IntN(len(rps))], user: users[rng.IntN(len(users))],
-						created: int64(rng.IntN(50)), hidden: rng.IntN(3) == 0}
-					c.record = testRecord(c.user, c.created, c.hidden, c.id)
+						created: int64(rng.IntN(50)), hidden: rng.IntN(3) == 0, unlisted: rng.IntN(8) == 0}
+					c.record = testRecord(c, c.id)
 					var replaces [][]byte
 					if rng.IntN(2) == 0 {
 						for _, o := range model {
-							if o.rp == c.rp && o.user == c.user {
+							if o.rp == c.rp && o.user == c.user && !o.unlisted {
 								replaces = append(replaces, []byte(o.id))
 							}
 						}
@@ -96,8 +101,8 @@ func TestIndexModel(t *testing.T) {
 					if rng.IntN(2) == 0 {
 						n.rp = rps[rng.IntN(len(rps))]
 					}
-					n.user, n.hidden, n.created = users[rng.IntN(len(users))], !c.hidden, c.created+1
-					n.record = testRecord(n.user, n.created, n.hidden, "again")
+					n.user, n.hidden, n.created, n.unlisted = users[rng.IntN(len(users))], !c.hidden, c.created+1, rng.IntN(8) == 0
+					n.record = testRecord(&n, "again")
 					must(t, d.PutCredential([]byte(n.id), rp(n.rp), n.record))
 					model[n.id] = &n
 				case op < 19 && len(model) > 0:
@@ -135,8 +140,19 @@ func compareModel(t *testing.T, d *DB, model map[string]*modelCred, rps, users [
 		t.Errorf("CountCredentials = %d, %v; want %d", n, err, len(model))
 	}
 	wantRPs := map[string]bool{}
+	var all [][]byte
 	for _, c := range model {
-		wantRPs[string(rp(c.rp))] = true
+		if !c.unlisted {
+			wantRPs[string(rp(c.rp))] = true
+		}
+		all = append(all, c.record)
+	}
+	got, err := d.Credentials()
+	must(t, err)
+	slices.SortFunc(got, bytes.Compare)
+	slices.SortFunc(all, bytes.Compare)
+	if fmt.Sprintf("%q", got) != fmt.Sprintf("%q", all) {
+		t.Errorf("Credentials() = %q, want %q", got, all)
 	}
 	if n, err := d.CountRPs(); err != nil || n != len(wantRPs) {
 		t.Errorf("CountRPs = %d, %v; want %d", n, err, len(wantRPs))
@@ -202,7 +218,7 @@ func compareModel(t *testing.T, d *DB, model map[string]*modelCred, rps, users [
 			must(t, err)
 			var want [][]byte
 			for _, c := range model {
-				if c.rp == name && c.user == u {
+				if c.rp == name && c.user == u && !c.unlisted {
 					want = append(want, c.record)
 				}
 			}
@@ -220,7 +236,7 @@ func compareModel(t *testing.T, d *DB, model map[string]*modelCred, rps, users [
 func modelList(model map[string]*modelCred, name string, withHidden bool) []*modelCred {
 	var out []*modelCred
 	for _, c := range model {
-		if c.rp == name && (withHidden || !c.hidden) {
+		if c.rp == name && !c.unlisted && (withHidden || !c.hidden) {
 			out = append(out, c)
 		}
 	}

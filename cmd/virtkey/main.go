@@ -2,6 +2,7 @@
 // manages any FIDO2 key.
 //
 //	virtkey run [flags]                      serve a virtual key (internal/server)
+//	virtkey backup|restore …                 back up the key's state (internal/backup)
 //	virtkey info|pin|creds|reset|config …    manage a key (internal/manage)
 //	virtkey doctor [flags]                   check this machine (internal/doctor)
 //	virtkey version                          what this binary is
@@ -34,6 +35,9 @@ func main() {
 type env struct {
 	manage.Env             // stdin, stdout, stderr, environment, terminal
 	host       server.Host // device files: /dev/uhid, /dev/tty, the TPMs
+	// scryptWorkFactor is the backup's scrypt log2(N); 0: age's default.
+	// Tests lower it.
+	scryptWorkFactor int
 }
 
 func osEnv() *env { return &env{Env: manage.OSEnv()} }
@@ -62,6 +66,9 @@ type command struct {
 // Groups of the usage text, in order, with the lines that end them.
 var groups = []struct{ heading, notes string }{
 	{"Serve a virtual key", ""},
+	{"Back up the virtual key (software key store; stop the key first)",
+		"  The backup passphrase comes from --passphrase-file FILE or $VIRTKEY_BACKUP_PASSPHRASE,\n" +
+			"  else the terminal.\n"},
 	{"Manage a key (the virtual one or a hardware key)",
 		"  Common flags (before or after the command):\n" +
 			"    --device udp:HOST:PORT | /dev/hidrawN   the key (default: $VIRTKEY_DEVICE, else the only key present)\n" +
@@ -69,24 +76,30 @@ var groups = []struct{ heading, notes string }{
 			"  The PIN comes from $VIRTKEY_PIN (the new one of \"pin change\" from $VIRTKEY_NEW_PIN),\n" +
 			"  else from the terminal. CRED-ID is base64url as \"creds list\" prints it (standard\n" +
 			"  base64 and hex work too).\n"},
+	{"Test automation", ""},
 	{"Check this machine", ""},
 	{"About virtkey", ""},
 }
 
 // commands is the command table, in the order "virtkey help" lists it.
 func commands() []command {
-	t := []command{{"run", "run [flags]", "serve a virtual key (virtkey run -h lists the flags)", groups[0].heading, runKey}}
+	t := []command{
+		{"run", "run [flags]", "serve a virtual key (virtkey run -h lists the flags)", groups[0].heading, runKey},
+		{"backup", "backup --out FILE [flags]", "write an encrypted backup of the key's state directory", groups[1].heading, runBackup},
+		{"restore", "restore [--force] [flags] FILE", "restore a backup into the state directory", groups[1].heading, runRestore},
+	}
 	for _, h := range manage.Commands() {
 		name, _, _ := strings.Cut(h.Command, " ")
-		t = append(t, command{name, strings.TrimSpace(h.Command + " " + h.Synopsis), h.Summary, groups[1].heading,
+		t = append(t, command{name, strings.TrimSpace(h.Command + " " + h.Synopsis), h.Summary, groups[2].heading,
 			func(ctx context.Context, e *env, args []string) error {
 				return manage.Run(ctx, e.Env, append([]string{name}, args...))
 			}})
 	}
 	return append(t,
-		command{"doctor", "doctor [flags]", "can this user run the key here as run's flags say? (virtkey doctor -h)", groups[2].heading, runDoctor},
-		command{"version", "version", "print the version (also --version)", groups[3].heading, runVersion},
-		command{"help", "help", "print this text (also -h, --help)", groups[3].heading, runHelp},
+		command{"ctl", "ctl COMMAND", "drive keys served with run --control (virtkey ctl help)", groups[3].heading, runCtl},
+		command{"doctor", "doctor [flags]", "can this user run the key here as run's flags say? (virtkey doctor -h)", groups[4].heading, runDoctor},
+		command{"version", "version", "print the version (also --version)", groups[5].heading, runVersion},
+		command{"help", "help", "print this text (also -h, --help)", groups[5].heading, runHelp},
 	)
 }
 

@@ -19,7 +19,12 @@ const powerCycleSignal = syscall.SIGUSR1
 
 // runKey is "virtkey run": it serves a virtual key until ctx ends.
 func runKey(ctx context.Context, e *env, args []string) error {
-	cfg, err := parseConfig(e, "run", "virtkey run [flags]", args, nil)
+	var cf controlFlags
+	args, err := withProfile(args)
+	if err != nil {
+		return err
+	}
+	cfg, err := parseConfig(e, "run", "virtkey run [flags]", args, cf.register)
 	if err != nil {
 		return err
 	}
@@ -27,11 +32,21 @@ func runKey(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	cp, err := newControlPlane(cf, &cfg, log)
+	if err != nil {
+		return err
+	}
+	defer cp.close()
 	key, err := server.New(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer key.Close()
+	stopControl, err := cp.serve(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer stopControl()
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, powerCycleSignal)

@@ -35,6 +35,7 @@ import (
 //	VIRTKEY_TEST_UHID  the uhid device (default in scripts: $WORK/no-uhid)
 //	VIRTKEY_TEST_TTY   the controlling terminal, for presence and PINs ($WORK/no-tty)
 //	VIRTKEY_TEST_TPM   the default TPM devices, colon-separated ($WORK/tpmrm0:$WORK/tpm0)
+//	VIRTKEY_TEST_SCRYPT_WORK_FACTOR  the backup's scrypt log2(N) (10 in scripts: fast)
 //
 // so that nothing a script checks depends on the host. The commands the
 // scripts have besides testscript's own:
@@ -67,6 +68,9 @@ func testEnv() *env {
 	if v := os.Getenv("VIRTKEY_TEST_TPM"); v != "" {
 		e.host.TPMDevices = strings.Split(v, ":")
 	}
+	if v, err := strconv.Atoi(os.Getenv("VIRTKEY_TEST_SCRYPT_WORK_FACTOR")); err == nil {
+		e.scryptWorkFactor = v
+	}
 	if tty := e.host.TTY; tty != "" {
 		e.OpenTTY = func() (*os.File, error) { return os.OpenFile(tty, os.O_RDWR, 0) }
 	}
@@ -85,7 +89,8 @@ func TestScripts(t *testing.T) {
 			e.Setenv("VIRTKEY_TEST_TTY", filepath.Join(e.WorkDir, "no-tty"))
 			e.Setenv("VIRTKEY_TEST_TPM", filepath.Join(e.WorkDir, "tpmrm0")+":"+filepath.Join(e.WorkDir, "tpm0"))
 			e.Setenv("XDG_STATE_HOME", filepath.Join(e.WorkDir, "xdg"))
-			e.Setenv("XDG_RUNTIME_DIR", e.WorkDir) // no session D-Bus there
+			e.Setenv("XDG_RUNTIME_DIR", e.WorkDir)            // no session D-Bus there
+			e.Setenv("VIRTKEY_TEST_SCRYPT_WORK_FACTOR", "10") // backups: ~1 ms instead of ~1 s
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
@@ -240,7 +245,7 @@ func (s *scriptKeys) mkcred(ts *testscript.TestScript, neg bool, args []string) 
 		RP:               &ctap2.RPEntity{ID: rp},
 		User:             &ctap2.UserEntity{ID: []byte("id-" + user), Name: user, DisplayName: "Display " + user},
 		PubKeyCredParams: []ctap2.CredParam{{Type: "public-key", Alg: &alg}},
-		Options:          &ctap2.Options{RK: &rk},
+		Options:          &ctap2.RequestOptions{RK: &rk},
 	}, tok)
 	if err != nil {
 		ts.Fatalf("makeCredential: %v", err)

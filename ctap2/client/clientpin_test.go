@@ -28,7 +28,7 @@ func TestPINLifecycle(t *testing.T) {
 			if err := k.dev.SetPIN(ctx, "1234"); err != nil {
 				t.Fatal(err)
 			}
-			info, err := k.dev.Info(ctx)
+			info, err := k.dev.CachedInfo(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -31,26 +31,26 @@ type setMinPINLengthParams struct {
 	ForceChangePIN    bool     `cbor:"3,keyasint,omitempty"`
 }
 
-// Config changes the authenticator's settings (authenticatorConfig, CTAP
-// 2.1 §6.11). Get one from [Device.Config].
-type Config struct {
+// AuthenticatorConfig changes the authenticator's settings (authenticatorConfig, CTAP
+// 2.1 §6.11). Get one from [Device.AuthenticatorConfig].
+type AuthenticatorConfig struct {
 	d     *Device
 	token *PINToken // nil: the key has neither PIN nor built-in UV
 }
 
-// Config returns the authenticatorConfig interface of the device,
+// AuthenticatorConfig returns the authenticatorConfig interface of the device,
 // authenticated by token (which needs the acfg permission). token may be
 // nil only on a key protected by neither a PIN nor built-in UV. It fails
 // with [ErrNotSupported] when getInfo lacks the option authnrCfg.
-func (d *Device) Config(ctx context.Context, token *PINToken) (*Config, error) {
-	info, err := d.Info(ctx)
+func (d *Device) AuthenticatorConfig(ctx context.Context, token *PINToken) (*AuthenticatorConfig, error) {
+	info, err := d.CachedInfo(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if v, _ := Option(info, "authnrCfg"); !v {
 		return nil, fmt.Errorf("authenticatorConfig: %w", ErrNotSupported)
 	}
-	return &Config{d: d, token: token}, nil
+	return &AuthenticatorConfig{d: d, token: token}, nil
 }
 
 var cfgNames = map[uint]string{
@@ -61,7 +61,7 @@ var cfgNames = map[uint]string{
 
 // do sends one subcommand with pinUvAuthParam =
 // authenticate(token, 32×0xFF ‖ 0x0D ‖ subCommand ‖ subCommandParams).
-func (c *Config) do(ctx context.Context, sub uint, params any) error {
+func (c *AuthenticatorConfig) do(ctx context.Context, sub uint, params any) error {
 	req := &configRequest{SubCommand: sub}
 	if params != nil {
 		p, err := encode(params)
@@ -84,13 +84,13 @@ func (c *Config) do(ctx context.Context, sub uint, params any) error {
 }
 
 // ToggleAlwaysUV flips the alwaysUv option (toggleAlwaysUv).
-func (c *Config) ToggleAlwaysUV(ctx context.Context) error {
+func (c *AuthenticatorConfig) ToggleAlwaysUV(ctx context.Context) error {
 	return c.do(ctx, cfgToggleAlwaysUV, nil)
 }
 
 // EnableEnterpriseAttestation turns enterprise attestation on
 // (enableEnterpriseAttestation).
-func (c *Config) EnableEnterpriseAttestation(ctx context.Context) error {
+func (c *AuthenticatorConfig) EnableEnterpriseAttestation(ctx context.Context) error {
 	return c.do(ctx, cfgEnableEnterpriseAttestation, nil)
 }
 
@@ -98,7 +98,7 @@ func (c *Config) EnableEnterpriseAttestation(ctx context.Context) error {
 // it), sets the RP IDs that may read it through the minPinLength extension,
 // and with forceChange makes the user change the PIN before the next use
 // (setMinPINLength). The minimum can only grow (PIN_POLICY_VIOLATION).
-func (c *Config) SetMinPINLength(ctx context.Context, n uint, rpIDs []string, forceChange bool) error {
+func (c *AuthenticatorConfig) SetMinPINLength(ctx context.Context, n uint, rpIDs []string, forceChange bool) error {
 	if n == 0 && len(rpIDs) == 0 && !forceChange {
 		return errors.New("config setMinPINLength: nothing to change")
 	}

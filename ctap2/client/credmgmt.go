@@ -105,7 +105,7 @@ var ErrNotSupported = errors.New("not supported by this authenticator")
 // 0x0A when getInfo has the option credMgmt, 0x41 when it has
 // credentialMgmtPreview, and fails with [ErrNotSupported] otherwise.
 func (d *Device) CredentialManagement(ctx context.Context, token *PINToken) (*CredentialManagement, error) {
-	info, err := d.Info(ctx)
+	info, err := d.CachedInfo(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -139,7 +139,7 @@ func TestConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := k.dev.Config(ctx, tok)
+	cfg, err := k.dev.AuthenticatorConfig(ctx, tok)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func TestConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := k.dev.Info(ctx)
+	info, err := k.dev.CachedInfo(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func TestConfig(t *testing.T) {
 	if err := cfg.SetMinPINLength(ctx, 6, []string{"example.com"}, true); err != nil {
 		t.Fatal(err)
 	}
-	info, _ = k.dev.Info(ctx)
+	info, _ = k.dev.CachedInfo(ctx)
 	if info.MinPINLength != 6 || info.ForcePINChange == nil || !*info.ForcePINChange {
 		t.Errorf("after setMinPINLength: minPINLength %d forcePINChange %v", info.MinPINLength, info.ForcePINChange)
 	}

@@ -152,10 +152,10 @@ func (d *Device) getInfo(ctx context.Context) (*ctap2.GetInfoResponse, error) {
 	return &info, nil
 }
 
-// Info returns the getInfo answer remembered from the last call of
+// CachedInfo returns the getInfo answer remembered from the last call of
 // [Device.GetInfo] (or of any helper that needed it), asking the
 // authenticator only the first time.
-func (d *Device) Info(ctx context.Context) (*ctap2.GetInfoResponse, error) {
+func (d *Device) CachedInfo(ctx context.Context) (*ctap2.GetInfoResponse, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.cachedInfo(ctx)

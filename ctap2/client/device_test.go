@@ -85,7 +85,7 @@ func TestGetInfo(t *testing.T) {
 		t.Errorf("HIDInfo = %+v, %v", hi, ok)
 	}
 	// The remembered answer is reused.
-	again, err := k.dev.Info(ctx)
+	again, err := k.dev.CachedInfo(ctx)
 	if err != nil || again != info {
 		t.Errorf("Info() = %p, %v; want the remembered %p", again, err, info)
 	}
@@ -127,7 +127,7 @@ func mcRequest(rpID string, userID []byte, name string, rk bool) *ctap2.MakeCred
 		PubKeyCredParams: []ctap2.CredParam{{Type: "public-key", Alg: &alg}},
 	}
 	if rk {
-		req.Options = &ctap2.Options{RK: &rk}
+		req.Options = &ctap2.RequestOptions{RK: &rk}
 	}
 	return req
 }

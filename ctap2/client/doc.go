@@ -11,7 +11,7 @@
 // [Device.Transact] is the raw call; typed helpers cover
 // authenticatorGetInfo, authenticatorClientPIN (PIN set/change, PIN and UV
 // tokens with permissions), authenticatorCredentialManagement (through
-// [CredentialManagement]), authenticatorConfig (through [Config]),
+// [CredentialManagement]), authenticatorConfig (through [AuthenticatorConfig]),
 // authenticatorReset, authenticatorSelection, and makeCredential /
 // getAssertion requests signed with a [PINToken].
 //

@@ -163,7 +163,7 @@ func TestCredMgmtUnsupported(t *testing.T) {
 	if _, err := d.CredentialManagement(context.Background(), tok); !errors.Is(err, ErrNotSupported) {
 		t.Errorf("no credMgmt option: %v, want ErrNotSupported", err)
 	}
-	if _, err := d.Config(context.Background(), tok); !errors.Is(err, ErrNotSupported) {
+	if _, err := d.AuthenticatorConfig(context.Background(), tok); !errors.Is(err, ErrNotSupported) {
 		t.Errorf("no authnrCfg option: %v, want ErrNotSupported", err)
 	}
 }
@@ -176,7 +176,7 @@ func TestConfigWire(t *testing.T) {
 	d := New(fc, nil)
 	ctx := context.Background()
 	tok, key := testToken(t, 2)
-	cfg, err := d.Config(ctx, tok)
+	cfg, err := d.AuthenticatorConfig(ctx, tok)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +211,7 @@ func TestConfigWire(t *testing.T) {
 	}
 
 	// Without a token (a key with no PIN and no UV) nothing is authenticated.
-	cfg, _ = d.Config(ctx, nil)
+	cfg, _ = d.AuthenticatorConfig(ctx, nil)
 	cfg.ToggleAlwaysUV(ctx)
 	m = requestMap(t, fc.reqs[len(fc.reqs)-1])
 	if m[3] != nil || m[4] != nil {

@@ -33,14 +33,14 @@ var ExitCodes = []struct {
 	Meaning string
 }{
 	{ExitOK, "success (doctor: no problem found)"},
-	{ExitFailure, "failure: the key refused or failed the operation, the link to it broke, run could not start, or doctor found a problem"},
+	{ExitFailure, "failure: the key refused or failed the operation, the link to it broke, run could not start, doctor found a problem, or backup/restore refused (the key is running, a non-empty state directory, a wrong passphrase, a damaged backup)"},
 	{ExitUsage, "usage: a bad command line or flag value"},
 	{ExitWrongPIN, "wrong PIN (the message says how many retries are left), or built-in user verification failed"},
 	{ExitPINBlocked, "PIN blocked: too many wrong PINs in a row (power-cycle the key), no retries left (only \"virtkey reset\" helps), or built-in UV blocked"},
 	{ExitNotFound, "not found: no such credential"},
 	{ExitPINNeeded, "PIN needed: no PIN is set on the key, or no way to ask for one (no $VIRTKEY_PIN and no terminal)"},
 	{ExitNoDevice, "no device: none found, several found, or it does not answer"},
-	{ExitUnsupported, "not supported by this key"},
+	{ExitUnsupported, "not supported by this key (backup: the TPM key store, whose passkeys cannot leave the TPM)"},
 }
 
 // ExitCode is the exit status for a command's error: 0 for none or

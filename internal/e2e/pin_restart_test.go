@@ -243,7 +243,7 @@ func TestCredMgmtKillDuringWrite(t *testing.T) {
 			RP:               &ctap2.RPEntity{ID: rp, Name: rp},
 			User:             &ctap2.UserEntity{ID: uid, Name: cmName(n, 0), DisplayName: cmDisplay(n, 0)},
 			PubKeyCredParams: []ctap2.CredParam{{Type: "public-key", Alg: &alg}},
-			Options:          &ctap2.Options{RK: &rk},
+			Options:          &ctap2.RequestOptions{RK: &rk},
 		}, tok)
 		if err != nil {
 			t.Fatalf("makeCredential %d: %v", n, err)

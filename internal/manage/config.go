@@ -44,12 +44,12 @@ func reset(ctx context.Context, c *call) error {
 // configSession opens an authenticatorConfig session with a token that has
 // the acfg permission, or with none on a key that has neither PIN nor
 // built-in UV (authenticatorConfig is then open).
-func (c *call) configSession(ctx context.Context) (*client.Config, error) {
+func (c *call) configSession(ctx context.Context) (*client.AuthenticatorConfig, error) {
 	tok, err := c.token(ctx, c.dev, client.PermAuthenticatorCfg)
 	if err != nil && !errors.Is(err, errNoProtection) {
 		return nil, err
 	}
-	return c.dev.Config(ctx, tok)
+	return c.dev.AuthenticatorConfig(ctx, tok)
 }
 
 func configAlwaysUV(ctx context.Context, c *call) error {

@@ -105,7 +105,7 @@ var errNoProtection = errors.New("the key has no PIN and no built-in user verifi
 // $VIRTKEY_PIN gives it, else with the key's built-in user verification
 // when it has one, else with the PIN asked on the terminal.
 func (m *manager) token(ctx context.Context, dev *client.Device, perms client.Permission) (*client.PINToken, error) {
-	info, err := dev.Info(ctx)
+	info, err := dev.CachedInfo(ctx)
 	if err != nil {
 		return nil, err
 	}

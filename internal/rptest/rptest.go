@@ -152,6 +152,14 @@ type RegisterOptions struct {
 	Resident           bool     // a discoverable credential (rk)
 	AttestationFormats []string // CTAP 2.2 attestationFormatsPreference (0x0B); nil: none sent
 	WantFmt            string   // the attestation statement format expected; "": any
+	// Token, if set, authenticates the request with a pinUvAuthToken that
+	// has the mc permission (a *client.PINToken): pinUvAuthParam over the
+	// clientDataHash, and its protocol. A key with a PIN wants one for a
+	// discoverable credential.
+	Token interface {
+		Authenticate(msg []byte) []byte
+		Protocol() uint
+	}
 }
 
 // Register runs a registration ceremony for u on d, has the RP verify the
@@ -179,6 +187,10 @@ func (rp *RP) Register(t testing.TB, d Device, u *User, o RegisterOptions) *weba
 	}
 	if o.AttestationFormats != nil {
 		params[11] = o.AttestationFormats
+	}
+	if o.Token != nil {
+		params[8] = o.Token.Authenticate(sha256Sum(cdj))
+		params[9] = o.Token.Protocol()
 	}
 	st, out := Call(t, d, ctap2.CmdMakeCredential, params)
 	if st != ctap2.StatusOK {

@@ -62,6 +62,8 @@ type Config struct {
 	// Host says where the machine's device files are; zero fields are the
 	// real ones. Not a flag: tests point it elsewhere.
 	Host Host
+	// Control hands the key to the control plane (control.go). Not a flag.
+	Control ControlHooks
 }
 
 // Host names the device files the key and doctor use.

@@ -57,7 +57,7 @@ func makeRK(t testing.TB, d *client.Device, rpID, user string) []byte {
 		RP:               &ctap2.RPEntity{ID: rpID},
 		User:             &ctap2.UserEntity{ID: []byte(user + "-id"), Name: user},
 		PubKeyCredParams: []ctap2.CredParam{{Type: "public-key", Alg: &alg}},
-		Options:          &ctap2.Options{RK: &rk},
+		Options:          &ctap2.RequestOptions{RK: &rk},
 	}, tok)
 	if err != nil {
 		t.Fatalf("makeCredential for %s: %v", rpID, err)

@@ -224,7 +224,7 @@ func TestRunMigratesSchema2(t *testing.T) {
 				ClientDataHash: cdh(), RP: &ctap2.RPEntity{ID: "example.com"},
 				User:             &ctap2.UserEntity{ID: []byte("bob-handle"), Name: "bob"},
 				PubKeyCredParams: []ctap2.CredParam{{Type: "public-key", Alg: &alg}},
-				Options:          &ctap2.Options{RK: &rk},
+				Options:          &ctap2.RequestOptions{RK: &rk},
 			}, tok)
 			must(t, err)
 		}

@@ -6,7 +6,7 @@ package tpmtest
 //	go test ./internal/tpmtest -run '^$' -bench 'TPM' -benchtime 500x
 //
 // BenchmarkGetAssertionTPM is one in-process authenticatorGetAssertion
-// (ctap2.Authenticator.Do: CBOR decode, credential lookup, counter, authData,
+// (ctap2.Authenticator.Transact: CBOR decode, credential lookup, counter, authData,
 // Load+Sign+Flush, CBOR encode) with an allowList of one non-resident
 // credential. BenchmarkRawTPMSign is TPM2_Load + TPM2_Sign + TPM2_FlushContext
 // with go-tpm and nothing else. The target is a ratio ≤ 1.2.
@@ -56,7 +56,7 @@ func BenchmarkGetAssertionTPM(b *testing.B) {
 		1: cdh, 2: map[string]any{"id": rpID}, 3: map[string]any{"id": []byte("user")},
 		4: []map[string]any{{"type": "public-key", "alg": -7}},
 	})
-	st, out := auth.Do(ctx, ctap2.CmdMakeCredential, mc)
+	st, out := auth.Transact(ctx, ctap2.CmdMakeCredential, mc)
 	if st != ctap2.StatusOK {
 		b.Fatalf("makeCredential: %v", st)
 	}
@@ -74,7 +74,7 @@ func BenchmarkGetAssertionTPM(b *testing.B) {
 		1: rpID, 2: cdh, 3: []map[string]any{{"type": "public-key", "id": ad.CredentialID}},
 	})
 	for b.Loop() {
-		if st, _ := auth.Do(ctx, ctap2.CmdGetAssertion, ga); st != ctap2.StatusOK {
+		if st, _ := auth.Transact(ctx, ctap2.CmdGetAssertion, ga); st != ctap2.StatusOK {
 			b.Fatalf("getAssertion: %v", st)
 		}
 	}

@@ -28,6 +28,8 @@ type group struct {
 	timeout  time.Duration
 	needs    []string // host programs the guest runs
 	tpm      bool     // attach a fresh swtpm as the guest's TPM 2.0
+	// prepare, if set, runs on the host before the boot (playwright.go).
+	prepare func(t *testing.T, ctx context.Context, root, share string)
 }
 
 var groups = []group{
@@ -38,6 +40,12 @@ var groups = []group{
 	{
 		name: "chromium", script: "chromium.sh", memoryMB: 2048, cpus: 2, timeout: 14 * time.Minute,
 		needs: []string{"chromium", "fido2-token", "setsid"},
+	},
+	{
+		// The Playwright example (examples/playwright) against the key's
+		// control API; its node packages are installed on the host.
+		name: "playwright", script: "playwright.sh", memoryMB: 2048, cpus: 2, timeout: 20 * time.Minute,
+		needs: []string{"chromium", "node", "npm", "setsid"}, prepare: preparePlaywright,
 	},
 	{
 		name: "firefox", script: "firefox.sh", memoryMB: 2048, cpus: 2, timeout: 20 * time.Minute,
@@ -150,6 +158,9 @@ func TestVM(t *testing.T) {
 			if g.tpm {
 				b.TPMSocket = startSwtpm(t, filepath.Join(share, "logs", g.name))
 			}
+			if g.prepare != nil {
+				g.prepare(t, ctx, root, share)
+			}
 			runGroup(t, ctx, g, b, qemu, filepath.Join(root, "testdata", "vm", g.script))
 		})
 	}
@@ -218,7 +229,7 @@ func buildGuestFiles(ctx context.Context, root, share string) error {
 	}
 	bin := filepath.Join(share, "bin")
 	cmd := exec.CommandContext(ctx, goBin, "build", "-o", bin+string(os.PathSeparator),
-		"./cmd/virtkey", "./internal/vmtest/hidtool", "./internal/vmtest/rp")
+		"./cmd/virtkey", "./internal/vmtest/hidtool", "./internal/vmtest/rp", "./examples/playwright/demo-rp")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
