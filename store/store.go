@@ -13,22 +13,30 @@
 //
 // # Layout
 //
-//	meta      "schema" → 1 (plain) or 2 (sealed); "head" → the sealed binding record (schema 2)
-//	creds     credential ID → rpIdHash (32) ‖ record               (schema 2: sealed, see bind.go)
-//	byRP      rpIdHash → nested bucket { credential ID → "" }      (schema 2: HMAC(rpIdHash) → …)
-//	settings  name → value                                         (schema 2: sealed)
+//	meta      "schema" → 3 (plain) or 4 (sealed); "count" → credentials; "rps" → RPs;
+//	          "head" → the sealed binding record (schema 4, see bind.go)
+//	creds     SHA-256(credential ID)[:16] → the record and what it is indexed by (sealed in schema 4)
+//	index     per RP, side by side: its counts, its credentials newest first, its users' credentials
+//	settings  name → value                                         (schema 4: sealed)
 //	counters  SHA-256(credential ID) → reserved high-water mark (uint64, big-endian)
 //
-// byRP makes CredentialsByRP a scan of one small bucket and RPs a walk of
-// the bucket names; a nested bucket is deleted with its last credential.
+// index.go has the details. Every question the authenticator asks — the
+// RP's newest credential and the next one, how many it has, which belong
+// to a user, the next RP, how many there are — is a seek or two in a
+// B+tree and opens at most one record, so its cost grows with the log of
+// the number of credentials, not with the number; the records are not
+// decoded by the store but indexed with an [Indexer] (ctap2.IndexRecord).
 //
 // # Schema versions
 //
-// Schema 1 is the plain layout that [Open] creates and that virtkey up to
-// the state binding wrote. [DB.Bind] binds a file to a key store and
-// migrates a schema 1 file to schema 2 (sealed records, keyed RP index, a
-// binding record) in one transaction. A file with a schema newer than
-// [SchemaVersion] is refused. A schema 2 file is usable only once bound.
+// Schemas 1 (plain) and 2 (sealed, from the state binding on) had one
+// nested bucket per RP (byRP) and no order, counts or user index: every
+// list read and decoded all of an RP's records. [Open] migrates a schema 1
+// file to schema 3 (it needs the [Indexer]), [DB.Bind] seals a schema 3
+// (or new) file into schema 4 and migrates a schema 2 file to schema 4 in
+// one transaction that advances the rollback epoch (migrate.go). A file
+// with a schema newer than [SchemaVersion] is refused. A sealed file is
+// usable only once bound.
 //
 // # Damage
 //

@@ -36,7 +36,10 @@ type Spec struct {
 	N, RPs, Big int
 	// Workers make keys in parallel (default GOMAXPROCS).
 	Workers int
-	// Batch is the number of credentials per transaction (default 20000).
+	// Batch is the number of credentials per transaction (default 1000:
+	// a transaction touches about as many leaf pages, and bbolt frees the
+	// old copies only after it commits, so large batches leave the file
+	// with a long freelist that every later commit writes again).
 	Batch int
 	// Log receives progress (nil: none).
 	Log *slog.Logger
@@ -93,7 +96,7 @@ func Generate(ctx context.Context, dir string, spec Spec) (*Result, error) {
 		spec.Workers = runtime.GOMAXPROCS(0)
 	}
 	if spec.Batch <= 0 {
-		spec.Batch = 20000
+		spec.Batch = 1000
 	}
 	log := spec.Log
 	if log == nil {
@@ -182,7 +185,9 @@ func Generate(ctx context.Context, dir string, spec Spec) (*Result, error) {
 		if len(ids) >= spec.Batch {
 			err = flush()
 			done += spec.Batch
-			log.Info("scale: generating", "credentials", done, "of", spec.N, "elapsed", time.Since(start).Round(time.Second))
+			if done%50000 < spec.Batch {
+				log.Info("scale: generating", "credentials", done, "of", spec.N, "elapsed", time.Since(start).Round(time.Second))
+			}
 		}
 	}
 	if err == nil {

@@ -84,12 +84,13 @@ func (r *Report) Print(w io.Writer) {
 		if f.Base > 0 {
 			ratio = fmt.Sprintf("%.2f×", f.Full/f.Base)
 		}
-		verdict := ""
-		if f.Target != "" {
-			verdict = f.Target + "  ok"
-			if !f.Met() {
-				verdict = f.Target + "  MISSED"
-			}
+		verdict := f.Target
+		switch {
+		case f.Limit == 0 && f.Ratio == 0:
+		case f.Met():
+			verdict += "  ok"
+		default:
+			verdict += "  MISSED"
 		}
 		fmt.Fprintf(w, "%-50s %12s %14s %8s   %s\n", f.Name, format(f.Base, f.Unit), format(f.Full, f.Unit), ratio, verdict)
 	}
@@ -118,7 +119,7 @@ type key struct {
 	// how many of BigRP's accounts getNextAssertion goes through before
 	// starting again.
 	nextLeft, rpLeft, credLeft, cycle int
-	users                      int
+	users                             int
 }
 
 // Measure generates the baseline and the large store, serves each with
@@ -207,7 +208,7 @@ func Measure(ctx context.Context, o Options) (*Report, error) {
 				// The warm figure cycles through the accounts just used.
 				k.cycle = min(len(k.res.Big), o.Samples+1)
 			}
-			rep.add(Figure{Name: "getNextAssertion, " + BigRP + ", first use", Unit: "µs", Base: cold[0], Full: cold[1]})
+			rep.add(Figure{Name: "getNextAssertion, " + BigRP + ", first use", Unit: "µs", Base: cold[0], Full: cold[1], Target: "(a counter reservation)"})
 		}
 		fmt.Fprintf(progress, "measuring %s\n", op.name)
 		t, err := paired(keys, op.call, o.Samples)
@@ -232,18 +233,18 @@ func Measure(ctx context.Context, o Options) (*Report, error) {
 	bigHash := sha256.Sum256([]byte(BigRP))
 	cmOps := []op{
 		{"credMgmt getCredsMetadata", "≤ 1.2× baseline", 1.2, func(k *key) error { _, err := k.credMgmt(0x01, nil); return err }},
-		{"credMgmt enumerateRPsBegin", "≤ 1.2× baseline", 1.2, func(k *key) error {
+		{"credMgmt enumerateRPsBegin", "O(log n)", 0, func(k *key) error {
 			n, err := k.credMgmt(0x02, nil)
 			k.rpLeft = n - 1
 			return err
 		}},
-		{"credMgmt enumerateRPsGetNextRP", "≤ 1.2× baseline", 1.2, func(k *key) error { return k.nextRP() }},
-		{"credMgmt enumerateCredentialsBegin, " + BigRP, "≤ 1.2× baseline", 1.2, func(k *key) error {
+		{"credMgmt enumerateRPsGetNextRP", "O(log n)", 0, func(k *key) error { return k.nextRP() }},
+		{"credMgmt enumerateCredentialsBegin, " + BigRP, "O(log n)", 0, func(k *key) error {
 			n, err := k.credMgmt(0x04, map[int]any{1: bigHash[:]})
 			k.credLeft = n - 1
 			return err
 		}},
-		{"credMgmt enumerateCredentialsGetNextCredential", "≤ 1.2× baseline", 1.2, func(k *key) error { return k.nextCred(bigHash[:]) }},
+		{"credMgmt enumerateCredentialsGetNextCredential", "O(log n)", 0, func(k *key) error { return k.nextCred(bigHash[:]) }},
 	}
 	for _, op := range cmOps {
 		fmt.Fprintf(progress, "measuring %s\n", op.name)
