@@ -29,12 +29,15 @@ go run "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" ./...
 # The short forms of the campaigns (README "Performance" and "Tests"):
 # a small store measured beside its baseline (the credentials verify, every
 # figure is taken; speed is not judged here), every fuzz target for a few
-# seconds.
+# seconds, 25 kill -9 with every invariant checked.
 echo "== scripts/scale.sh -n 2000 (short form)"
 scripts/scale.sh -n 2000 -samples 20
 
 echo "== scripts/fuzz.sh (short form)"
 scripts/fuzz.sh
+
+echo "== scripts/crash.sh -kills 25 (short form)"
+scripts/crash.sh -kills 25
 
 echo "== go test -race -count=1 ./..."
 go test -race -count=1 -timeout 50m "$@" ./...
