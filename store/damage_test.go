@@ -321,3 +321,82 @@ func TestCycleRefused(t *testing.T) {
 		t.Errorf("Wipe of a sound store: %v", err)
 	}
 }
+
+// rootOf returns bucket name's root page (a branch page) and the page size.
+func rootOf(t testing.TB, path string, name []byte) (root uint64, pageSize int, raw []byte) {
+	t.Helper()
+	bdb, err := bolt.Open(path, 0o600, nil)
+	must(t, err)
+	must(t, bdb.View(func(tx *bolt.Tx) error { root = uint64(tx.Bucket(name).Root()); return nil }))
+	pageSize = bdb.Info().PageSize
+	must(t, bdb.Close())
+	raw, err = os.ReadFile(path)
+	must(t, err)
+	if binary.NativeEndian.Uint16(raw[int(root)*pageSize+8:]) != flagBranch {
+		t.Fatalf("the %s root is not a branch page; add credentials", name)
+	}
+	return root, pageSize, raw
+}
+
+// TestIndexSeekDamageRefused: the index is read with cursor seeks, which
+// bbolt may carry past a leaf's last key into the next leaf; the page
+// checks follow the same way. A loop in the index tree, and a child
+// pointer out of range met only on the way to the next leaf, fail the
+// calls with ErrDamaged instead of sending bbolt round the loop or off
+// the map.
+func TestIndexSeekDamageRefused(t *testing.T) {
+	t.Parallel()
+	calls := func(d *DB) map[string]error {
+		_, _, e1 := d.NextRP(nil)
+		_, _, e2 := d.NextCredentialOfRP(rp("big"), nil, true)
+		_, e3 := d.CredentialsOfUser(rp("small"), nil)
+		_, e4 := d.RPs()
+		return map[string]error{"NextRP": e1, "NextCredentialOfRP": e2, "CredentialsOfUser": e3, "RPs": e4}
+	}
+	t.Run("loop", func(t *testing.T) {
+		t.Parallel()
+		path := manyCreds(t, 200)
+		root, ps, raw := rootOf(t, path, bucketIndex)
+		for i := range int(binary.NativeEndian.Uint16(raw[int(root)*ps+10:])) {
+			patch(t, path, int64(root)*int64(ps)+pageHeaderSize+int64(i)*16+8, binary.NativeEndian.AppendUint64(nil, root))
+		}
+		d, err := Open(path)
+		must(t, err)
+		defer d.Close()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for name, err := range calls(d) {
+				wantDamaged(t, err, name+" through the loop")
+			}
+		}()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Fatal("a call went round the loop")
+		}
+	})
+	t.Run("next leaf", func(t *testing.T) {
+		t.Parallel()
+		path := manyCreds(t, 200)
+		root, ps, raw := rootOf(t, path, bucketIndex)
+		// The first leaf's last key is one of big's list entries; a seek
+		// for the entry after it passes the leaf's end and goes on through
+		// the root's second child, which now points back to the root: bbolt
+		// would come back to the first leaf and answer with a key before
+		// the one sought.
+		first := binary.NativeEndian.Uint64(raw[int(root)*ps+pageHeaderSize+8:])
+		es, err := leafElems("leaf", raw[int(first)*ps:(int(first)+1)*ps])
+		must(t, err)
+		last := es[len(es)-1].key
+		patch(t, path, int64(root)*int64(ps)+pageHeaderSize+16+8, binary.NativeEndian.AppendUint64(nil, root))
+		d, err := Open(path)
+		must(t, err)
+		defer d.Close()
+		if !bytes.HasPrefix(last, cat(d.rpKey(rp("big")), []byte{tagList})) || len(last) != shortKey+1+cursorSize {
+			t.Fatalf("the first leaf ends with %x, not one of big's list entries", last)
+		}
+		_, _, err = d.NextCredentialOfRP(rp("big"), last[shortKey+1:], true)
+		wantDamaged(t, err, "NextCredentialOfRP past the first leaf")
+	})
+}

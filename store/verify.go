@@ -225,8 +225,8 @@ func (v *verifier) seek(root, pages uint64, key []byte) error {
 	var stack []seekFrame
 	leaf, err := v.descend(root, pages, key, key == nil, seen, &stack)
 	for err == nil {
-		es, err := leafElems("leaf", leaf)
-		if err != nil {
+		var es []leafElem
+		if es, err = leafElems("leaf", leaf); err != nil {
 			return err
 		}
 		if key == nil && len(es) > 0 {

@@ -36,7 +36,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -132,7 +131,6 @@ type campaign struct {
 	conn   *udp.ClientConn
 	dev    *client.Device
 	out    bytes.Buffer
-	mu     sync.Mutex
 	flight *op
 	cdh    []byte
 	// wrongRun counts consecutive wrong PINs since the last right one or
