@@ -129,28 +129,23 @@ func IndexRecord(record []byte) (RecordIndex, error) {
 // logged.
 func (a *Authenticator) nextResident(ctx context.Context, rpIDHash, cursor []byte, verified bool) (*foundCredential, []byte, error) {
 	for {
-		raw, next, err := a.cfg.Store.NextCredentialOfRP(rpIDHash, cursor, verified)
-		if err != nil || raw == nil {
+		rec, next, err := a.nextRecord(rpIDHash, cursor, verified)
+		if err != nil || rec == nil {
 			return nil, nil, err
 		}
 		cursor = next
-		rec, err := parseCredentialRecord(raw)
-		if err != nil {
-			a.log.Error("skipping unreadable credential record", "err", err)
-			continue
-		}
 		if f, ok := a.openResident(ctx, rec, rpIDHash); ok && (verified || visibleWithoutUV(f.meta.CredProtect, false)) {
 			return f, cursor, nil
 		}
 	}
 }
 
-// nextRecord returns the RP's next credential record after cursor,
-// hidden ones included, without opening it (credential management); nil
-// when there is no more.
-func (a *Authenticator) nextRecord(rpIDHash, cursor []byte) (*credentialRecord, []byte, error) {
+// nextRecord returns the RP's next credential record after cursor (hidden
+// ones only withHidden) without opening it, and the cursor after it; nil
+// when there is no more. Unreadable records are skipped and logged.
+func (a *Authenticator) nextRecord(rpIDHash, cursor []byte, withHidden bool) (*credentialRecord, []byte, error) {
 	for {
-		raw, next, err := a.cfg.Store.NextCredentialOfRP(rpIDHash, cursor, true)
+		raw, next, err := a.cfg.Store.NextCredentialOfRP(rpIDHash, cursor, withHidden)
 		if err != nil || raw == nil {
 			return nil, nil, err
 		}

@@ -274,7 +274,7 @@ func (a *Authenticator) nextRP(st *credMgmtEnumState) (*CredentialManagementResp
 		hash := rec.rpIDHash()
 		var c []byte
 		for i := 0; rp.Name == "" && i < maxNameLookups; i++ {
-			if rec, c, err = a.nextRecord(hash, c); err != nil {
+			if rec, c, err = a.nextRecord(hash, c, true); err != nil {
 				return nil, err
 			}
 			if rec == nil {
@@ -313,7 +313,7 @@ func (a *Authenticator) enumerateCredentialsBegin(ctx context.Context, cid uint3
 // nextCredential returns the next credential of st and keeps st for the
 // following command while credentials remain.
 func (a *Authenticator) nextCredential(ctx context.Context, st *credMgmtEnumState) (*CredentialManagementResponse, error) {
-	rec, cursor, err := a.nextRecord(st.rpIDHash, st.cursor)
+	rec, cursor, err := a.nextRecord(st.rpIDHash, st.cursor, true)
 	if err != nil {
 		return nil, err
 	}

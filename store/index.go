@@ -669,21 +669,8 @@ func (d *DB) Credentials() ([][]byte, error) {
 	return recs, nil
 }
 
-// CountRPs is the number of RPs with at least one credential.
-func (d *DB) CountRPs() (int, error) {
-	var n int
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	err := d.view("countRPs", func(tx *bolt.Tx) error {
-		var err error
-		n, err = d.metaCount(tx, keyRPCount)
-		return err
-	})
-	if err != nil {
-		return 0, wrap("store", err)
-	}
-	return n, nil
-}
+// CountRPs is the number of RPs with at least one listed credential.
+func (d *DB) CountRPs() (int, error) { return d.countOf("countRPs", keyRPCount) }
 
 // PutCredentials stores many new credentials in one transaction (a bulk
 // load: the scale generator, an import): each as PutCredential would,

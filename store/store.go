@@ -577,13 +577,16 @@ func (d *DB) DeleteCredential(id []byte) error {
 
 // CountCredentials is the number of resident credentials: one stored
 // value, whatever the number.
-func (d *DB) CountCredentials() (int, error) {
+func (d *DB) CountCredentials() (int, error) { return d.countOf("countCredentials", keyCount) }
+
+// countOf reads the u64 meta value name in a read transaction.
+func (d *DB) countOf(op string, name []byte) (int, error) {
 	var n int
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	err := d.view("countCredentials", func(tx *bolt.Tx) error {
+	err := d.view(op, func(tx *bolt.Tx) error {
 		var err error
-		n, err = d.metaCount(tx, keyCount)
+		n, err = d.metaCount(tx, name)
 		return err
 	})
 	if err != nil {

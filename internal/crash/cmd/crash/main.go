@@ -10,13 +10,13 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/virtkey/virtkey/internal/crash"
+	"github.com/virtkey/virtkey/internal/testkit"
 )
 
 func main() {
@@ -44,11 +44,9 @@ func run(ctx context.Context, kills int, seed uint64, dir string, maxDelay time.
 		dir = filepath.Join(tmp, "state")
 	}
 	if bin == "" {
-		bin = filepath.Join(tmp, "virtkey")
-		build := exec.Command("go", "build", "-o", bin, "./cmd/virtkey")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			return fmt.Errorf("building virtkey: %w", err)
+		var err error
+		if bin, err = testkit.BuildVirtkey(tmp); err != nil {
+			return err
 		}
 	}
 	fmt.Printf("crash: seed %d, %d kills, state in %s\n", seed, kills, dir)

@@ -18,12 +18,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 
 	"github.com/virtkey/virtkey/internal/scale"
+	"github.com/virtkey/virtkey/internal/testkit"
 )
 
 func main() {
@@ -54,11 +53,9 @@ func run(ctx context.Context, n int, dir string, samples int, bin string, check 
 		dir = tmp
 	}
 	if bin == "" {
-		bin = filepath.Join(dir, "virtkey")
-		build := exec.Command("go", "build", "-o", bin, "./cmd/virtkey")
-		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			return fmt.Errorf("building virtkey: %w", err)
+		var err error
+		if bin, err = testkit.BuildVirtkey(dir); err != nil {
+			return err
 		}
 	}
 	spec := scale.Spec{N: n, RPs: n / 10, Big: min(10000, n/10)}
