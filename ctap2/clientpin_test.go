@@ -2,6 +2,7 @@ package ctap2
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 )
 
@@ -10,6 +11,20 @@ type pinPlatform struct {
 	t     testing.TB
 	tk    *testKey
 	proto PINProtocol
+}
+
+// forEachPINProtocol runs f as parallel subtests name/P1 and name/P2 (P1
+// and P2 when name is empty), once with each PIN/UV auth protocol.
+func forEachPINProtocol(t *testing.T, name string, f func(t *testing.T, v uint)) {
+	if name != "" {
+		name += "/"
+	}
+	for _, v := range []uint{1, 2} {
+		t.Run(fmt.Sprintf("%sP%d", name, v), func(t *testing.T) {
+			t.Parallel()
+			f(t, v)
+		})
+	}
 }
 
 func newPINPlatform(t testing.TB, tk *testKey, version uint) *pinPlatform {
