@@ -21,14 +21,34 @@ const (
 	cmUpdateUserInformation     = 0x07
 )
 
-// credMgmtRequest is the authenticatorCredentialManagement (0x0A) input.
+// subcommandRequest is the input of a command with subcommands
+// (authenticatorCredentialManagement 0x0A, authenticatorConfig 0x0D).
 // SubCommandParams is pre-encoded so that exactly the bytes authenticated
 // are the bytes sent.
-type credMgmtRequest struct {
+type subcommandRequest struct {
 	SubCommand        uint       `cbor:"1,keyasint"`
 	SubCommandParams  RawMessage `cbor:"2,keyasint,omitempty"`
 	PinUvAuthProtocol uint       `cbor:"3,keyasint,omitempty"`
 	PinUvAuthParam    []byte     `cbor:"4,keyasint,omitempty"`
+}
+
+// newSubcommandRequest encodes params (none when nil) and, with a token,
+// authenticates prefix ‖ subCommand ‖ subCommandParams.
+func newSubcommandRequest(sub uint, params any, token *PINToken, prefix []byte) (*subcommandRequest, error) {
+	req := &subcommandRequest{SubCommand: sub}
+	if params != nil {
+		p, err := encode(params)
+		if err != nil {
+			return nil, fmt.Errorf("encoding: %w", err)
+		}
+		req.SubCommandParams = p
+	}
+	if token != nil {
+		msg := append(append(prefix, byte(sub)), req.SubCommandParams...)
+		req.PinUvAuthProtocol = token.Protocol()
+		req.PinUvAuthParam = token.Authenticate(msg)
+	}
+	return req, nil
 }
 
 type credMgmtParams struct {
@@ -134,21 +154,20 @@ var cmNames = map[uint]string{
 // pinUvAuthParam = authenticate(token, subCommand ‖ subCommandParams).
 // The caller holds c.d.mu.
 func (c *CredentialManagement) do(ctx context.Context, sub uint, params *credMgmtParams, auth bool) (*credMgmtResponse, error) {
-	req := &credMgmtRequest{SubCommand: sub}
+	var p any // a nil *credMgmtParams is no params
 	if params != nil {
-		p, err := encode(params)
-		if err != nil {
-			return nil, fmt.Errorf("credMgmt %s: encoding: %w", cmNames[sub], err)
-		}
-		req.SubCommandParams = p
+		p = params
 	}
+	var token *PINToken
 	if auth {
-		msg := append([]byte{byte(sub)}, req.SubCommandParams...)
-		req.PinUvAuthProtocol = c.token.Protocol()
-		req.PinUvAuthParam = c.token.Authenticate(msg)
+		token = c.token
+	}
+	req, err := newSubcommandRequest(sub, p, token, nil)
+	if err != nil {
+		return nil, fmt.Errorf("credMgmt %s: %w", cmNames[sub], err)
 	}
 	var resp credMgmtResponse
-	err := c.d.call(ctx, "credMgmt "+cmNames[sub], c.cmd, req, &resp)
+	err = c.d.call(ctx, "credMgmt "+cmNames[sub], c.cmd, req, &resp)
 	if errors.Is(err, errEmptyResponse) {
 		return &credMgmtResponse{}, nil // delete and update answer nothing
 	}
