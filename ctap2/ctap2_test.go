@@ -102,8 +102,7 @@ func (tk *testKey) makeCred(t testing.TB, params map[int]any) (*MakeCredentialRe
 	t.Helper()
 	var resp MakeCredentialResponse
 	tk.callOK(t, CmdMakeCredential, params, &resp)
-	ad := mustParseAuthData(t, resp.AuthData)
-	return &resp, ad
+	return &resp, mustParseAuthData(t, resp.AuthData)
 }
 
 func verifySig(t testing.TB, coseKey []byte, msg, sig []byte) {

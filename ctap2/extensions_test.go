@@ -71,8 +71,7 @@ func (tk *testKey) assertOK(t testing.TB, params map[int]any) (*GetAssertionResp
 	t.Helper()
 	var ga GetAssertionResponse
 	tk.callOK(t, CmdGetAssertion, params, &ga)
-	ad := mustParseAuthData(t, ga.AuthData)
-	return &ga, ad
+	return &ga, mustParseAuthData(t, ga.AuthData)
 }
 
 // hmacInput builds an hmac-secret input for salts (32 or 64 bytes) with
