@@ -270,14 +270,7 @@ func TestCredMgmtKillDuringWrite(t *testing.T) {
 			break
 		}
 
-		tok, err := d.GetPINToken(ctx, prPIN, client.PermCredentialMgmt, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		cm, err := d.CredentialManagement(ctx, tok)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cm := vktest.CredMgmt(t, ctx, d, prPIN)
 		var (
 			mu      sync.Mutex
 			acked   int
