@@ -20,6 +20,7 @@ import (
 	"github.com/virtkey/virtkey/control"
 	"github.com/virtkey/virtkey/control/client"
 	"github.com/virtkey/virtkey/control/internal/apitest"
+	"github.com/virtkey/virtkey/internal/vktest"
 )
 
 func testCtx(t *testing.T) context.Context {
@@ -399,7 +400,7 @@ func TestPlaywrightShape(t *testing.T) {
 // readEvent reads one NDJSON line with a deadline.
 func readEvent(t *testing.T, es *client.EventStream) control.Event {
 	t.Helper()
-	return apitest.NextEvent(t, es, nil)
+	return vktest.NextEvent(t, es, nil)
 }
 
 func TestEventStream(t *testing.T) {

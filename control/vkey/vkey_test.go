@@ -95,7 +95,7 @@ func wantStatus(t *testing.T, err error, want ctap2.StatusCode) {
 // next reads events until one of type typ arrives.
 func next(t *testing.T, es *client.EventStream, typ string) control.Event {
 	t.Helper()
-	return apitest.NextEvent(t, es, func(ev control.Event) bool { return ev.Type == typ })
+	return vktest.NextEvent(t, es, func(ev control.Event) bool { return ev.Type == typ })
 }
 
 func verify(t *testing.T, pub crypto.PublicKey, alg cose.Algorithm, a *ctapclient.Assertion) {
@@ -330,7 +330,7 @@ func uvPresenceOverridesPIN(t *testing.T, e *apitest.Env) {
 		if len(ps) != 1 || ps[0].Op != "getAssertion" || ps[0].RPID != "example.com" {
 			t.Fatalf("pending = %+v", ps)
 		}
-		if ev := apitest.NextEvent(t, events, func(ev control.Event) bool { return ev.RequestID == ps[0].RequestID }); ev.Type != control.EventPresenceRequested {
+		if ev := vktest.NextEvent(t, events, func(ev control.Event) bool { return ev.RequestID == ps[0].RequestID }); ev.Type != control.EventPresenceRequested {
 			t.Errorf("first event of request %s: %+v", ps[0].RequestID, ev)
 		}
 		if err := k.AnswerPresence(ctx, ps[0].RequestID, approve); err != nil {
@@ -343,7 +343,7 @@ func uvPresenceOverridesPIN(t *testing.T, e *apitest.Env) {
 		if !approve {
 			wantStatus(t, err, ctap2.ErrOperationDenied)
 		}
-		if ev := apitest.NextEvent(t, events, func(ev control.Event) bool { return ev.RequestID == ps[0].RequestID }); ev.Type != control.EventPresenceAnswered || ev.Status != map[bool]string{true: "approved", false: "denied"}[approve] {
+		if ev := vktest.NextEvent(t, events, func(ev control.Event) bool { return ev.RequestID == ps[0].RequestID }); ev.Type != control.EventPresenceAnswered || ev.Status != map[bool]string{true: "approved", false: "denied"}[approve] {
 			t.Errorf("presenceAnswered = %+v", ev)
 		}
 	}

@@ -1,4 +1,4 @@
-package apitest
+package vktest
 
 import (
 	"testing"
@@ -8,15 +8,16 @@ import (
 	"github.com/virtkey/virtkey/control/client"
 )
 
-// NextEvent reads events from es until one matches (any one where match
-// is nil), failing t after 10 s or on a stream error.
+// NextEvent reads events from a control API event stream until one
+// matches (any one where match is nil), failing t after 15 s or on a
+// stream error.
 func NextEvent(t testing.TB, es *client.EventStream, match func(control.Event) bool) control.Event {
 	t.Helper()
 	type res struct {
 		ev  control.Event
 		err error
 	}
-	deadline := time.After(10 * time.Second)
+	deadline := time.After(15 * time.Second)
 	for {
 		ch := make(chan res, 1)
 		go func() { ev, err := es.Next(); ch <- res{ev, err} }()
@@ -29,7 +30,7 @@ func NextEvent(t testing.TB, es *client.EventStream, match func(control.Event) b
 				return r.ev
 			}
 		case <-deadline:
-			t.Fatal("no matching event within 10 s")
+			t.Fatal("no matching event within 15 s")
 		}
 	}
 }
