@@ -87,6 +87,6 @@ func TestOpenAPISchemas(t *testing.T) {
 func TestOpenAPIExercise(t *testing.T) {
 	t.Parallel()
 	f := startUnix(t, control.Options{})
-	a := &apitest.API{T: t, HC: f.hc, Base: f.base, Doc: apitest.Parse(t)}
+	a := &apitest.API{T: t, HC: f.HC, Base: f.Base, Doc: apitest.Parse(t)}
 	a.Exercise(apitest.Options{})
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/virtkey/virtkey/control"
 	"github.com/virtkey/virtkey/control/client"
 	"github.com/virtkey/virtkey/control/internal/apitest"
+	"github.com/virtkey/virtkey/internal/vktest"
 )
 
 func testCtx(t *testing.T) context.Context {
@@ -32,10 +33,6 @@ type fixture struct {
 	*apitest.Env
 	def     *memKey
 	factory *memFactory
-	c       *client.Client
-	hc      *http.Client
-	base    string
-	stop    func()
 }
 
 // startUnix serves a server with a default memKey on a Unix socket.
@@ -50,7 +47,6 @@ func startUnix(t *testing.T, opts control.Options) *fixture {
 		t.Fatal(err)
 	}
 	f.Env = apitest.Serve(t, srv, "unix")
-	f.c, f.hc, f.base, f.stop = f.Client, f.HC, f.Base, f.Stop
 	return f
 }
 
@@ -61,11 +57,11 @@ func (f *fixture) raw(t *testing.T, method, path, body string) (int, string) {
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(testCtx(t), method, f.base+path, rd)
+	req, err := http.NewRequestWithContext(testCtx(t), method, f.Base+path, rd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := f.hc.Do(req)
+	resp, err := f.HC.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,15 +214,15 @@ func TestRoutes(t *testing.T) {
 	t.Parallel()
 	f := startUnix(t, control.Options{})
 	ctx := testCtx(t)
-	keys, err := f.c.Keys(ctx)
+	keys, err := f.Client.Keys(ctx)
 	if err != nil || len(keys) != 1 || keys[0].ID != "default" || keys[0].Extensions == nil {
 		t.Fatalf("Keys = %+v, %v", keys, err)
 	}
-	ki, err := f.c.AddKey(ctx, control.KeyConfig{Attach: "udp"})
+	ki, err := f.Client.AddKey(ctx, control.KeyConfig{Attach: "udp"})
 	if err != nil || ki.ID != "key-1" {
 		t.Fatalf("AddKey = %+v, %v", ki, err)
 	}
-	k := f.c.Key(ki.ID)
+	k := f.Client.Key(ki.ID)
 	id := []byte("0123456789abcdef-cred")
 	tr := true
 	c, err := k.AddCredential(ctx, control.CredentialParams{CredentialID: id, RPID: "example.com", IsResidentCredential: &tr, UserHandle: []byte("u1"), SignCount: 7})
@@ -276,19 +272,19 @@ func TestRoutes(t *testing.T) {
 	if err := k.DeleteCredentials(ctx); err != nil {
 		t.Errorf("DeleteCredentials: %v", err)
 	}
-	if err := f.c.DeleteKey(ctx, "default"); !errors.Is(err, control.ErrConflict) {
+	if err := f.Client.DeleteKey(ctx, "default"); !errors.Is(err, control.ErrConflict) {
 		t.Errorf("DeleteKey(default) = %v, want 409", err)
 	}
-	if err := f.c.DeleteKey(ctx, ki.ID); err != nil {
+	if err := f.Client.DeleteKey(ctx, ki.ID); err != nil {
 		t.Errorf("DeleteKey: %v", err)
 	}
 	if !f.factory.keys[0].closed {
 		t.Error("DeleteKey did not close the key")
 	}
-	if err := f.c.DeleteKey(ctx, ki.ID); !errors.Is(err, control.ErrNotFound) {
+	if err := f.Client.DeleteKey(ctx, ki.ID); !errors.Is(err, control.ErrNotFound) {
 		t.Errorf("DeleteKey twice = %v", err)
 	}
-	if _, err := f.c.Key(ki.ID).Credentials(ctx); !errors.Is(err, control.ErrNotFound) {
+	if _, err := f.Client.Key(ki.ID).Credentials(ctx); !errors.Is(err, control.ErrNotFound) {
 		t.Errorf("a removed key still answers: %v", err)
 	}
 }
@@ -382,7 +378,7 @@ func TestPlaywrightShape(t *testing.T) {
 	t.Parallel()
 	f := startUnix(t, control.Options{})
 	ctx := testCtx(t)
-	k := f.c.Key("default")
+	k := f.Client.Key("default")
 	priv, spki := apitest.ES256Key(t)
 	pw := control.PlaywrightCredential{ID: []byte("0123456789abcdef"), RPID: "example.com", UserHandle: []byte("user"), PrivateKey: priv, PublicKey: spki}
 	c, err := k.AddPlaywrightCredential(ctx, pw)
@@ -404,29 +400,14 @@ func TestPlaywrightShape(t *testing.T) {
 // readEvent reads one NDJSON line with a deadline.
 func readEvent(t *testing.T, es *client.EventStream) control.Event {
 	t.Helper()
-	type res struct {
-		ev  control.Event
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() { ev, err := es.Next(); ch <- res{ev, err} }()
-	select {
-	case r := <-ch:
-		if r.err != nil {
-			t.Fatalf("event stream: %v", r.err)
-		}
-		return r.ev
-	case <-time.After(10 * time.Second):
-		t.Fatal("no event within 10 s")
-	}
-	return control.Event{}
+	return vktest.NextEvent(t, es, nil)
 }
 
 func TestEventStream(t *testing.T) {
 	t.Parallel()
 	f := startUnix(t, control.Options{})
 	ctx := testCtx(t)
-	k := f.c.Key("default")
+	k := f.Client.Key("default")
 	es, err := k.Events(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -453,8 +434,8 @@ func TestSlowSubscriber(t *testing.T) {
 	t.Parallel()
 	f := startUnix(t, control.Options{EventBuffer: 8})
 	ctx := testCtx(t)
-	req, _ := http.NewRequestWithContext(ctx, "GET", f.base+"/v1/keys/default/events", nil)
-	resp, err := f.hc.Do(req)
+	req, _ := http.NewRequestWithContext(ctx, "GET", f.Base+"/v1/keys/default/events", nil)
+	resp, err := f.HC.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -500,13 +481,13 @@ func TestRemoveKeyLifecycle(t *testing.T) {
 	func() {
 		f := startUnix(t, control.Options{})
 		ctx := testCtx(t)
-		ki, err := f.c.AddKey(ctx, control.KeyConfig{Attach: "udp"})
+		ki, err := f.Client.AddKey(ctx, control.KeyConfig{Attach: "udp"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		mk := f.factory.keys[0]
 		mk.slowCall = make(chan struct{})
-		k := f.c.Key(ki.ID)
+		k := f.Client.Key(ki.ID)
 		var streams []*client.EventStream
 		for range 3 {
 			es, err := k.Events(ctx)
@@ -522,7 +503,7 @@ func TestRemoveKeyLifecycle(t *testing.T) {
 		go func() { _, err := k.Credentials(ctx); slow <- err }()
 		deleted := make(chan error, 1)
 		time.Sleep(50 * time.Millisecond) // let the slow call start
-		go func() { deleted <- f.c.DeleteKey(ctx, ki.ID) }()
+		go func() { deleted <- f.Client.DeleteKey(ctx, ki.ID) }()
 		for _, es := range streams {
 			if _, err := es.Next(); err != io.EOF {
 				t.Errorf("stream after delete: %v, want EOF", err)
@@ -547,9 +528,9 @@ func TestRemoveKeyLifecycle(t *testing.T) {
 		if !mk.closed || mk.Subscribers() != 0 {
 			t.Errorf("closed %v, %d subscribers left", mk.closed, mk.Subscribers())
 		}
-		f.c.Close()
-		f.hc.CloseIdleConnections()
-		f.stop()
+		f.Client.Close()
+		f.HC.CloseIdleConnections()
+		f.Stop()
 	}()
 	checkGoroutines(t, before)
 }
@@ -575,13 +556,13 @@ func checkGoroutines(t *testing.T, before int) {
 func TestShutdownEndsStreams(t *testing.T) {
 	t.Parallel()
 	f := startUnix(t, control.Options{})
-	es, err := f.c.Key("default").Events(testCtx(t))
+	es, err := f.Client.Key("default").Events(testCtx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer es.Close()
 	start := time.Now()
-	f.stop()
+	f.Stop()
 	if _, err := es.Next(); err == nil {
 		t.Error("stream still open after shutdown")
 	}
@@ -600,18 +581,18 @@ func TestConcurrentCalls(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for j := range 20 {
-				ki, err := f.c.AddKey(ctx, control.KeyConfig{Attach: "udp"})
+				ki, err := f.Client.AddKey(ctx, control.KeyConfig{Attach: "udp"})
 				if err != nil {
 					t.Error(err)
 					return
 				}
-				k := f.c.Key(ki.ID)
+				k := f.Client.Key(ki.ID)
 				id := []byte(strings.Repeat("x", 16) + string(rune('a'+i)) + string(rune('a'+j)))
 				k.AddCredential(ctx, control.CredentialParams{CredentialID: id, RPID: "a.com"})
 				k.SetUserVerified(ctx, j%2 == 0)
-				f.c.Key("default").SetPresence(ctx, control.PresenceManual)
-				f.c.Keys(ctx)
-				if err := f.c.DeleteKey(ctx, ki.ID); err != nil {
+				f.Client.Key("default").SetPresence(ctx, control.PresenceManual)
+				f.Client.Keys(ctx)
+				if err := f.Client.DeleteKey(ctx, ki.ID); err != nil {
 					t.Error(err)
 				}
 			}

@@ -115,10 +115,7 @@ func TestAttestationFormats(t *testing.T) {
 			if st != StatusOK {
 				t.Fatalf("makeCredential: %v", st)
 			}
-			ad, err := ParseAuthData(resp.AuthData)
-			if err != nil {
-				t.Fatal(err)
-			}
+			ad := mustParseAuthData(t, resp.AuthData)
 			if resp.Fmt != tc.want.fmt || (resp.AttStmt["x5c"] != nil) != tc.want.batch || resp.EPAtt != nil {
 				t.Fatalf("fmt %q, attStmt keys %v, epAtt %v", resp.Fmt, keys(resp.AttStmt), resp.EPAtt)
 			}

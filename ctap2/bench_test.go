@@ -60,50 +60,16 @@ func benchKey(b *testing.B) *inproc.Key {
 	return k
 }
 
-func mustCBOR(b *testing.B, v any) []byte {
-	b.Helper()
-	p, err := encMode.Marshal(v)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return p
-}
-
-func benchMCParams(rk bool) map[int]any {
-	m := map[int]any{
-		1: sha([]byte("bench client data")),
-		2: map[string]any{"id": rpID, "name": "Example"},
-		3: map[string]any{"id": []byte("bench-user-0001"), "name": "bench", "displayName": "Bench User"},
-		4: []map[string]any{{"type": "public-key", "alg": -7}},
-	}
-	if rk {
-		m[7] = map[string]bool{"rk": true}
-	}
-	return m
-}
-
 // getAssertionOp makes a resident ES256 credential on a fresh key and
 // returns one in-process getAssertion with it in the allowList.
 func getAssertionOp(b *testing.B) func() {
 	k := benchKey(b)
 	ctx := context.Background()
-	st, out := k.Authenticator.Transact(ctx, ctap2.CmdMakeCredential, mustCBOR(b, benchMCParams(true)))
+	st, out := k.Authenticator.Transact(ctx, ctap2.CmdMakeCredential, bench.MustCBOR(b, bench.MakeCredentialParams(true)))
 	if st != ctap2.StatusOK {
 		b.Fatalf("makeCredential: %v", st)
 	}
-	var mc ctap2.MakeCredentialResponse
-	if err := cbor.Unmarshal(out, &mc); err != nil {
-		b.Fatal(err)
-	}
-	ad, err := ctap2.ParseAuthData(mc.AuthData)
-	if err != nil {
-		b.Fatal(err)
-	}
-	params := mustCBOR(b, map[int]any{
-		1: rpID,
-		2: sha([]byte("bench client data")),
-		3: []map[string]any{{"type": "public-key", "id": ad.CredentialID}},
-	})
+	params := bench.MustCBOR(b, bench.GetAssertionParams(bench.CredentialID(b, out)))
 	return func() {
 		if st, _ := k.Authenticator.Transact(ctx, ctap2.CmdGetAssertion, params); st != ctap2.StatusOK {
 			b.Fatalf("getAssertion: %v", st)
@@ -117,7 +83,7 @@ func getAssertionOp(b *testing.B) func() {
 func makeCredentialOp(b *testing.B, rk bool) func() {
 	k := benchKey(b)
 	ctx := context.Background()
-	params := mustCBOR(b, benchMCParams(rk))
+	params := bench.MustCBOR(b, bench.MakeCredentialParams(rk))
 	return func() {
 		if st, _ := k.Authenticator.Transact(ctx, ctap2.CmdMakeCredential, params); st != ctap2.StatusOK {
 			b.Fatalf("makeCredential: %v", st)

@@ -2,6 +2,7 @@ package ctap2
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 )
 
@@ -10,6 +11,32 @@ type pinPlatform struct {
 	t     testing.TB
 	tk    *testKey
 	proto PINProtocol
+}
+
+// forEachPINProtocol runs f as parallel subtests name/P1 and name/P2 (P1
+// and P2 when name is empty), once with each PIN/UV auth protocol.
+func forEachPINProtocol(t *testing.T, name string, f func(t *testing.T, v uint)) {
+	if name != "" {
+		name += "/"
+	}
+	for _, v := range []uint{1, 2} {
+		t.Run(fmt.Sprintf("%sP%d", name, v), func(t *testing.T) {
+			t.Parallel()
+			f(t, v)
+		})
+	}
+}
+
+// pinKey is a new test key with the PIN 1234 set through PIN/UV auth
+// protocol v, and the platform side of that protocol.
+func pinKey(t testing.TB, v uint) (*testKey, *pinPlatform) {
+	t.Helper()
+	tk := newTestKey(t)
+	pp := newPINPlatform(t, tk, v)
+	if st := pp.setPIN("1234"); st != StatusOK {
+		t.Fatalf("setPIN: %v", st)
+	}
+	return tk, pp
 }
 
 func newPINPlatform(t testing.TB, tk *testKey, version uint) *pinPlatform {
@@ -125,7 +152,7 @@ func (pp *pinPlatform) withToken(req map[int]any, tok *PINUVAuthToken, paramKey 
 
 func TestClientPINLifecycle(t *testing.T) {
 	t.Parallel()
-	for _, v := range []uint{1, 2} {
+	forEachPINProtocol(t, "", func(t *testing.T, v uint) {
 		tk := newTestKey(t)
 		pp := newPINPlatform(t, tk, v)
 		info, _ := tk.Info()
@@ -166,13 +193,7 @@ func TestClientPINLifecycle(t *testing.T) {
 			t.Fatalf("reused token: %v", st)
 		}
 		tok, _ = pp.token("1234", PermGetAssertion, "example.com")
-		st, out := tk.call(t, CmdGetAssertion, pp.withToken(map[int]any{1: "example.com", 2: cdh}, tok, 6))
-		if st != StatusOK {
-			t.Fatalf("GA with token: %v", st)
-		}
-		var ga GetAssertionResponse
-		decode(out, &ga)
-		gad, _ := ParseAuthData(ga.AuthData)
+		ga, gad := tk.assertOK(t, pp.withToken(map[int]any{1: "example.com", 2: cdh}, tok, 6))
 		if gad.Flags&(FlagUV|FlagUP) != FlagUV|FlagUP || ga.User.Name != "n" {
 			t.Fatalf("GA with UV: flags %x user %+v", gad.Flags, ga.User)
 		}
@@ -224,16 +245,12 @@ func TestClientPINLifecycle(t *testing.T) {
 				t.Errorf("perms %x: %v, want %v", tc.perms, st, tc.want)
 			}
 		}
-	}
+	})
 }
 
 func TestPINLockout(t *testing.T) {
 	t.Parallel()
-	tk := newTestKey(t)
-	pp := newPINPlatform(t, tk, 2)
-	if st := pp.setPIN("1234"); st != StatusOK {
-		t.Fatal(st)
-	}
+	tk, pp := pinKey(t, 2)
 	want := []StatusCode{ErrPINInvalid, ErrPINInvalid, ErrPINAuthBlocked}
 	for i, w := range want {
 		if _, st := pp.token("0000", PermGetAssertion, "x"); st != w {
@@ -333,12 +350,7 @@ func TestBuiltInUV(t *testing.T) {
 	if ad.Flags&FlagUV == 0 {
 		t.Fatal("UV flag missing")
 	}
-	st, out := tk.call(t, CmdGetAssertion, map[int]any{1: "example.com", 2: cdh, 5: map[string]bool{"uv": true}})
-	if st != StatusOK {
-		t.Fatal(st)
-	}
-	var ga GetAssertionResponse
-	decode(out, &ga)
+	ga, _ := tk.assertOK(t, map[int]any{1: "example.com", 2: cdh, 5: map[string]bool{"uv": true}})
 	if ga.User.Name != "n" {
 		t.Fatal("user name must be returned after UV")
 	}
@@ -352,7 +364,7 @@ func TestBuiltInUV(t *testing.T) {
 	if st, _ := deny.call(t, CmdGetAssertion, map[int]any{1: "example.com", 2: cdh, 5: map[string]bool{"uv": true}}); st != ErrUVBlocked {
 		t.Fatalf("last deny: %v", st)
 	}
-	st, out = deny.call(t, CmdClientPIN, map[int]any{2: pinGetUVRetries})
+	st, out := deny.call(t, CmdClientPIN, map[int]any{2: pinGetUVRetries})
 	var r ClientPINResponse
 	decode(out, &r)
 	if st != StatusOK || *r.UVRetries != 0 {

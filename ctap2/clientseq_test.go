@@ -81,12 +81,17 @@ func newSeqKey(t *testing.T, uv ctap2.UVMode) *seqKey {
 	return sk
 }
 
-// pinSeq starts a sequence on a key without built-in UV whose PIN is
-// seqPIN.
-func pinSeq(t *testing.T) (*seq, *seqKey) {
-	s, sk := newSeq(t), newSeqKey(t, ctap2.UVNone)
-	sk.setPIN(t, seqPIN)
-	return s, sk
+// sequence runs f as a parallel subtest on a fresh key: with built-in UV
+// (uv ctap2.UVAuto), or without and with the PIN seqPIN (ctap2.UVNone).
+func sequence(t *testing.T, name string, uv ctap2.UVMode, f func(t *testing.T, s *seq, sk *seqKey)) {
+	t.Run(name, func(t *testing.T) {
+		t.Parallel()
+		s, sk := newSeq(t), newSeqKey(t, uv)
+		if uv == ctap2.UVNone {
+			sk.setPIN(t, seqPIN)
+		}
+		f(t, s, sk)
+	})
 }
 
 // client is a new Fido2Client on the key (its constructor's getInfo is the
@@ -154,16 +159,41 @@ func (sk *seqKey) beginLogin(t *testing.T, u *rptest.User) (*webauthn.SessionDat
 	return session, assertion.Response.Challenge
 }
 
+// create runs make_credential for u with a client that knows pin, on a
+// registration the RP begins (discoverable if o requires a resident key).
+func (sk *seqKey) create(t *testing.T, pin string, u *rptest.User, o pyCreate) (*pyRegistration, *webauthn.SessionData, error) {
+	session, challenge := sk.begin(t, u, o.ResidentKey == "required")
+	reg, err := sk.client(pin).makeCredential(createOptions(u, challenge, o))
+	return reg, session, err
+}
+
+// getOne runs get_assertion for u with a client that knows pin, on a login
+// the RP begins (o's RPID and challenge are filled in), and stops the test
+// unless it returns one assertion.
+func (sk *seqKey) getOne(s *seq, pin string, u *rptest.User, o pyGet) (*pyAssertion, *webauthn.SessionData) {
+	s.Helper()
+	session, challenge := sk.beginLogin(s.T, u)
+	o.RPID, o.Challenge = rpID, challenge
+	got, err := sk.client(pin).getAssertion(o)
+	s.check(err == nil && len(got) == 1, "get_assertion: %v (%d assertions, want 1)", err, len(got))
+	if err != nil || len(got) != 1 {
+		s.FailNow()
+	}
+	return got[0], session
+}
+
+// seqUser is an RP account called name.
+func seqUser(name string) *rptest.User {
+	return &rptest.User{ID: []byte(name + "-id"), Name: name}
+}
+
 // registerSetup registers a credential for u through the client (setup:
 // the transcript is dropped).
 func (sk *seqKey) registerSetup(t *testing.T, pin string, u *rptest.User, o pyCreate) *pyRegistration {
-	session, challenge := sk.begin(t, u, o.ResidentKey == "required")
-	o.RPID, o.RPName, o.Challenge = rpID, "Example", challenge
-	o.User = pyUser{ID: u.ID, Name: u.Name, DisplayName: "Display " + u.Name}
 	if o.Algs == nil {
 		o.Algs = []int{-7}
 	}
-	reg, err := sk.client(pin).makeCredential(o)
+	reg, session, err := sk.create(t, pin, u, o)
 	if err != nil {
 		t.Fatalf("setup registration: %v", err)
 	}
@@ -224,13 +254,9 @@ func ids(list any) [][]byte {
 func TestPythonFIDO2MakeCredential(t *testing.T) {
 	t.Parallel()
 
-	t.Run("PIN/uv=preferred", func(t *testing.T) {
-		t.Parallel()
-		s, sk := pinSeq(t)
-		u := &rptest.User{ID: []byte("alice-id"), Name: "alice"}
-		session, challenge := sk.begin(t, u, false)
-		c := sk.client(seqPIN)
-		reg, err := c.makeCredential(createOptions(u, challenge, pyCreate{}))
+	sequence(t, "PIN/uv=preferred", ctap2.UVNone, func(t *testing.T, s *seq, sk *seqKey) {
+		u := seqUser("alice")
+		reg, session, err := sk.create(t, seqPIN, u, pyCreate{})
 		s.check(err == nil, "make_credential: %v", err)
 		reqs := s.transcript(sk.r, lGetInfo, lGetInfo, lGetInfo, lKA, lPINToken, lMC)
 		s.check(reqs[4][9] == int(ctap2.PermMakeCredential) && reqs[4][10] == rpID, "token request perms %v rpId %v, want mc for %s", reqs[4][9], reqs[4][10], rpID)
@@ -243,12 +269,9 @@ func TestPythonFIDO2MakeCredential(t *testing.T) {
 		sk.accept(s, u, session, reg)
 	})
 
-	t.Run("PIN/uv=discouraged/rk=required", func(t *testing.T) {
-		t.Parallel()
-		s, sk := pinSeq(t)
-		u := &rptest.User{ID: []byte("bob-id"), Name: "bob"}
-		session, challenge := sk.begin(t, u, true)
-		reg, err := sk.client(seqPIN).makeCredential(createOptions(u, challenge, pyCreate{ResidentKey: "required", UserVerification: "discouraged"}))
+	sequence(t, "PIN/uv=discouraged/rk=required", ctap2.UVNone, func(t *testing.T, s *seq, sk *seqKey) {
+		u := seqUser("bob")
+		reg, session, err := sk.create(t, seqPIN, u, pyCreate{ResidentKey: "required", UserVerification: "discouraged"})
 		s.check(err == nil, "make_credential: %v", err)
 		// makeCredUvNotRqd does not cover discoverable credentials: the key
 		// answers PUAT_REQUIRED and the client tries again with UV.
@@ -262,12 +285,9 @@ func TestPythonFIDO2MakeCredential(t *testing.T) {
 		sk.accept(s, u, session, reg)
 	})
 
-	t.Run("PIN/uv=discouraged", func(t *testing.T) {
-		t.Parallel()
-		s, sk := pinSeq(t)
-		u := &rptest.User{ID: []byte("carol-id"), Name: "carol"}
-		session, challenge := sk.begin(t, u, false)
-		reg, err := sk.client(seqPIN).makeCredential(createOptions(u, challenge, pyCreate{UserVerification: "discouraged"}))
+	sequence(t, "PIN/uv=discouraged", ctap2.UVNone, func(t *testing.T, s *seq, sk *seqKey) {
+		u := seqUser("carol")
+		reg, session, err := sk.create(t, seqPIN, u, pyCreate{UserVerification: "discouraged"})
 		s.check(err == nil, "make_credential: %v", err)
 		// makeCredUvNotRqd: no token for a non-discoverable credential.
 		reqs := s.transcript(sk.r, lGetInfo, lGetInfo, lGetInfo, lMC)
@@ -276,14 +296,11 @@ func TestPythonFIDO2MakeCredential(t *testing.T) {
 		sk.accept(s, u, session, reg)
 	})
 
-	t.Run("PIN/excludeList/probe finds the credential", func(t *testing.T) {
-		t.Parallel()
-		s, sk := pinSeq(t)
-		u := &rptest.User{ID: []byte("dave-id"), Name: "dave"}
+	sequence(t, "PIN/excludeList/probe finds the credential", ctap2.UVNone, func(t *testing.T, s *seq, sk *seqKey) {
+		u := seqUser("dave")
 		old := sk.registerSetup(t, seqPIN, u, pyCreate{})
-		_, challenge := sk.begin(t, u, false)
 		exclude := [][]byte{bytes.Repeat([]byte{1}, 16), bytes.Repeat([]byte{2}, tooLongIDLen), old.AuthData.CredentialID, bytes.Repeat([]byte{3}, 48)}
-		_, err := sk.client(seqPIN).makeCredential(createOptions(u, challenge, pyCreate{Exclude: exclude}))
+		_, _, err := sk.create(t, seqPIN, u, pyCreate{Exclude: exclude})
 		s.check(err == ctap2.ErrCredentialExcluded, "make_credential: %v, want CREDENTIAL_EXCLUDED", err)
 		// The silent probe (up=false) must leave the token for the
 		// makeCredential that follows: PIN_AUTH_INVALID there was the bug.
@@ -299,12 +316,9 @@ func TestPythonFIDO2MakeCredential(t *testing.T) {
 		s.check(sk.presence.Load() == 1, "user presence asked %d times, want 1 (makeCredential only)", sk.presence.Load())
 	})
 
-	t.Run("PIN/excludeList/probe finds nothing", func(t *testing.T) {
-		t.Parallel()
-		s, sk := pinSeq(t)
-		u := &rptest.User{ID: []byte("erin-id"), Name: "erin"}
-		session, challenge := sk.begin(t, u, false)
-		reg, err := sk.client(seqPIN).makeCredential(createOptions(u, challenge, pyCreate{Exclude: [][]byte{bytes.Repeat([]byte{9}, 64)}}))
+	sequence(t, "PIN/excludeList/probe finds nothing", ctap2.UVNone, func(t *testing.T, s *seq, sk *seqKey) {
+		u := seqUser("erin")
+		reg, session, err := sk.create(t, seqPIN, u, pyCreate{Exclude: [][]byte{bytes.Repeat([]byte{9}, 64)}})
 		s.check(err == nil, "make_credential: %v", err)
 		reqs := s.transcript(sk.r, lGetInfo, lGetInfo, lGetInfo, lKA, lPINToken, lGetInfo, lProbeMiss, lMC)
 		s.check(reqs[7][5] == nil, "makeCredential sent an excludeList %v", reqs[7][5])
@@ -313,25 +327,19 @@ func TestPythonFIDO2MakeCredential(t *testing.T) {
 		sk.accept(s, u, session, reg)
 	})
 
-	t.Run("PIN/excludeList/uv=discouraged", func(t *testing.T) {
-		t.Parallel()
-		s, sk := pinSeq(t)
-		u := &rptest.User{ID: []byte("frank-id"), Name: "frank"}
+	sequence(t, "PIN/excludeList/uv=discouraged", ctap2.UVNone, func(t *testing.T, s *seq, sk *seqKey) {
+		u := seqUser("frank")
 		old := sk.registerSetup(t, seqPIN, u, pyCreate{UserVerification: "discouraged"})
-		_, challenge := sk.begin(t, u, false)
-		_, err := sk.client(seqPIN).makeCredential(createOptions(u, challenge, pyCreate{UserVerification: "discouraged", Exclude: [][]byte{old.AuthData.CredentialID}}))
+		_, _, err := sk.create(t, seqPIN, u, pyCreate{UserVerification: "discouraged", Exclude: [][]byte{old.AuthData.CredentialID}})
 		s.check(err == ctap2.ErrCredentialExcluded, "make_credential: %v, want CREDENTIAL_EXCLUDED", err)
 		reqs := s.transcript(sk.r, lGetInfo, lGetInfo, lGetInfo, lGetInfo, lProbeHit, lMCExcluded)
 		s.check(reqs[4][6] == nil, "probe with a pinUvAuthParam but no token")
 		s.check(sk.presence.Load() == 1, "user presence asked %d times, want 1", sk.presence.Load())
 	})
 
-	t.Run("built-in UV/uv=required", func(t *testing.T) {
-		t.Parallel()
-		s, sk := newSeq(t), newSeqKey(t, ctap2.UVAuto)
-		u := &rptest.User{ID: []byte("gina-id"), Name: "gina"}
-		session, challenge := sk.begin(t, u, true)
-		reg, err := sk.client("").makeCredential(createOptions(u, challenge, pyCreate{ResidentKey: "required", UserVerification: "required"}))
+	sequence(t, "built-in UV/uv=required", ctap2.UVAuto, func(t *testing.T, s *seq, sk *seqKey) {
+		u := seqUser("gina")
+		reg, session, err := sk.create(t, "", u, pyCreate{ResidentKey: "required", UserVerification: "required"})
 		s.check(err == nil, "make_credential: %v", err)
 		reqs := s.transcript(sk.r, lGetInfo, lGetInfo, lGetInfo, lKA, lUVToken, lMC)
 		s.check(reqs[4][9] == int(ctap2.PermMakeCredential) && reqs[4][10] == rpID, "UV token perms %v rpId %v", reqs[4][9], reqs[4][10])
@@ -340,12 +348,9 @@ func TestPythonFIDO2MakeCredential(t *testing.T) {
 		sk.accept(s, u, session, reg)
 	})
 
-	t.Run("PIN/uv=required/no PIN given", func(t *testing.T) {
-		t.Parallel()
-		s, sk := pinSeq(t)
-		u := &rptest.User{ID: []byte("hank-id"), Name: "hank"}
-		_, challenge := sk.begin(t, u, false)
-		_, err := sk.client("").makeCredential(createOptions(u, challenge, pyCreate{UserVerification: "required"}))
+	sequence(t, "PIN/uv=required/no PIN given", ctap2.UVNone, func(t *testing.T, s *seq, sk *seqKey) {
+		u := seqUser("hank")
+		_, _, err := sk.create(t, "", u, pyCreate{UserVerification: "required"})
 		s.check(err != nil && strings.Contains(err.Error(), "PIN required"), "make_credential without a PIN: %v, want PinRequiredError", err)
 		s.transcript(sk.r, lGetInfo, lGetInfo, lGetInfo)
 	})
@@ -374,7 +379,7 @@ func extSetup(t *testing.T, s *seq) (*seqKey, *rptest.User, *pyRegistration, []b
 	}
 	sk.r.take()
 
-	u := &rptest.User{ID: []byte("ivy-id"), Name: "ivy"}
+	u := seqUser("ivy")
 	session, challenge := sk.begin(t, u, true)
 	secret := []byte("prf first input")
 	c = sk.client(seqPIN)
@@ -472,16 +477,11 @@ func TestPythonFIDO2Extensions(t *testing.T) {
 	sk.login(s, u, session, a)
 
 	// get_assertion: largeBlob read, a fresh token with ga only.
-	session, challenge = sk.beginLogin(t, u)
-	got, err = sk.client(seqPIN).getAssertion(pyGet{RPID: rpID, Challenge: challenge, Allow: [][]byte{credID}, Ext: pyExt{LargeBlobRead: true}})
-	s.check(err == nil && len(got) == 1, "get_assertion (read): %v", err)
-	if err != nil {
-		t.FailNow()
-	}
+	a, session = sk.getOne(s, seqPIN, u, pyGet{Allow: [][]byte{credID}, Ext: pyExt{LargeBlobRead: true}})
 	reqs = s.transcript(sk.r, lGetInfo, lGetInfo, lKA, lPINToken, lGetInfo, lProbeHit, lGA, lBlobGet)
 	s.check(reqs[3][9] == int(ctap2.PermGetAssertion), "token permissions %v, want ga", reqs[3][9])
-	s.check(bytes.Equal(got[0].Ext["largeBlob"].(map[string]any)["blob"].([]byte), blob), "largeBlob read back %q", got[0].Ext["largeBlob"])
-	sk.login(s, u, session, got[0])
+	s.check(bytes.Equal(a.Ext["largeBlob"].(map[string]any)["blob"].([]byte), blob), "largeBlob read back %q", a.Ext["largeBlob"])
+	sk.login(s, u, session, a)
 
 	// credProtect 3 without UV: the probe finds nothing, and neither does
 	// the real call with the client's dummy id.
@@ -498,23 +498,15 @@ func TestPythonFIDO2Extensions(t *testing.T) {
 func TestPythonFIDO2GetAssertion(t *testing.T) {
 	t.Parallel()
 
-	t.Run("PIN/allowList", func(t *testing.T) {
-		t.Parallel()
-		s, sk := pinSeq(t)
-		u := &rptest.User{ID: []byte("jack-id"), Name: "jack"}
+	sequence(t, "PIN/allowList", ctap2.UVNone, func(t *testing.T, s *seq, sk *seqKey) {
+		u := seqUser("jack")
 		reg := sk.registerSetup(t, seqPIN, u, pyCreate{})
-		session, challenge := sk.beginLogin(t, u)
 		allow := [][]byte{bytes.Repeat([]byte{5}, 32), reg.AuthData.CredentialID, bytes.Repeat([]byte{6}, tooLongIDLen)}
-		got, err := sk.client(seqPIN).getAssertion(pyGet{RPID: rpID, Challenge: challenge, Allow: allow})
-		s.check(err == nil && len(got) == 1, "get_assertion: %v", err)
-		if err != nil {
-			t.FailNow()
-		}
+		a, session := sk.getOne(s, seqPIN, u, pyGet{Allow: allow})
 		reqs := s.transcript(sk.r, lGetInfo, lGetInfo, lKA, lPINToken, lGetInfo, lProbeHit, lGA)
 		s.check(reqs[3][9] == int(ctap2.PermGetAssertion) && reqs[3][10] == rpID, "token perms %v rpId %v", reqs[3][9], reqs[3][10])
 		s.check(len(ids(reqs[5][3])) == 2 && reqs[5][6] != nil, "probe: %d ids (want 2), param %v", len(ids(reqs[5][3])), reqs[5][6])
 		s.check(reqs[6][6] != nil && reqs[6][5] == nil, "getAssertion param %v options %v", reqs[6][6], reqs[6][5])
-		a := got[0]
 		s.check(bytes.Equal(a.GA.Credential.ID, reg.AuthData.CredentialID), "credential %x", a.GA.Credential.ID)
 		s.check(a.AuthData.Flags&flagsUPUV == flagsUPUV, "flags %#x, want UP|UV", a.AuthData.Flags)
 		s.check(a.AuthData.SignCount >= 2, "sign count %d: the probe and the call both count", a.AuthData.SignCount)
@@ -522,9 +514,7 @@ func TestPythonFIDO2GetAssertion(t *testing.T) {
 		sk.login(s, u, session, a)
 	})
 
-	t.Run("PIN/allowList/no match", func(t *testing.T) {
-		t.Parallel()
-		s, sk := pinSeq(t)
+	sequence(t, "PIN/allowList/no match", ctap2.UVNone, func(t *testing.T, s *seq, sk *seqKey) {
 		_, err := sk.client(seqPIN).getAssertion(pyGet{RPID: rpID, Challenge: []byte("challenge-challenge"), Allow: [][]byte{bytes.Repeat([]byte{5}, 32)}})
 		s.check(err == ctap2.ErrNoCredentials, "get_assertion: %v, want NO_CREDENTIALS", err)
 		reqs := s.transcript(sk.r, lGetInfo, lGetInfo, lKA, lPINToken, lGetInfo, lProbeMiss, lGANone)
@@ -532,9 +522,7 @@ func TestPythonFIDO2GetAssertion(t *testing.T) {
 		s.check(sk.presence.Load() == 1, "user presence asked %d times, want 1 (before NO_CREDENTIALS)", sk.presence.Load())
 	})
 
-	t.Run("PIN/discoverable/uv=required", func(t *testing.T) {
-		t.Parallel()
-		s, sk := pinSeq(t)
+	sequence(t, "PIN/discoverable/uv=required", ctap2.UVNone, func(t *testing.T, s *seq, sk *seqKey) {
 		users := []*rptest.User{{ID: []byte("kim-id"), Name: "kim"}, {ID: []byte("lee-id"), Name: "lee"}}
 		for _, u := range users {
 			sk.registerSetup(t, seqPIN, u, pyCreate{ResidentKey: "required"})
@@ -572,38 +560,24 @@ func TestPythonFIDO2GetAssertion(t *testing.T) {
 		s.check(len(seen) == 2, "accounts %v, want both", seen)
 	})
 
-	t.Run("PIN/uv=discouraged", func(t *testing.T) {
-		t.Parallel()
-		s, sk := pinSeq(t)
-		u := &rptest.User{ID: []byte("max-id"), Name: "max"}
+	sequence(t, "PIN/uv=discouraged", ctap2.UVNone, func(t *testing.T, s *seq, sk *seqKey) {
+		u := seqUser("max")
 		reg := sk.registerSetup(t, seqPIN, u, pyCreate{})
-		session, challenge := sk.beginLogin(t, u)
-		got, err := sk.client(seqPIN).getAssertion(pyGet{RPID: rpID, Challenge: challenge, Allow: [][]byte{reg.AuthData.CredentialID}, UserVerification: "discouraged"})
-		s.check(err == nil && len(got) == 1, "get_assertion: %v", err)
-		if err != nil {
-			t.FailNow()
-		}
+		a, session := sk.getOne(s, seqPIN, u, pyGet{Allow: [][]byte{reg.AuthData.CredentialID}, UserVerification: "discouraged"})
 		reqs := s.transcript(sk.r, lGetInfo, lGetInfo, lGetInfo, lProbeHit, lGA)
 		s.check(reqs[3][6] == nil && reqs[4][6] == nil, "pinUvAuthParam sent without a token")
-		s.check(got[0].AuthData.Flags&flagsUPUV == flagsUPNoUV, "flags %#x, want UP without UV", got[0].AuthData.Flags)
-		s.check(got[0].GA.User == nil, "user %+v for a non-discoverable credential", got[0].GA.User)
-		sk.login(s, u, session, got[0])
+		s.check(a.AuthData.Flags&flagsUPUV == flagsUPNoUV, "flags %#x, want UP without UV", a.AuthData.Flags)
+		s.check(a.GA.User == nil, "user %+v for a non-discoverable credential", a.GA.User)
+		sk.login(s, u, session, a)
 	})
 
-	t.Run("built-in UV/allowList", func(t *testing.T) {
-		t.Parallel()
-		s, sk := newSeq(t), newSeqKey(t, ctap2.UVAuto)
-		u := &rptest.User{ID: []byte("nina-id"), Name: "nina"}
+	sequence(t, "built-in UV/allowList", ctap2.UVAuto, func(t *testing.T, s *seq, sk *seqKey) {
+		u := seqUser("nina")
 		reg := sk.registerSetup(t, "", u, pyCreate{UserVerification: "required"})
-		session, challenge := sk.beginLogin(t, u)
-		got, err := sk.client("").getAssertion(pyGet{RPID: rpID, Challenge: challenge, Allow: [][]byte{reg.AuthData.CredentialID}})
-		s.check(err == nil && len(got) == 1, "get_assertion: %v", err)
-		if err != nil {
-			t.FailNow()
-		}
+		a, session := sk.getOne(s, "", u, pyGet{Allow: [][]byte{reg.AuthData.CredentialID}})
 		reqs := s.transcript(sk.r, lGetInfo, lGetInfo, lKA, lUVToken, lGetInfo, lProbeHit, lGA)
 		s.check(reqs[3][9] == int(ctap2.PermGetAssertion) && reqs[3][10] == rpID, "UV token perms %v rpId %v", reqs[3][9], reqs[3][10])
-		s.check(got[0].AuthData.Flags&flagsUPUV == flagsUPUV, "flags %#x, want UP|UV", got[0].AuthData.Flags)
-		sk.login(s, u, session, got[0])
+		s.check(a.AuthData.Flags&flagsUPUV == flagsUPUV, "flags %#x, want UP|UV", a.AuthData.Flags)
+		sk.login(s, u, session, a)
 	})
 }

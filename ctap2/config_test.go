@@ -13,18 +13,7 @@ import (
 // sub ‖ params, when pp is not nil.
 func cfgRequest(t testing.TB, pp *pinPlatform, tok *PINUVAuthToken, sub byte, params any) map[int]any {
 	t.Helper()
-	req := map[int]any{1: sub}
-	var raw []byte
-	if params != nil {
-		raw = mustEncode(t, params)
-		req[2] = RawMessage(raw)
-	}
-	if pp != nil {
-		msg := append(bytes.Repeat([]byte{0xFF}, 32), CmdConfig, sub)
-		req[3] = pp.proto.Version()
-		req[4] = pp.proto.Authenticate(tok, append(msg, raw...))
-	}
-	return req
+	return subcommandRequest(t, pp, tok, append(bytes.Repeat([]byte{0xFF}, 32), CmdConfig), sub, params)
 }
 
 func (tk *testKey) config(t testing.TB, req map[int]any) StatusCode {
@@ -83,28 +72,25 @@ func TestConfigToggleAlwaysUV(t *testing.T) {
 			t.Fatalf("protected by built-in UV, no pinUvAuthParam: %v", st)
 		}
 	})
-	for _, v := range []uint{1, 2} {
-		t.Run(fmt.Sprintf("PIN/P%d", v), func(t *testing.T) {
-			t.Parallel()
-			tk := newTestKey(t)
-			pp, tok := setPINAndGetToken(t, tk, testPIN, PermAuthenticatorCfg, "", v)
-			if st := tk.config(t, cfgRequest(t, nil, nil, cfgToggleAlwaysUV, nil)); st != ErrPUATRequired {
-				t.Fatalf("no pinUvAuthParam: %v", st)
-			}
-			if st := tk.config(t, cfgRequest(t, pp, tok, cfgToggleAlwaysUV, nil)); st != StatusOK {
-				t.Fatalf("toggle on: %v", st)
-			}
-			if !alwaysUV(t, tk) {
-				t.Fatal("alwaysUv off after toggling on")
-			}
-			if st := tk.config(t, cfgRequest(t, pp, tok, cfgToggleAlwaysUV, nil)); st != StatusOK {
-				t.Fatalf("toggle off: %v", st)
-			}
-			if alwaysUV(t, tk) {
-				t.Fatal("alwaysUv on after toggling off")
-			}
-		})
-	}
+	forEachPINProtocol(t, "PIN", func(t *testing.T, v uint) {
+		tk := newTestKey(t)
+		pp, tok := setPINAndGetToken(t, tk, testPIN, PermAuthenticatorCfg, "", v)
+		if st := tk.config(t, cfgRequest(t, nil, nil, cfgToggleAlwaysUV, nil)); st != ErrPUATRequired {
+			t.Fatalf("no pinUvAuthParam: %v", st)
+		}
+		if st := tk.config(t, cfgRequest(t, pp, tok, cfgToggleAlwaysUV, nil)); st != StatusOK {
+			t.Fatalf("toggle on: %v", st)
+		}
+		if !alwaysUV(t, tk) {
+			t.Fatal("alwaysUv off after toggling on")
+		}
+		if st := tk.config(t, cfgRequest(t, pp, tok, cfgToggleAlwaysUV, nil)); st != StatusOK {
+			t.Fatalf("toggle off: %v", st)
+		}
+		if alwaysUV(t, tk) {
+			t.Fatal("alwaysUv on after toggling off")
+		}
+	})
 }
 
 func TestConfigAuth(t *testing.T) {
@@ -155,16 +141,13 @@ func TestConfigAuth(t *testing.T) {
 		{"subCommandParams not a map", PermAuthenticatorCfg, sign(cfgSetMinPINLength, []int{6}), ErrCBORUnexpectedType},
 		{"newMinPINLength of the wrong type", PermAuthenticatorCfg, sign(cfgSetMinPINLength, map[int]any{1: "6"}), ErrCBORUnexpectedType},
 	} {
-		for _, v := range []uint{1, 2} {
-			t.Run(fmt.Sprintf("%s/P%d", tc.name, v), func(t *testing.T) {
-				t.Parallel()
-				tk := newTestKey(t)
-				pp, tok := setPINAndGetToken(t, tk, testPIN, tc.perms, "", v)
-				if st := tk.config(t, tc.req(pp, tok)); st != tc.want {
-					t.Fatalf("status %v, want %v", st, tc.want)
-				}
-			})
-		}
+		forEachPINProtocol(t, tc.name, func(t *testing.T, v uint) {
+			tk := newTestKey(t)
+			pp, tok := setPINAndGetToken(t, tk, testPIN, tc.perms, "", v)
+			if st := tk.config(t, tc.req(pp, tok)); st != tc.want {
+				t.Fatalf("status %v, want %v", st, tc.want)
+			}
+		})
 	}
 	// Without a PIN the unsupported subcommands are refused just the same.
 	tk := newTestKey(t)
@@ -177,79 +160,76 @@ func TestConfigAuth(t *testing.T) {
 
 func TestConfigSetMinPINLength(t *testing.T) {
 	t.Parallel()
-	for _, v := range []uint{1, 2} {
-		t.Run(fmt.Sprintf("P%d", v), func(t *testing.T) {
-			t.Parallel()
-			tk := newTestKey(t)
-			pp, tok := setPINAndGetToken(t, tk, testPIN, PermAuthenticatorCfg, "", v) // 6 code points
-			set := func(params map[int]any) StatusCode {
-				return tk.config(t, cfgRequest(t, pp, tok, cfgSetMinPINLength, params))
+	forEachPINProtocol(t, "", func(t *testing.T, v uint) {
+		tk := newTestKey(t)
+		pp, tok := setPINAndGetToken(t, tk, testPIN, PermAuthenticatorCfg, "", v) // 6 code points
+		set := func(params map[int]any) StatusCode {
+			return tk.config(t, cfgRequest(t, pp, tok, cfgSetMinPINLength, params))
+		}
+		check := func(minLen uint, force bool) {
+			t.Helper()
+			info, _ := tk.Info()
+			gotForce := info.ForcePINChange != nil && *info.ForcePINChange
+			if info.MinPINLength != minLen || gotForce != force {
+				t.Fatalf("getInfo minPINLength %d forcePINChange %v; want %d %v", info.MinPINLength, gotForce, minLen, force)
 			}
-			check := func(minLen uint, force bool) {
-				t.Helper()
-				info, _ := tk.Info()
-				gotForce := info.ForcePINChange != nil && *info.ForcePINChange
-				if info.MinPINLength != minLen || gotForce != force {
-					t.Fatalf("getInfo minPINLength %d forcePINChange %v; want %d %v", info.MinPINLength, gotForce, minLen, force)
-				}
-				if st := tk.reloaded(t); st.MinPINLength != minLen || st.ForcePINChange != force {
-					t.Fatalf("persisted %d %v", st.MinPINLength, st.ForcePINChange)
-				}
+			if st := tk.reloaded(t); st.MinPINLength != minLen || st.ForcePINChange != force {
+				t.Fatalf("persisted %d %v", st.MinPINLength, st.ForcePINChange)
 			}
-			check(4, false)
-			if st := set(map[int]any{1: 6}); st != StatusOK {
-				t.Fatalf("raise to the PIN's length: %v", st)
-			}
-			check(6, false)
-			if st := set(map[int]any{1: 5}); st != ErrPINPolicyViolation {
-				t.Fatalf("lower: %v", st)
-			}
-			if st := set(map[int]any{1: 64}); st != ErrPINPolicyViolation {
-				t.Fatalf("above 63: %v", st)
-			}
-			if st := set(map[int]any{}); st != StatusOK {
-				t.Fatalf("no change: %v", st)
-			}
-			check(6, false)
-			// Longer than the current PIN: a PIN change is forced.
-			if st := set(map[int]any{1: 8}); st != StatusOK {
-				t.Fatalf("raise above the PIN's length: %v", st)
-			}
-			check(8, true)
-			if _, st := pp.token(testPIN, PermGetAssertion, "a.example"); st != ErrPINPolicyViolation {
-				t.Fatalf("token while a PIN change is forced: %v", st)
-			}
-			// The legacy getPinToken (0x05) answers PIN_INVALID there
-			// (CTAP 2.1 §6.5.5.7.1); only 0x09 answers PIN_POLICY_VIOLATION.
-			// The PIN itself was right: the retries are restored.
-			if _, st := pp.token(testPIN, 0, ""); st != ErrPINInvalid {
-				t.Fatalf("getPinToken while a PIN change is forced: %v, want PIN_INVALID", st)
-			}
-			if n := pp.retries(); n != 8 {
-				t.Fatalf("retries after the right PIN with a forced change: %d, want 8", n)
-			}
-			if st := pp.changePIN(testPIN, "1234567"); st != ErrPINPolicyViolation {
-				t.Fatalf("change to a PIN below the new minimum: %v", st)
-			}
-			if st := pp.changePIN(testPIN, "12345678"); st != StatusOK {
-				t.Fatalf("changePIN: %v", st)
-			}
-			check(8, false)
-			tok, _ = pp.token("12345678", PermAuthenticatorCfg, "")
-			// forceChangePin alone.
-			if st := set(map[int]any{3: true}); st != StatusOK {
-				t.Fatalf("forceChangePin: %v", st)
-			}
-			check(8, true)
-			if st := pp.changePIN("12345678", "12345678"); st != ErrPINPolicyViolation {
-				t.Fatalf("forced change to the same PIN: %v", st)
-			}
-			if st := pp.changePIN("12345678", "abcdefgh"); st != StatusOK {
-				t.Fatalf("changePIN: %v", st)
-			}
-			check(8, false)
-		})
-	}
+		}
+		check(4, false)
+		if st := set(map[int]any{1: 6}); st != StatusOK {
+			t.Fatalf("raise to the PIN's length: %v", st)
+		}
+		check(6, false)
+		if st := set(map[int]any{1: 5}); st != ErrPINPolicyViolation {
+			t.Fatalf("lower: %v", st)
+		}
+		if st := set(map[int]any{1: 64}); st != ErrPINPolicyViolation {
+			t.Fatalf("above 63: %v", st)
+		}
+		if st := set(map[int]any{}); st != StatusOK {
+			t.Fatalf("no change: %v", st)
+		}
+		check(6, false)
+		// Longer than the current PIN: a PIN change is forced.
+		if st := set(map[int]any{1: 8}); st != StatusOK {
+			t.Fatalf("raise above the PIN's length: %v", st)
+		}
+		check(8, true)
+		if _, st := pp.token(testPIN, PermGetAssertion, "a.example"); st != ErrPINPolicyViolation {
+			t.Fatalf("token while a PIN change is forced: %v", st)
+		}
+		// The legacy getPinToken (0x05) answers PIN_INVALID there
+		// (CTAP 2.1 §6.5.5.7.1); only 0x09 answers PIN_POLICY_VIOLATION.
+		// The PIN itself was right: the retries are restored.
+		if _, st := pp.token(testPIN, 0, ""); st != ErrPINInvalid {
+			t.Fatalf("getPinToken while a PIN change is forced: %v, want PIN_INVALID", st)
+		}
+		if n := pp.retries(); n != 8 {
+			t.Fatalf("retries after the right PIN with a forced change: %d, want 8", n)
+		}
+		if st := pp.changePIN(testPIN, "1234567"); st != ErrPINPolicyViolation {
+			t.Fatalf("change to a PIN below the new minimum: %v", st)
+		}
+		if st := pp.changePIN(testPIN, "12345678"); st != StatusOK {
+			t.Fatalf("changePIN: %v", st)
+		}
+		check(8, false)
+		tok, _ = pp.token("12345678", PermAuthenticatorCfg, "")
+		// forceChangePin alone.
+		if st := set(map[int]any{3: true}); st != StatusOK {
+			t.Fatalf("forceChangePin: %v", st)
+		}
+		check(8, true)
+		if st := pp.changePIN("12345678", "12345678"); st != ErrPINPolicyViolation {
+			t.Fatalf("forced change to the same PIN: %v", st)
+		}
+		if st := pp.changePIN("12345678", "abcdefgh"); st != StatusOK {
+			t.Fatalf("changePIN: %v", st)
+		}
+		check(8, false)
+	})
 }
 
 func TestConfigMinPINLengthRPIDs(t *testing.T) {
@@ -323,14 +303,7 @@ func FuzzConfigRequest(f *testing.F) {
 	tk := newTestKey(f)
 	pp, tok := setPINAndGetToken(f, tk, testPIN, PermAuthenticatorCfg, "", 1)
 	initial, _ := tk.store.Setting(settingState)
-	seed := func(sub byte, params any) {
-		req := cfgRequest(f, pp, tok, sub, params)
-		var raw []byte
-		if r, ok := req[2].(RawMessage); ok {
-			raw = r
-		}
-		f.Add(mustEncode(f, req), sub, raw, true)
-	}
+	seed := func(sub byte, params any) { addSignedSeed(f, cfgRequest(f, pp, tok, sub, params)) }
 	seed(cfgToggleAlwaysUV, nil)
 	seed(cfgSetMinPINLength, map[int]any{1: 8, 2: []string{"a.example"}, 3: true})
 	seed(cfgSetMinPINLength, map[int]any{2: []string{}})

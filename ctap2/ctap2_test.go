@@ -75,21 +75,34 @@ func mcParams(rp string, userID []byte, name string, rk bool, algs ...int) map[i
 	return m
 }
 
+// callOK sends command cmd with params, requires StatusOK and decodes the
+// response into resp.
+func (tk *testKey) callOK(t testing.TB, cmd byte, params map[int]any, resp any) {
+	t.Helper()
+	st, out := tk.call(t, cmd, params)
+	if st != StatusOK {
+		t.Fatalf("command %#x: %v", cmd, st)
+	}
+	if err := decode(out, resp); err != nil {
+		t.Fatalf("command %#x: decode response: %v", cmd, err)
+	}
+}
+
+// mustParseAuthData parses authenticator data or stops the test.
+func mustParseAuthData(t testing.TB, raw []byte) *AuthData {
+	t.Helper()
+	ad, err := ParseAuthData(raw)
+	if err != nil {
+		t.Fatalf("authenticator data: %v", err)
+	}
+	return ad
+}
+
 func (tk *testKey) makeCred(t testing.TB, params map[int]any) (*MakeCredentialResponse, *AuthData) {
 	t.Helper()
-	st, out := tk.call(t, CmdMakeCredential, params)
-	if st != StatusOK {
-		t.Fatalf("makeCredential: %v", st)
-	}
 	var resp MakeCredentialResponse
-	if err := decode(out, &resp); err != nil {
-		t.Fatalf("decode response: %v", err)
-	}
-	ad, err := ParseAuthData(resp.AuthData)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &resp, ad
+	tk.callOK(t, CmdMakeCredential, params, &resp)
+	return &resp, mustParseAuthData(t, resp.AuthData)
 }
 
 func verifySig(t testing.TB, coseKey []byte, msg, sig []byte) {
@@ -137,19 +150,8 @@ func TestMakeCredentialAndAssert(t *testing.T) {
 		}
 		last := ad.SignCount
 		for i := 0; i < 3; i++ {
-			st, out := tk.call(t, CmdGetAssertion, map[int]any{1: "example.com", 2: cdh,
+			ga, gad := tk.assertOK(t, map[int]any{1: "example.com", 2: cdh,
 				3: []map[string]any{{"type": "public-key", "id": ad.CredentialID}}})
-			if st != StatusOK {
-				t.Fatalf("getAssertion: %v", st)
-			}
-			var ga GetAssertionResponse
-			if err := decode(out, &ga); err != nil {
-				t.Fatal(err)
-			}
-			gad, err := ParseAuthData(ga.AuthData)
-			if err != nil {
-				t.Fatal(err)
-			}
 			if gad.SignCount <= last {
 				t.Fatalf("counter did not increase: %d after %d", gad.SignCount, last)
 			}
@@ -176,14 +178,7 @@ func TestDiscoverableNewestFirstAndNext(t *testing.T) {
 	_, adBob := tk.makeCred(t, mcParams("example.com", []byte("u2"), "bob", true))
 	tk.makeCred(t, mcParams("other.com", []byte("u3"), "carol", true))
 
-	st, out := tk.call(t, CmdGetAssertion, map[int]any{1: "example.com", 2: cdh})
-	if st != StatusOK {
-		t.Fatal(st)
-	}
-	var ga GetAssertionResponse
-	if err := decode(out, &ga); err != nil {
-		t.Fatal(err)
-	}
+	ga, _ := tk.assertOK(t, map[int]any{1: "example.com", 2: cdh})
 	if ga.NumberOfCredentials != 2 || !bytes.Equal(ga.Credential.ID, adBob.CredentialID) || string(ga.User.ID) != "u2" {
 		t.Fatalf("first: n=%d user=%q", ga.NumberOfCredentials, ga.User.ID)
 	}
@@ -194,18 +189,9 @@ func TestDiscoverableNewestFirstAndNext(t *testing.T) {
 	if st, _ := tk.HandleCBOROn(7, CmdGetNextAssertion); st != ErrNotAllowed {
 		t.Fatalf("GNA other channel: %v", st)
 	}
-	st, _ = tk.call(t, CmdGetAssertion, map[int]any{1: "example.com", 2: cdh})
-	if st != StatusOK {
-		t.Fatal(st)
-	}
-	st, out = tk.call(t, CmdGetNextAssertion, nil)
-	if st != StatusOK {
-		t.Fatal(st)
-	}
-	ga = GetAssertionResponse{}
-	if err := decode(out, &ga); err != nil {
-		t.Fatal(err)
-	}
+	tk.assertOK(t, map[int]any{1: "example.com", 2: cdh})
+	ga = &GetAssertionResponse{}
+	tk.callOK(t, CmdGetNextAssertion, nil, ga)
 	if string(ga.User.ID) != "u1" || ga.NumberOfCredentials != 0 {
 		t.Fatalf("next: user %q n=%d", ga.User.ID, ga.NumberOfCredentials)
 	}
@@ -420,14 +406,7 @@ func TestSelectNewestAccount(t *testing.T) {
 	tk.makeCred(t, mcParams("example.com", []byte("u1"), "alice", true))
 	tk.now = tk.now.Add(time.Second)
 	tk.makeCred(t, mcParams("example.com", []byte("u2"), "bob", true))
-	st, out := tk.call(t, CmdGetAssertion, map[int]any{1: "example.com", 2: cdh})
-	if st != StatusOK {
-		t.Fatal(st)
-	}
-	var ga GetAssertionResponse
-	if err := decode(out, &ga); err != nil {
-		t.Fatal(err)
-	}
+	ga, _ := tk.assertOK(t, map[int]any{1: "example.com", 2: cdh})
 	if ga.NumberOfCredentials != 0 || ga.UserSelected == nil || !*ga.UserSelected || string(ga.User.ID) != "u2" {
 		t.Fatalf("n=%d selected=%v user=%q", ga.NumberOfCredentials, ga.UserSelected, ga.User.ID)
 	}
@@ -448,14 +427,7 @@ func TestSelectNewestAccountSingle(t *testing.T) {
 		{"discoverable", map[int]any{1: "example.com", 2: cdh}, true},
 		{"allowList", map[int]any{1: "example.com", 2: cdh, 3: []map[string]any{{"type": "public-key", "id": ad.CredentialID}}}, false},
 	} {
-		st, out := tk.call(t, CmdGetAssertion, tc.req)
-		if st != StatusOK {
-			t.Fatal(st)
-		}
-		var ga GetAssertionResponse
-		if err := decode(out, &ga); err != nil {
-			t.Fatal(err)
-		}
+		ga, _ := tk.assertOK(t, tc.req)
 		if got := ga.UserSelected != nil && *ga.UserSelected; got != tc.selected {
 			t.Fatalf("%s: userSelected %v, want %v", tc.name, got, tc.selected)
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"maps"
 	"slices"
 	"testing"
 )
@@ -19,11 +20,13 @@ func uvKey(t testing.TB) *testKey {
 
 // withExt returns a copy of an MC (key 6) or GA (key 4) request with extensions.
 func withExt(req map[int]any, key int, ext map[string]any) map[int]any {
-	m := map[int]any{}
-	for k, v := range req {
-		m[k] = v
-	}
-	m[key] = ext
+	return withParam(req, key, ext)
+}
+
+// withParam returns a copy of req with v at key.
+func withParam(req map[int]any, key int, v any) map[int]any {
+	m := maps.Clone(req)
+	m[key] = v
 	return m
 }
 
@@ -39,13 +42,10 @@ func gaParams(rp string, ids ...[]byte) map[int]any {
 	return m
 }
 
+// withOptions returns a copy of an MC (key 7) or GA (key 5) request with
+// options.
 func withOptions(req map[int]any, key int, opts map[string]bool) map[int]any {
-	m := map[int]any{}
-	for k, v := range req {
-		m[k] = v
-	}
-	m[key] = opts
-	return m
+	return withParam(req, key, opts)
 }
 
 // extOutputs decodes the authenticator-data extension outputs (nil if none).
@@ -69,19 +69,9 @@ func extOutputs(t testing.TB, ad *AuthData) map[string]any {
 
 func (tk *testKey) assertOK(t testing.TB, params map[int]any) (*GetAssertionResponse, *AuthData) {
 	t.Helper()
-	st, out := tk.call(t, CmdGetAssertion, params)
-	if st != StatusOK {
-		t.Fatalf("getAssertion: %v", st)
-	}
 	var ga GetAssertionResponse
-	if err := decode(out, &ga); err != nil {
-		t.Fatal(err)
-	}
-	ad, err := ParseAuthData(ga.AuthData)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &ga, ad
+	tk.callOK(t, CmdGetAssertion, params, &ga)
+	return &ga, mustParseAuthData(t, ga.AuthData)
 }
 
 // hmacInput builds an hmac-secret input for salts (32 or 64 bytes) with
@@ -163,7 +153,7 @@ func TestHMACSecret(t *testing.T) {
 	salt1 := bytes.Repeat([]byte{0x51}, 32)
 	salt2 := bytes.Repeat([]byte{0x52}, 32)
 	both := append(bytes.Clone(salt1), salt2...)
-	for _, v := range []uint{1, 2} {
+	forEachPINProtocol(t, "", func(t *testing.T, v uint) {
 		for _, rk := range []bool{false, true} {
 			tk := uvKey(t)
 			pp := newPINPlatform(t, tk, v)
@@ -208,17 +198,13 @@ func TestHMACSecret(t *testing.T) {
 				t.Fatalf("v%d rk=%v: UV output must use CredRandomWithUV", v, rk)
 			}
 		}
-	}
+	})
 }
 
 // TestHMACSecretPINTokenUV: a PIN token is user verification too.
 func TestHMACSecretPINTokenUV(t *testing.T) {
 	t.Parallel()
-	tk := newTestKey(t)
-	pp := newPINPlatform(t, tk, 2)
-	if st := pp.setPIN("1234"); st != StatusOK {
-		t.Fatal(st)
-	}
+	tk, pp := pinKey(t, 2)
 	_, ad := tk.makeCred(t, withExt(mcParams("example.com", []byte("u1"), "alice", false), 6, map[string]any{extHMACSecret: true}))
 	salt := bytes.Repeat([]byte{7}, 32)
 	noUV, _ := tk.hmacSecret(t, pp, gaParams("example.com", ad.CredentialID), salt, false)
@@ -257,7 +243,7 @@ func TestHMACSecretPerCredentialAndSalt(t *testing.T) {
 
 func TestHMACSecretBadInput(t *testing.T) {
 	t.Parallel()
-	for _, v := range []uint{1, 2} {
+	forEachPINProtocol(t, "", func(t *testing.T, v uint) {
 		tk := newTestKey(t)
 		pp := newPINPlatform(t, tk, v)
 		_, ad := tk.makeCred(t, withExt(mcParams("example.com", []byte("u1"), "alice", false), 6, map[string]any{extHMACSecret: true}))
@@ -304,12 +290,12 @@ func TestHMACSecretBadInput(t *testing.T) {
 		if st, _ := tk.call(t, CmdGetAssertion, withExt(ga, 4, map[string]any{extHMACSecret: in})); st != ErrPINAuthInvalid && st != ErrInvalidLength {
 			t.Errorf("v%d labelled as v%d: %v", v, 3-v, st)
 		}
-	}
+	})
 }
 
 func TestHMACSecretMC(t *testing.T) {
 	t.Parallel()
-	for _, v := range []uint{1, 2} {
+	forEachPINProtocol(t, "", func(t *testing.T, v uint) {
 		for _, nsalts := range []int{1, 2} {
 			tk := newTestKey(t)
 			pp := newPINPlatform(t, tk, v)
@@ -334,7 +320,7 @@ func TestHMACSecretMC(t *testing.T) {
 				t.Fatalf("v%d %d salts: hmac-secret-mc output differs from getAssertion's", v, nsalts)
 			}
 		}
-	}
+	})
 	// Bad hmac-secret-mc inputs fail the makeCredential and store nothing.
 	tk := newTestKey(t)
 	pp := newPINPlatform(t, tk, 2)
@@ -373,14 +359,8 @@ func TestCredProtect(t *testing.T) {
 		ga, _ := tk.assertOK(t, req)
 		got := []string{string(ga.User.ID)}
 		for i := 1; i < int(ga.NumberOfCredentials); i++ {
-			st, out := tk.call(t, CmdGetNextAssertion, nil)
-			if st != StatusOK {
-				t.Fatal(st)
-			}
 			var next GetAssertionResponse
-			if err := decode(out, &next); err != nil {
-				t.Fatal(err)
-			}
+			tk.callOK(t, CmdGetNextAssertion, nil, &next)
 			got = append(got, string(next.User.ID))
 		}
 		slices.Sort(got)
@@ -660,10 +640,7 @@ func TestExtensionBadInput(t *testing.T) {
 			}
 			authData = r.AuthData
 		}
-		ad, err := ParseAuthData(authData)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ad := mustParseAuthData(t, authData)
 		for k := range extOutputs(t, ad) {
 			if k != extCredProtect {
 				t.Errorf("%s: unexpected output %q", tc.name, k)
@@ -776,10 +753,7 @@ func FuzzExtensionInputs(f *testing.F) {
 			}
 			authData = r.AuthData
 		}
-		ad, err := ParseAuthData(authData)
-		if err != nil {
-			t.Fatalf("authData: %v", err)
-		}
+		ad := mustParseAuthData(t, authData)
 		if len(ad.Extensions) > 0 {
 			var m map[string]any
 			if err := decode(ad.Extensions, &m); err != nil {

@@ -324,12 +324,8 @@ func TestLargeBlobsBadInput(t *testing.T) {
 
 func TestLargeBlobsPermissions(t *testing.T) {
 	t.Parallel()
-	for _, v := range []uint{1, 2} {
-		tk := newTestKey(t)
-		pp := newPINPlatform(t, tk, v)
-		if st := pp.setPIN("1234"); st != StatusOK {
-			t.Fatal(st)
-		}
+	forEachPINProtocol(t, "", func(t *testing.T, v uint) {
+		tk, pp := pinKey(t, v)
 		array := serializeLargeBlobs(t, []any{blobEntry(900, 7)})
 
 		// Reading needs nothing.
@@ -406,7 +402,7 @@ func TestLargeBlobsPermissions(t *testing.T) {
 		if st := (lbWriter{tk: tk, pp: pp, token: tok}).write(t, array, 500); st != ErrPINAuthInvalid {
 			t.Fatalf("v%d: token after power cycle: %v", v, st)
 		}
-	}
+	})
 }
 
 func TestLargeBlobsBuiltInUVNeedsToken(t *testing.T) {
@@ -418,14 +414,8 @@ func TestLargeBlobsBuiltInUVNeedsToken(t *testing.T) {
 	// A token from built-in UV (getPinUvAuthTokenUsingUvWithPermissions).
 	pp := newPINPlatform(t, tk, 2)
 	ka, shared := pp.encapsulate()
-	st, out := tk.call(t, CmdClientPIN, map[int]any{1: 2, 2: pinGetTokenUsingUV, 3: ka, 9: uint(PermLargeBlobWrite)})
-	if st != StatusOK {
-		t.Fatalf("UV token: %v", st)
-	}
 	var resp ClientPINResponse
-	if err := decode(out, &resp); err != nil {
-		t.Fatal(err)
-	}
+	tk.callOK(t, CmdClientPIN, map[int]any{1: 2, 2: pinGetTokenUsingUV, 3: ka, 9: uint(PermLargeBlobWrite)}, &resp)
 	raw, err := shared.Decrypt(resp.PinUvAuthToken)
 	if err != nil {
 		t.Fatal(err)

@@ -508,102 +508,99 @@ func TestPINProtocolHandVectors(t *testing.T) {
 // each other, as the CLI client and clientPIN will.
 func TestPINProtocolRoundTrip(t *testing.T) {
 	t.Parallel()
-	for _, v := range []uint{1, 2} {
-		t.Run(fmt.Sprint("protocol", v), func(t *testing.T) {
-			t.Parallel()
-			p := pinProto(t, v)
-			var ka KeyAgreement // zero value is usable
+	forEachPINProtocol(t, "protocol", func(t *testing.T, v uint) {
+		p := pinProto(t, v)
+		var ka KeyAgreement // zero value is usable
 
-			// getKeyAgreement → platform.
-			m := ka.PublicCOSE()
-			authPub, err := ParsePlatformKey(m[-2].([]byte), m[-3].([]byte))
-			if err != nil {
-				t.Fatal(err)
-			}
-			platPub, ps, err := PlatformEncapsulate(p, authPub)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if ps.Version() != v {
-				t.Errorf("platform secret version %d", ps.Version())
-			}
-			// platform → authenticator.
-			pm := PublicKeyCOSE(platPub)
-			gotPlat, err := ParsePlatformKey(pm[-2].([]byte), pm[-3].([]byte))
-			if err != nil {
-				t.Fatal(err)
-			}
-			as, err := ka.SharedSecret(p, gotPlat)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(as.raw, ps.raw) || len(as.raw) != 32*int(v) {
-				t.Fatalf("shared secrets differ or have the wrong length (%d)", len(as.raw))
-			}
+		// getKeyAgreement → platform.
+		m := ka.PublicCOSE()
+		authPub, err := ParsePlatformKey(m[-2].([]byte), m[-3].([]byte))
+		if err != nil {
+			t.Fatal(err)
+		}
+		platPub, ps, err := PlatformEncapsulate(p, authPub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ps.Version() != v {
+			t.Errorf("platform secret version %d", ps.Version())
+		}
+		// platform → authenticator.
+		pm := PublicKeyCOSE(platPub)
+		gotPlat, err := ParsePlatformKey(pm[-2].([]byte), pm[-3].([]byte))
+		if err != nil {
+			t.Fatal(err)
+		}
+		as, err := ka.SharedSecret(p, gotPlat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(as.raw, ps.raw) || len(as.raw) != 32*int(v) {
+			t.Fatalf("shared secrets differ or have the wrong length (%d)", len(as.raw))
+		}
 
-			// setPIN.
-			padded, err := PadPIN("1234ünï🔑")
-			if err != nil {
-				t.Fatal(err)
-			}
-			newPinEnc, err := ps.Encrypt(padded)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if want := 64 + 16*int(v-1); len(newPinEnc) != want {
-				t.Errorf("newPinEnc length %d, want %d", len(newPinEnc), want)
-			}
-			if !as.Verify(newPinEnc, ps.Authenticate(newPinEnc)) {
-				t.Fatal("setPIN pinUvAuthParam rejected")
-			}
-			dec, err := as.Decrypt(newPinEnc)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if pin, err := UnpadPIN(dec); err != nil || pin != "1234ünï🔑" {
-				t.Fatalf("UnpadPIN = %q, %v", pin, err)
-			}
-			// Protocol Two uses a fresh IV each time; One is deterministic.
-			again, _ := ps.Encrypt(padded)
-			if (v == 2) == bytes.Equal(again, newPinEnc) {
-				t.Errorf("protocol %d: repeated encryption equal = %v", v, bytes.Equal(again, newPinEnc))
-			}
+		// setPIN.
+		padded, err := PadPIN("1234ünï🔑")
+		if err != nil {
+			t.Fatal(err)
+		}
+		newPinEnc, err := ps.Encrypt(padded)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := 64 + 16*int(v-1); len(newPinEnc) != want {
+			t.Errorf("newPinEnc length %d, want %d", len(newPinEnc), want)
+		}
+		if !as.Verify(newPinEnc, ps.Authenticate(newPinEnc)) {
+			t.Fatal("setPIN pinUvAuthParam rejected")
+		}
+		dec, err := as.Decrypt(newPinEnc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pin, err := UnpadPIN(dec); err != nil || pin != "1234ünï🔑" {
+			t.Fatalf("UnpadPIN = %q, %v", pin, err)
+		}
+		// Protocol Two uses a fresh IV each time; One is deterministic.
+		again, _ := ps.Encrypt(padded)
+		if (v == 2) == bytes.Equal(again, newPinEnc) {
+			t.Errorf("protocol %d: repeated encryption equal = %v", v, bytes.Equal(again, newPinEnc))
+		}
 
-			// getPinToken: authenticator encrypts, platform decrypts and
-			// authenticates a clientDataHash.
-			tok := NewPINUVAuthToken()
-			enc, err := as.Encrypt(tok.Bytes())
-			if err != nil {
-				t.Fatal(err)
-			}
-			plain, err := ps.Decrypt(enc)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ptok := pinToken(t, p, plain)
-			cdh := sha256.Sum256([]byte("clientDataJSON"))
-			param := p.Authenticate(ptok, cdh[:])
-			if len(param) != 16*int(v) {
-				t.Errorf("pinUvAuthParam length %d", len(param))
-			}
-			if !p.Verify(tok, cdh[:], param) {
-				t.Error("authenticator rejected the platform's pinUvAuthParam")
-			}
-			if p.Verify(NewPINUVAuthToken(), cdh[:], param) {
-				t.Error("another token verified")
-			}
+		// getPinToken: authenticator encrypts, platform decrypts and
+		// authenticates a clientDataHash.
+		tok := NewPINUVAuthToken()
+		enc, err := as.Encrypt(tok.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain, err := ps.Decrypt(enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ptok := pinToken(t, p, plain)
+		cdh := sha256.Sum256([]byte("clientDataJSON"))
+		param := p.Authenticate(ptok, cdh[:])
+		if len(param) != 16*int(v) {
+			t.Errorf("pinUvAuthParam length %d", len(param))
+		}
+		if !p.Verify(tok, cdh[:], param) {
+			t.Error("authenticator rejected the platform's pinUvAuthParam")
+		}
+		if p.Verify(NewPINUVAuthToken(), cdh[:], param) {
+			t.Error("another token verified")
+		}
 
-			// A regenerated key agreement no longer yields the same secret.
-			ka.Regenerate()
-			as2, err := ka.SharedSecret(p, gotPlat)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if bytes.Equal(as2.raw, ps.raw) || as2.Verify(newPinEnc, ps.Authenticate(newPinEnc)) {
-				t.Error("shared secret survived Regenerate")
-			}
-		})
-	}
+		// A regenerated key agreement no longer yields the same secret.
+		ka.Regenerate()
+		as2, err := ka.SharedSecret(p, gotPlat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Equal(as2.raw, ps.raw) || as2.Verify(newPinEnc, ps.Authenticate(newPinEnc)) {
+			t.Error("shared secret survived Regenerate")
+		}
+	})
 }
 
 // TestPINProtocolSecretSeparation shows the key confusion the types prevent:

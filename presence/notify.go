@@ -44,7 +44,7 @@ type Notify struct {
 	conn   *dbus.Conn
 	log    *slog.Logger
 	markup bool // the server renders body markup: escape &, <, >
-	sem    chan struct{}
+	sem    turn
 }
 
 // notifyCallTimeout bounds each D-Bus method call.
@@ -79,7 +79,7 @@ func DialNotify(address string, log *slog.Logger) (*Notify, error) {
 		conn.Close()
 		return nil, fmt.Errorf("presence: subscribing to notification signals: %w", err)
 	}
-	n := &Notify{conn: conn, log: log, sem: make(chan struct{}, 1)}
+	n := &Notify{conn: conn, log: log, sem: newTurn()}
 
 	ctx, cancel := context.WithTimeout(context.Background(), notifyCallTimeout)
 	defer cancel()
@@ -114,12 +114,10 @@ func (n *Notify) Close() error { return n.conn.Close() }
 
 // Confirm shows the notification and waits for the answer.
 func (n *Notify) Confirm(ctx context.Context, req ctap2.PresenceRequest) error {
-	select {
-	case n.sem <- struct{}{}:
-		defer func() { <-n.sem }()
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := n.sem.wait(ctx); err != nil {
+		return err
 	}
+	defer n.sem.done()
 
 	// Subscribe before Notify: a signal may arrive before its reply.
 	sigs := make(chan *dbus.Signal, 16)

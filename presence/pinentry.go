@@ -34,7 +34,7 @@ type Pinentry struct {
 	tty     string
 	term    string
 	log     *slog.Logger
-	sem     chan struct{}
+	sem     turn
 }
 
 // PinentryOptions configure [NewPinentry].
@@ -70,7 +70,7 @@ func NewPinentry(opts PinentryOptions) (*Pinentry, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Pinentry{program: path, tty: opts.TTYName, term: opts.TTYType, log: log, sem: make(chan struct{}, 1)}, nil
+	return &Pinentry{program: path, tty: opts.TTYName, term: opts.TTYType, log: log, sem: newTurn()}, nil
 }
 
 // Program returns the path of the pinentry program.
@@ -93,12 +93,10 @@ const pinentryQuitGrace = 2 * time.Second
 
 // Confirm shows the prompt and waits for the answer.
 func (p *Pinentry) Confirm(ctx context.Context, req ctap2.PresenceRequest) error {
-	select {
-	case p.sem <- struct{}{}:
-		defer func() { <-p.sem }()
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := p.sem.wait(ctx); err != nil {
+		return err
 	}
+	defer p.sem.done()
 
 	cmd := exec.Command(p.program)
 	stdin, err := cmd.StdinPipe()

@@ -36,6 +36,19 @@ func fakePinentry(t *testing.T, mode string) (program, logFile string) {
 	return program, logFile
 }
 
+// startFakePinentry is a Pinentry with opts that runs the fake in mode,
+// and the fake's log file.
+func startFakePinentry(t *testing.T, mode string, opts PinentryOptions) (*Pinentry, string) {
+	t.Helper()
+	prog, logFile := fakePinentry(t, mode)
+	opts.Program = prog
+	p, err := NewPinentry(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, logFile
+}
+
 // logLines returns the fake's log: "PID n", then the commands it got.
 func logLines(t *testing.T, logFile string) []string {
 	t.Helper()
@@ -65,14 +78,10 @@ func TestPinentryAnswers(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.mode, func(t *testing.T) {
 			t.Parallel()
-			prog, logFile := fakePinentry(t, tt.mode)
-			p, err := NewPinentry(PinentryOptions{Program: prog, TTYName: "/dev/pts/9", TTYType: "xterm"})
-			if err != nil {
-				t.Fatal(err)
-			}
+			p, logFile := startFakePinentry(t, tt.mode, PinentryOptions{TTYName: "/dev/pts/9", TTYType: "xterm"})
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
-			err = p.Confirm(ctx, aliceRequest)
+			err := p.Confirm(ctx, aliceRequest)
 			switch tt.want {
 			case nil:
 				if err != nil {
@@ -109,11 +118,7 @@ var errOther = errors.New("other")
 
 func TestPinentryEscapesClientText(t *testing.T) {
 	t.Parallel()
-	prog, logFile := fakePinentry(t, "deny")
-	p, err := NewPinentry(PinentryOptions{Program: prog})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, logFile := startFakePinentry(t, "deny", PinentryOptions{})
 	req := ctap2.PresenceRequest{Op: "getAssertion", RPID: "evil.example", UserName: "bob\nCONFIRM\r\n100%", UV: true}
 	if err := p.Confirm(t.Context(), req); !errors.Is(err, ctap2.ErrDeclined) {
 		t.Fatalf("Confirm = %v", err)
@@ -133,11 +138,7 @@ func TestPinentryCancel(t *testing.T) {
 	for _, name := range []string{"cancel", "timeout"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			prog, logFile := fakePinentry(t, "hang")
-			p, err := NewPinentry(PinentryOptions{Program: prog})
-			if err != nil {
-				t.Fatal(err)
-			}
+			p, logFile := startFakePinentry(t, "hang", PinentryOptions{})
 			ctx, cancel := context.WithCancel(t.Context())
 			want := context.Canceled
 			if name == "timeout" {
@@ -172,11 +173,7 @@ func TestPinentryCancel(t *testing.T) {
 
 func TestPinentryOnePromptAtATime(t *testing.T) {
 	t.Parallel()
-	prog, logFile := fakePinentry(t, "hang")
-	p, err := NewPinentry(PinentryOptions{Program: prog})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, logFile := startFakePinentry(t, "hang", PinentryOptions{})
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	errc := make(chan error, 1)

@@ -134,3 +134,23 @@ func (t *Terminal) Confirm(ctx context.Context, req ctap2.PresenceRequest) error
 		return ctap2.ErrDeclined
 	}
 }
+
+// turn lets one prompt show at a time: a prompter's Confirm waits for its
+// turn, or for its context to end.
+type turn chan struct{}
+
+func newTurn() turn { return make(turn, 1) }
+
+// wait blocks until it is the caller's turn (then the caller must call
+// done) or ctx ends.
+func (t turn) wait(ctx context.Context) error {
+	select {
+	case t <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// done ends the caller's turn.
+func (t turn) done() { <-t }

@@ -81,6 +81,15 @@ func mustBound(t testing.TB, path string, keys Keys, g Guard) *DB {
 	return d
 }
 
+// boundStore is a new store at path, bound to the software keys of seed
+// and an in-memory reference.
+func boundStore(t testing.TB, seed byte) (path string, keys *tpmkeys.Software, g *memGuard, d *DB) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "state.db")
+	keys, g = softKeys(t, seed), &memGuard{}
+	return path, keys, g, mustBound(t, path, keys, g)
+}
+
 func copyFile(t testing.TB, from, to string) {
 	t.Helper()
 	b, err := os.ReadFile(from)
@@ -93,9 +102,7 @@ func copyFile(t testing.TB, from, to string) {
 // user names and user ids were plaintext). The same data reads back.
 func TestBoundFileHoldsNoPlaintext(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "state.db")
-	keys, g := softKeys(t, 1), &memGuard{}
-	d := mustBound(t, path, keys, g)
+	path, keys, g, d := boundStore(t, 1)
 	rpHash := rp("example.com")
 	record := []byte("record: rp example.com, user alice-user-handle, name alice")
 	must(t, d.PutCredential([]byte("cred-1"), rpHash, record))
@@ -194,10 +201,8 @@ func TestSealedFileNeedsBind(t *testing.T) {
 // accepted deliberately.
 func TestRollbackDetected(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "state.db")
-	keys, g := softKeys(t, 5), &memGuard{}
-	d := mustBound(t, path, keys, g)
+	path, keys, g, d := boundStore(t, 5)
+	dir := filepath.Dir(path)
 	must(t, d.PutSetting("state", []byte("retries 8")))
 	must(t, d.Close())
 	copyFile(t, path, filepath.Join(dir, "old.db"))
@@ -263,9 +268,7 @@ func TestEpochAdvances(t *testing.T) {
 // finishes the advance after a crash.
 func TestReferenceLagsOne(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "state.db")
-	keys, g := softKeys(t, 7), &memGuard{}
-	d := mustBound(t, path, keys, g)
+	path, keys, g, d := boundStore(t, 7)
 	g.fail = true
 	must(t, d.PutSetting("state", []byte("one")))
 	if err := d.PutSetting("state", []byte("two")); err == nil {
@@ -289,10 +292,7 @@ func TestReferenceLagsOne(t *testing.T) {
 // once the reference has moved; a new state directory is not.
 func TestBindingLost(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "state.db")
-	keys, g := softKeys(t, 8), &memGuard{}
-	d := mustBound(t, path, keys, g)
+	path, keys, g, d := boundStore(t, 8)
 	must(t, d.PutSetting("state", []byte("pin")))
 	must(t, d.Close())
 
@@ -306,7 +306,7 @@ func TestBindingLost(t *testing.T) {
 		}
 	}
 	// A first start (reference at 0) binds a new file.
-	fresh := filepath.Join(dir, "fresh.db")
+	fresh := filepath.Join(t.TempDir(), "fresh.db")
 	d = mustBound(t, fresh, softKeys(t, 9), &memGuard{})
 	must(t, d.Close())
 }
@@ -317,9 +317,7 @@ func TestResetRebinds(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	for _, interrupted := range []bool{false, true} {
-		path := filepath.Join(t.TempDir(), "state.db")
-		keys, g := softKeys(t, 10), &memGuard{}
-		d := mustBound(t, path, keys, g)
+		path, keys, g, d := boundStore(t, 10)
 		must(t, d.PutCredential([]byte("a"), rp("one"), []byte("A")))
 		must(t, d.Wipe())
 		must(t, keys.ResetKeys(ctx))
@@ -333,9 +331,7 @@ func TestResetRebinds(t *testing.T) {
 	}
 
 	// An interrupted reset whose store is no longer empty is another key.
-	path := filepath.Join(t.TempDir(), "state.db")
-	keys, g := softKeys(t, 11), &memGuard{}
-	d := mustBound(t, path, keys, g)
+	path, keys, g, d := boundStore(t, 11)
 	must(t, d.Wipe())
 	must(t, keys.ResetKeys(ctx))
 	must(t, d.Close())
@@ -349,10 +345,7 @@ func TestResetRebinds(t *testing.T) {
 // value (from an older copy) no longer matches the binding record.
 func TestEditedSettingRefused(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "state.db")
-	keys, g := softKeys(t, 12), &memGuard{}
-	d := mustBound(t, path, keys, g)
+	path, keys, g, d := boundStore(t, 12)
 	must(t, d.PutSetting("state", []byte("retries 8")))
 	var old []byte
 	must(t, d.bolt.View(func(tx *bolt.Tx) error { old = bytes.Clone(tx.Bucket(bucketSettings).Get([]byte("state"))); return nil }))

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"path/filepath"
 
 	"github.com/google/go-tpm/tpm2/transport"
@@ -42,6 +41,7 @@ const (
 // [TPM.DeviceSealer]). Its format is [Software.Seal]'s. It is safe for
 // concurrent use.
 type DeviceSealer struct {
+	redacted
 	s *Software // keyed by the device key: only its Seal and Open are used
 }
 
@@ -55,19 +55,11 @@ func (d *DeviceSealer) Open(ctx context.Context, sealed, aad []byte) ([]byte, er
 	return d.s.Open(ctx, sealed, aad)
 }
 
-// LogValue implements slog.LogValuer: it logs as "REDACTED".
-func (d *DeviceSealer) LogValue() slog.Value { return slog.StringValue("REDACTED") }
-
 // String keeps key material out of fmt output.
 func (d *DeviceSealer) String() string { return "tpmkeys.DeviceSealer(REDACTED)" }
 
 // GoString keeps key material out of %#v output.
 func (d *DeviceSealer) GoString() string { return d.String() }
-
-// MarshalJSON refuses to serialize a sealer.
-func (d *DeviceSealer) MarshalJSON() ([]byte, error) {
-	return nil, errors.New("tpmkeys: a DeviceSealer cannot be serialized")
-}
 
 // newDeviceSealer keys a DeviceSealer with HKDF(secret, infoDevice).
 func newDeviceSealer(secret []byte) (*DeviceSealer, error) {

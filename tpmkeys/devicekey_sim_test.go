@@ -4,7 +4,6 @@ package tpmkeys
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -16,7 +15,6 @@ import (
 func TestTPMDeviceSealer(t *testing.T) {
 	sim := newSim(t)
 	dir := t.TempDir()
-	ctx := context.Background()
 	k := openTestTPM(t, sim, dir)
 	d, err := k.DeviceSealer(ctx)
 	if err != nil {

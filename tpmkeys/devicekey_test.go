@@ -14,7 +14,6 @@ import (
 // with the device key — and not with the master key.
 func deviceRoundTrip(t *testing.T, open func() *Software) {
 	t.Helper()
-	ctx := context.Background()
 	s := open()
 	d, err := s.DeviceSealer(ctx)
 	if err != nil {

@@ -1,7 +1,6 @@
 package tpmkeys
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -10,7 +9,6 @@ import (
 // TestEpochFile is the software key store's rollback reference.
 func TestEpochFile(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	dir := t.TempDir()
 	e := NewEpochFile(dir)
 	if v, err := e.Epoch(ctx); v != 0 || err != nil {

@@ -62,12 +62,9 @@ func WithArgon2Params(p Argon2Params) Option { return func(o *options) { o.argon
 // random key (0600) on first use. It refuses a key file readable by group
 // or others and a directory set up for a passphrase.
 func OpenSoftware(dir string, opts ...Option) (*Software, error) {
-	o := defaultOptions()
-	for _, opt := range opts {
-		opt(&o)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("tpmkeys: state directory: %w", err)
+	o := applyOptions(opts)
+	if err := makeStateDir(dir); err != nil {
+		return nil, err
 	}
 	if exists(filepath.Join(dir, PassphraseFileName)) {
 		return nil, fmt.Errorf("tpmkeys: state directory %s is protected by a passphrase; give the passphrase", dir)
@@ -100,15 +97,12 @@ func OpenSoftware(dir string, opts ...Option) (*Software, error) {
 // use. A passphrase other than the first one fails with [ErrWrongPassphrase].
 // It refuses a directory that holds a key file.
 func OpenSoftwarePassphrase(dir string, passphrase []byte, opts ...Option) (*Software, error) {
-	o := defaultOptions()
-	for _, opt := range opts {
-		opt(&o)
-	}
+	o := applyOptions(opts)
 	if len(passphrase) == 0 {
 		return nil, errors.New("tpmkeys: empty passphrase")
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("tpmkeys: state directory: %w", err)
+	if err := makeStateDir(dir); err != nil {
+		return nil, err
 	}
 	if exists(filepath.Join(dir, KeyFileName)) {
 		return nil, fmt.Errorf("tpmkeys: state directory %s uses a key file (%s), not a passphrase", dir, KeyFileName)
@@ -308,6 +302,14 @@ func readSecretFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("tpmkeys: %w", err)
 	}
 	return b, nil
+}
+
+// makeStateDir creates the state directory dir (0700) if it is missing.
+func makeStateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("tpmkeys: state directory: %w", err)
+	}
+	return nil
 }
 
 func exists(path string) bool {

@@ -120,6 +120,7 @@ func loadEd25519(raw []byte) (crypto.Signer, error) {
 // format). It implements ctap2.KeyStore and ctap2.Sealer, is safe for
 // concurrent use, and keeps no per-credential state beyond a bounded cache.
 type Software struct {
+	redacted
 	mu   sync.RWMutex // write-locked only by ResetKeys
 	wrap cipher.AEAD  // credential IDs
 	seal cipher.AEAD  // Seal / Open
@@ -146,6 +147,15 @@ func defaultOptions() options {
 	return options{cacheSize: DefaultCacheSize, argon2: defaultArgon2Params}
 }
 
+// applyOptions is the default options with opts applied.
+func applyOptions(opts []Option) options {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
 // WithCacheSize sets how many opened credential keys are cached (0 turns
 // the cache off). The default is [DefaultCacheSize].
 func WithCacheSize(n int) Option { return func(o *options) { o.cacheSize = max(n, 0) } }
@@ -154,11 +164,7 @@ func WithCacheSize(n int) Option { return func(o *options) { o.cacheSize = max(n
 // callers that keep the master key themselves (a TPM-sealed key, tests).
 // masterKey is not retained.
 func NewSoftware(masterKey []byte, opts ...Option) (*Software, error) {
-	o := defaultOptions()
-	for _, opt := range opts {
-		opt(&o)
-	}
-	return newSoftware(masterKey, o)
+	return newSoftware(masterKey, applyOptions(opts))
 }
 
 func newSoftware(master []byte, o options) (*Software, error) {
@@ -423,8 +429,18 @@ func sealAAD(aad []byte) []byte {
 	return append(b, aad...)
 }
 
-// LogValue implements slog.LogValuer: a key store logs as "REDACTED".
-func (s *Software) LogValue() slog.Value { return slog.StringValue("REDACTED") }
+// redacted, embedded in a type that holds key material, makes it log as
+// "REDACTED" (slog.LogValuer) and refuse to be marshalled to JSON. The
+// type's own String and GoString keep it out of fmt output.
+type redacted struct{}
+
+// LogValue implements slog.LogValuer: key material logs as "REDACTED".
+func (redacted) LogValue() slog.Value { return slog.StringValue("REDACTED") }
+
+// MarshalJSON refuses to serialize key material.
+func (redacted) MarshalJSON() ([]byte, error) {
+	return nil, errors.New("tpmkeys: refusing to marshal key material")
+}
 
 // String keeps key material out of fmt output.
 func (s *Software) String() string { return "tpmkeys.Software(REDACTED)" }
@@ -432,14 +448,10 @@ func (s *Software) String() string { return "tpmkeys.Software(REDACTED)" }
 // GoString keeps key material out of %#v output.
 func (s *Software) GoString() string { return s.String() }
 
-// MarshalJSON refuses to serialize a key store.
-func (s *Software) MarshalJSON() ([]byte, error) {
-	return nil, errors.New("tpmkeys: refusing to marshal a key store")
-}
-
 // credentialKey is the crypto.Signer Signer returns: the credential's
 // private key behind a wrapper that never prints or serializes it.
 type credentialKey struct {
+	redacted
 	alg  cose.Algorithm
 	priv crypto.Signer // *ecdsa.PrivateKey, ed25519.PrivateKey or *rsa.PrivateKey
 	pub  crypto.PublicKey
@@ -456,11 +468,7 @@ func (k *credentialKey) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts)
 // Algorithm is the COSE algorithm the credential was created for.
 func (k *credentialKey) Algorithm() cose.Algorithm { return k.alg }
 
-func (k *credentialKey) LogValue() slog.Value { return slog.StringValue("REDACTED") }
 func (k *credentialKey) String() string {
 	return "tpmkeys credential key " + k.alg.String() + " (REDACTED)"
 }
 func (k *credentialKey) GoString() string { return k.String() }
-func (k *credentialKey) MarshalJSON() ([]byte, error) {
-	return nil, errors.New("tpmkeys: refusing to marshal a private key")
-}

@@ -187,18 +187,26 @@ func TestNewCredentialRejects(t *testing.T) {
 	}
 }
 
+// makeCredentials makes n credentials of alg for rp in s, the i-th with
+// meta {i}.
+func makeCredentials(t *testing.T, s *Software, n int, alg cose.Algorithm, rp []byte) [][]byte {
+	t.Helper()
+	ids := make([][]byte, n)
+	for i := range ids {
+		id, _, err := s.NewCredential(ctx, alg, rp, []byte{byte(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = id
+	}
+	return ids
+}
+
 func TestCacheBounded(t *testing.T) {
 	t.Parallel()
 	s := newTestStore(t, WithCacheSize(3))
 	rp := rpHash("a")
-	var ids [][]byte
-	for i := 0; i < 10; i++ {
-		id, _, err := s.NewCredential(ctx, cose.AlgEdDSA, rp, []byte{byte(i)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, id)
-	}
+	ids := makeCredentials(t, s, 10, cose.AlgEdDSA, rp)
 	if n := s.cache.len(); n != 3 {
 		t.Fatalf("cache holds %d, want 3", n)
 	}
@@ -228,31 +236,38 @@ func TestConcurrentSigners(t *testing.T) {
 	t.Parallel()
 	s := newTestStore(t, WithCacheSize(4))
 	rp := rpHash("a")
-	var ids [][]byte
-	for i := 0; i < 8; i++ {
-		id, _, _ := s.NewCredential(ctx, cose.AlgES256, rp, nil)
-		ids = append(ids, id)
-	}
+	ids := makeCredentials(t, s, 8, cose.AlgES256, rp)
+	runConcurrently(t, 8, func(g int) error {
+		for i := 0; i < 20; i++ {
+			sig, _, err := s.Signer(ctx, ids[(g+i)%len(ids)], rp)
+			if err == nil {
+				_, err = cose.Sign(sig, cose.AlgES256, []byte{byte(i)})
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// runConcurrently runs f(0) … f(n-1) in n goroutines and reports their
+// errors.
+func runConcurrently(t *testing.T, n int, f func(g int) error) {
+	t.Helper()
 	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for g := 0; g < 8; g++ {
+	errs := make(chan error, n)
+	for g := range n {
 		wg.Go(func() {
-			for i := 0; i < 20; i++ {
-				sig, _, err := s.Signer(ctx, ids[(g+i)%len(ids)], rp)
-				if err == nil {
-					_, err = cose.Sign(sig, cose.AlgES256, []byte{byte(i)})
-				}
-				if err != nil {
-					errs <- err
-					return
-				}
+			if err := f(g); err != nil {
+				errs <- err
 			}
 		})
 	}
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		t.Fatal(err)
+		t.Error(err)
 	}
 }
 
@@ -340,50 +355,39 @@ func BenchmarkRawSignASN1(b *testing.B) {
 // BenchmarkSignerES256 is what getAssertion pays per signature: open the
 // credential ID (a cache hit after the first call) and sign.
 func BenchmarkSignerES256(b *testing.B) {
-	s := newTestStore(b)
-	rp := rpHash("example.com")
-	id, _, _ := s.NewCredential(ctx, cose.AlgES256, rp, []byte("meta"))
-	d := sha256.Sum256([]byte("authData || clientDataHash"))
-	for b.Loop() {
-		signer, _, err := s.Signer(ctx, id, rp)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := signer.Sign(rand.Reader, d[:], crypto.SHA256); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchSigner(b, newTestStore(b), cose.AlgES256)
 }
 
 // BenchmarkSignerES256Uncached shows the cost the cache removes: AEAD open,
 // scalar-base multiplication and ECDSA precomputation on every call.
 func BenchmarkSignerES256Uncached(b *testing.B) {
-	s := newTestStore(b, WithCacheSize(0))
-	rp := rpHash("example.com")
-	id, _, _ := s.NewCredential(ctx, cose.AlgES256, rp, []byte("meta"))
-	d := sha256.Sum256([]byte("authData || clientDataHash"))
-	for b.Loop() {
-		signer, _, err := s.Signer(ctx, id, rp)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := signer.Sign(rand.Reader, d[:], crypto.SHA256); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchSigner(b, newTestStore(b, WithCacheSize(0)), cose.AlgES256)
 }
 
 func BenchmarkSignerEdDSA(b *testing.B) {
-	s := newTestStore(b)
+	benchSigner(b, newTestStore(b), cose.AlgEdDSA)
+}
+
+// benchSigner opens a credential of s and signs with it, once per
+// iteration: an ES256 credential signs a SHA-256 digest, an EdDSA one a
+// 69-byte message (authenticatorData ‖ clientDataHash).
+func benchSigner(b *testing.B, s *Software, alg cose.Algorithm) {
 	rp := rpHash("example.com")
-	id, _, _ := s.NewCredential(ctx, cose.AlgEdDSA, rp, nil)
-	msg := make([]byte, 69)
+	id, _, err := s.NewCredential(ctx, alg, rp, []byte("meta"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	msg, opts := make([]byte, 69), crypto.Hash(0)
+	if alg == cose.AlgES256 {
+		d := sha256.Sum256([]byte("authData || clientDataHash"))
+		msg, opts = d[:], crypto.SHA256
+	}
 	for b.Loop() {
 		signer, _, err := s.Signer(ctx, id, rp)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := signer.Sign(nil, msg, crypto.Hash(0)); err != nil {
+		if _, err := signer.Sign(rand.Reader, msg, opts); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 
@@ -120,6 +119,7 @@ const (
 // its Name and retries once. Once a mismatch is seen every call returns
 // [ErrTPMMismatch].
 type TPM struct {
+	redacted
 	dir   string
 	open  Opener
 	log   *slog.Logger
@@ -176,8 +176,8 @@ func OpenTPM(ctx context.Context, dir string, open Opener, opts ...TPMOption) (*
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("tpmkeys: state directory: %w", err)
+	if err := makeStateDir(dir); err != nil {
+		return nil, err
 	}
 	for _, f := range []string{KeyFileName, PassphraseFileName} {
 		if exists(filepath.Join(dir, f)) {
@@ -566,19 +566,11 @@ func (t *TPM) ResetKeys(context.Context) error {
 	return nil
 }
 
-// LogValue implements slog.LogValuer: a key store logs as "REDACTED".
-func (t *TPM) LogValue() slog.Value { return slog.StringValue("REDACTED") }
-
 // String keeps key material out of fmt output.
 func (t *TPM) String() string { return "tpmkeys.TPM(REDACTED)" }
 
 // GoString keeps key material out of %#v output.
 func (t *TPM) GoString() string { return t.String() }
-
-// MarshalJSON refuses to serialize a key store.
-func (t *TPM) MarshalJSON() ([]byte, error) {
-	return nil, errors.New("tpmkeys: refusing to marshal a key store")
-}
 
 // tpmSigner is the crypto.Signer of a TPM credential: its blobs, loaded
 // into the TPM for each signature.
@@ -693,6 +685,12 @@ func (r *nvReference) Epoch(context.Context) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("tpmkeys: reading the %s: %w", r, err)
 	}
+	return r.epoch(v)
+}
+
+// epoch is the epoch of counter value v: how far the counter has gone
+// since it was defined.
+func (r *nvReference) epoch(v uint64) (uint64, error) {
 	if v < r.t.nvBase {
 		return 0, fmt.Errorf("tpmkeys: the %s reads %d, below its first value %d (it was re-defined)", r, v, r.t.nvBase)
 	}
@@ -727,8 +725,5 @@ func (r *nvReference) AdvanceEpoch(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("tpmkeys: advancing the %s: %w", r, err)
 	}
-	if v < r.t.nvBase {
-		return 0, fmt.Errorf("tpmkeys: the %s reads %d, below its first value %d", r, v, r.t.nvBase)
-	}
-	return v - r.t.nvBase, nil
+	return r.epoch(v)
 }

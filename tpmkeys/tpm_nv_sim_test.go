@@ -3,7 +3,6 @@
 package tpmkeys
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -19,7 +18,6 @@ import (
 // restarts and ResetKeys; its epoch only goes up.
 func TestTPMRollbackReference(t *testing.T) {
 	sim := newSim(t)
-	ctx := context.Background()
 	dir := t.TempDir()
 	k := openTestTPM(t, sim, dir)
 	st, err := readTPMState(dir)
@@ -87,7 +85,6 @@ func TestTPMRollbackReference(t *testing.T) {
 // its auth could write back to an old value) is an error, not a value.
 func TestTPMRollbackReferenceReplaced(t *testing.T) {
 	sim := newSim(t)
-	ctx := context.Background()
 	k := openTestTPM(t, sim, t.TempDir())
 	h := k.nvCounter
 	owner := tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)}

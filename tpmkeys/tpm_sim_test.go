@@ -67,6 +67,13 @@ func (c *simConn) Send(cmd []byte) ([]byte, error) {
 
 func (c *simConn) Close() error { return nil }
 
+// dropNext makes the next Send fail like a dropped socket.
+func (c *simConn) dropNext() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.failNext = true
+}
+
 // testSim is a simulator for one test, with an Opener for OpenTPM.
 type testSim struct {
 	*simulator.Simulator
@@ -108,9 +115,25 @@ func openTestTPM(t testing.TB, sim *testSim, dir string, opts ...TPMOption) *TPM
 	return k
 }
 
-func signVerify(t *testing.T, k *TPM, id, rpIDHash []byte) error {
+// exampleRP is the rpIDHash of the RP the tests make credentials for.
+var exampleRP = rpHash("example.org")
+
+// tpmWithCredential opens a TPM store in dir on sim and makes an ES256
+// credential for example.org in it.
+func tpmWithCredential(t testing.TB, sim *testSim, dir string) (*TPM, []byte) {
 	t.Helper()
-	s, _, err := k.Signer(context.Background(), id, rpIDHash)
+	k := openTestTPM(t, sim, dir)
+	id, _, err := k.NewCredential(ctx, cose.AlgES256, exampleRP, nil)
+	if err != nil {
+		t.Fatalf("NewCredential: %v", err)
+	}
+	return k, id
+}
+
+// signVerify signs with k's credential id for exampleRP and checks the
+// signature.
+func signVerify(k *TPM, id []byte) error {
+	s, _, err := k.Signer(ctx, id, exampleRP)
 	if err != nil {
 		return err
 	}
@@ -120,7 +143,7 @@ func signVerify(t *testing.T, k *TPM, id, rpIDHash []byte) error {
 		return err
 	}
 	if !ecdsa.VerifyASN1(s.Public().(*ecdsa.PublicKey), d[:], sig) {
-		t.Fatalf("signature %x does not verify", sig)
+		return errors.New("signature does not verify")
 	}
 	return nil
 }
@@ -128,17 +151,15 @@ func signVerify(t *testing.T, k *TPM, id, rpIDHash []byte) error {
 func TestTPMCreateSignVerify(t *testing.T) {
 	sim := newSim(t)
 	k := openTestTPM(t, sim, t.TempDir())
-	ctx := context.Background()
-	rp := rpHash("example.org")
 	meta := []byte{1, 2, 3}
-	id, pub, err := k.NewCredential(ctx, cose.AlgES256, rp, meta)
+	id, pub, err := k.NewCredential(ctx, cose.AlgES256, exampleRP, meta)
 	if err != nil {
 		t.Fatalf("NewCredential: %v", err)
 	}
 	if len(id) != k.MaxCredentialIDLength() || len(id) != 380 {
 		t.Errorf("ID of %d bytes, want %d", len(id), k.MaxCredentialIDLength())
 	}
-	s, gotMeta, err := k.Signer(ctx, id, rp)
+	s, gotMeta, err := k.Signer(ctx, id, exampleRP)
 	if err != nil {
 		t.Fatalf("Signer: %v", err)
 	}
@@ -171,29 +192,27 @@ func TestTPMCreateSignVerify(t *testing.T) {
 		t.Error("Sign accepted a SHA-384 digest")
 	}
 	// Two credentials have different keys and IDs.
-	id2, pub2, err := k.NewCredential(ctx, cose.AlgES256, rp, nil)
+	id2, pub2, err := k.NewCredential(ctx, cose.AlgES256, exampleRP, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if bytes.Equal(id, id2) || pub2.(*ecdsa.PublicKey).Equal(pub) {
 		t.Error("two credentials share an ID or key")
 	}
-	if err := signVerify(t, k, id2, rp); err != nil {
+	if err := signVerify(k, id2); err != nil {
 		t.Error(err)
 	}
 }
 
 func TestTPMAlgorithms(t *testing.T) {
 	sim := newSim(t)
-	ctx := context.Background()
-	rp := rpHash("example.org")
 	dir := t.TempDir()
 	k := openTestTPM(t, sim, dir)
 	if got := k.Algorithms(); len(got) != 1 || got[0] != cose.AlgES256 {
 		t.Errorf("Algorithms = %v, want [ES256]", got)
 	}
 	for _, alg := range []cose.Algorithm{cose.AlgEdDSA, cose.AlgES384, cose.AlgRS256} {
-		if _, _, err := k.NewCredential(ctx, alg, rp, nil); !errors.Is(err, ErrUnsupportedAlgorithm) {
+		if _, _, err := k.NewCredential(ctx, alg, exampleRP, nil); !errors.Is(err, ErrUnsupportedAlgorithm) {
 			t.Errorf("NewCredential(%v) = %v, want ErrUnsupportedAlgorithm", alg, err)
 		}
 	}
@@ -203,11 +222,11 @@ func TestTPMAlgorithms(t *testing.T) {
 	if got := w.Algorithms(); len(got) != 2 || got[1] != cose.AlgEdDSA {
 		t.Errorf("Algorithms = %v, want [ES256 EdDSA]", got)
 	}
-	id, pub, err := w.NewCredential(ctx, cose.AlgEdDSA, rp, []byte{9})
+	id, pub, err := w.NewCredential(ctx, cose.AlgEdDSA, exampleRP, []byte{9})
 	if err != nil {
 		t.Fatalf("NewCredential(EdDSA): %v", err)
 	}
-	s, meta, err := w.Signer(ctx, id, rp)
+	s, meta, err := w.Signer(ctx, id, exampleRP)
 	if err != nil || !bytes.Equal(meta, []byte{9}) {
 		t.Fatalf("Signer(EdDSA) = %v, %x", err, meta)
 	}
@@ -221,20 +240,19 @@ func TestTPMAlgorithms(t *testing.T) {
 	w.Close()
 	// A store that refuses EdDSA does not open wrapped EdDSA IDs either.
 	r := openTestTPM(t, sim, dir)
-	if _, _, err := r.Signer(ctx, id, rp); !errors.Is(err, ErrUnknownCredential) {
+	if _, _, err := r.Signer(ctx, id, exampleRP); !errors.Is(err, ErrUnknownCredential) {
 		t.Errorf("EdDSARefuse store opened an EdDSA ID: %v", err)
 	}
 	// The EdDSA key is wrapped under the TPM-sealed master key, not
 	// under any key a software store has.
 	sw := newTestStore(t)
-	if _, _, err := sw.Signer(ctx, id, rp); err == nil {
+	if _, _, err := sw.Signer(ctx, id, exampleRP); err == nil {
 		t.Error("a software store opened a TPM-wrapped EdDSA ID")
 	}
 }
 
 func TestTPMSealOpen(t *testing.T) {
 	sim := newSim(t)
-	ctx := context.Background()
 	dir := t.TempDir()
 	k := openTestTPM(t, sim, dir)
 	sealed, err := k.Seal(ctx, []byte("pin hash"), []byte("aad"))
@@ -268,26 +286,20 @@ func TestTPMSealOpen(t *testing.T) {
 // restart, credentials still sign.
 func TestTPMReboot(t *testing.T) {
 	sim := newSim(t)
-	ctx := context.Background()
 	dir := t.TempDir()
-	rp := rpHash("example.org")
-	k := openTestTPM(t, sim, dir)
-	id, _, err := k.NewCredential(ctx, cose.AlgES256, rp, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k, id := tpmWithCredential(t, sim, dir)
 	if err := sim.Reset(); err != nil {
 		t.Fatal(err)
 	}
 	// The cached SRK handle is gone: Sign re-creates the SRK and retries.
-	if err := signVerify(t, k, id, rp); err != nil {
+	if err := signVerify(k, id); err != nil {
 		t.Fatalf("after TPM reset: %v", err)
 	}
 	// NewCredential also recovers.
 	if err := sim.Reset(); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := k.NewCredential(ctx, cose.AlgES256, rp, nil); err != nil {
+	if _, _, err := k.NewCredential(ctx, cose.AlgES256, exampleRP, nil); err != nil {
 		t.Fatalf("NewCredential after TPM reset: %v", err)
 	}
 	k.Close()
@@ -295,7 +307,7 @@ func TestTPMReboot(t *testing.T) {
 		t.Fatal(err)
 	}
 	k2 := openTestTPM(t, sim, dir)
-	if err := signVerify(t, k2, id, rp); err != nil {
+	if err := signVerify(k2, id); err != nil {
 		t.Fatalf("after process restart: %v", err)
 	}
 }
@@ -304,32 +316,22 @@ func TestTPMReboot(t *testing.T) {
 // retried once; a TPM that stays away is ErrTPMUnavailable.
 func TestTPMReconnect(t *testing.T) {
 	sim := newSim(t)
-	ctx := context.Background()
-	rp := rpHash("example.org")
-	k := openTestTPM(t, sim, t.TempDir())
-	id, _, err := k.NewCredential(ctx, cose.AlgES256, rp, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k, id := tpmWithCredential(t, sim, t.TempDir())
 	opens := sim.opens
-	sim.conn.mu.Lock()
-	sim.conn.failNext = true
-	sim.conn.mu.Unlock()
-	if err := signVerify(t, k, id, rp); err != nil {
+	sim.conn.dropNext()
+	if err := signVerify(k, id); err != nil {
 		t.Fatalf("after a dropped connection: %v", err)
 	}
 	if sim.opens != opens+1 {
 		t.Errorf("reconnected %d times, want 1", sim.opens-opens)
 	}
-	sim.conn.mu.Lock()
-	sim.conn.failNext = true
-	sim.conn.mu.Unlock()
+	sim.conn.dropNext()
 	sim.down = true
-	if err := signVerify(t, k, id, rp); !errors.Is(err, ErrTPMUnavailable) {
+	if err := signVerify(k, id); !errors.Is(err, ErrTPMUnavailable) {
 		t.Fatalf("TPM down: %v, want ErrTPMUnavailable", err)
 	}
 	sim.down = false
-	if err := signVerify(t, k, id, rp); err != nil {
+	if err := signVerify(k, id); err != nil {
 		t.Fatalf("TPM back: %v", err)
 	}
 }
@@ -339,14 +341,8 @@ func TestTPMReconnect(t *testing.T) {
 // replaced silently.
 func TestTPMManufactureReset(t *testing.T) {
 	sim := newSim(t)
-	ctx := context.Background()
 	dir := t.TempDir()
-	rp := rpHash("example.org")
-	k := openTestTPM(t, sim, dir)
-	id, _, err := k.NewCredential(ctx, cose.AlgES256, rp, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k, id := tpmWithCredential(t, sim, dir)
 	before, err := os.ReadFile(filepath.Join(dir, TPMStateFileName))
 	if err != nil {
 		t.Fatal(err)
@@ -354,15 +350,15 @@ func TestTPMManufactureReset(t *testing.T) {
 	if err := sim.ManufactureReset(); err != nil {
 		t.Fatal(err)
 	}
-	err = signVerify(t, k, id, rp)
+	err = signVerify(k, id)
 	if !errors.Is(err, ErrTPMMismatch) {
 		t.Fatalf("Sign after a TPM clear = %v, want ErrTPMMismatch", err)
 	}
 	t.Logf("the error reads: %v", err)
-	if _, _, err := k.Signer(ctx, id, rp); !errors.Is(err, ErrTPMMismatch) {
+	if _, _, err := k.Signer(ctx, id, exampleRP); !errors.Is(err, ErrTPMMismatch) {
 		t.Errorf("Signer after mismatch = %v, want ErrTPMMismatch", err)
 	}
-	if _, _, err := k.NewCredential(ctx, cose.AlgES256, rp, nil); !errors.Is(err, ErrTPMMismatch) {
+	if _, _, err := k.NewCredential(ctx, cose.AlgES256, exampleRP, nil); !errors.Is(err, ErrTPMMismatch) {
 		t.Errorf("NewCredential after mismatch = %v, want ErrTPMMismatch", err)
 	}
 	k.Close()
@@ -378,57 +374,51 @@ func TestTPMManufactureReset(t *testing.T) {
 
 func TestTPMBadIDs(t *testing.T) {
 	sim := newSim(t)
-	ctx := context.Background()
-	rp := rpHash("example.org")
-	k := openTestTPM(t, sim, t.TempDir())
-	id, _, err := k.NewCredential(ctx, cose.AlgES256, rp, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	good, _, err := k.NewCredential(ctx, cose.AlgES256, rp, nil)
+	k, id := tpmWithCredential(t, sim, t.TempDir())
+	good, _, err := k.NewCredential(ctx, cose.AlgES256, exampleRP, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, i := range []int{0, 1, 30, 100, 200, len(id) - 1} {
 		bad := bytes.Clone(id)
 		bad[i] ^= 0x40
-		if _, _, err := k.Signer(ctx, bad, rp); !errors.Is(err, ErrUnknownCredential) {
+		if _, _, err := k.Signer(ctx, bad, exampleRP); !errors.Is(err, ErrUnknownCredential) {
 			t.Errorf("ID with byte %d flipped: %v, want ErrUnknownCredential", i, err)
 		}
 	}
 	for _, bad := range [][]byte{nil, id[:len(id)-1], append(bytes.Clone(id), 0), randBytes(len(id))} {
-		if _, _, err := k.Signer(ctx, bad, rp); !errors.Is(err, ErrUnknownCredential) {
+		if _, _, err := k.Signer(ctx, bad, exampleRP); !errors.Is(err, ErrUnknownCredential) {
 			t.Errorf("ID of %d bytes: %v, want ErrUnknownCredential", len(bad), err)
 		}
 	}
 	if _, _, err := k.Signer(ctx, id, rpHash("evil.example")); !errors.Is(err, ErrUnknownCredential) {
 		t.Errorf("ID for another RP: %v, want ErrUnknownCredential", err)
 	}
-	if _, _, err := k.Signer(ctx, id, rp[:31]); !errors.Is(err, ErrUnknownCredential) {
+	if _, _, err := k.Signer(ctx, id, exampleRP[:31]); !errors.Is(err, ErrUnknownCredential) {
 		t.Errorf("short rpIDHash: %v", err)
 	}
 	// The good credential is unaffected.
-	if err := signVerify(t, k, good, rp); err != nil {
+	if err := signVerify(k, good); err != nil {
 		t.Errorf("good credential: %v", err)
 	}
 	// An ID from another state directory (another master key) on the same TPM.
 	other := openTestTPM(t, sim, t.TempDir())
-	if _, _, err := other.Signer(ctx, id, rp); !errors.Is(err, ErrUnknownCredential) {
+	if _, _, err := other.Signer(ctx, id, exampleRP); !errors.Is(err, ErrUnknownCredential) {
 		t.Errorf("another master key opened the ID: %v", err)
 	}
 	// Software IDs are not TPM IDs.
 	sw := newTestStore(t)
-	swID, _, err := sw.NewCredential(ctx, cose.AlgES256, rp, nil)
+	swID, _, err := sw.NewCredential(ctx, cose.AlgES256, exampleRP, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := k.Signer(ctx, swID, rp); !errors.Is(err, ErrUnknownCredential) {
+	if _, _, err := k.Signer(ctx, swID, exampleRP); !errors.Is(err, ErrUnknownCredential) {
 		t.Errorf("a software ID opened: %v", err)
 	}
-	if _, _, err := k.NewCredential(ctx, cose.AlgES256, rp[:5], nil); err == nil {
+	if _, _, err := k.NewCredential(ctx, cose.AlgES256, exampleRP[:5], nil); err == nil {
 		t.Error("NewCredential accepted a short rpIDHash")
 	}
-	if _, _, err := k.NewCredential(ctx, cose.AlgES256, rp, make([]byte, 17)); err == nil {
+	if _, _, err := k.NewCredential(ctx, cose.AlgES256, exampleRP, make([]byte, 17)); err == nil {
 		t.Error("NewCredential accepted 17 bytes of meta")
 	}
 }
@@ -438,53 +428,47 @@ func TestTPMBadIDs(t *testing.T) {
 // would be) fail for that credential only.
 func TestTPMTamperedBlobs(t *testing.T) {
 	sim := newSim(t)
-	ctx := context.Background()
-	rp := rpHash("example.org")
-	k := openTestTPM(t, sim, t.TempDir())
-	id1, _, _ := k.NewCredential(ctx, cose.AlgES256, rp, nil)
-	id2, _, _ := k.NewCredential(ctx, cose.AlgES256, rp, nil)
-	s1, _, err := k.openTPMCredential(k.currentKeys(), id1, rp)
+	k, id1 := tpmWithCredential(t, sim, t.TempDir())
+	id2, _, _ := k.NewCredential(ctx, cose.AlgES256, exampleRP, nil)
+	s1, _, err := k.openTPMCredential(k.currentKeys(), id1, exampleRP)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s2, _, _ := k.openTPMCredential(k.currentKeys(), id2, rp)
+	s2, _, _ := k.openTPMCredential(k.currentKeys(), id2, exampleRP)
 	swapped := &tpmSigner{t: k, pub: s1.pub, blobs: keyBlobs{public: s1.blobs.public, private: s2.blobs.private}}
 	d := sha256.Sum256(nil)
 	if _, err := swapped.Sign(nil, d[:], crypto.SHA256); err == nil {
 		t.Fatal("mismatched blobs signed")
 	}
-	if err := signVerify(t, k, id1, rp); err != nil {
+	if err := signVerify(k, id1); err != nil {
 		t.Errorf("after a failed load: %v", err)
 	}
 }
 
 func TestTPMResetKeys(t *testing.T) {
 	sim := newSim(t)
-	ctx := context.Background()
 	dir := t.TempDir()
-	rp := rpHash("example.org")
-	k := openTestTPM(t, sim, dir)
-	id, _, _ := k.NewCredential(ctx, cose.AlgES256, rp, nil)
+	k, id := tpmWithCredential(t, sim, dir)
 	sealed, _ := k.Seal(ctx, []byte("x"), nil)
 	if err := k.ResetKeys(ctx); err != nil {
 		t.Fatalf("ResetKeys: %v", err)
 	}
-	if _, _, err := k.Signer(ctx, id, rp); !errors.Is(err, ErrUnknownCredential) {
+	if _, _, err := k.Signer(ctx, id, exampleRP); !errors.Is(err, ErrUnknownCredential) {
 		t.Errorf("old ID after ResetKeys: %v", err)
 	}
 	if _, err := k.Open(ctx, sealed, nil); err == nil {
 		t.Error("old sealed data opened after ResetKeys")
 	}
-	id2, _, err := k.NewCredential(ctx, cose.AlgES256, rp, nil)
+	id2, _, err := k.NewCredential(ctx, cose.AlgES256, exampleRP, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	k.Close()
 	k2 := openTestTPM(t, sim, dir)
-	if err := signVerify(t, k2, id2, rp); err != nil {
+	if err := signVerify(k2, id2); err != nil {
 		t.Errorf("new ID after restart: %v", err)
 	}
-	if _, _, err := k2.Signer(ctx, id, rp); err == nil {
+	if _, _, err := k2.Signer(ctx, id, exampleRP); err == nil {
 		t.Error("old ID opened after restart")
 	}
 	if m := mode(t, filepath.Join(dir, TPMStateFileName)); m != 0o600 {
@@ -549,14 +533,23 @@ func TestTPMStateDir(t *testing.T) {
 // is the pinned one, and ignored otherwise.
 func TestTPMPersistentSRK(t *testing.T) {
 	sim := newSim(t)
-	ctx := context.Background()
-	rp := rpHash("example.org")
 	dir := t.TempDir()
-	k := openTestTPM(t, sim, dir)
-	id, _, _ := k.NewCredential(ctx, cose.AlgES256, rp, nil)
+	k, id := tpmWithCredential(t, sim, dir)
 	k.Close()
 
 	tpm := transport.FromReadWriter(sim)
+	// evict makes the object persistent at persistentSRK, or, given the
+	// persistent object itself, removes it.
+	evict := func(object tpm2.NamedHandle) {
+		t.Helper()
+		if _, err := (tpm2.EvictControl{
+			Auth:             tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
+			ObjectHandle:     object,
+			PersistentHandle: persistentSRK,
+		}).Execute(tpm); err != nil {
+			t.Fatalf("EvictControl: %v", err)
+		}
+	}
 	persist := func(tmpl tpm2.TPMTPublic) {
 		t.Helper()
 		rsp, err := tpm2.CreatePrimary{
@@ -567,26 +560,15 @@ func TestTPMPersistentSRK(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer flush(tpm, rsp.ObjectHandle)
-		if _, err := (tpm2.EvictControl{
-			Auth:             tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
-			ObjectHandle:     tpm2.NamedHandle{Handle: rsp.ObjectHandle, Name: rsp.Name},
-			PersistentHandle: persistentSRK,
-		}).Execute(tpm); err != nil {
-			t.Fatalf("EvictControl: %v", err)
-		}
+		evict(tpm2.NamedHandle{Handle: rsp.ObjectHandle, Name: rsp.Name})
 	}
 	unpersist := func() {
-		rp, err := tpm2.ReadPublic{ObjectHandle: persistentSRK}.Execute(tpm)
+		t.Helper()
+		pub, err := tpm2.ReadPublic{ObjectHandle: persistentSRK}.Execute(tpm)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := (tpm2.EvictControl{
-			Auth:             tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
-			ObjectHandle:     tpm2.NamedHandle{Handle: persistentSRK, Name: rp.Name},
-			PersistentHandle: persistentSRK,
-		}).Execute(tpm); err != nil {
-			t.Fatalf("EvictControl: %v", err)
-		}
+		evict(tpm2.NamedHandle{Handle: persistentSRK, Name: pub.Name})
 	}
 
 	persist(tpm2.ECCSRKTemplate)
@@ -594,7 +576,7 @@ func TestTPMPersistentSRK(t *testing.T) {
 	if !k2.srk.persistent {
 		t.Error("the matching persistent SRK was not used")
 	}
-	if err := signVerify(t, k2, id, rp); err != nil {
+	if err := signVerify(k2, id); err != nil {
 		t.Fatal(err)
 	}
 	k2.Close()
@@ -605,7 +587,7 @@ func TestTPMPersistentSRK(t *testing.T) {
 	if k3.srk.persistent {
 		t.Error("a persistent SRK with another Name was used")
 	}
-	if err := signVerify(t, k3, id, rp); err != nil {
+	if err := signVerify(k3, id); err != nil {
 		t.Fatal(err)
 	}
 	k3.Close()
@@ -632,51 +614,24 @@ func TestTPMUnavailable(t *testing.T) {
 
 func TestTPMConcurrentSigners(t *testing.T) {
 	sim := newSim(t)
-	ctx := context.Background()
-	rp := rpHash("example.org")
-	k := openTestTPM(t, sim, t.TempDir())
-	id, _, err := k.NewCredential(ctx, cose.AlgES256, rp, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for range 4 {
-		wg.Go(func() {
-			for range 3 {
-				s, _, err := k.Signer(ctx, id, rp)
-				if err != nil {
-					errs <- err
-					return
-				}
-				d := sha256.Sum256(nil)
-				if _, err := s.Sign(nil, d[:], crypto.SHA256); err != nil {
-					errs <- err
-					return
-				}
+	k, id := tpmWithCredential(t, sim, t.TempDir())
+	runConcurrently(t, 4, func(int) error {
+		for range 3 {
+			if err := signVerify(k, id); err != nil {
+				return err
 			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+		}
+		return nil
+	})
 }
 
 // BenchmarkTPMSimSign is Signer + Sign (Load, Sign, Flush) on the simulator.
 func BenchmarkTPMSimSign(b *testing.B) {
 	sim := newSim(b)
-	ctx := context.Background()
-	rp := rpHash("example.org")
-	k := openTestTPM(b, sim, b.TempDir())
-	id, _, err := k.NewCredential(ctx, cose.AlgES256, rp, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	k, id := tpmWithCredential(b, sim, b.TempDir())
 	d := sha256.Sum256(nil)
 	for b.Loop() {
-		s, _, err := k.Signer(ctx, id, rp)
+		s, _, err := k.Signer(ctx, id, exampleRP)
 		if err != nil {
 			b.Fatal(err)
 		}

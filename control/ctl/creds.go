@@ -2,11 +2,11 @@ package ctl
 
 import (
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/virtkey/virtkey/control"
 )
@@ -36,6 +36,25 @@ func (f *optBool) Set(s string) error {
 	return err
 }
 func (f *optBool) IsBoolFlag() bool { return true }
+
+// credentialID decodes a credential id argument.
+func credentialID(arg string) ([]byte, error) {
+	id, err := control.DecodeBase64(arg)
+	if err != nil {
+		return nil, fmt.Errorf("credential id: %w", err)
+	}
+	return id, nil
+}
+
+// oneCredential parses the arguments of command name, which takes one
+// credential id, and returns the id.
+func (e *env) oneCredential(fs *flag.FlagSet, args []string, name string) ([]byte, error) {
+	pos, err := parse(fs, args)
+	if err != nil || len(pos) != 1 {
+		return nil, e.usage(name + " takes one credential id")
+	}
+	return credentialID(pos[0])
+}
 
 var algs = map[string]int{"es256": -7, "eddsa": -8, "es384": -35, "rs256": -257}
 
@@ -67,25 +86,15 @@ func (e *env) creds(args []string) error {
 		if err != nil {
 			return err
 		}
-		if *asJSON {
-			return e.printJSON(cs)
-		}
-		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "CREDENTIAL ID\tRP\tUSER\tSIGN COUNT\tRESIDENT\tALG")
-		for _, c := range cs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%v\t%d\n", c.CredentialID, c.RPID, c.UserName, c.SignCount, c.IsResidentCredential, c.Algorithm)
-		}
-		return tw.Flush()
+		return table(e, *asJSON, cs, "CREDENTIAL ID\tRP\tUSER\tSIGN COUNT\tRESIDENT\tALG", func(c control.Credential) []any {
+			return []any{c.CredentialID, c.RPID, c.UserName, c.SignCount, c.IsResidentCredential, c.Algorithm}
+		})
 	case "get":
 		fs := e.flags("creds get")
 		fs.Bool("json", true, "")
-		pos, err := parse(fs, args)
-		if err != nil || len(pos) != 1 {
-			return e.usage("creds get takes one credential id")
-		}
-		id, err := control.DecodeBase64(pos[0])
+		id, err := e.oneCredential(fs, args, "creds get")
 		if err != nil {
-			return fmt.Errorf("credential id: %w", err)
+			return err
 		}
 		c, err := e.key.Credential(e.ctx, id)
 		if err != nil {
@@ -104,9 +113,9 @@ func (e *env) creds(args []string) error {
 		if *all {
 			return e.key.DeleteCredentials(e.ctx)
 		}
-		id, err := control.DecodeBase64(pos[0])
+		id, err := credentialID(pos[0])
 		if err != nil {
-			return fmt.Errorf("credential id: %w", err)
+			return err
 		}
 		return e.key.DeleteCredential(e.ctx, id)
 	case "set":
@@ -118,13 +127,9 @@ func (e *env) creds(args []string) error {
 		signCount := fs.String("sign-count", "", "")
 		userName := fs.String("user-name", "\x00", "")
 		displayName := fs.String("display-name", "\x00", "")
-		pos, err := parse(fs, args)
-		if err != nil || len(pos) != 1 {
-			return e.usage("creds set takes one credential id")
-		}
-		id, err := control.DecodeBase64(pos[0])
+		id, err := e.oneCredential(fs, args, "creds set")
 		if err != nil {
-			return fmt.Errorf("credential id: %w", err)
+			return err
 		}
 		p.BackupEligibility, p.BackupState = be.v, bs.v
 		if *signCount != "" {

@@ -135,31 +135,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer c.Close()
 	e := &env{ctx: ctx, c: c, key: c.Key(*keyID), stdout: stdout, stderr: stderr}
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
-	switch cmd {
-	case "keys":
-		return e.keys(rest)
-	case "info":
-		return e.info(rest)
-	case "creds":
-		return e.creds(rest)
-	case "uv":
-		return e.uv(rest)
-	case "presence":
-		return e.presence(rest)
-	case "overrides":
-		return e.overrides(rest)
-	case "pin":
-		return e.pin(rest)
-	case "replug":
-		if len(rest) != 0 {
-			return e.usage("replug takes no arguments")
-		}
-		_, err := e.key.Replug(ctx)
-		return err
-	case "events":
-		return e.events(rest)
+	if run, ok := commands[cmd]; ok {
+		return run(e, rest)
 	}
 	return e.usage(fmt.Sprintf("unknown command %q", cmd))
+}
+
+// commands are virtkey ctl's commands by name.
+var commands = map[string]func(*env, []string) error{
+	"keys":      (*env).keys,
+	"info":      (*env).info,
+	"creds":     (*env).creds,
+	"uv":        (*env).uv,
+	"presence":  (*env).presence,
+	"overrides": (*env).overrides,
+	"pin":       (*env).pin,
+	"replug":    (*env).replug,
+	"events":    (*env).events,
+}
+
+func (e *env) replug(args []string) error {
+	if len(args) != 0 {
+		return e.usage("replug takes no arguments")
+	}
+	_, err := e.key.Replug(e.ctx)
+	return err
 }
 
 func (e *env) usage(msg string) error {
@@ -191,6 +191,26 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// table prints vs as JSON (asJSON), or as a table: the tab-separated
+// header, then row's values of each, tab-separated.
+func table[T any](e *env, asJSON bool, vs []T, header string, row func(T) []any) error {
+	if asJSON {
+		return e.printJSON(vs)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, v := range vs {
+		for i, f := range row(v) {
+			if i > 0 {
+				fmt.Fprint(tw, "\t")
+			}
+			fmt.Fprint(tw, f)
+		}
+		fmt.Fprintln(tw)
+	}
+	return tw.Flush()
+}
+
 func (e *env) printJSON(v any) error {
 	enc := json.NewEncoder(e.stdout)
 	enc.SetIndent("", "  ")
@@ -213,15 +233,9 @@ func (e *env) keys(args []string) error {
 		if err != nil {
 			return err
 		}
-		if *asJSON {
-			return e.printJSON(ks)
-		}
-		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tATTACH\tADDRESS\tUV\tPRESENCE\tPIN")
-		for _, k := range ks {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\n", k.ID, k.Attach, keyAddr(k), uvWord(k), k.Presence, k.PINSet)
-		}
-		return tw.Flush()
+		return table(e, *asJSON, ks, "ID\tATTACH\tADDRESS\tUV\tPRESENCE\tPIN", func(k control.KeyInfo) []any {
+			return []any{k.ID, k.Attach, keyAddr(k), uvWord(k), k.Presence, k.PINSet}
+		})
 	case "add":
 		fs := e.flags("keys add")
 		var cfg control.KeyConfig
@@ -351,15 +365,9 @@ func (e *env) presence(args []string) error {
 		if err != nil {
 			return err
 		}
-		if *asJSON {
-			return e.printJSON(ps)
-		}
-		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "REQUEST\tOP\tRP\tUSER\tSINCE")
-		for _, p := range ps {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.RequestID, p.Op, p.RPID, p.UserName, p.Since.Format("15:04:05.000"))
-		}
-		return tw.Flush()
+		return table(e, *asJSON, ps, "REQUEST\tOP\tRP\tUSER\tSINCE", func(p control.PendingPresence) []any {
+			return []any{p.RequestID, p.Op, p.RPID, p.UserName, p.Since.Format("15:04:05.000")}
+		})
 	}
 	return e.usage(fmt.Sprintf("presence %q: want auto, deny, manual, timeout, pending, approve or deny", args[0]))
 }

@@ -22,9 +22,8 @@ import (
 	"github.com/virtkey/virtkey/control/internal/apitest"
 	"github.com/virtkey/virtkey/cose"
 	"github.com/virtkey/virtkey/ctap2"
-	ctapclient "github.com/virtkey/virtkey/ctap2/client"
-	"github.com/virtkey/virtkey/hid/udp"
 	"github.com/virtkey/virtkey/internal/testkit"
+	"github.com/virtkey/virtkey/internal/vktest"
 )
 
 // serve runs a control server with real keys on a Unix socket and
@@ -84,17 +83,9 @@ func TestCtlContract(t *testing.T) {
 	}
 
 	// A CTAP client sees the credential, signed with the PEM's key.
-	conn, err := udp.Dial(udpAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	d := vktest.Dial(t, udpAddr)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	d, err := ctapclient.Open(ctx, conn, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cdh := sha256.Sum256([]byte("c"))
 	uv := true
 	req := &ctap2.GetAssertionRequest{RPID: "example.com", ClientDataHash: cdh[:], Options: &ctap2.RequestOptions{UV: &uv}}

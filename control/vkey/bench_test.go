@@ -122,8 +122,8 @@ func BenchmarkEventLatency(b *testing.B) {
 			}
 		}
 	}()
-	conn, d := benchDial(b, ki.UDPAddr)
-	defer conn.Close()
+	d := benchDial(b, ki.UDPAddr)
+	defer d.close()
 	att, err := makeCred(ctx, d, "example.com", "alice", true)
 	must(b, err)
 	id := att.AuthData.CredentialID

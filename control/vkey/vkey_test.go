@@ -12,7 +12,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
-	"net/http"
 	"runtime"
 	"sync"
 	"testing"
@@ -25,7 +24,7 @@ import (
 	"github.com/virtkey/virtkey/cose"
 	"github.com/virtkey/virtkey/ctap2"
 	ctapclient "github.com/virtkey/virtkey/ctap2/client"
-	"github.com/virtkey/virtkey/hid/udp"
+	"github.com/virtkey/virtkey/internal/vktest"
 )
 
 func testCtx(t *testing.T) context.Context {
@@ -34,50 +33,36 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// env is a control server with the real key factory, on a Unix socket or
-// token-guarded TCP.
-type env struct {
-	*apitest.Env
-	c    *client.Client
-	hc   *http.Client
-	base string
-	tok  string
-	stop func()
-}
-
-func start(t *testing.T, network string, fo factory.Options) *env {
+// start serves a control server with the real key factory on a Unix
+// socket or token-guarded TCP.
+func start(t *testing.T, network string, fo factory.Options) *apitest.Env {
 	t.Helper()
-	e := &env{Env: apitest.Serve(t, control.NewServer(control.Options{Factory: factory.New(fo)}), network)}
-	e.c, e.hc, e.base, e.tok, e.stop = e.Client, e.HC, e.Base, e.Token, e.Stop
-	return e
+	return apitest.Serve(t, control.NewServer(control.Options{Factory: factory.New(fo)}), network)
 }
 
 // ctap is a CTAP client of a UDP key.
 type ctap struct {
 	*ctapclient.Device
-	conn *udp.ClientConn
+	close func() error // closes its socket
 }
 
+// dial opens a CTAP client on the UDP key at addr until cleanup.
 func dial(t *testing.T, addr string) *ctap {
 	t.Helper()
-	conn, d := benchDial(t, addr)
-	t.Cleanup(func() { conn.Close() })
+	d := benchDial(t, addr)
+	t.Cleanup(func() { d.close() })
 	return d
 }
 
-func benchDial(t testing.TB, addr string) (*udp.ClientConn, *ctap) {
+// benchDial opens a CTAP client on the UDP key at addr; closing it is the
+// caller's.
+func benchDial(t testing.TB, addr string) *ctap {
 	t.Helper()
-	conn, err := udp.Dial(addr)
+	d, closeConn, err := vktest.Open(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	d, err := ctapclient.Open(ctx, conn, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return conn, &ctap{Device: d, conn: conn}
+	return &ctap{Device: d, close: closeConn}
 }
 
 var cdh = sha256.Sum256([]byte("client data"))
@@ -110,32 +95,7 @@ func wantStatus(t *testing.T, err error, want ctap2.StatusCode) {
 // next reads events until one of type typ arrives.
 func next(t *testing.T, es *client.EventStream, typ string) control.Event {
 	t.Helper()
-	return nextWhere(t, es, func(ev control.Event) bool { return ev.Type == typ })
-}
-
-// nextWhere reads events until one matches.
-func nextWhere(t *testing.T, es *client.EventStream, match func(control.Event) bool) control.Event {
-	t.Helper()
-	type res struct {
-		ev  control.Event
-		err error
-	}
-	deadline := time.After(10 * time.Second)
-	for {
-		ch := make(chan res, 1)
-		go func() { ev, err := es.Next(); ch <- res{ev, err} }()
-		select {
-		case r := <-ch:
-			if r.err != nil {
-				t.Fatalf("event stream: %v", r.err)
-			}
-			if match(r.ev) {
-				return r.ev
-			}
-		case <-deadline:
-			t.Fatal("no matching event within 10 s")
-		}
-	}
+	return vktest.NextEvent(t, es, func(ev control.Event) bool { return ev.Type == typ })
 }
 
 func verify(t *testing.T, pub crypto.PublicKey, alg cose.Algorithm, a *ctapclient.Assertion) {
@@ -153,14 +113,14 @@ func TestCredentialsOverCTAP(t *testing.T) {
 			t.Parallel()
 			e := start(t, network, factory.Options{SelectNewestAccount: true})
 			ctx := testCtx(t)
-			ki, err := e.c.AddKey(ctx, control.KeyConfig{Attach: "udp"})
+			ki, err := e.Client.AddKey(ctx, control.KeyConfig{Attach: "udp"})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if ki.UDPAddr == "" || !ki.ExportAllowed || !ki.Ephemeral || !ki.IsUserVerified || !ki.HasResidentKey {
 				t.Fatalf("new key: %+v", ki)
 			}
-			k := e.c.Key(ki.ID)
+			k := e.Client.Key(ki.ID)
 			events, err := k.Events(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -318,13 +278,13 @@ func TestUVPresenceOverridesPIN(t *testing.T) {
 	}
 }
 
-func uvPresenceOverridesPIN(t *testing.T, e *env) {
+func uvPresenceOverridesPIN(t *testing.T, e *apitest.Env) {
 	ctx := testCtx(t)
-	ki, err := e.c.AddKey(ctx, control.KeyConfig{Attach: "udp"})
+	ki, err := e.Client.AddKey(ctx, control.KeyConfig{Attach: "udp"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := e.c.Key(ki.ID)
+	k := e.Client.Key(ki.ID)
 	events, _ := k.Events(ctx)
 	defer events.Close()
 	d := dial(t, ki.UDPAddr)
@@ -370,7 +330,7 @@ func uvPresenceOverridesPIN(t *testing.T, e *env) {
 		if len(ps) != 1 || ps[0].Op != "getAssertion" || ps[0].RPID != "example.com" {
 			t.Fatalf("pending = %+v", ps)
 		}
-		if ev := nextWhere(t, events, func(ev control.Event) bool { return ev.RequestID == ps[0].RequestID }); ev.Type != control.EventPresenceRequested {
+		if ev := vktest.NextEvent(t, events, func(ev control.Event) bool { return ev.RequestID == ps[0].RequestID }); ev.Type != control.EventPresenceRequested {
 			t.Errorf("first event of request %s: %+v", ps[0].RequestID, ev)
 		}
 		if err := k.AnswerPresence(ctx, ps[0].RequestID, approve); err != nil {
@@ -383,7 +343,7 @@ func uvPresenceOverridesPIN(t *testing.T, e *env) {
 		if !approve {
 			wantStatus(t, err, ctap2.ErrOperationDenied)
 		}
-		if ev := nextWhere(t, events, func(ev control.Event) bool { return ev.RequestID == ps[0].RequestID }); ev.Type != control.EventPresenceAnswered || ev.Status != map[bool]string{true: "approved", false: "denied"}[approve] {
+		if ev := vktest.NextEvent(t, events, func(ev control.Event) bool { return ev.RequestID == ps[0].RequestID }); ev.Type != control.EventPresenceAnswered || ev.Status != map[bool]string{true: "approved", false: "denied"}[approve] {
 			t.Errorf("presenceAnswered = %+v", ev)
 		}
 	}
@@ -471,14 +431,14 @@ func TestExportPolicyAndRestart(t *testing.T) {
 	e := start(t, "unix", factory.Options{})
 	ctx := testCtx(t)
 	dir := t.TempDir()
-	ki, err := e.c.AddKey(ctx, control.KeyConfig{Attach: "udp", StateDir: dir})
+	ki, err := e.Client.AddKey(ctx, control.KeyConfig{Attach: "udp", StateDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ki.Ephemeral || ki.ExportAllowed {
 		t.Errorf("persistent key: %+v", ki)
 	}
-	k := e.c.Key(ki.ID)
+	k := e.Client.Key(ki.ID)
 	priv, _ := apitest.ES256Key(t)
 	tr := true
 	_, err = k.AddCredential(ctx, control.CredentialParams{RPID: "a.example", PrivateKey: priv, IsResidentCredential: &tr, UserHandle: []byte("u")})
@@ -496,14 +456,14 @@ func TestExportPolicyAndRestart(t *testing.T) {
 		t.Errorf("Playwright export: %v, want 403", err)
 	}
 	// The same state directory again: the API-made credential is there.
-	if err := e.c.DeleteKey(ctx, ki.ID); err != nil {
+	if err := e.Client.DeleteKey(ctx, ki.ID); err != nil {
 		t.Fatal(err)
 	}
-	ki2, err := e.c.AddKey(ctx, control.KeyConfig{Attach: "udp", StateDir: dir})
+	ki2, err := e.Client.AddKey(ctx, control.KeyConfig{Attach: "udp", StateDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs, err := e.c.Key(ki2.ID).Credentials(ctx)
+	cs, err := e.Client.Key(ki2.ID).Credentials(ctx)
 	if err != nil || len(cs) != 1 || string(cs[0].CredentialID) != string(gen.CredentialID) || cs[0].SignCount != 9 {
 		t.Fatalf("after restart: %+v, %v", cs, err)
 	}
@@ -512,7 +472,7 @@ func TestExportPolicyAndRestart(t *testing.T) {
 		t.Errorf("after restart: %+v, %v", a, err)
 	}
 	// Two keys cannot share a state directory.
-	if _, err := e.c.AddKey(ctx, control.KeyConfig{Attach: "udp", StateDir: dir}); !errors.Is(err, control.ErrConflict) {
+	if _, err := e.Client.AddKey(ctx, control.KeyConfig{Attach: "udp", StateDir: dir}); !errors.Is(err, control.ErrConflict) {
 		t.Errorf("second key on one state dir: %v", err)
 	}
 }
@@ -523,8 +483,8 @@ func TestLargeBlob(t *testing.T) {
 	t.Parallel()
 	e := start(t, "unix", factory.Options{})
 	ctx := testCtx(t)
-	ki, _ := e.c.AddKey(ctx, control.KeyConfig{Attach: "udp"})
-	k := e.c.Key(ki.ID)
+	ki, _ := e.Client.AddKey(ctx, control.KeyConfig{Attach: "udp"})
+	k := e.Client.Key(ki.ID)
 	tr := true
 	blob := []byte("a large blob, stored for the credential")
 	c, err := k.AddCredential(ctx, control.CredentialParams{RPID: "blob.example", IsResidentCredential: &tr, UserHandle: []byte("u"), LargeBlob: blob})
@@ -548,17 +508,17 @@ func TestDeleteKeyInFlight(t *testing.T) {
 	func() {
 		e := start(t, "unix", factory.Options{})
 		ctx := testCtx(t)
-		ki, err := e.c.AddKey(ctx, control.KeyConfig{Attach: "udp", Presence: control.PresenceManual})
+		ki, err := e.Client.AddKey(ctx, control.KeyConfig{Attach: "udp", Presence: control.PresenceManual})
 		if err != nil {
 			t.Fatal(err)
 		}
-		k := e.c.Key(ki.ID)
+		k := e.Client.Key(ki.ID)
 		events, _ := k.Events(ctx)
 		d := dial(t, ki.UDPAddr)
 		res := make(chan error, 1)
 		go func() { _, err := makeCred(ctx, d, "example.com", "carol", true); res <- err }()
 		next(t, events, control.EventPresenceRequested)
-		if err := e.c.DeleteKey(ctx, ki.ID); err != nil {
+		if err := e.Client.DeleteKey(ctx, ki.ID); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -578,10 +538,10 @@ func TestDeleteKeyInFlight(t *testing.T) {
 			}
 		}
 		events.Close()
-		d.conn.Close()
-		e.c.Close()
-		e.hc.CloseIdleConnections()
-		e.stop()
+		d.close()
+		e.Client.Close()
+		e.HC.CloseIdleConnections()
+		e.Stop()
 	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for runtime.NumGoroutine() > before {
@@ -600,7 +560,7 @@ func TestOpenAPIRealKey(t *testing.T) {
 		t.Run(network, func(t *testing.T) {
 			t.Parallel()
 			e := start(t, network, factory.Options{})
-			a := &apitest.API{T: t, HC: e.hc, Base: e.base, Token: e.tok, Doc: apitest.Parse(t)}
+			a := &apitest.API{T: t, HC: e.HC, Base: e.Base, Token: e.Token, Doc: apitest.Parse(t)}
 			a.Exercise(apitest.Options{})
 		})
 	}
@@ -612,8 +572,8 @@ func TestConcurrentAPIAndCTAP(t *testing.T) {
 	t.Parallel()
 	e := start(t, "unix", factory.Options{})
 	ctx := testCtx(t)
-	ki, _ := e.c.AddKey(ctx, control.KeyConfig{Attach: "udp"})
-	k := e.c.Key(ki.ID)
+	ki, _ := e.Client.AddKey(ctx, control.KeyConfig{Attach: "udp"})
+	k := e.Client.Key(ki.ID)
 	events, _ := k.Events(ctx)
 	defer events.Close()
 	d := dial(t, ki.UDPAddr)
@@ -634,7 +594,7 @@ func TestConcurrentAPIAndCTAP(t *testing.T) {
 			k.Credentials(ctx)
 			k.SetOverrides(ctx, control.Overrides{})
 			k.SetUserVerified(ctx, true)
-			e.c.Keys(ctx)
+			e.Client.Keys(ctx)
 		}
 	})
 	wg.Wait()
@@ -647,7 +607,7 @@ func TestCDPOptions(t *testing.T) {
 	ctx := testCtx(t)
 	tr, f := true, false
 	v := "ctap2_1"
-	ki, err := e.c.AddKey(ctx, control.KeyConfig{Attach: "udp", Protocol: "ctap2", CTAP2Version: &v, HasLargeBlob: &tr,
+	ki, err := e.Client.AddKey(ctx, control.KeyConfig{Attach: "udp", Protocol: "ctap2", CTAP2Version: &v, HasLargeBlob: &tr,
 		HasCredBlob: &tr, HasMinPINLength: &tr, HasPRF: &tr, AutomaticPresenceSimulation: &f})
 	if err != nil {
 		t.Fatal(err)
@@ -656,7 +616,7 @@ func TestCDPOptions(t *testing.T) {
 		t.Errorf("CDP options: %+v", ki)
 	}
 	bad := "ctap3"
-	if _, err := e.c.AddKey(ctx, control.KeyConfig{Attach: "udp", CTAP2Version: &bad}); !client.IsStatus(err, 400) {
+	if _, err := e.Client.AddKey(ctx, control.KeyConfig{Attach: "udp", CTAP2Version: &bad}); !client.IsStatus(err, 400) {
 		t.Errorf("ctap2Version ctap3: %v", err)
 	}
 }

@@ -103,6 +103,13 @@ func (t *PINToken) RPID() string { return t.rpID }
 // msg.
 func (t *PINToken) Authenticate(msg []byte) []byte { return t.protocol.Authenticate(t.token, msg) }
 
+// authenticateCDH is the pinUvAuthParam and pinUvAuthProtocol of a
+// makeCredential or getAssertion request with clientDataHash cdh.
+func (t *PINToken) authenticateCDH(cdh []byte) ([]byte, *uint) {
+	v := t.Protocol()
+	return t.Authenticate(cdh), &v
+}
+
 // LogValue implements [slog.LogValuer]: the token is never logged.
 func (*PINToken) LogValue() slog.Value { return slog.StringValue("REDACTED") }
 
@@ -172,6 +179,16 @@ func (d *Device) clientPIN(ctx context.Context, op string, req *clientPINRequest
 	return &resp, nil
 }
 
+// pinQuery sends clientPIN subcommand sub, which takes nothing but the
+// PIN/UV auth protocol.
+func (d *Device) pinQuery(ctx context.Context, op string, sub uint) (*clientPINResponse, error) {
+	p, err := d.pinProtocol(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return d.clientPIN(ctx, op, &clientPINRequest{PinUvAuthProtocol: p.Version(), SubCommand: sub})
+}
+
 // GetPINRetries returns the number of PIN attempts left
 // (getPINRetries) and, if the authenticator says, whether a power cycle is
 // needed before the next attempt (powerCycleState).
@@ -182,11 +199,7 @@ func (d *Device) GetPINRetries(ctx context.Context) (retries int, powerCycle *bo
 }
 
 func (d *Device) getPINRetries(ctx context.Context) (int, *bool, error) {
-	p, err := d.pinProtocol(ctx)
-	if err != nil {
-		return 0, nil, err
-	}
-	resp, err := d.clientPIN(ctx, "getPINRetries", &clientPINRequest{PinUvAuthProtocol: p.Version(), SubCommand: pinGetPINRetries})
+	resp, err := d.pinQuery(ctx, "getPINRetries", pinGetPINRetries)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -201,11 +214,7 @@ func (d *Device) getPINRetries(ctx context.Context) (int, *bool, error) {
 func (d *Device) GetUVRetries(ctx context.Context) (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	p, err := d.pinProtocol(ctx)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := d.clientPIN(ctx, "getUVRetries", &clientPINRequest{PinUvAuthProtocol: p.Version(), SubCommand: pinGetUVRetries})
+	resp, err := d.pinQuery(ctx, "getUVRetries", pinGetUVRetries)
 	if err != nil {
 		return 0, err
 	}
@@ -271,25 +280,12 @@ func (d *Device) encapsulate(ctx context.Context) (ctap2.PINProtocol, map[int]an
 func (d *Device) SetPIN(ctx context.Context, pin string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	padded, err := ctap2.PadPIN(pin)
-	if err != nil {
-		return fmt.Errorf("clientPIN setPIN: %w", err)
-	}
-	p, ka, shared, err := d.encapsulate(ctx)
+	req, shared, err := d.newPINRequest(ctx, "setPIN", pinSetPIN, pin)
 	if err != nil {
 		return err
 	}
-	newPinEnc, err := shared.Encrypt(padded)
-	if err != nil {
-		return err
-	}
-	_, err = d.clientPIN(ctx, "setPIN", &clientPINRequest{
-		PinUvAuthProtocol: p.Version(),
-		SubCommand:        pinSetPIN,
-		KeyAgreement:      ka,
-		NewPinEnc:         newPinEnc,
-		PinUvAuthParam:    shared.Authenticate(newPinEnc),
-	})
+	req.PinUvAuthParam = shared.Authenticate(req.NewPinEnc)
+	_, err = d.clientPIN(ctx, "setPIN", req)
 	d.info = nil // clientPin is now true
 	return err
 }
@@ -299,33 +295,41 @@ func (d *Device) SetPIN(ctx context.Context, pin string) error {
 func (d *Device) ChangePIN(ctx context.Context, oldPIN, newPIN string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	req, shared, err := d.newPINRequest(ctx, "changePIN", pinChangePIN, newPIN)
+	if err != nil {
+		return err
+	}
+	if req.PinHashEnc, err = shared.Encrypt(ctap2.PINHash(oldPIN)); err != nil {
+		return err
+	}
+	req.PinUvAuthParam = shared.Authenticate(append(bytes.Clone(req.NewPinEnc), req.PinHashEnc...))
+	_, err = d.clientPIN(ctx, "changePIN", req)
+	d.info = nil // forcePINChange may have been cleared
+	return d.pinError(ctx, "clientPIN changePIN", err)
+}
+
+// newPINRequest starts the setPIN or changePIN (sub) request that sets
+// newPIN: a fresh key agreement, and newPIN padded and encrypted under its
+// shared secret, which it returns for the pinUvAuthParam.
+func (d *Device) newPINRequest(ctx context.Context, op string, sub uint, newPIN string) (*clientPINRequest, *ctap2.SharedSecret, error) {
 	padded, err := ctap2.PadPIN(newPIN)
 	if err != nil {
-		return fmt.Errorf("clientPIN changePIN: %w", err)
+		return nil, nil, fmt.Errorf("clientPIN %s: %w", op, err)
 	}
 	p, ka, shared, err := d.encapsulate(ctx)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	newPinEnc, err := shared.Encrypt(padded)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	pinHashEnc, err := shared.Encrypt(ctap2.PINHash(oldPIN))
-	if err != nil {
-		return err
-	}
-	msg := append(bytes.Clone(newPinEnc), pinHashEnc...)
-	_, err = d.clientPIN(ctx, "changePIN", &clientPINRequest{
+	return &clientPINRequest{
 		PinUvAuthProtocol: p.Version(),
-		SubCommand:        pinChangePIN,
+		SubCommand:        sub,
 		KeyAgreement:      ka,
 		NewPinEnc:         newPinEnc,
-		PinHashEnc:        pinHashEnc,
-		PinUvAuthParam:    shared.Authenticate(msg),
-	})
-	d.info = nil // forcePINChange may have been cleared
-	return d.pinError(ctx, "clientPIN changePIN", err)
+	}, shared, nil
 }
 
 // GetPINToken gets a pinUvAuthToken with the PIN: with permissions (and,

@@ -84,11 +84,8 @@ func TestPINPolicy(t *testing.T) {
 // at zero the PIN is blocked until reset.
 func TestWrongPIN(t *testing.T) {
 	t.Parallel()
-	k := newTestKey(t)
+	k := newPINKey(t)
 	ctx := testCtx(t)
-	if err := k.dev.SetPIN(ctx, "1234"); err != nil {
-		t.Fatal(err)
-	}
 	wrong := func(want ctap2.StatusCode, retries int) {
 		t.Helper()
 		_, err := k.dev.GetPINToken(ctx, "0000", PermCredentialMgmt, "")
@@ -113,9 +110,7 @@ func TestWrongPIN(t *testing.T) {
 		t.Fatalf("changePIN with a wrong PIN: %v", err)
 	}
 	// The right PIN restores the retries.
-	if _, err := k.dev.GetPINToken(ctx, "1234", PermCredentialMgmt, ""); err != nil {
-		t.Fatal(err)
-	}
+	k.token(t, PermCredentialMgmt, "")
 	if n, _, _ := k.dev.GetPINRetries(ctx); n != 8 {
 		t.Fatalf("retries after the right PIN: %d", n)
 	}

@@ -16,15 +16,6 @@ const (
 	cfgSetMinPINLength             = 0x03
 )
 
-// configRequest is the authenticatorConfig (0x0D) input; SubCommandParams
-// is pre-encoded so that the bytes authenticated are the bytes sent.
-type configRequest struct {
-	SubCommand        uint       `cbor:"1,keyasint"`
-	SubCommandParams  RawMessage `cbor:"2,keyasint,omitempty"`
-	PinUvAuthProtocol uint       `cbor:"3,keyasint,omitempty"`
-	PinUvAuthParam    []byte     `cbor:"4,keyasint,omitempty"`
-}
-
 type setMinPINLengthParams struct {
 	NewMinPINLength   uint     `cbor:"1,keyasint,omitempty"`
 	MinPINLengthRPIDs []string `cbor:"2,keyasint,omitempty"`
@@ -62,23 +53,13 @@ var cfgNames = map[uint]string{
 // do sends one subcommand with pinUvAuthParam =
 // authenticate(token, 32×0xFF ‖ 0x0D ‖ subCommand ‖ subCommandParams).
 func (c *AuthenticatorConfig) do(ctx context.Context, sub uint, params any) error {
-	req := &configRequest{SubCommand: sub}
-	if params != nil {
-		p, err := encode(params)
-		if err != nil {
-			return fmt.Errorf("config %s: encoding: %w", cfgNames[sub], err)
-		}
-		req.SubCommandParams = p
-	}
-	if c.token != nil {
-		msg := append(bytes.Repeat([]byte{0xFF}, 32), ctap2.CmdConfig, byte(sub))
-		msg = append(msg, req.SubCommandParams...)
-		req.PinUvAuthProtocol = c.token.Protocol()
-		req.PinUvAuthParam = c.token.Authenticate(msg)
+	req, err := newSubcommandRequest(sub, params, c.token, append(bytes.Repeat([]byte{0xFF}, 32), ctap2.CmdConfig))
+	if err != nil {
+		return fmt.Errorf("config %s: %w", cfgNames[sub], err)
 	}
 	c.d.mu.Lock()
 	defer c.d.mu.Unlock()
-	err := c.d.call(ctx, "config "+cfgNames[sub], ctap2.CmdConfig, req, nil)
+	err = c.d.call(ctx, "config "+cfgNames[sub], ctap2.CmdConfig, req, nil)
 	c.d.info = nil // the options changed
 	return err
 }

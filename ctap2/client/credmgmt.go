@@ -21,14 +21,34 @@ const (
 	cmUpdateUserInformation     = 0x07
 )
 
-// credMgmtRequest is the authenticatorCredentialManagement (0x0A) input.
+// subcommandRequest is the input of a command with subcommands
+// (authenticatorCredentialManagement 0x0A, authenticatorConfig 0x0D).
 // SubCommandParams is pre-encoded so that exactly the bytes authenticated
 // are the bytes sent.
-type credMgmtRequest struct {
+type subcommandRequest struct {
 	SubCommand        uint       `cbor:"1,keyasint"`
 	SubCommandParams  RawMessage `cbor:"2,keyasint,omitempty"`
 	PinUvAuthProtocol uint       `cbor:"3,keyasint,omitempty"`
 	PinUvAuthParam    []byte     `cbor:"4,keyasint,omitempty"`
+}
+
+// newSubcommandRequest encodes params (none when nil) and, with a token,
+// authenticates prefix ‖ subCommand ‖ subCommandParams.
+func newSubcommandRequest(sub uint, params any, token *PINToken, prefix []byte) (*subcommandRequest, error) {
+	req := &subcommandRequest{SubCommand: sub}
+	if params != nil {
+		p, err := encode(params)
+		if err != nil {
+			return nil, fmt.Errorf("encoding: %w", err)
+		}
+		req.SubCommandParams = p
+	}
+	if token != nil {
+		msg := append(append(prefix, byte(sub)), req.SubCommandParams...)
+		req.PinUvAuthProtocol = token.Protocol()
+		req.PinUvAuthParam = token.Authenticate(msg)
+	}
+	return req, nil
 }
 
 type credMgmtParams struct {
@@ -134,21 +154,20 @@ var cmNames = map[uint]string{
 // pinUvAuthParam = authenticate(token, subCommand ‖ subCommandParams).
 // The caller holds c.d.mu.
 func (c *CredentialManagement) do(ctx context.Context, sub uint, params *credMgmtParams, auth bool) (*credMgmtResponse, error) {
-	req := &credMgmtRequest{SubCommand: sub}
+	var p any // a nil *credMgmtParams is no params
 	if params != nil {
-		p, err := encode(params)
-		if err != nil {
-			return nil, fmt.Errorf("credMgmt %s: encoding: %w", cmNames[sub], err)
-		}
-		req.SubCommandParams = p
+		p = params
 	}
+	var token *PINToken
 	if auth {
-		msg := append([]byte{byte(sub)}, req.SubCommandParams...)
-		req.PinUvAuthProtocol = c.token.Protocol()
-		req.PinUvAuthParam = c.token.Authenticate(msg)
+		token = c.token
+	}
+	req, err := newSubcommandRequest(sub, p, token, nil)
+	if err != nil {
+		return nil, fmt.Errorf("credMgmt %s: %w", cmNames[sub], err)
 	}
 	var resp credMgmtResponse
-	err := c.d.call(ctx, "credMgmt "+cmNames[sub], c.cmd, req, &resp)
+	err = c.d.call(ctx, "credMgmt "+cmNames[sub], c.cmd, req, &resp)
 	if errors.Is(err, errEmptyResponse) {
 		return &credMgmtResponse{}, nil // delete and update answer nothing
 	}
@@ -177,33 +196,44 @@ func (c *CredentialManagement) Metadata(ctx context.Context) (*Metadata, error) 
 // (enumerateRPsBegin, then enumerateRPsGetNextRP for the rest). No
 // credentials at all (NO_CREDENTIALS) is an empty list.
 func (c *CredentialManagement) EnumerateRPs(ctx context.Context) ([]RP, error) {
+	return enumerate(ctx, c, cmEnumerateRPsBegin, cmEnumerateRPsGetNextRP, nil,
+		func(r *credMgmtResponse) (*uint, string) { return r.TotalRPs, "totalRPs" }, rpOf)
+}
+
+// enumerate lists what an enumeration returns: the authenticated begin
+// subcommand (with params), then next for the rest of the total that
+// totalOf (which also names it) reads from the first response; item
+// converts each response. None at all (NO_CREDENTIALS) is an empty list.
+func enumerate[T any](ctx context.Context, c *CredentialManagement, begin, next uint, params *credMgmtParams,
+	totalOf func(*credMgmtResponse) (*uint, string), item func(*credMgmtResponse) (T, error)) ([]T, error) {
 	c.d.mu.Lock()
 	defer c.d.mu.Unlock()
-	resp, err := c.do(ctx, cmEnumerateRPsBegin, nil, true)
+	resp, err := c.do(ctx, begin, params, true)
 	if errors.Is(err, ctap2.ErrNoCredentials) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	if resp.TotalRPs == nil {
-		return nil, errors.New("credMgmt enumerateRPsBegin: response without totalRPs")
+	n, name := totalOf(resp)
+	if n == nil {
+		return nil, fmt.Errorf("credMgmt %s: response without %s", cmNames[begin], name)
 	}
-	total, err := enumTotal(*resp.TotalRPs)
+	total, err := enumTotal(*n)
 	if err != nil {
 		return nil, err
 	}
-	rps := make([]RP, 0, min(total, 64))
+	items := make([]T, 0, min(total, 64))
 	for i := 0; ; i++ {
-		rp, err := rpOf(resp)
+		it, err := item(resp)
 		if err != nil {
 			return nil, err
 		}
-		rps = append(rps, rp)
+		items = append(items, it)
 		if i+1 >= total {
-			return rps, nil
+			return items, nil
 		}
-		if resp, err = c.do(ctx, cmEnumerateRPsGetNextRP, nil, false); err != nil {
+		if resp, err = c.do(ctx, next, nil, false); err != nil {
 			return nil, err
 		}
 	}
@@ -237,44 +267,24 @@ func rpOf(r *credMgmtResponse) (RP, error) {
 // enumerateCredentialsGetNextCredential). None (NO_CREDENTIALS) is an empty
 // list.
 func (c *CredentialManagement) EnumerateCredentials(ctx context.Context, rpIDHash []byte) ([]Credential, error) {
-	c.d.mu.Lock()
-	defer c.d.mu.Unlock()
-	resp, err := c.do(ctx, cmEnumerateCredentialsBegin, &credMgmtParams{RPIDHash: rpIDHash}, true)
-	if errors.Is(err, ctap2.ErrNoCredentials) {
-		return nil, nil
+	return enumerate(ctx, c, cmEnumerateCredentialsBegin, cmEnumerateCredentialsNext, &credMgmtParams{RPIDHash: rpIDHash},
+		func(r *credMgmtResponse) (*uint, string) { return r.TotalCredentials, "totalCredentials" }, credentialOf)
+}
+
+func credentialOf(r *credMgmtResponse) (Credential, error) {
+	if r.User == nil || r.CredentialID == nil {
+		return Credential{}, errors.New("credMgmt: credential without user or credentialID")
 	}
-	if err != nil {
-		return nil, err
+	cr := Credential{
+		ID:           r.CredentialID.ID,
+		User:         *r.User,
+		PublicKey:    r.PublicKey,
+		LargeBlobKey: r.LargeBlobKey,
 	}
-	if resp.TotalCredentials == nil {
-		return nil, errors.New("credMgmt enumerateCredentialsBegin: response without totalCredentials")
+	if r.CredProtect != nil {
+		cr.CredProtect = *r.CredProtect
 	}
-	total, err := enumTotal(*resp.TotalCredentials)
-	if err != nil {
-		return nil, err
-	}
-	creds := make([]Credential, 0, min(total, 64))
-	for i := 0; ; i++ {
-		if resp.User == nil || resp.CredentialID == nil {
-			return nil, errors.New("credMgmt: credential without user or credentialID")
-		}
-		cr := Credential{
-			ID:           resp.CredentialID.ID,
-			User:         *resp.User,
-			PublicKey:    resp.PublicKey,
-			LargeBlobKey: resp.LargeBlobKey,
-		}
-		if resp.CredProtect != nil {
-			cr.CredProtect = *resp.CredProtect
-		}
-		creds = append(creds, cr)
-		if i+1 >= total {
-			return creds, nil
-		}
-		if resp, err = c.do(ctx, cmEnumerateCredentialsNext, nil, false); err != nil {
-			return nil, err
-		}
-	}
+	return cr, nil
 }
 
 // RPIDHash is SHA-256(rpID), the key credentials are enumerated under.

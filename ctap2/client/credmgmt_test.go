@@ -12,21 +12,15 @@ import (
 
 func TestCredentialManagement(t *testing.T) {
 	t.Parallel()
-	k := newTestKey(t)
+	k := newPINKey(t)
 	ctx := testCtx(t)
-	if err := k.dev.SetPIN(ctx, "1234"); err != nil {
-		t.Fatal(err)
-	}
 	// Two users at example.com, one at other.example, one non-resident.
 	ids := map[string][]byte{}
 	for _, c := range []struct {
 		rp, user string
 		rk       bool
 	}{{"example.com", "alice", true}, {"example.com", "bob", true}, {"other.example", "carol", true}, {"example.com", "dave", false}} {
-		tok, err := k.dev.GetPINToken(ctx, "1234", PermMakeCredential, c.rp)
-		if err != nil {
-			t.Fatal(err)
-		}
+		tok := k.token(t, PermMakeCredential, c.rp)
 		att, err := k.dev.MakeCredential(ctx, mcRequest(c.rp, []byte("id-"+c.user), c.user, c.rk), tok)
 		if err != nil {
 			t.Fatal(err)
@@ -34,10 +28,7 @@ func TestCredentialManagement(t *testing.T) {
 		ids[c.user] = att.AuthData.CredentialID
 	}
 
-	tok, err := k.dev.GetPINToken(ctx, "1234", PermCredentialMgmt, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok := k.token(t, PermCredentialMgmt, "")
 	cm, err := k.dev.CredentialManagement(ctx, tok)
 	if err != nil {
 		t.Fatal(err)
@@ -118,10 +109,7 @@ func TestCredentialManagement(t *testing.T) {
 	}
 
 	// A token without the cm permission is refused.
-	mcTok, err := k.dev.GetPINToken(ctx, "1234", PermMakeCredential, "example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
+	mcTok := k.token(t, PermMakeCredential, "example.com")
 	cm2, _ := k.dev.CredentialManagement(ctx, mcTok)
 	if _, err := cm2.Metadata(ctx); !errors.Is(err, ctap2.ErrPINAuthInvalid) {
 		t.Errorf("metadata with an mc token: %v, want PIN_AUTH_INVALID", err)
@@ -130,15 +118,9 @@ func TestCredentialManagement(t *testing.T) {
 
 func TestConfig(t *testing.T) {
 	t.Parallel()
-	k := newTestKey(t)
+	k := newPINKey(t)
 	ctx := testCtx(t)
-	if err := k.dev.SetPIN(ctx, "1234"); err != nil {
-		t.Fatal(err)
-	}
-	tok, err := k.dev.GetPINToken(ctx, "1234", PermAuthenticatorCfg, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	tok := k.token(t, PermAuthenticatorCfg, "")
 	cfg, err := k.dev.AuthenticatorConfig(ctx, tok)
 	if err != nil {
 		t.Fatal(err)

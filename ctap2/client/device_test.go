@@ -60,6 +60,27 @@ func newTestKey(t *testing.T, mod ...func(*ctap2.Config)) *testKey {
 	return &testKey{auth: auth, server: srv, dev: dev}
 }
 
+// newPINKey is a new test key with the PIN 1234 set.
+func newPINKey(t *testing.T) *testKey {
+	t.Helper()
+	k := newTestKey(t)
+	if err := k.dev.SetPIN(testCtx(t), "1234"); err != nil {
+		t.Fatalf("SetPIN: %v", err)
+	}
+	return k
+}
+
+// token is a token with perms (bound to rpID unless empty) from the PIN
+// 1234.
+func (k *testKey) token(t *testing.T, perms Permission, rpID string) *PINToken {
+	t.Helper()
+	tok, err := k.dev.GetPINToken(testCtx(t), "1234", perms, rpID)
+	if err != nil {
+		t.Fatalf("GetPINToken: %v", err)
+	}
+	return tok
+}
+
 func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)

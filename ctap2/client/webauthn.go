@@ -34,9 +34,7 @@ type Attestation struct {
 func (d *Device) MakeCredential(ctx context.Context, req *ctap2.MakeCredentialRequest, token *PINToken) (*Attestation, error) {
 	r := *req
 	if token != nil {
-		r.PinUvAuthParam = token.Authenticate(r.ClientDataHash)
-		v := token.Protocol()
-		r.PinUvAuthProtocol = &v
+		r.PinUvAuthParam, r.PinUvAuthProtocol = token.authenticateCDH(r.ClientDataHash)
 	}
 	var resp makeCredentialResponse
 	d.mu.Lock()
@@ -93,9 +91,7 @@ type Assertion struct {
 func (d *Device) GetAssertion(ctx context.Context, req *ctap2.GetAssertionRequest, token *PINToken) (*Assertion, error) {
 	r := *req
 	if token != nil {
-		r.PinUvAuthParam = token.Authenticate(r.ClientDataHash)
-		v := token.Protocol()
-		r.PinUvAuthProtocol = &v
+		r.PinUvAuthParam, r.PinUvAuthProtocol = token.authenticateCDH(r.ClientDataHash)
 	}
 	return d.assertion(ctx, "getAssertion", ctap2.CmdGetAssertion, &r)
 }

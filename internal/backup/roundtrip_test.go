@@ -201,14 +201,7 @@ func TestRestoreInPlace(t *testing.T) {
 
 	// Afterwards: carol's passkey is deleted.
 	k, d = inprocKey(t, dir)
-	tok, err := d.GetPINToken(ctx, testPIN, client.PermCredentialMgmt, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cm, err := d.CredentialManagement(ctx, tok)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cm := vktest.CredMgmt(t, ctx, d, testPIN)
 	if err := cm.DeleteCredential(ctx, carol.Creds[0].ID); err != nil {
 		t.Fatal(err)
 	}

@@ -2,12 +2,9 @@ package bench_test
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"testing"
 	"time"
-
-	"github.com/fxamacker/cbor/v2"
 
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/hid"
@@ -21,36 +18,12 @@ import (
 // signature over a SHA-256 digest computed beforehand.
 func BenchmarkRawSignES256(b *testing.B) { bench.Loop(b, bench.RawSignOp(b)) }
 
-var encMode = func() cbor.EncMode {
-	em, err := cbor.CTAP2EncOptions().EncMode()
-	if err != nil {
-		panic(err)
-	}
-	return em
-}()
-
-func mustCBOR(b *testing.B, v any) []byte {
-	b.Helper()
-	p, err := encMode.Marshal(v)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return p
-}
-
 // residentCredential makes a resident ES256 credential on example.com
 // through c and returns the getAssertion request (command byte included)
 // that uses it in an allowList.
 func residentCredential(b *testing.B, ctx context.Context, c *hid.Client) []byte {
 	b.Helper()
-	cdh := sha256.Sum256([]byte("bench client data"))
-	mc := append([]byte{ctap2.CmdMakeCredential}, mustCBOR(b, map[int]any{
-		1: cdh[:],
-		2: map[string]any{"id": "example.com", "name": "Example"},
-		3: map[string]any{"id": []byte("bench-user-0001"), "name": "bench"},
-		4: []map[string]any{{"type": "public-key", "alg": -7}},
-		7: map[string]bool{"rk": true},
-	})...)
+	mc := append([]byte{ctap2.CmdMakeCredential}, bench.MustCBOR(b, bench.MakeCredentialParams(true))...)
 	out, err := c.CBOR(ctx, mc)
 	if err != nil {
 		b.Fatal(err)
@@ -58,19 +31,7 @@ func residentCredential(b *testing.B, ctx context.Context, c *hid.Client) []byte
 	if len(out) == 0 || ctap2.StatusCode(out[0]) != ctap2.StatusOK {
 		b.Fatalf("makeCredential: % x", out[:min(len(out), 1)])
 	}
-	var resp ctap2.MakeCredentialResponse
-	if err := cbor.Unmarshal(out[1:], &resp); err != nil {
-		b.Fatal(err)
-	}
-	ad, err := ctap2.ParseAuthData(resp.AuthData)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return append([]byte{ctap2.CmdGetAssertion}, mustCBOR(b, map[int]any{
-		1: "example.com",
-		2: cdh[:],
-		3: []map[string]any{{"type": "public-key", "id": ad.CredentialID}},
-	})...)
+	return append([]byte{ctap2.CmdGetAssertion}, bench.MustCBOR(b, bench.GetAssertionParams(bench.CredentialID(b, out[1:])))...)
 }
 
 func getAssertionOp(b *testing.B, ctx context.Context, c *hid.Client, req []byte) func() {

@@ -63,30 +63,7 @@ func waitControl(t *testing.T, c *client.Client) {
 
 func nextEvent(t *testing.T, es *client.EventStream, typ string) control.Event {
 	t.Helper()
-	ch := make(chan control.Event, 1)
-	errc := make(chan error, 1)
-	go func() {
-		for {
-			ev, err := es.Next()
-			if err != nil {
-				errc <- err
-				return
-			}
-			if ev.Type == typ {
-				ch <- ev
-				return
-			}
-		}
-	}()
-	select {
-	case ev := <-ch:
-		return ev
-	case err := <-errc:
-		t.Fatalf("event stream: %v", err)
-	case <-time.After(15 * time.Second):
-		t.Fatalf("no %s event", typ)
-	}
-	return control.Event{}
+	return vktest.NextEvent(t, es, func(ev control.Event) bool { return ev.Type == typ })
 }
 
 // TestControlAPIWithPythonFIDO2 drives `virtkey run --control` over the

@@ -93,54 +93,51 @@ func TestPINLockoutAcrossRestart(t *testing.T) {
 	if err := d.SetPIN(ctx, prPIN); err != nil {
 		t.Fatalf("setPIN: %v", err)
 	}
+	// restart restarts virtkey, after a SIGKILL if kill, and requires
+	// pinRetries to say want, with no power cycle asked for.
+	restart := func(kill bool, want int) {
+		t.Helper()
+		if kill {
+			k.Kill(t)
+		}
+		k = k.Restart(t)
+		d = k.Client(t)
+		prRetries(t, ctx, d, want, false)
+	}
+	// wrong makes a wrong-PIN attempt per status in want, from retries
+	// left: each is answered with its status and leaves one retry fewer.
+	wrong := func(retries int, want ...ctap2.StatusCode) {
+		t.Helper()
+		for i, st := range want {
+			prAttempt(t, ctx, d, prWrong, st, retries-1-i)
+		}
+	}
 	prRetries(t, ctx, d, 8, false)
-	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 7)
-	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 6)
+	wrong(8, ctap2.ErrPINInvalid, ctap2.ErrPINInvalid)
 
 	// SIGTERM, restart: 6 retries left, and the third wrong PIN in a row is
 	// the first of this power cycle (PIN_INVALID, not PIN_AUTH_BLOCKED).
-	k = k.Restart(t)
-	d = k.Client(t)
-	prRetries(t, ctx, d, 6, false)
-	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 5)
-	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 4)
-	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINAuthBlocked, 3)
+	restart(false, 6)
+	wrong(6, ctap2.ErrPINInvalid, ctap2.ErrPINInvalid, ctap2.ErrPINAuthBlocked)
 	prRetries(t, ctx, d, 3, true)
 	prAttempt(t, ctx, d, prPIN, ctap2.ErrPINAuthBlocked, 3)
 
 	// A restart lifts PIN_AUTH_BLOCKED; the right PIN restores 8.
-	k = k.Restart(t)
-	d = k.Client(t)
-	prRetries(t, ctx, d, 3, false)
+	restart(false, 3)
 	prAttempt(t, ctx, d, prPIN, ctap2.StatusOK, 8)
 
 	// SIGKILL right after a wrong PIN's reply: the decrement is on disk.
-	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 7)
-	k.Kill(t)
-	k = k.Restart(t)
-	d = k.Client(t)
-	prRetries(t, ctx, d, 7, false)
-	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 6)
-	k.Kill(t)
-	k = k.Restart(t)
-	d = k.Client(t)
-	prRetries(t, ctx, d, 6, false)
-	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 5)
-	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 4)
-	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINAuthBlocked, 3)
-	k.Kill(t)
+	wrong(8, ctap2.ErrPINInvalid)
+	restart(true, 7)
+	wrong(7, ctap2.ErrPINInvalid)
+	restart(true, 6)
+	wrong(6, ctap2.ErrPINInvalid, ctap2.ErrPINInvalid, ctap2.ErrPINAuthBlocked)
 
 	// Down to 0 across restarts: PIN_BLOCKED, which no restart lifts.
-	k = k.Restart(t)
-	d = k.Client(t)
-	prRetries(t, ctx, d, 3, false)
-	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 2)
-	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINInvalid, 1)
-	prAttempt(t, ctx, d, prWrong, ctap2.ErrPINBlocked, 0)
+	restart(true, 3)
+	wrong(3, ctap2.ErrPINInvalid, ctap2.ErrPINInvalid, ctap2.ErrPINBlocked)
 	prAttempt(t, ctx, d, prPIN, ctap2.ErrPINBlocked, 0)
-	k = k.Restart(t)
-	d = k.Client(t)
-	prRetries(t, ctx, d, 0, false)
+	restart(false, 0)
 	prAttempt(t, ctx, d, prPIN, ctap2.ErrPINBlocked, 0)
 	if err := d.ChangePIN(ctx, prPIN, "5678"); !errors.Is(err, ctap2.ErrPINBlocked) {
 		t.Errorf("changePIN with a blocked PIN: %v, want PIN_BLOCKED", err)
@@ -165,9 +162,7 @@ func TestPINLockoutAcrossRestart(t *testing.T) {
 		t.Fatalf("setPIN after reset: %v", err)
 	}
 	prRetries(t, ctx, d, 8, false)
-	k = k.Restart(t)
-	d = k.Client(t)
-	prRetries(t, ctx, d, 8, false)
+	restart(false, 8)
 	prAttempt(t, ctx, d, "5678", ctap2.StatusOK, 8)
 }
 
@@ -275,14 +270,7 @@ func TestCredMgmtKillDuringWrite(t *testing.T) {
 			break
 		}
 
-		tok, err := d.GetPINToken(ctx, prPIN, client.PermCredentialMgmt, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		cm, err := d.CredentialManagement(ctx, tok)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cm := vktest.CredMgmt(t, ctx, d, prPIN)
 		var (
 			mu      sync.Mutex
 			acked   int

@@ -14,10 +14,11 @@ import (
 	"github.com/virtkey/virtkey/tpmkeys"
 )
 
-// testSealer is the device sealer of a fresh software key store.
-func testSealer(t *testing.T) *tpmkeys.DeviceSealer {
+// testSealer is the device sealer of the software key store in dir (a
+// new one where dir holds none).
+func testSealer(t *testing.T, dir string) *tpmkeys.DeviceSealer {
 	t.Helper()
-	ks, err := tpmkeys.OpenSoftware(t.TempDir())
+	ks, err := tpmkeys.OpenSoftware(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,14 +46,7 @@ func TestAttestationMigratesPlaintextCA(t *testing.T) {
 		b, _ := os.ReadFile(filepath.Join(src, e.Name()))
 		os.WriteFile(filepath.Join(d, e.Name()), b, 0o600)
 	}
-	ks, err := tpmkeys.OpenSoftware(stateDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sealer, err := ks.DeviceSealer(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	sealer := testSealer(t, stateDir)
 	f := Default()
 	f.StateDir = stateDir
 	// The fixture's certificates carry attca_test.go's AAGUID.

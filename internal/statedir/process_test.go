@@ -145,12 +145,7 @@ func TestRunMigratesTodaysState(t *testing.T) {
 		if n, _, err := d.GetPINRetries(ctx); err != nil || n != 7+round {
 			t.Fatalf("round %d: retries %d, %v; want %d", round, n, err, 7+round)
 		}
-		tok, err := d.GetPINToken(ctx, testPIN, client.PermCredentialMgmt, "")
-		if err != nil {
-			t.Fatalf("round %d: the fixture's PIN: %v", round, err)
-		}
-		cm, err := d.CredentialManagement(ctx, tok)
-		must(t, err)
+		cm := vktest.CredMgmt(t, ctx, d, testPIN)
 		creds, err := cm.EnumerateCredentials(ctx, client.RPIDHash("example.com"))
 		if err != nil || len(creds) != 1 || !bytes.Equal(creds[0].ID, want) || creds[0].User.Name != "alice" {
 			t.Fatalf("round %d: credentials %+v, %v", round, creds, err)

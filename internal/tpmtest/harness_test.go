@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -176,6 +177,17 @@ func tpmArgs(tpm string, extra ...string) []string {
 }
 
 // startKey runs virtkey with the TPM key store (see vktest.Start).
+// swtpmTest sets up a test of virtkey on swtpm: it needs swtpm and the
+// virtkey binary, and starts a swtpm in a new directory tmp. state is
+// tmp/state, not yet created.
+func swtpmTest(t *testing.T) (tmp string, sw *swtpm, state string) {
+	t.Helper()
+	needSwtpm(t)
+	vktest.Binary(t)
+	tmp = t.TempDir()
+	return tmp, startSwtpm(t, filepath.Join(tmp, "swtpm")), filepath.Join(tmp, "state")
+}
+
 func startKey(t testing.TB, stateDir, tpm string, extra ...string) *vktest.Key {
 	t.Helper()
 	return vktest.Start(t, stateDir, tpmArgs(tpm, extra...)...)

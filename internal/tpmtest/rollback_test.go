@@ -18,11 +18,7 @@ import (
 // store cannot notice — is refused, and accepted only with
 // --accept-rollback.
 func TestTPMRollbackRefused(t *testing.T) {
-	needSwtpm(t)
-	vktest.Binary(t)
-	tmp := t.TempDir()
-	sw := startSwtpm(t, filepath.Join(tmp, "swtpm"))
-	state := filepath.Join(tmp, "state")
+	tmp, sw, state := swtpmTest(t)
 	ctx := context.Background()
 
 	k := startKey(t, state, sw.Addr())

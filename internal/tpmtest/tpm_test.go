@@ -33,11 +33,7 @@ import (
 // virtkey and after restarting the TPM; refused, in plain words, on another
 // TPM; and never present in the state directory.
 func TestTPMKeystore(t *testing.T) {
-	needSwtpm(t)
-	vktest.Binary(t)
-	tmp := t.TempDir()
-	tpmA := startSwtpm(t, filepath.Join(tmp, "swtpm-a"))
-	state := filepath.Join(tmp, "state")
+	tmp, tpmA, state := swtpmTest(t)
 	rp := rptest.New(t, rpID, rpOrigin)
 	alice := &rptest.User{ID: []byte("alice-user-handle"), Name: "alice"}
 
@@ -149,11 +145,7 @@ func TestTPMKeystore(t *testing.T) {
 // TestTPMEdDSAWrapped: --keystore tpm+eddsa lists EdDSA in getInfo and
 // makes EdDSA credentials, wrapped under the TPM-sealed master key.
 func TestTPMEdDSAWrapped(t *testing.T) {
-	needSwtpm(t)
-	vktest.Binary(t)
-	tmp := t.TempDir()
-	tpm := startSwtpm(t, filepath.Join(tmp, "swtpm"))
-	state := filepath.Join(tmp, "state")
+	_, tpm, state := swtpmTest(t)
 	k := startKey(t, state, tpm.Addr(), "--keystore", "tpm+eddsa")
 	d := k.Client(t)
 	info, err := d.GetInfo(context.Background())

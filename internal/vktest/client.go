@@ -82,3 +82,18 @@ func ServeUDP(t testing.TB, configure func(*ctap2.Config)) string {
 	t.Cleanup(func() { cancel(); conn.Close(); <-done; k.Close() })
 	return conn.Addr().String()
 }
+
+// CredMgmt opens credential management on d with a PIN token of pin
+// (permission cm), failing t on an error.
+func CredMgmt(t testing.TB, ctx context.Context, d *client.Device, pin string) *client.CredentialManagement {
+	t.Helper()
+	tok, err := d.GetPINToken(ctx, pin, client.PermCredentialMgmt, "")
+	if err != nil {
+		t.Fatalf("PIN token for credential management: %v", err)
+	}
+	cm, err := d.CredentialManagement(ctx, tok)
+	if err != nil {
+		t.Fatalf("credential management: %v", err)
+	}
+	return cm
+}

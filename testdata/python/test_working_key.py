@@ -31,6 +31,7 @@ from vkutil import (
     ctap_error,
     descriptor,
     make_cred,
+    make_creds,
     new_cdh,
     params,
     user,
@@ -97,8 +98,7 @@ def test_get_info_raw_is_canonical(dev):
 def test_make_credential_resident_three_users(empty_ctap):
     ctap = empty_ctap
     rem0 = ctap.info.remaining_disc_creds
-    alice = make_cred(ctap, RP1, user("alice"))
-    bob = make_cred(ctap, RP1, user("bob"))
+    alice, bob = make_creds(ctap, RP1, "alice", "bob")
     carol = make_cred(ctap, RP2, user("carol"))
     ids = {alice["id"], bob["id"], carol["id"]}
     assert len(ids) == 3, "credential IDs must be unique"
@@ -252,8 +252,7 @@ def test_get_assertion_up_false(ctap):
 
 def test_discoverable_two_accounts(empty_ctap):
     ctap = empty_ctap
-    alice = make_cred(ctap, RP1, user("alice"))
-    bob = make_cred(ctap, RP1, user("bob"))  # newest
+    alice, bob = make_creds(ctap, RP1, "alice", "bob")  # bob is the newest
     make_cred(ctap, RP2, user("zed"))  # another RP: must not show up
 
     cdh = new_cdh()
@@ -276,9 +275,7 @@ def test_discoverable_two_accounts(empty_ctap):
 
 def test_get_assertions_helper(empty_ctap):
     ctap = empty_ctap
-    make_cred(ctap, RP1, user("alice"))
-    make_cred(ctap, RP1, user("bob"))
-    make_cred(ctap, RP1, user("carl"))
+    make_creds(ctap, RP1, "alice", "bob", "carl")
     cdh = new_cdh()
     resps = ctap.get_assertions(RP1["id"], cdh)
     names = [r.user["id"] for r in resps]
@@ -292,8 +289,7 @@ def test_get_next_assertion_without_get_assertion(empty_ctap):
 
 def test_get_next_assertion_after_other_command(empty_ctap):
     ctap = empty_ctap
-    make_cred(ctap, RP1, user("alice"))
-    make_cred(ctap, RP1, user("bob"))
+    make_creds(ctap, RP1, "alice", "bob")
     first = ctap.get_assertion(RP1["id"], new_cdh())
     assert first.number_of_credentials == 2
     ctap.get_info()  # any other command ends the getAssertion sequence
@@ -334,8 +330,7 @@ def test_counters_strictly_increase(ctap):
 
 def test_magic_reboot_power_cycle(empty_ctap, addr, open_dev):
     ctap = empty_ctap
-    alice = make_cred(ctap, RP1, user("alice"))
-    bob = make_cred(ctap, RP1, user("bob"))
+    alice, bob = make_creds(ctap, RP1, "alice", "bob")
     cdh = new_cdh()
     resp = ctap.get_assertion(RP1["id"], cdh, [descriptor(alice["id"])])
     last_alice = check_assertion(resp, cdh, RP1, alice)

@@ -148,6 +148,11 @@ def make_cred(ctap, rp=RP1, usr=None, rk=True, algs=(ES256,), exclude=None, info
     }
 
 
+def make_creds(ctap, rp, *names):
+    """make_cred of a discoverable credential at rp for each user name, in order."""
+    return [make_cred(ctap, rp, user(name)) for name in names]
+
+
 def check_assertion(resp, cdh, rp, cred=None, up=True):
     """Checks a getAssertion/getNextAssertion response; verifies the signature."""
     ad = resp.auth_data
