@@ -3,7 +3,6 @@ package bench_test
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"os"
@@ -132,14 +131,9 @@ func roundTrip(b *testing.B, c *hid.Client, req []byte) []byte {
 // makeCredentialRequest is a resident ES256 makeCredential for a new user
 // (n numbers it; every request has the same length).
 func makeCredentialRequest(b *testing.B, n int) []byte {
-	cdh := sha256.Sum256([]byte("bench client data"))
-	return append([]byte{ctap2.CmdMakeCredential}, mustCBOR(b, map[int]any{
-		1: cdh[:],
-		2: map[string]any{"id": "example.com", "name": "Example"},
-		3: map[string]any{"id": fmt.Appendf(nil, "bench-user-%08d", n), "name": "bench"},
-		4: []map[string]any{{"type": "public-key", "alg": -7}},
-		7: map[string]bool{"rk": true},
-	})...)
+	p := bench.MakeCredentialParams(true)
+	p[3] = map[string]any{"id": fmt.Appendf(nil, "bench-user-%08d", n), "name": "bench", "displayName": "Bench User"}
+	return append([]byte{ctap2.CmdMakeCredential}, bench.MustCBOR(b, p)...)
 }
 
 // udpFloorSetup starts the real key and the floor (answering with the
