@@ -151,3 +151,45 @@ func TestOneRecordPerCall(t *testing.T) {
 		}
 	}
 }
+
+// spaceStore is a memStore that reports how many more credentials fit.
+type spaceStore struct {
+	*memStore
+	free int
+}
+
+func (s *spaceStore) RemainingCredentials() (int, error) { return s.free, nil }
+
+// TestNoResidentLimit: with MaxResidentCredentials = NoResidentLimit the
+// store's free space is the only limit: getInfo's
+// remainingDiscoverableCredentials and getCredsMetadata report it,
+// registrations go past the default 256, and KEY_STORE_FULL comes when no
+// space is left. A store that cannot tell leaves remainingDiscoverable-
+// Credentials out (unknown).
+func TestNoResidentLimit(t *testing.T) {
+	t.Parallel()
+	ss := &spaceStore{free: 1000}
+	tk := newTestKey(t, func(c *Config) {
+		ss.memStore = c.Store.(*memStore)
+		c.Store = ss
+		c.MaxResidentCredentials = NoResidentLimit
+	})
+	for i := range DefaultMaxResident + 5 {
+		tk.makeCred(t, mcParams("a.example", fmt.Appendf(nil, "user-%d", i), "u", true))
+	}
+	info, err := tk.Info()
+	if err != nil || info.RemainingDiscoverableCredentials == nil || *info.RemainingDiscoverableCredentials != 1000 {
+		t.Fatalf("getInfo remaining %v, %v; want 1000 (the store's estimate)", info.RemainingDiscoverableCredentials, err)
+	}
+	ss.free = 0
+	if st, _ := tk.call(t, CmdMakeCredential, mcParams("a.example", []byte("one-more"), "u", true)); st != ErrKeyStoreFull {
+		t.Errorf("makeCredential with no space left: %v, want KEY_STORE_FULL", st)
+	}
+	// The same user's replacement needs no new room.
+	tk.makeCred(t, mcParams("a.example", []byte("user-3"), "u", true))
+
+	plain := newTestKey(t, func(c *Config) { c.MaxResidentCredentials = NoResidentLimit })
+	if info, _ := plain.Info(); info.RemainingDiscoverableCredentials != nil {
+		t.Errorf("remaining %d from a store that cannot tell, want it left out", *info.RemainingDiscoverableCredentials)
+	}
+}

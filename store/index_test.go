@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/tpmkeys"
 )
@@ -333,4 +335,19 @@ func softKeysFrom(t testing.TB, master []byte) *tpmkeys.Software {
 	k, err := tpmkeys.NewSoftware(master)
 	must(t, err)
 	return k
+}
+
+// TestRemainingCredentials: the estimate is the file system's available
+// space less the reserve over BytesPerCredential.
+func TestRemainingCredentials(t *testing.T) {
+	t.Parallel()
+	d, path := openTemp(t)
+	n, err := d.RemainingCredentials()
+	must(t, err)
+	var st unix.Statfs_t
+	must(t, unix.Statfs(filepath.Dir(path), &st))
+	free := int64(st.Bavail) * int64(st.Bsize)
+	if want := (free - SpaceReserve) / BytesPerCredential; want > 0 && (int64(n) > want || int64(n) < want-1024) {
+		t.Errorf("RemainingCredentials = %d, want about %d", n, want)
+	}
 }
