@@ -292,30 +292,30 @@ func (s *soak) device(ctx context.Context) (*dev, error) {
 	return nil, errors.New("CTAPHID INIT kept failing")
 }
 
-// allowedErr reports whether err is one a crowd of clients may see: the
-// channel busy, a timeout, a cancelled request, a token replaced by
-// another client's or dropped by a power cycle, a getNextAssertion or
-// enumeration state another command ended, a channel a power cycle
-// dropped.
-func allowedErr(err error) bool {
-	switch {
-	case errors.Is(err, hid.ErrChannelBusy), errors.Is(err, hid.ErrInvalidChannel), errors.Is(err, hid.ErrMsgTimeout),
-		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
-		errors.Is(err, ctap2.ErrKeepaliveCancel), errors.Is(err, ctap2.ErrPINAuthInvalid),
-		errors.Is(err, ctap2.ErrNotAllowed), errors.Is(err, ctap2.ErrPUATRequired):
-		return true
-	}
-	return false
+// allowed are the errors a crowd of clients may see: the channel busy, a
+// timeout, a cancelled request, a token replaced by another client's or
+// dropped by a power cycle, a getNextAssertion or enumeration state
+// another command ended, a channel a power cycle dropped — and the right
+// PIN answered PIN_INVALID (then PIN_AUTH_BLOCKED after three): a client
+// encrypts its PIN for the key-agreement key it fetched, which a power
+// cycle or another client's mismatch replaces before its request arrives
+// (CTAP 2.1 §6.5.5.7 regenerates it after every mismatch). PIN_BLOCKED
+// (no retries left) is not allowed: every right PIN resets the count.
+var allowed = []error{
+	hid.ErrChannelBusy, hid.ErrInvalidChannel, hid.ErrMsgTimeout, context.DeadlineExceeded, context.Canceled,
+	ctap2.ErrKeepaliveCancel, ctap2.ErrPINAuthInvalid, ctap2.ErrNotAllowed, ctap2.ErrPUATRequired,
+	ctap2.ErrPINInvalid, ctap2.ErrPINAuthBlocked,
 }
 
+func allowedErr(err error) bool { return allowedName(err) != "" }
+
 func allowedName(err error) string {
-	for _, e := range []error{hid.ErrChannelBusy, hid.ErrInvalidChannel, hid.ErrMsgTimeout, context.DeadlineExceeded,
-		context.Canceled, ctap2.ErrKeepaliveCancel, ctap2.ErrPINAuthInvalid, ctap2.ErrNotAllowed, ctap2.ErrPUATRequired} {
+	for _, e := range allowed {
 		if errors.Is(err, e) {
 			return e.Error()
 		}
 	}
-	return "?"
+	return ""
 }
 
 // client runs mixed commands until ctx ends.
