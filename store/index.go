@@ -520,7 +520,7 @@ func (d *DB) indexed(creds vbucket, ck []byte) (*entry, error) {
 // first), leaving out hidden ones (see [Indexer]) unless withHidden. record
 // is nil when there is no more; pass next to the following call. Each call
 // is one or two B+tree seeks and opens one record.
-func (d *DB) NextCredentialOfRP(rpIDHash, cursor []byte, withHidden bool) (record, next_ []byte, err error) {
+func (d *DB) NextCredentialOfRP(rpIDHash, cursor []byte, withHidden bool) (record, nextCursor []byte, err error) {
 	if cursor != nil && len(cursor) != cursorSize {
 		return nil, nil, fmt.Errorf("store: cursor of %d bytes", len(cursor))
 	}
@@ -552,7 +552,7 @@ func (d *DB) NextCredentialOfRP(rpIDHash, cursor []byte, withHidden bool) (recor
 				if !bytes.Equal(e.rpIDHash, rpIDHash) {
 					return d.inconsistent(fmt.Sprintf("index entry %x points to another RP's credential", k))
 				}
-				record, next_ = bytes.Clone(e.record), bytes.Clone(k[len(prefix):])
+				record, nextCursor = bytes.Clone(e.record), bytes.Clone(k[len(prefix):])
 				return nil
 			}
 			from = after(k)
@@ -561,7 +561,7 @@ func (d *DB) NextCredentialOfRP(rpIDHash, cursor []byte, withHidden bool) (recor
 	if err != nil {
 		return nil, nil, wrap("store", err)
 	}
-	return record, next_, nil
+	return record, nextCursor, nil
 }
 
 // CountOfRP returns the number of rpIDHash's credentials, and of those
@@ -589,7 +589,7 @@ func (d *DB) CountOfRP(rpIDHash []byte) (all, visible int, err error) {
 // bound store keys by HMAC: no order a user would recognise). record is
 // nil when there is no more; pass next to the following call. Each call is
 // a few B+tree seeks.
-func (d *DB) NextRP(cursor []byte) (record, next_ []byte, err error) {
+func (d *DB) NextRP(cursor []byte) (record, nextCursor []byte, err error) {
 	if cursor != nil && len(cursor) != shortKey {
 		return nil, nil, fmt.Errorf("store: RP cursor of %d bytes", len(cursor))
 	}
@@ -604,18 +604,18 @@ func (d *DB) NextRP(cursor []byte) (record, next_ []byte, err error) {
 		if err != nil || e == nil {
 			return err
 		}
-		record, next_ = bytes.Clone(e.record), next
+		record, nextCursor = bytes.Clone(e.record), next
 		return nil
 	})
 	if err != nil {
 		return nil, nil, wrap("store", err)
 	}
-	return record, next_, nil
+	return record, nextCursor, nil
 }
 
 // nextRP finds the newest credential of the RP after cursor (nil: the
 // first RP); nil when there is none.
-func (d *DB) nextRP(index, creds vbucket, cursor []byte) (e *entry, next_ []byte, err error) {
+func (d *DB) nextRP(index, creds vbucket, cursor []byte) (e *entry, nextCursor []byte, err error) {
 	var from []byte // First
 	if cursor != nil {
 		from = cat(cursor, []byte{0xFF})
