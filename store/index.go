@@ -518,8 +518,8 @@ func (d *DB) indexed(creds vbucket, ck []byte) (*entry, error) {
 // NextCredentialOfRP returns the record of rpIDHash's next credential in
 // list order — newest first — after the one cursor names (nil: the
 // first), leaving out hidden ones (see [Indexer]) unless withHidden. record
-// is nil when there is no more; pass next to the following call. Each call
-// is one or two B+tree seeks and opens one record.
+// is nil when there is no more; pass nextCursor to the following call.
+// Each call is one or two B+tree seeks and opens one record.
 func (d *DB) NextCredentialOfRP(rpIDHash, cursor []byte, withHidden bool) (record, nextCursor []byte, err error) {
 	if cursor != nil && len(cursor) != cursorSize {
 		return nil, nil, fmt.Errorf("store: cursor of %d bytes", len(cursor))
@@ -587,8 +587,8 @@ func (d *DB) CountOfRP(rpIDHash []byte) (all, visible int, err error) {
 // NextRP returns the newest credential's record of the RP that follows
 // the one cursor names (nil: the first RP), in the index's order (which a
 // bound store keys by HMAC: no order a user would recognise). record is
-// nil when there is no more; pass next to the following call. Each call is
-// a few B+tree seeks.
+// nil when there is no more; pass nextCursor to the following call. Each
+// call is a few B+tree seeks.
 func (d *DB) NextRP(cursor []byte) (record, nextCursor []byte, err error) {
 	if cursor != nil && len(cursor) != shortKey {
 		return nil, nil, fmt.Errorf("store: RP cursor of %d bytes", len(cursor))
