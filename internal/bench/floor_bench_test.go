@@ -53,9 +53,11 @@ func serveChild(serve func(ctx context.Context) error) int {
 }
 
 // serveKey serves an in-process key on VIRTKEY_BENCH_DIR over hid/udp, as
-// virtkey run does.
+// virtkey run does (with --max-resident 0).
 func serveKey(ctx context.Context) error {
-	k, err := inproc.New(inproc.Options{Dir: os.Getenv("VIRTKEY_BENCH_DIR")})
+	// No limit: the makeCredential benchmarks register a new user each call.
+	k, err := inproc.New(inproc.Options{Dir: os.Getenv("VIRTKEY_BENCH_DIR"),
+		Configure: func(c *ctap2.Config) { c.MaxResidentCredentials = ctap2.NoResidentLimit }})
 	if err != nil {
 		return err
 	}
