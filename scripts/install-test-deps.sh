@@ -44,6 +44,14 @@ DEBIAN_PACKAGES=(
 	# UDP shim (testdata/libfido2-shim), compiled by gcc (above) against
 	# fido.h from libfido2-dev (docs/testing.md).
 	libfido2-dev
+	# cmd/virtkey docs_test.go: the man page is checked with groff -ww, the
+	# completion scripts run in zsh and fish (bash is always there).
+	groff-base
+	zsh
+	fish
+	# internal/vmtest package group: the guest installs virtkey's .deb and
+	# starts the host's systemd-udevd so that the packaged udev rule applies.
+	udev
 )
 
 log() { printf 'install-test-deps: %s\n' "$*"; }
