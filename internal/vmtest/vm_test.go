@@ -28,6 +28,9 @@ type group struct {
 	timeout  time.Duration
 	needs    []string // host programs the guest runs
 	tpm      bool     // attach a fresh swtpm as the guest's TPM 2.0
+	// prepare, when set, builds what the group needs into the shared
+	// folder before it boots (the package group's .deb).
+	prepare func(ctx context.Context, root, share string) error
 }
 
 var groups = []group{
@@ -43,6 +46,13 @@ var groups = []group{
 		// Boot.Machine gives it one vCPU when it boots the PVH vmlinux.
 		name: "tpm", script: "tpm.sh", memoryMB: 1024, cpus: 2, timeout: 5 * time.Minute, tpm: true,
 		needs: []string{"fido2-token", "fido2-cred", "fido2-assert", "setsid"},
+	},
+	{
+		// The .deb installed with dpkg -i, used by a non-root member of
+		// the group virtkey once the guest's udev applied its rule.
+		name: "package", script: "package.sh", memoryMB: 1024, cpus: 2, timeout: 12 * time.Minute,
+		needs:   []string{"dpkg", "udevadm", "useradd", "setpriv", "setsid", "pgrep", "man", "fido2-token", "fido2-cred", "fido2-assert"},
+		prepare: buildDeb,
 	},
 }
 
@@ -130,6 +140,11 @@ func TestVM(t *testing.T) {
 			for _, p := range g.needs {
 				if _, err := exec.LookPath(p); err != nil {
 					skipOrFail(t, "the guest runs the host's %s, which is missing", p)
+				}
+			}
+			if g.prepare != nil {
+				if err := g.prepare(ctx, root, share); err != nil {
+					t.Fatalf("preparing the %s group: %v", g.name, err)
 				}
 			}
 			b := &Boot{
