@@ -166,9 +166,10 @@ func (d *Doc) bash(w io.Writer) error {
 			local values
 			values=$(%[1]s_values "$path" "--$n")
 			if [[ -n $values ]]; then
-				mapfile -t COMPREPLY < <(compgen -W "$values" -- "$cur")
+				COMPREPLY=($(compgen -W "$values" -- "$cur"))
 			else
-				mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+				local IFS=$'\n' # file names may hold spaces
+				COMPREPLY=($(compgen -f -- "$cur"))
 			fi
 			return 0
 		fi
@@ -176,7 +177,7 @@ func (d *Doc) bash(w io.Writer) error {
 	if [[ $cur == -* ]]; then
 		local flags
 		flags=$(%[1]s_flags "$path")
-		mapfile -t COMPREPLY < <(compgen -W "${flags//=/}" -- "$cur")
+		COMPREPLY=($(compgen -W "${flags//=/}" -- "$cur"))
 		return 0
 	fi
 	local subs
@@ -184,7 +185,7 @@ func (d *Doc) bash(w io.Writer) error {
 	if [[ -z $subs ]]; then
 		subs=$(%[1]s_args "$path")
 	fi
-	mapfile -t COMPREPLY < <(compgen -W "$subs" -- "$cur")
+	COMPREPLY=($(compgen -W "$subs" -- "$cur"))
 	return 0
 }
 complete -F %[1]s %[2]s

@@ -17,6 +17,9 @@ STATE=$UHOME/state
 RP=package.vktest.example
 VKBIN=/usr/bin/virtkey
 UDEVD=/lib/systemd/systemd-udevd
+# The guest's root is a chroot (testdata/vm/init): without this udevadm
+# ignores trigger and settle ("Running in chroot, ignoring request").
+export SYSTEMD_IGNORE_CHROOT=1
 
 # as_user CMD...: run CMD as $USR with its groups (virtkey), as a login
 # would give them.
@@ -26,6 +29,30 @@ as_user() {
 }
 
 deb() { ls /vkshare/dist/virtkey_*.deb 2>/dev/null | head -n 1; }
+
+# dpkg_logged ARGS...: dpkg, its output lines stamped with the seconds
+# since it started (dpkg reads its database of the host's packages over
+# 9p, and the man-db trigger runs: both are slow under TCG).
+dpkg_logged() {
+	echo "+ dpkg $*"
+	_t0=$(now_ms)
+	dpkg "$@" >"$WORK/dpkg.out" 2>&1 &
+	_p=$!
+	_seen=0
+	while kill -0 $_p 2>/dev/null; do
+		sleep 1
+		_n=$(wc -l <"$WORK/dpkg.out")
+		if [ "$_n" -gt "$_seen" ]; then
+			sed -n "$((_seen + 1)),${_n}p" "$WORK/dpkg.out" | sed "s/^/[$(($(now_ms) - _t0)) ms] /"
+			_seen=$_n
+		fi
+	done
+	wait $_p
+	_rc=$?
+	sed -n "$((_seen + 1)),\$p" "$WORK/dpkg.out" | sed "s/^/[$(($(now_ms) - _t0)) ms] /"
+	echo "dpkg exit $_rc after $(($(now_ms) - _t0)) ms"
+	return $_rc
+}
 
 # node_perm FILE: "user:group mode" of a device node.
 node_perm() { stat -c '%U:%G %a' "$1"; }
@@ -42,9 +69,8 @@ sc_install() {
 	getent group virtkey && die "the group virtkey exists before the installation"
 	before=$(node_perm /dev/uhid)
 	t0=$(now_ms)
-	out=$(run dpkg -i "$pkg" 2>&1) || die "dpkg -i failed: $out"
+	dpkg_logged -i "$pkg" || die "dpkg -i failed (above)"
 	ms=$(($(now_ms) - t0))
-	echo "$out"
 	[ "$(dpkg-query -W -f='${Status}' virtkey)" = "install ok installed" ] ||
 		die "dpkg says: $(dpkg-query -W -f='${Status}' virtkey)"
 	gid=$(getent group virtkey | cut -d: -f3)
@@ -108,8 +134,7 @@ sc_udev() {
 	[ "$perm" = "root:virtkey 660" ] || die "/dev/uhid is $perm after udev, want root:virtkey 660"
 	# Reinstalling with udev running takes postinst's other branch: it
 	# reloads the rules.
-	out=$(run dpkg -i "$(deb)" 2>&1) || die "dpkg -i (udev running) failed: $out"
-	echo "$out"
+	dpkg_logged -i "$(deb)" || die "dpkg -i (udev running) failed (above)"
 	detail "systemd-udevd up, trigger+settle in $(($(now_ms) - t0)) ms: /dev/uhid $perm; reinstall with udev running: ok"
 }
 
@@ -202,8 +227,7 @@ COMP_WORDS=(virtkey cr); COMP_CWORD=1; _virtkey; echo "${COMPREPLY[*]}"') || die
 sc_remove() {
 	vk_stop TERM || die "virtkey did not stop on SIGTERM"
 	"$HT" find -gone -timeout 10s || die "a stale hidraw node after SIGTERM"
-	out=$(run dpkg --purge virtkey 2>&1) || die "dpkg --purge failed: $out"
-	echo "$out"
+	dpkg_logged --purge virtkey || die "dpkg --purge failed (above)"
 	[ -e $VKBIN ] && die "$VKBIN is still there"
 	[ -e /usr/lib/udev/rules.d/70-virtkey-uhid.rules ] && die "the udev rule is still there"
 	getent group virtkey >/dev/null || die "the group virtkey went with the package"
@@ -214,15 +238,15 @@ sc_remove() {
 }
 
 main() {
-	scenario install 180
+	scenario install 420
 	scenario user 60
-	scenario udev 180
+	scenario udev 300
 	scenario virtkey-start 60
 	scenario fido2-token 45
 	scenario fido2-cred 90
 	scenario virtkey-cli 60
 	scenario man-completion 90
-	scenario remove 120
+	scenario remove 300
 }
 
 dispatch "$@"
