@@ -79,36 +79,40 @@ func (d *Doc) header(w io.Writer, shell string) {
 // zsh).
 func (d *Doc) shTables(w io.Writer, set func(words []string) string) {
 	fn := "_" + d.Name
-	fmt.Fprintf(w, "\n# %s_subs PATH: the subcommands of the command path PATH.\n%s_subs() {\n\tcase $1 in\n", fn, fn)
-	for _, p := range d.prefixes() {
-		if subs := d.subcommands(p); len(subs) > 0 {
-			fmt.Fprintf(w, "\t%s) %s ;;\n", shQuote(strings.Join(p, " ")), set(subs))
+	byPath := func(words func(p []string) []string) []tableRow {
+		var rows []tableRow
+		for _, p := range d.prefixes() {
+			rows = append(rows, tableRow{strings.Join(p, " "), words(p)})
 		}
+		return rows
 	}
-	fmt.Fprintf(w, "\t*) %s ;;\n\tesac\n}\n", set(nil))
-
-	fmt.Fprintf(w, "\n# %s_flags PATH: its flags; those that take a value end in \"=\".\n%s_flags() {\n\tcase $1 in\n", fn, fn)
-	for _, p := range d.prefixes() {
-		if flags := d.flagWords(p); len(flags) > 0 {
-			fmt.Fprintf(w, "\t%s) %s ;;\n", shQuote(strings.Join(p, " ")), set(flags))
-		}
-	}
-	fmt.Fprintf(w, "\t*) %s ;;\n\tesac\n}\n", set(nil))
-
-	fmt.Fprintf(w, "\n# %s_values PATH FLAG: the values FLAG accepts, when a fixed set.\n%s_values() {\n\tcase \"$1 $2\" in\n", fn, fn)
+	var values []tableRow
 	for _, p := range d.prefixes() {
 		for _, f := range d.flagsAt(p) {
 			if len(f.Values) > 0 && !f.Bool {
-				fmt.Fprintf(w, "\t%s) %s ;;\n", shQuote(strings.Join(p, " ")+" --"+f.Name), set(f.Values))
+				values = append(values, tableRow{strings.Join(p, " ") + " --" + f.Name, f.Values})
 			}
 		}
 	}
-	fmt.Fprintf(w, "\t*) %s ;;\n\tesac\n}\n", set(nil))
+	shTable(w, fn+"_subs", "PATH: the subcommands of the command path PATH.", "$1", byPath(d.subcommands), set)
+	shTable(w, fn+"_flags", "PATH: its flags; those that take a value end in \"=\".", "$1", byPath(d.flagWords), set)
+	shTable(w, fn+"_values", "PATH FLAG: the values FLAG accepts, when a fixed set.", "\"$1 $2\"", values, set)
+	shTable(w, fn+"_args", "PATH: the words its argument may be.", "$1", byPath(d.argsAt), set)
+}
 
-	fmt.Fprintf(w, "\n# %s_args PATH: the words its argument may be.\n%s_args() {\n\tcase $1 in\n", fn, fn)
-	for _, p := range d.prefixes() {
-		if args := d.argsAt(p); len(args) > 0 {
-			fmt.Fprintf(w, "\t%s) %s ;;\n", shQuote(strings.Join(p, " ")), set(args))
+// tableRow is one case of a generated shell function: a key and its words.
+type tableRow struct {
+	key   string
+	words []string
+}
+
+// shTable writes a bash/zsh function that hands back, through set, the
+// words of the row whose key its subject matches (none for the others).
+func shTable(w io.Writer, name, doc, subject string, rows []tableRow, set func(words []string) string) {
+	fmt.Fprintf(w, "\n# %s %s\n%s() {\n\tcase %s in\n", name, doc, name, subject)
+	for _, r := range rows {
+		if len(r.words) > 0 {
+			fmt.Fprintf(w, "\t%s) %s ;;\n", shQuote(r.key), set(r.words))
 		}
 	}
 	fmt.Fprintf(w, "\t*) %s ;;\n\tesac\n}\n", set(nil))
@@ -197,21 +201,18 @@ func (d *Doc) zsh(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	fmt.Fprintf(bw, "#compdef %s\n", d.Name)
 	d.header(bw, "zsh")
-	d.shTables(bw, func(words []string) string { return "reply=(" + quoteAll(words, shQuote) + ")" })
+	set := func(words []string) string { return "reply=(" + quoteAll(words, shQuote) + ")" }
+	d.shTables(bw, set)
 	fn := "_" + d.Name
-	fmt.Fprintf(bw, "\n# %s_describe PATH: the descriptions of its subcommands, in reply.\n%s_describe() {\n\tcase $1 in\n", fn, fn)
+	var descs []tableRow
 	for _, p := range d.prefixes() {
-		subs := d.subcommands(p)
-		if len(subs) == 0 {
-			continue
+		var lines []string
+		for _, sub := range d.subcommands(p) {
+			lines = append(lines, fmt.Sprintf("%-16s -- %s", sub, d.summaryOf(append(p[:len(p):len(p)], sub))))
 		}
-		descs := make([]string, len(subs))
-		for i, s := range subs {
-			descs[i] = fmt.Sprintf("%-16s -- %s", s, d.summaryOf(append(p[:len(p):len(p)], s)))
-		}
-		fmt.Fprintf(bw, "\t%s) reply=(%s) ;;\n", shQuote(strings.Join(p, " ")), quoteAll(descs, shQuote))
+		descs = append(descs, tableRow{strings.Join(p, " "), lines})
 	}
-	fmt.Fprintf(bw, "\t*) reply=() ;;\n\tesac\n}\n")
+	shTable(bw, fn+"_describe", "PATH: the descriptions of its subcommands.", "$1", descs, set)
 	fmt.Fprintf(bw, `
 # %[1]s completes the command line of %[2]s.
 %[1]s() {
