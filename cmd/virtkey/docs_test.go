@@ -237,3 +237,23 @@ func shellWords(t *testing.T, cmd *exec.Cmd) []string {
 	}
 	return lines
 }
+
+// A build without version or VCS information (scripts/package.sh builds
+// with -buildvcs=false) reports the version and commit stamped by the
+// linker; a test binary has neither, like such a build.
+func TestStampedVersion(t *testing.T) {
+	version, _, revision := buildVersion()
+	if version != "(devel)" && version != "" {
+		t.Skipf("this test binary has a module version (%s): nothing to stamp", version)
+	}
+	defer func(v, r string) { stampedVersion, stampedRevision = v, r }(stampedVersion, stampedRevision)
+	stampedVersion, stampedRevision = "v1.2.3+git20260101.abcdef", "abcdef0123 (with uncommitted changes)"
+	version, _, revision = buildVersion()
+	if version != stampedVersion || revision != "revision abcdef0123 (with uncommitted changes) (stamped at build)" {
+		t.Errorf("buildVersion() = %q, %q", version, revision)
+	}
+	out := output(t, "version")
+	if !strings.HasPrefix(out, "virtkey v1.2.3+git20260101.abcdef (module ") {
+		t.Errorf("virtkey version:\n%s", out)
+	}
+}
