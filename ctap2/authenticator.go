@@ -60,7 +60,9 @@ type Config struct {
 	ResetWindow time.Duration
 	// PresenceTimeout bounds a user-presence prompt (default 30 s).
 	PresenceTimeout time.Duration
-	// MaxResidentCredentials caps discoverable credentials (default 256).
+	// MaxResidentCredentials caps discoverable credentials: 0 means
+	// [DefaultMaxResident], [NoResidentLimit] (any negative value) no limit
+	// but the store's space (see [CredentialSpace]).
 	MaxResidentCredentials int
 	// Attestation is the default format (default AttestationSelf).
 	Attestation Attestation
@@ -114,6 +116,16 @@ type Authenticator struct {
 	overrides Overrides
 }
 
+// Limits of Config.MaxResidentCredentials.
+const (
+	// DefaultMaxResident is the limit of a zero Config: about what a
+	// hardware key holds (25–150 passkeys), with room to spare.
+	DefaultMaxResident = 256
+	// NoResidentLimit lifts the limit: the store's free space is the
+	// only one.
+	NoResidentLimit = -1
+)
+
 // New returns an authenticator, powered up.
 func New(cfg Config) (*Authenticator, error) {
 	if cfg.KeyStore == nil || cfg.Store == nil {
@@ -125,8 +137,8 @@ func New(cfg Config) (*Authenticator, error) {
 	if cfg.PresenceTimeout <= 0 {
 		cfg.PresenceTimeout = 30 * time.Second
 	}
-	if cfg.MaxResidentCredentials <= 0 {
-		cfg.MaxResidentCredentials = 256
+	if cfg.MaxResidentCredentials == 0 {
+		cfg.MaxResidentCredentials = DefaultMaxResident
 	}
 	if cfg.Attestation == "" {
 		cfg.Attestation = AttestationSelf

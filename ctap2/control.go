@@ -8,6 +8,7 @@ package ctap2
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -18,6 +19,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/virtkey/virtkey/cose"
@@ -474,20 +476,31 @@ func (a *Authenticator) StoredCredentials(ctx context.Context, withPrivate bool)
 	return out, nil
 }
 
-// allRecords reads every stored record, in RP order then newest first.
+// allRecords reads every stored record, in RP order (by rpIdHash) then
+// newest first. Unreadable records are skipped and logged.
 func (a *Authenticator) allRecords() ([]*credentialRecord, error) {
-	rps, err := a.cfg.Store.RPs()
+	raws, err := a.cfg.Store.Credentials()
 	if err != nil {
 		return nil, err
 	}
-	var out []*credentialRecord
-	for _, h := range rps {
-		recs, err := a.storedRecordsByRP(h)
+	out := make([]*credentialRecord, 0, len(raws))
+	for _, raw := range raws {
+		r, err := parseCredentialRecord(raw)
 		if err != nil {
-			return nil, err
+			a.log.Error("skipping unreadable credential record", "err", err)
+			continue
 		}
-		out = append(out, recs...)
+		out = append(out, r)
 	}
+	slices.SortFunc(out, func(x, y *credentialRecord) int {
+		if c := bytes.Compare(x.rpIDHash(), y.rpIDHash()); c != 0 {
+			return c
+		}
+		if c := -cmp.Compare(x.Created, y.Created); c != 0 {
+			return c
+		}
+		return bytes.Compare(x.ID, y.ID)
+	})
 	return out, nil
 }
 

@@ -2,14 +2,13 @@ package ctap2
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/sha512"
 	"fmt"
-	"slices"
+	"time"
 
 	"github.com/virtkey/virtkey/cose"
 )
@@ -99,36 +98,95 @@ func parseCredentialRecord(b []byte) (*credentialRecord, error) {
 	return &r, nil
 }
 
-// residentCredentials returns the RP's resident (discoverable)
-// credentials, newest first. Unreadable records are skipped and logged.
-func (a *Authenticator) residentCredentials(rpIDHash []byte) ([]*credentialRecord, error) {
-	recs, err := a.storedRecordsByRP(rpIDHash)
-	return slices.DeleteFunc(recs, func(r *credentialRecord) bool { return r.NonResident }), err
+// RecordIndex is what a store indexes a resident credential record by
+// (see [CredStore] and [IndexRecord]).
+type RecordIndex struct {
+	ID      []byte // the credential ID
+	UserID  []byte // the user handle it was made for
+	Created int64  // creation time, Unix ns: lists are newest first
+	// Hidden: discoverable lists leave it out unless the user is verified
+	// (credProtect uvOptionalWithCredentialIDList or uvRequired).
+	Hidden bool
+	// Unlisted: not discoverable at all (a non-resident credential a
+	// controller stored): in no list, count or user index of its RP.
+	Unlisted bool
 }
 
-// storedRecordsByRP returns every record stored for the RP, newest first:
-// the resident credentials and the non-resident ones a controller stored.
-func (a *Authenticator) storedRecordsByRP(rpIDHash []byte) ([]*credentialRecord, error) {
-	raws, err := a.cfg.Store.CredentialsByRP(rpIDHash)
+// IndexRecord reads the [RecordIndex] of a resident credential record. A
+// store indexes records with it (statedir wires it into store.Open).
+func IndexRecord(record []byte) (RecordIndex, error) {
+	r, err := parseCredentialRecord(record)
 	if err != nil {
-		return nil, err
+		return RecordIndex{}, err
 	}
-	recs := make([]*credentialRecord, 0, len(raws))
-	for _, raw := range raws {
-		r, err := parseCredentialRecord(raw)
+	return RecordIndex{ID: r.ID, UserID: r.User.ID, Created: r.Created, Hidden: !visibleWithoutUV(r.CredProtect, false), Unlisted: r.NonResident}, nil
+}
+
+// nextResident returns the RP's next discoverable credential after cursor
+// (nil: the newest) that opens and that the user may see (verified: all;
+// else those credProtect shows without UV), and the cursor after it; nil
+// when there is no more. Records that do not read or open are skipped and
+// logged.
+func (a *Authenticator) nextResident(ctx context.Context, rpIDHash, cursor []byte, verified bool) (*foundCredential, []byte, error) {
+	for {
+		rec, next, err := a.nextRecord(rpIDHash, cursor, verified)
+		if err != nil || rec == nil {
+			return nil, nil, err
+		}
+		cursor = next
+		if f, ok := a.openResident(ctx, rec, rpIDHash); ok && (verified || visibleWithoutUV(f.meta.CredProtect, false)) {
+			return f, cursor, nil
+		}
+	}
+}
+
+// nextRecord returns the RP's next credential record after cursor (hidden
+// ones only withHidden) without opening it, and the cursor after it; nil
+// when there is no more. Unreadable records are skipped and logged.
+func (a *Authenticator) nextRecord(rpIDHash, cursor []byte, withHidden bool) (*credentialRecord, []byte, error) {
+	for {
+		raw, next, err := a.cfg.Store.NextCredentialOfRP(rpIDHash, cursor, withHidden)
+		if err != nil || raw == nil {
+			return nil, nil, err
+		}
+		cursor = next
+		rec, err := parseCredentialRecord(raw)
 		if err != nil {
 			a.log.Error("skipping unreadable credential record", "err", err)
 			continue
 		}
-		recs = append(recs, r)
+		return rec, cursor, nil
 	}
-	slices.SortStableFunc(recs, func(x, y *credentialRecord) int {
-		if c := -cmp.Compare(x.Created, y.Created); c != 0 {
-			return c
+}
+
+// remainingResident is how many more discoverable credentials fit: the
+// limit less those stored, or with no limit the store's estimate of its
+// free space. known is false when nothing tells.
+func (a *Authenticator) remainingResident() (n int, known bool, err error) {
+	var space CredentialSpace
+	if s, ok := a.cfg.Store.(CredentialSpace); ok {
+		space = s
+	}
+	if limit := a.cfg.MaxResidentCredentials; limit > 0 {
+		stored, err := a.cfg.Store.CountCredentials()
+		if err != nil {
+			return 0, false, err
 		}
-		return bytes.Compare(x.ID, y.ID)
-	})
-	return recs, nil
+		n = max(limit-stored, 0)
+		if space != nil && n > 0 {
+			free, err := space.RemainingCredentials()
+			if err != nil {
+				return 0, false, err
+			}
+			n = min(n, free)
+		}
+		return n, true, nil
+	}
+	if space == nil {
+		return 0, false, nil
+	}
+	n, err = space.RemainingCredentials()
+	return n, err == nil, err
 }
 
 // foundCredential is a credential located for an operation.
@@ -242,4 +300,37 @@ func sign(s crypto.Signer, alg cose.Algorithm, msg []byte) ([]byte, error) {
 func algOf(s crypto.Signer) cose.Algorithm {
 	alg, _ := identityAlgorithm(s)
 	return alg
+}
+
+// Resident is a discoverable credential NewResident made.
+type Resident struct {
+	ID        []byte // credential ID
+	RPIDHash  []byte
+	PublicKey []byte // COSE_Key
+	Record    []byte // for Store.PutCredential
+}
+
+// NewResident makes a discoverable credential as makeCredential makes one
+// (no extensions) — a key from ks bound to rp, and the record the store
+// keeps — without a CTAP exchange, for tools that fill a store (the scale
+// generator). created is the record's creation time (lists are newest
+// first).
+func NewResident(ctx context.Context, ks KeyStore, rp RPEntity, user UserEntity, alg cose.Algorithm, created time.Time) (*Resident, error) {
+	if err := user.validate(); err != nil {
+		return nil, err
+	}
+	r := &Resident{RPIDHash: rpIDHashOf(rp.ID)}
+	id, pub, err := ks.NewCredential(ctx, alg, r.RPIDHash, credMeta{Resident: true}.marshal())
+	if err != nil {
+		return nil, err
+	}
+	r.ID = id
+	if r.PublicKey, err = cose.EncodePublicKey(pub, alg); err != nil {
+		return nil, err
+	}
+	r.Record, err = encode(&credentialRecord{
+		ID: id, RPID: rp.ID, RPName: rp.Name, User: user, Alg: int64(alg),
+		PublicKey: r.PublicKey, Created: created.UnixNano(),
+	})
+	return r, err
 }

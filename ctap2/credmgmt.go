@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"math"
 )
 
 // Credential-management subcommands (CTAP 2.1 §6.8).
@@ -60,20 +61,16 @@ type CredentialManagementResponse struct {
 	ThirdPartyPayment *bool `cbor:"12,keyasint,omitempty"`
 }
 
-// credMgmtEnumState is an enumeration in progress: what the matching
-// GetNext subcommand returns next. dispatch drops it before every command,
-// so it survives only from one Begin/GetNext to the directly following one.
+// credMgmtEnumState is an enumeration in progress: where the matching
+// GetNext subcommand goes on in the store's list, and how many remain.
+// dispatch drops it before every command, so it survives only from one
+// Begin/GetNext to the directly following one.
 type credMgmtEnumState struct {
-	cid   uint32
-	next  uint // the GetNext subcommand that may follow
-	rps   []credMgmtRP
-	creds []*credentialRecord
-}
-
-// credMgmtRP is one relying party as enumerateRPs reports it.
-type credMgmtRP struct {
-	rp   RPEntity
-	hash []byte
+	cid       uint32
+	next      uint   // the GetNext subcommand that may follow
+	rpIDHash  []byte // enumerateCredentials: the RP
+	cursor    []byte // the store's cursor after the last one returned
+	remaining int
 }
 
 func parseCredentialManagement(params []byte) (*CredentialManagementRequest, error) {
@@ -172,7 +169,7 @@ func (a *Authenticator) credentialManagement(ctx context.Context, r request, enu
 			return nil, ErrNotAllowed
 		}
 		if sub == cmEnumerateRPsGetNextRP {
-			return a.nextRP(enum), nil
+			return a.nextRP(enum)
 		}
 		return a.nextCredential(ctx, enum)
 	case cmDeleteCredential:
@@ -216,86 +213,115 @@ func (a *Authenticator) credsMetadata() (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	existing := uint(n)
-	remaining := uint(max(a.cfg.MaxResidentCredentials-n, 0))
+	remaining, known, err := a.remainingResident()
+	if err != nil {
+		return nil, err
+	}
+	if !known {
+		remaining = math.MaxInt32
+	}
+	existing, left := uint(n), uint(remaining)
 	return &CredentialManagementResponse{
 		ExistingResidentCredentialsCount:             &existing,
-		MaxPossibleRemainingResidentCredentialsCount: &remaining,
+		MaxPossibleRemainingResidentCredentialsCount: &left,
 	}, nil
 }
 
-// enumerateRPsBegin is enumerateRPsBegin (§6.8.3): the first RP, in store
-// order (sorted by rpIDHash), and the total; the rest wait for GetNextRP.
+// enumerateRPsBegin is enumerateRPsBegin (§6.8.3): the first RP in the
+// store's order and the total; the rest wait for GetNextRP, read one at a
+// time.
 func (a *Authenticator) enumerateRPsBegin(cid uint32) (any, error) {
-	hashes, err := a.cfg.Store.RPs()
+	total, err := a.cfg.Store.CountRPs()
 	if err != nil {
 		return nil, err
 	}
-	var rps []credMgmtRP
-	for _, h := range hashes {
-		recs, err := a.residentCredentials(h)
-		if err != nil {
-			return nil, err
-		}
-		if len(recs) == 0 {
-			continue // only unreadable records: nothing to manage
-		}
-		rp := RPEntity{ID: recs[0].RPID}
-		for _, c := range recs { // the newest credential that recorded a name
-			if c.RPName != "" {
-				rp.Name = c.RPName
-				break
-			}
-		}
-		rps = append(rps, credMgmtRP{rp: rp, hash: h})
-	}
-	if len(rps) == 0 {
+	if total == 0 {
 		return nil, ErrNoCredentials
 	}
-	total := uint(len(rps))
-	st := &credMgmtEnumState{cid: cid, next: cmEnumerateRPsGetNextRP, rps: rps}
-	resp := a.nextRP(st)
-	resp.TotalRPs = &total
+	st := &credMgmtEnumState{cid: cid, next: cmEnumerateRPsGetNextRP, remaining: total}
+	resp, err := a.nextRP(st)
+	if err != nil {
+		return nil, err
+	}
+	n := uint(total)
+	resp.TotalRPs = &n
 	return resp, nil
 }
 
+// maxNameLookups bounds how many of an RP's credentials enumerateRPs reads
+// for its name when the newest recorded none.
+const maxNameLookups = 8
+
 // nextRP returns the next RP of st and keeps st for the following command
-// while RPs remain.
-func (a *Authenticator) nextRP(st *credMgmtEnumState) *CredentialManagementResponse {
-	rp := st.rps[0]
-	st.rps = st.rps[1:]
-	if len(st.rps) > 0 {
-		a.vol.enum = st
+// while RPs remain. The RP's name is the one the newest of its credentials
+// recorded (looking at most maxNameLookups deep).
+func (a *Authenticator) nextRP(st *credMgmtEnumState) (*CredentialManagementResponse, error) {
+	for {
+		raw, cursor, err := a.cfg.Store.NextRP(st.cursor)
+		if err != nil {
+			return nil, err
+		}
+		if raw == nil {
+			return nil, ErrNoCredentials // fewer than counted: unreadable records
+		}
+		st.cursor = cursor
+		rec, err := parseCredentialRecord(raw)
+		if err != nil {
+			a.log.Error("skipping an RP whose newest credential record is unreadable", "err", err)
+			continue
+		}
+		rp := RPEntity{ID: rec.RPID, Name: rec.RPName}
+		hash := rec.rpIDHash()
+		var c []byte
+		for i := 0; rp.Name == "" && i < maxNameLookups; i++ {
+			if rec, c, err = a.nextRecord(hash, c, true); err != nil {
+				return nil, err
+			}
+			if rec == nil {
+				break
+			}
+			rp.Name = rec.RPName
+		}
+		if st.remaining--; st.remaining > 0 {
+			a.vol.enum = st
+		}
+		return &CredentialManagementResponse{RP: &rp, RPIDHash: hash}, nil
 	}
-	return &CredentialManagementResponse{RP: &rp.rp, RPIDHash: rp.hash}
 }
 
 // enumerateCredentialsBegin is enumerateCredentialsBegin (§6.8.4): the
-// RP's newest credential and the total; the rest wait for GetNextCredential.
+// RP's newest credential and the total; the rest wait for
+// GetNextCredential, read one at a time.
 func (a *Authenticator) enumerateCredentialsBegin(ctx context.Context, cid uint32, rpIDHash []byte) (any, error) {
-	recs, err := a.residentCredentials(rpIDHash)
+	total, _, err := a.cfg.Store.CountOfRP(rpIDHash)
 	if err != nil {
 		return nil, err
 	}
-	if len(recs) == 0 {
+	if total == 0 {
 		return nil, ErrNoCredentials
 	}
-	total := uint(len(recs))
-	st := &credMgmtEnumState{cid: cid, next: cmEnumerateCredentialsNext, creds: recs}
+	st := &credMgmtEnumState{cid: cid, next: cmEnumerateCredentialsNext, rpIDHash: rpIDHash, remaining: total}
 	resp, err := a.nextCredential(ctx, st)
 	if err != nil {
 		return nil, err
 	}
-	resp.TotalCredentials = &total
+	n := uint(total)
+	resp.TotalCredentials = &n
 	return resp, nil
 }
 
 // nextCredential returns the next credential of st and keeps st for the
 // following command while credentials remain.
 func (a *Authenticator) nextCredential(ctx context.Context, st *credMgmtEnumState) (*CredentialManagementResponse, error) {
-	rec := st.creds[0]
-	st.creds = st.creds[1:]
-	if len(st.creds) > 0 {
+	rec, cursor, err := a.nextRecord(st.rpIDHash, st.cursor, true)
+	if err != nil {
+		return nil, err
+	}
+	if rec == nil {
+		return nil, ErrNoCredentials // fewer than counted: unreadable records
+	}
+	st.cursor = cursor
+	if st.remaining--; st.remaining > 0 {
 		a.vol.enum = st
 	}
 	user := rec.User

@@ -9,8 +9,10 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/virtkey/virtkey/cose"
@@ -49,30 +51,107 @@ func (m *memStore) Credential(id []byte) ([]byte, bool, error) {
 	return r, ok, nil
 }
 
-func (m *memStore) CredentialsByRP(rpIDHash []byte) ([][]byte, error) {
+// listKey orders an RP's credentials as the store does: newest first,
+// then by a hash of the ID. listed is false for an unlisted record.
+func (m *memStore) listKey(id string) (key []byte, hidden, listed bool) {
+	x, _ := IndexRecord(m.creds[id])
+	h := sha256.Sum256([]byte(id))
+	return append(binary.BigEndian.AppendUint64(nil, ^(uint64(x.Created)^(1<<63))), h[:16]...), x.Hidden, !x.Unlisted
+}
+
+// listed is the IDs of rpIDHash's listed credentials.
+func (m *memStore) listed(rpIDHash []byte) []string {
+	var out []string
+	for id, rp := range m.rpOf {
+		if _, _, ok := m.listKey(id); ok && rp == string(rpIDHash) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func (m *memStore) CredentialsOfUser(rpIDHash, userID []byte) ([][]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out [][]byte
-	for id, rp := range m.rpOf {
-		if rp == string(rpIDHash) {
+	for _, id := range m.listed(rpIDHash) {
+		if x, _ := IndexRecord(m.creds[id]); bytes.Equal(x.UserID, userID) {
 			out = append(out, m.creds[id])
 		}
 	}
 	return out, nil
 }
 
-func (m *memStore) RPs() ([][]byte, error) {
+func (m *memStore) NextCredentialOfRP(rpIDHash, cursor []byte, withHidden bool) ([]byte, []byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	var best, bestKey []byte
+	for _, id := range m.listed(rpIDHash) {
+		k, hidden, _ := m.listKey(id)
+		if (hidden && !withHidden) || (cursor != nil && bytes.Compare(k, cursor) <= 0) {
+			continue
+		}
+		if bestKey == nil || bytes.Compare(k, bestKey) < 0 {
+			best, bestKey = m.creds[id], k
+		}
+	}
+	return best, bestKey, nil
+}
+
+func (m *memStore) CountOfRP(rpIDHash []byte) (all, visible int, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, id := range m.listed(rpIDHash) {
+		all++
+		if _, hidden, _ := m.listKey(id); !hidden {
+			visible++
+		}
+	}
+	return all, visible, nil
+}
+
+// rps is the RPs with a listed credential, sorted.
+func (m *memStore) rps() []string {
 	seen := map[string]bool{}
-	for _, rp := range m.rpOf {
-		seen[rp] = true
+	for id, rp := range m.rpOf {
+		if _, _, ok := m.listKey(id); ok {
+			seen[rp] = true
+		}
 	}
+	return slices.Sorted(maps.Keys(seen))
+}
+
+func (m *memStore) NextRP(cursor []byte) ([]byte, []byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, rp := range m.rps() {
+		if cursor != nil && rp <= string(cursor) {
+			continue
+		}
+		var best, bestKey []byte
+		for _, id := range m.listed([]byte(rp)) {
+			if k, _, _ := m.listKey(id); bestKey == nil || bytes.Compare(k, bestKey) < 0 {
+				best, bestKey = m.creds[id], k
+			}
+		}
+		return best, []byte(rp), nil
+	}
+	return nil, nil, nil
+}
+
+func (m *memStore) CountRPs() (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.rps()), nil
+}
+
+func (m *memStore) Credentials() ([][]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	var out [][]byte
-	for rp := range seen {
-		out = append(out, []byte(rp))
+	for _, r := range m.creds {
+		out = append(out, bytes.Clone(r))
 	}
-	sort.Slice(out, func(i, j int) bool { return bytes.Compare(out[i], out[j]) < 0 })
 	return out, nil
 }
 

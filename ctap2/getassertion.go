@@ -40,11 +40,14 @@ type assertionContext struct {
 	hmacSecret     *hmacSecretRequest
 }
 
-// nextAssertionState is what authenticatorGetNextAssertion continues.
+// nextAssertionState is what authenticatorGetNextAssertion continues: the
+// RP's list from cursor on, remaining more credentials.
 type nextAssertionState struct {
 	assertionContext
 	cid       uint32
-	remaining []*credentialRecord
+	cursor    []byte
+	verified  bool
+	remaining int
 	expires   time.Time
 }
 
@@ -119,7 +122,7 @@ func (a *Authenticator) getAssertion(ctx context.Context, r request) (any, error
 	}
 
 	// Step 7: locate credentials.
-	first, rest, err := a.locateCredentials(ctx, req.AllowList, rpIDHash[:], uv.verified)
+	first, more, err := a.locateCredentials(ctx, req.AllowList, rpIDHash[:], uv.verified)
 	if err != nil {
 		return nil, err
 	}
@@ -154,12 +157,11 @@ func (a *Authenticator) getAssertion(ctx context.Context, r request) (any, error
 	if len(req.AllowList) == 0 && a.cfg.SelectNewestAccount {
 		selected := true
 		resp.UserSelected = &selected
-	} else if len(rest) > 0 {
-		resp.NumberOfCredentials = uint(1 + len(rest))
-		a.vol.next = &nextAssertionState{
-			assertionContext: actx, cid: r.cid, remaining: rest,
-			expires: a.cfg.Now().Add(getNextAssertionTimeout),
-		}
+	} else if more.remaining > 0 {
+		resp.NumberOfCredentials = uint(1 + more.remaining)
+		more.assertionContext, more.cid = actx, r.cid
+		more.expires = a.cfg.Now().Add(getNextAssertionTimeout)
+		a.vol.next = more
 	}
 	return resp, nil
 }
@@ -167,10 +169,12 @@ func (a *Authenticator) getAssertion(ctx context.Context, r request) (any, error
 // locateCredentials finds the credentials of the RP a getAssertion may use
 // (CTAP 2.1 §6.2.2 step 7); verified says whether the user was verified,
 // which credProtect asks for. With an allowList, first is the first listed
-// credential found; without, first is the newest discoverable credential
-// and rest are the others, newest first, for getNextAssertion. first is
-// nil when there is none.
-func (a *Authenticator) locateCredentials(ctx context.Context, allowList []CredDescriptor, rpIDHash []byte, verified bool) (first *foundCredential, rest []*credentialRecord, err error) {
+// credential found; without, first is the newest discoverable credential,
+// and more says where the others are (newest first, for getNextAssertion)
+// and how many: the store's count, so that nothing past the first is read.
+// first is nil when there is none.
+func (a *Authenticator) locateCredentials(ctx context.Context, allowList []CredDescriptor, rpIDHash []byte, verified bool) (first *foundCredential, more *nextAssertionState, err error) {
+	more = &nextAssertionState{verified: verified}
 	if len(allowList) > 0 {
 		for _, d := range allowList {
 			if d.Type != credTypePublicKey {
@@ -181,27 +185,28 @@ func (a *Authenticator) locateCredentials(ctx context.Context, allowList []CredD
 				return nil, nil, err
 			}
 			if ok && (verified || visibleWithoutUV(f.meta.CredProtect, true)) {
-				return f, nil, nil
+				return f, more, nil
 			}
 		}
-		return nil, nil, nil
+		return nil, more, nil
 	}
-	recs, err := a.residentCredentials(rpIDHash)
+	all, visible, err := a.cfg.Store.CountOfRP(rpIDHash)
 	if err != nil {
 		return nil, nil, err
 	}
-	for _, rec := range recs {
-		f, ok := a.openResident(ctx, rec, rpIDHash)
-		if !ok || !(verified || visibleWithoutUV(f.meta.CredProtect, false)) {
-			continue
-		}
-		if first == nil {
-			first = f
-		} else {
-			rest = append(rest, rec)
-		}
+	n := visible
+	if verified {
+		n = all
 	}
-	return first, rest, nil
+	if n == 0 {
+		return nil, more, nil
+	}
+	first, more.cursor, err = a.nextResident(ctx, rpIDHash, nil, verified)
+	if err != nil || first == nil {
+		return nil, more, err
+	}
+	more.remaining = n - 1
+	return first, more, nil
 }
 
 // assert builds and signs one assertion, with its extension outputs.

@@ -62,11 +62,10 @@ func (a *Authenticator) Info() (*GetInfoResponse, error) {
 }
 
 func (a *Authenticator) info() (*GetInfoResponse, error) {
-	n, err := a.cfg.Store.CountCredentials()
+	remaining, known, err := a.remainingResident()
 	if err != nil {
 		return nil, err
 	}
-	remaining := uint(max(a.cfg.MaxResidentCredentials-n, 0))
 	fw := a.cfg.FirmwareVersion
 	info := &GetInfoResponse{
 		Versions: append(a.u2fVersions(), "FIDO_2_0", "FIDO_2_1"),
@@ -89,17 +88,20 @@ func (a *Authenticator) info() (*GetInfoResponse, error) {
 			// option before they ask for one.
 			"perCredMgmtRO": true,
 		},
-		PinUvAuthProtocols:               []uint{2, 1},
-		MinPINLength:                     a.state.MinPINLength,
-		MaxRPIDsForSetMinPINLength:       maxRPIDsForMinPIN,
-		MaxMsgSize:                       MaxMsgSize,
-		MaxSerializedLargeBlobArray:      MaxSerializedLargeBlobArray,
-		MaxCredentialCountInList:         maxCredentialCountInList,
-		MaxCredentialIDLength:            uint(a.cfg.KeyStore.MaxCredentialIDLength()),
-		Transports:                       []string{"usb"},
-		FirmwareVersion:                  &fw,
-		RemainingDiscoverableCredentials: &remaining,
-		AttestationFormats:               []string{"packed", "none"},
+		PinUvAuthProtocols:          []uint{2, 1},
+		MinPINLength:                a.state.MinPINLength,
+		MaxRPIDsForSetMinPINLength:  maxRPIDsForMinPIN,
+		MaxMsgSize:                  MaxMsgSize,
+		MaxSerializedLargeBlobArray: MaxSerializedLargeBlobArray,
+		MaxCredentialCountInList:    maxCredentialCountInList,
+		MaxCredentialIDLength:       uint(a.cfg.KeyStore.MaxCredentialIDLength()),
+		Transports:                  []string{"usb"},
+		FirmwareVersion:             &fw,
+		AttestationFormats:          []string{"packed", "none"},
+	}
+	if known { // else absent: "unknown" (CTAP 2.1 §6.4)
+		n := uint(remaining)
+		info.RemainingDiscoverableCredentials = &n
 	}
 	if _, ok := a.cfg.KeyStore.(SecretDeriver); ok {
 		info.Extensions = supportedExtensions

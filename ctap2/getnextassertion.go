@@ -9,22 +9,24 @@ func (a *Authenticator) getNextAssertion(ctx context.Context, r request, st *nex
 	if st == nil || st.cid != r.cid || a.cfg.Now().After(st.expires) {
 		return nil, ErrNotAllowed
 	}
-	for len(st.remaining) > 0 {
-		rec := st.remaining[0]
-		st.remaining = st.remaining[1:]
-		f, ok := a.openResident(ctx, rec, st.rpIDHash[:])
-		if !ok {
-			continue
-		}
-		resp, err := a.assert(ctx, f, &st.assertionContext)
-		if err != nil {
-			return nil, err
-		}
-		if len(st.remaining) > 0 {
-			st.expires = a.cfg.Now().Add(getNextAssertionTimeout)
-			a.vol.next = st
-		}
-		return resp, nil
+	if st.remaining <= 0 {
+		return nil, ErrNotAllowed
 	}
-	return nil, ErrNotAllowed
+	f, cursor, err := a.nextResident(ctx, st.rpIDHash[:], st.cursor, st.verified)
+	if err != nil {
+		return nil, err
+	}
+	if f == nil {
+		return nil, ErrNotAllowed
+	}
+	resp, err := a.assert(ctx, f, &st.assertionContext)
+	if err != nil {
+		return nil, err
+	}
+	st.cursor = cursor
+	if st.remaining--; st.remaining > 0 {
+		st.expires = a.cfg.Now().Add(getNextAssertionTimeout)
+		a.vol.next = st
+	}
+	return resp, nil
 }

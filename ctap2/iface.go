@@ -46,23 +46,51 @@ type SecretDeriver interface {
 }
 
 // CredStore keeps resident-credential records durably. Records are opaque
-// to the store (ctap2 encodes them); the store indexes them by credential ID
-// and by rpIDHash so that one RP's credentials are found without a scan.
-// Every method is atomic: after a crash the store holds the old or the new state.
+// to the store (ctap2 encodes them); the store indexes them by credential
+// ID, by rpIDHash and by user ID, in creation order, with [IndexRecord]
+// (which tells a record's user ID, creation time and whether discoverable
+// lists hide it or leave it out), so that no question about one RP or one user reads the
+// others' records, and an RP's list is read one credential at a time.
+// Every method is atomic: after a crash the store holds the old or the new
+// state.
 type CredStore interface {
 	// PutCredential inserts or replaces the record of credential id and, in
 	// the same atomic step, deletes the credentials in replaces.
 	PutCredential(id, rpIDHash, record []byte, replaces ...[]byte) error
 	// Credential returns the record of id; ok is false when there is none.
 	Credential(id []byte) (record []byte, ok bool, err error)
-	// CredentialsByRP returns the records stored under rpIDHash, in no particular order.
-	CredentialsByRP(rpIDHash []byte) ([][]byte, error)
-	// RPs returns the distinct rpIDHashes that have at least one credential, sorted.
-	RPs() ([][]byte, error)
+	// CredentialsOfUser returns the records of the RP's credentials made
+	// for userID.
+	CredentialsOfUser(rpIDHash, userID []byte) ([][]byte, error)
+	// NextCredentialOfRP returns the record of the RP's next credential,
+	// newest first, after the one cursor names (nil: the newest), leaving
+	// out hidden ones unless withHidden; record is nil when there is no
+	// more. next is the cursor for the following call.
+	NextCredentialOfRP(rpIDHash, cursor []byte, withHidden bool) (record, next []byte, err error)
+	// CountOfRP returns the number of the RP's credentials, and of those
+	// not hidden.
+	CountOfRP(rpIDHash []byte) (all, visible int, err error)
+	// NextRP returns a record of the RP that follows the one cursor names
+	// (nil: the first RP) — its newest credential's —, or nil when there is
+	// no more. next is the cursor for the following call.
+	NextRP(cursor []byte) (record, next []byte, err error)
+	// CountRPs is the number of RPs with at least one credential.
+	CountRPs() (int, error)
+	// Credentials returns every stored record, listed or not, in no
+	// particular order (the control plane's export).
+	Credentials() ([][]byte, error)
 	// DeleteCredential removes id (no error if absent).
 	DeleteCredential(id []byte) error
 	// CountCredentials is the number of resident credentials.
 	CountCredentials() (int, error)
+}
+
+// CredentialSpace is implemented by a store that can tell how many more
+// credentials fit (the free space of its file system). With no limit set
+// (Config.MaxResidentCredentials < 0), getInfo and getCredsMetadata report
+// it and makeCredential answers KEY_STORE_FULL when it reaches 0.
+type CredentialSpace interface {
+	RemainingCredentials() (int, error)
 }
 
 // Counters hands out per-credential signature counters that strictly

@@ -226,24 +226,24 @@ func (a *Authenticator) checkExcludeList(ctx context.Context, list []CredDescrip
 
 // residentSlot makes room for one more discoverable credential of user
 // userID at the RP: it returns the IDs of that user's credentials there,
-// which the new one replaces, or KEY_STORE_FULL when the store already
-// holds MaxResidentCredentials others.
+// which the new one replaces (found through the store's user index, not by
+// reading the RP's others), or KEY_STORE_FULL when no more fit.
 func (a *Authenticator) residentSlot(rpIDHash, userID []byte) ([][]byte, error) {
-	existing, err := a.residentCredentials(rpIDHash)
+	raws, err := a.cfg.Store.CredentialsOfUser(rpIDHash, userID)
 	if err != nil {
 		return nil, err
 	}
 	var replaced [][]byte
-	for _, c := range existing {
-		if bytes.Equal(c.User.ID, userID) {
+	for _, raw := range raws {
+		if c, err := parseCredentialRecord(raw); err == nil && bytes.Equal(c.User.ID, userID) {
 			replaced = append(replaced, c.ID)
 		}
 	}
-	n, err := a.cfg.Store.CountCredentials()
+	remaining, known, err := a.remainingResident()
 	if err != nil {
 		return nil, err
 	}
-	if n-len(replaced) >= a.cfg.MaxResidentCredentials {
+	if known && remaining+len(replaced) <= 0 {
 		return nil, ErrKeyStoreFull
 	}
 	return replaced, nil

@@ -26,5 +26,22 @@ STATICCHECK_VERSION=v0.8.2
 echo "== staticcheck@$STATICCHECK_VERSION ./..."
 go run "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" ./...
 
+# The short forms of the campaigns (README "Performance" and "Tests"):
+# a small store measured beside its baseline (the credentials verify, every
+# figure is taken; speed is not judged here), every fuzz target for a few
+# seconds, 25 kill -9 with every invariant checked, 40 s of 16 clients
+# under the race detector.
+echo "== scripts/scale.sh -n 2000 (short form)"
+scripts/scale.sh -n 2000 -samples 20
+
+echo "== scripts/fuzz.sh (short form)"
+scripts/fuzz.sh
+
+echo "== scripts/crash.sh -kills 25 (short form)"
+scripts/crash.sh -kills 25
+
+echo "== scripts/soak.sh -race -d 40s (short form)"
+scripts/soak.sh -race -d 40s -sample 5s
+
 echo "== go test -race -count=1 ./..."
 go test -race -count=1 -timeout 50m "$@" ./...

@@ -25,7 +25,7 @@ import (
 //	settings  name → Seal(value, aad = "virtkey store v2 setting" 0x00 ‖ name)
 //	meta      "head" → Seal(0x01 ‖ epoch (u64) ‖ n (u16) ‖ n × (len (u8) ‖ name ‖ SHA-256 of the stored setting),
 //	                         aad = "virtkey store v2 head")
-//	          "rekey" → epoch (u64): set by Wipe, cleared by the next write
+//	          "rekey" → epoch (u64): set by Wipe, cleared by the next write (Rebind's)
 //
 // Seal is the key store's (XChaCha20-Poly1305 under a key derived from
 // its master key); indexKey is the key store's CredentialSecret for a fixed
@@ -140,7 +140,7 @@ func deriveIndexKey(ctx context.Context, k Keys) ([]byte, error) {
 func (d *DB) Bound() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.schema == schemaSealed
+	return sealedSchema(d.schema)
 }
 
 // HoldsState reports whether the file holds anything worth a key store: a
@@ -151,7 +151,7 @@ func (d *DB) HoldsState() (bool, error) {
 	if d.closed {
 		return false, ErrClosed
 	}
-	if d.schema == schemaSealed {
+	if sealedSchema(d.schema) {
 		return true, nil
 	}
 	var holds bool
@@ -166,8 +166,17 @@ func (d *DB) HoldsState() (bool, error) {
 }
 
 // emptyStore reports whether the store holds no credential and no setting.
+// In layout 2 the credential count says it without walking the tree.
 func (d *DB) emptyStore(tx *bolt.Tx) (bool, error) {
-	for _, name := range [][]byte{bucketCreds, bucketSettings} {
+	names := [][]byte{bucketCreds, bucketSettings}
+	if d.schema == schemaPlain || d.schema == schemaSealed {
+		n, err := d.metaCount(tx, keyCount)
+		if err != nil || n > 0 {
+			return false, err
+		}
+		names = names[1:]
+	}
+	for _, name := range names {
 		b, err := d.top(tx, name)
 		if err != nil {
 			return false, err
@@ -204,13 +213,25 @@ func (d *DB) Bind(ctx context.Context, keys Keys, guard Guard, o BindOptions) er
 		return err
 	}
 	b := &binding{keys: keys, guard: guard, indexKey: indexKey}
-	if d.schema == schemaSealed {
+	schema := d.schema
+	if sealedSchema(d.schema) {
 		err = d.bindSealed(ctx, b, ext, o)
+		if err == nil && d.schema == schemaSealedV1 {
+			err = d.update("migrate", true, d.migrateV1)
+		}
 	} else {
-		err = d.bindPlain(ctx, b, ext, o)
+		if d.schema == schemaPlainV1 {
+			err = errNeedsIndexer
+			if d.opts.indexer != nil { // (Open migrates it then)
+				err = errors.New("store: schema 1 left after Open")
+			}
+		}
+		if err == nil {
+			err = d.bindPlain(ctx, b, ext, o)
+		}
 	}
 	if err != nil {
-		d.bind = nil
+		d.bind, d.schema = nil, schema
 		clear(indexKey)
 	}
 	return err
@@ -295,16 +316,17 @@ func (d *DB) bindSealed(ctx context.Context, b *binding, ext uint64, o BindOptio
 	return d.update("bind", true, func(*bolt.Tx) error { return nil })
 }
 
-// bindPlain binds a schema 1 (or new) file, migrating it to schema 2. The
-// sealed file is written beside the old one and renamed over it, so that
-// no plaintext record stays behind in the file's free pages, and a crash
-// leaves either the old file or the new one.
+// bindPlain binds a schema 3 (or new) file, sealing it into schema 4.
+// The sealed file is written beside the old one and renamed over it, so
+// that no plaintext record stays behind in the file's free pages, and a
+// crash leaves either the old file or the new one.
 func (d *DB) bindPlain(ctx context.Context, b *binding, ext uint64, o BindOptions) error {
 	if ext > 0 && !o.AcceptRollback {
 		return fmt.Errorf("%w (the %s is at %d)", ErrBindingLost, b.guard, ext)
 	}
 	type kv struct{ k, v []byte }
-	var creds, settings, counters []kv
+	var creds []*entry
+	var settings, counters []kv
 	collect := func(tx *bolt.Tx, name []byte, into *[]kv) error {
 		b, err := d.top(tx, name)
 		if err != nil {
@@ -317,21 +339,28 @@ func (d *DB) bindPlain(ctx context.Context, b *binding, ext uint64, o BindOption
 	}
 	err := d.protected("bind", func() error {
 		return d.bolt.View(func(tx *bolt.Tx) error {
-			return errors.Join(collect(tx, bucketCreds, &creds), collect(tx, bucketSettings, &settings), collect(tx, bucketCounters, &counters))
+			var raw []kv
+			if err := errors.Join(collect(tx, bucketCreds, &raw), collect(tx, bucketSettings, &settings), collect(tx, bucketCounters, &counters)); err != nil {
+				return err
+			}
+			for _, c := range raw {
+				e, err := d.openEntry(c.k, c.v)
+				if err != nil {
+					return err
+				}
+				creds = append(creds, e)
+			}
+			return nil
 		})
 	})
 	if err != nil {
 		return err
 	}
-	for _, c := range creds {
-		if len(c.v) < RPIDHashSize {
-			return d.markDamaged(fmt.Sprintf("bind: credential %x: value of %d bytes", c.k, len(c.v)))
-		}
-	}
-	if len(creds) > 0 && o.Verify != nil {
+	if len(creds) > 0 && o.Verify != nil && d.opts.indexer != nil {
 		ok := false
 		for _, c := range creds[:min(len(creds), 8)] {
-			ok = ok || o.Verify(c.k, c.v[:RPIDHashSize])
+			x, err := d.opts.indexer(c.record)
+			ok = ok || err == nil && o.Verify(x.ID, c.rpIDHash)
 		}
 		if !ok {
 			return fmt.Errorf("%w: its credentials do not open with this key store's master key", ErrKeyMismatch)
@@ -352,21 +381,16 @@ func (d *DB) bindPlain(ctx context.Context, b *binding, ext uint64, o BindOption
 				return err
 			}
 		}
-		credsB, byRP := tx.Bucket(bucketCreds), tx.Bucket(bucketByRP)
-		for _, c := range creds {
-			rp := c.v[:RPIDHashSize]
-			sealed, err := b.keys.Seal(ctx, c.v, append(bytes.Clone(aadCred), c.k...))
-			if err != nil {
-				return fmt.Errorf("sealing: %w", err)
-			}
-			if err := credsB.Put(c.k, sealed); err != nil {
-				return err
-			}
-			idx, err := byRP.CreateBucketIfNotExists(b.index(rp))
-			if err != nil {
-				return err
-			}
-			if err := idx.Put(c.k, []byte{}); err != nil {
+		// A new file: nothing on disk to check.
+		l := rawBuckets(tx)
+		if err := errors.Join(l.meta.put(keyCount, be64(0)), l.meta.put(keyRPCount, be64(0))); err != nil {
+			return err
+		}
+		d.schema = schemaSealed // for the keys and the sealing of addEntry
+		defer func() { d.schema = schemaPlain }()
+		for _, e := range creds {
+			d.rekey(e)
+			if err := d.addEntry(l, e); err != nil {
 				return err
 			}
 		}
@@ -385,10 +409,9 @@ func (d *DB) bindPlain(ctx context.Context, b *binding, ext uint64, o BindOption
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
-		if err := errors.Join(meta.Put(keySchema, []byte{schemaSealed}), meta.Put(keyCount, be64(uint64(len(creds))))); err != nil {
+		if err := meta.Put(keySchema, []byte{schemaSealed}); err != nil {
 			return err
 		}
-		// A new file: nothing on disk to check.
 		return d.writeHead(tx.Bucket(bucketSettings).ForEach, meta.Put, next)
 	})
 	err = errors.Join(err, ndb.Close())
@@ -414,7 +437,7 @@ func (d *DB) bindPlain(ctx context.Context, b *binding, ext uint64, o BindOption
 	d.schema = schemaSealed
 	b.epoch = next
 	if len(creds)+len(settings) > 0 {
-		d.log.Info("state.db: migrated to schema 2 and bound to the key store", "credentials", len(creds), "settings", len(settings))
+		d.log.Info("state.db: sealed (schema 4) and bound to the key store", "credentials", len(creds), "settings", len(settings))
 	}
 	d.advanceGuard(ctx)
 	return d.damage
@@ -471,54 +494,60 @@ func (d *DB) Rebind(ctx context.Context) error {
 // bound DB, the same transaction writes the head with the next epoch and
 // the guard is advanced after the commit. Called with d.mu held.
 func (d *DB) update(op string, advance bool, fn func(tx *bolt.Tx) error) error {
+	return d.updateAdvancing(op, func(tx *bolt.Tx) (bool, error) { return advance, fn(tx) })
+}
+
+// updateAdvancing is update where fn tells whether its write advances the
+// epoch (whether it removed or changed something), which it learns inside
+// the transaction.
+func (d *DB) updateAdvancing(op string, fn func(tx *bolt.Tx) (advance bool, err error)) error {
 	if err := d.writable(); err != nil {
 		return err
 	}
 	b := d.bind
-	advance = advance && b != nil
-	if advance && b.lag {
+	if b != nil && b.lag {
 		// Never let the reference fall two behind.
 		d.advanceGuard(context.Background())
-		if b.lag {
-			return fmt.Errorf("store: the rollback reference (%s) cannot be advanced; not changing state.db", b.guard)
-		}
 		if d.damage != nil {
 			return d.damage
 		}
 	}
+	advanced := false
 	err := d.protected(op, func() error {
 		defer d.verify.forget()
 		return d.bolt.Update(func(tx *bolt.Tx) error {
-			if advance {
-				meta, err := d.top(tx, bucketMeta)
-				if err == nil {
+			var meta vbucket
+			if b != nil {
+				var err error
+				if meta, err = d.top(tx, bucketMeta); err == nil {
 					err = meta.delete(keyRekey)
 				}
 				if err != nil {
 					return err
 				}
 			}
-			if err := fn(tx); err != nil {
+			advance, err := fn(tx)
+			if err != nil || !advance || b == nil {
 				return err
 			}
-			if !advance {
-				return nil
+			if b.lag {
+				return fmt.Errorf("store: the rollback reference (%s) cannot be advanced; not changing state.db", b.guard)
 			}
 			settings, err := d.top(tx, bucketSettings)
 			if err != nil {
 				return err
 			}
-			meta, err := d.top(tx, bucketMeta)
-			if err != nil {
+			if err := d.writeHead(settings.forEach, meta.put, b.epoch+1); err != nil {
 				return err
 			}
-			return d.writeHead(settings.forEach, meta.put, b.epoch+1)
+			advanced = true
+			return nil
 		})
 	})
 	if err != nil {
 		return err
 	}
-	if advance {
+	if advanced {
 		b.epoch++
 		d.advanceGuard(context.Background())
 	}
@@ -554,11 +583,7 @@ func (b *binding) index(rpIDHash []byte) []byte {
 	return m.Sum(nil)
 }
 
-// indexKey is the byRP key of rpIDHash. Called with d.mu held.
-func (d *DB) indexKey(rpIDHash []byte) []byte {
-	return d.indexKeyIn(d.schema == schemaSealed, rpIDHash)
-}
-
+// indexKeyIn is the layout 1 byRP key of rpIDHash.
 func (d *DB) indexKeyIn(sealed bool, rpIDHash []byte) []byte {
 	if !sealed || d.bind == nil {
 		return rpIDHash
@@ -566,27 +591,7 @@ func (d *DB) indexKeyIn(sealed bool, rpIDHash []byte) []byte {
 	return d.bind.index(rpIDHash)
 }
 
-// sealCred is the creds value of a credential. Called with d.mu held.
-func (d *DB) sealCred(id, rpIDHash, record []byte) ([]byte, error) {
-	v := make([]byte, 0, RPIDHashSize+len(record))
-	v = append(append(v, rpIDHash...), record...)
-	if d.schema != schemaSealed {
-		return v, nil
-	}
-	s, err := d.bind.keys.Seal(context.Background(), v, append(bytes.Clone(aadCred), id...))
-	if err != nil {
-		return nil, fmt.Errorf("store: sealing: %w", err)
-	}
-	return s, nil
-}
-
-// openCred splits a creds value into rpIdHash and record. Called with d.mu
-// held.
-func (d *DB) openCred(id, v []byte) (rpIDHash, record []byte, err error) {
-	return d.openCredIn(d.schema == schemaSealed, id, v)
-}
-
-// openCredIn opens a creds value of a plain or sealed file. Without a
+// openCredIn opens a layout 1 creds value of a plain or sealed file. Without a
 // binding (Check on a sealed file) it checks the value's size only and
 // returns nil slices.
 func (d *DB) openCredIn(sealed bool, id, v []byte) (rpIDHash, record []byte, err error) {

@@ -58,9 +58,9 @@ func softKeys(t testing.TB, seed byte) *tpmkeys.Software {
 }
 
 // openBound opens path and binds it.
-func openBound(t testing.TB, path string, keys Keys, g Guard, o BindOptions) (*DB, error) {
+func openBound(t testing.TB, path string, keys Keys, g Guard, o BindOptions, opts ...Option) (*DB, error) {
 	t.Helper()
-	d, err := Open(path)
+	d, err := Open(path, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -380,15 +380,23 @@ func fixture(t testing.TB) (string, []byte) {
 
 const fixtureCredID = "013345773e330b598fa1f5943556742e7f820589512ea26f4ce7945766adbcd251109e028d3cc1b81ec6d64a5a34871d9e825eb46900a885bed98681f7949ae101ad64f449d00de4f8d05b022dca44a585531d3091e39fb911ada3d2"
 
-// TestMigrateFixture: a state.db written by today's binary (schema 1)
-// migrates to schema 2 when bound: every record and setting reads back
-// the same, nothing is left in the clear, and another master key is
-// refused before anything changes.
+// TestMigrateFixture: a state.db written by the a42143a binary (schema 1)
+// migrates to schema 3 when opened with an indexer (it was plain already)
+// and is sealed into schema 4 when bound: every record and setting reads
+// back the same, nothing is left in the clear, and another master key is
+// refused before anything changes. Without an indexer it is not migrated
+// (its index could not be built) and cannot be used.
 func TestMigrateFixture(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	path, master := fixture(t)
 	plain, err := Open(path)
+	must(t, err)
+	if _, err := plain.CountCredentials(); !errors.Is(err, errNeedsIndexer) {
+		t.Errorf("schema 1 opened without an indexer: %v, want errNeedsIndexer", err)
+	}
+	must(t, plain.Close())
+	plain, err = Open(path, WithIndexer(ctapIndexer))
 	must(t, err)
 	if plain.Bound() {
 		t.Fatal("the fixture is already bound")
@@ -415,12 +423,12 @@ func TestMigrateFixture(t *testing.T) {
 	if _, err := openBound(t, path, softKeys(t, 13), &memGuard{}, BindOptions{Verify: func(id, rpIDHash []byte) bool {
 		_, _, err := softKeys(t, 13).Signer(ctx, id, rpIDHash)
 		return err == nil
-	}}); !errors.Is(err, ErrKeyMismatch) {
+	}}, WithIndexer(ctapIndexer)); !errors.Is(err, ErrKeyMismatch) {
 		t.Fatalf("fixture with another key: %v, want ErrKeyMismatch", err)
 	}
 
 	g := &memGuard{}
-	d, err := openBound(t, path, keys, g, BindOptions{Verify: verify})
+	d, err := openBound(t, path, keys, g, BindOptions{Verify: verify}, WithIndexer(ctapIndexer))
 	if err != nil {
 		t.Fatalf("migrating the fixture: %v", err)
 	}

@@ -186,7 +186,7 @@ func (h *logCounter) count() int {
 func TestDamagedPageLater(t *testing.T) {
 	t.Parallel()
 	path := manyCreds(t, 60)
-	ps, leaf := leafPage(t, path, []byte("big-0030"), []byte("small-0"))
+	ps, leaf := leafPage(t, path, credKey([]byte("big-0030")), credKey([]byte("small-0")))
 	patch(t, path, int64(leaf)*int64(ps), binary.NativeEndian.AppendUint64(nil, 0xBAD))
 
 	logs := &logCounter{}
@@ -249,7 +249,14 @@ func TestFaultBecomesError(t *testing.T) {
 		d, err := Open(path)
 		must(t, err)
 		defer d.Close()
-		_, _, err = d.Credential([]byte("big-0000"))
+		// The credential with the smallest key lives below that child.
+		first := []byte("small-0")
+		for i := range 60 {
+			if id := fmt.Appendf(nil, "big-%04d", i); bytes.Compare(credKey(id), credKey(first)) < 0 {
+				first = id
+			}
+		}
+		_, _, err = d.Credential(first)
 		wantDamaged(t, err, "a page pointer outside the mapping")
 	})
 }
@@ -261,7 +268,7 @@ func TestCheckFindsDamage(t *testing.T) {
 	if err := Check(path); err != nil {
 		t.Fatalf("Check of a sound file: %v", err)
 	}
-	ps, leaf := leafPage(t, path, []byte("big-0030"), nil)
+	ps, leaf := leafPage(t, path, credKey([]byte("big-0030")), nil)
 	patch(t, path, int64(leaf)*int64(ps)+8, []byte{0xFF, 0xFF})
 	err := Check(path)
 	wantDamaged(t, err, "Check")
@@ -313,4 +320,83 @@ func TestCycleRefused(t *testing.T) {
 	if err := d2.Wipe(); err != nil {
 		t.Errorf("Wipe of a sound store: %v", err)
 	}
+}
+
+// rootOf returns bucket name's root page (a branch page) and the page size.
+func rootOf(t testing.TB, path string, name []byte) (root uint64, pageSize int, raw []byte) {
+	t.Helper()
+	bdb, err := bolt.Open(path, 0o600, nil)
+	must(t, err)
+	must(t, bdb.View(func(tx *bolt.Tx) error { root = uint64(tx.Bucket(name).Root()); return nil }))
+	pageSize = bdb.Info().PageSize
+	must(t, bdb.Close())
+	raw, err = os.ReadFile(path)
+	must(t, err)
+	if binary.NativeEndian.Uint16(raw[int(root)*pageSize+8:]) != flagBranch {
+		t.Fatalf("the %s root is not a branch page; add credentials", name)
+	}
+	return root, pageSize, raw
+}
+
+// TestIndexSeekDamageRefused: the index is read with cursor seeks, which
+// bbolt may carry past a leaf's last key into the next leaf; the page
+// checks follow the same way. A loop in the index tree, and a child
+// pointer out of range met only on the way to the next leaf, fail the
+// calls with ErrDamaged instead of sending bbolt round the loop or off
+// the map.
+func TestIndexSeekDamageRefused(t *testing.T) {
+	t.Parallel()
+	calls := func(d *DB) map[string]error {
+		_, _, e1 := d.NextRP(nil)
+		_, _, e2 := d.NextCredentialOfRP(rp("big"), nil, true)
+		_, e3 := d.CredentialsOfUser(rp("small"), nil)
+		_, e4 := d.RPs()
+		return map[string]error{"NextRP": e1, "NextCredentialOfRP": e2, "CredentialsOfUser": e3, "RPs": e4}
+	}
+	t.Run("loop", func(t *testing.T) {
+		t.Parallel()
+		path := manyCreds(t, 200)
+		root, ps, raw := rootOf(t, path, bucketIndex)
+		for i := range int(binary.NativeEndian.Uint16(raw[int(root)*ps+10:])) {
+			patch(t, path, int64(root)*int64(ps)+pageHeaderSize+int64(i)*16+8, binary.NativeEndian.AppendUint64(nil, root))
+		}
+		d, err := Open(path)
+		must(t, err)
+		defer d.Close()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for name, err := range calls(d) {
+				wantDamaged(t, err, name+" through the loop")
+			}
+		}()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Fatal("a call went round the loop")
+		}
+	})
+	t.Run("next leaf", func(t *testing.T) {
+		t.Parallel()
+		path := manyCreds(t, 200)
+		root, ps, raw := rootOf(t, path, bucketIndex)
+		// The first leaf's last key is one of big's list entries; a seek
+		// for the entry after it passes the leaf's end and goes on through
+		// the root's second child, which now points back to the root: bbolt
+		// would come back to the first leaf and answer with a key before
+		// the one sought.
+		first := binary.NativeEndian.Uint64(raw[int(root)*ps+pageHeaderSize+8:])
+		es, err := leafElems("leaf", raw[int(first)*ps:(int(first)+1)*ps])
+		must(t, err)
+		last := es[len(es)-1].key
+		patch(t, path, int64(root)*int64(ps)+pageHeaderSize+16+8, binary.NativeEndian.AppendUint64(nil, root))
+		d, err := Open(path)
+		must(t, err)
+		defer d.Close()
+		if !bytes.HasPrefix(last, cat(d.rpKey(rp("big")), []byte{tagList})) || len(last) != shortKey+1+cursorSize {
+			t.Fatalf("the first leaf ends with %x, not one of big's list entries", last)
+		}
+		_, _, err = d.NextCredentialOfRP(rp("big"), last[shortKey+1:], true)
+		wantDamaged(t, err, "NextCredentialOfRP past the first leaf")
+	})
 }

@@ -410,15 +410,169 @@ func (v *verifier) freelist(id, pages uint64) ([]uint64, uint64, error) {
 // checkData checks the buckets' contents, after checkPages; add returns
 // false to stop.
 func (d *DB) checkData(tx *bolt.Tx, add func(string) bool) {
+	if tx.Bucket(bucketMeta) == nil {
+		add("bucket \"meta\" is missing")
+		return
+	}
+	v := tx.Bucket(bucketMeta).Get(keySchema)
+	if len(v) != 1 || v[0] == 0 || v[0] > SchemaVersion {
+		add(fmt.Sprintf("schema record %x", v))
+		return
+	}
+	sealed := sealedSchema(v[0])
+	if v[0] == schemaPlainV1 || v[0] == schemaSealedV1 {
+		d.checkDataV1(tx, sealed, add)
+	} else {
+		d.checkDataV2(tx, sealed, add)
+	}
+	if sealed && d.bind != nil {
+		if _, what := d.readHead(tx); what != "" {
+			add(what)
+		}
+	}
+}
+
+func checkCounters(tx *bolt.Tx, add func(string) bool) {
+	tx.Bucket(bucketCounters).ForEach(func(k, v []byte) error {
+		if len(k) != 32 || len(v) != 8 {
+			if !add(fmt.Sprintf("counter %x: %d-byte value", k, len(v))) {
+				return errStop
+			}
+		}
+		return nil
+	})
+}
+
+// checkDataV2 checks a layout 2 file (index.go): every credential opens
+// (shape only in a sealed file without its key store) and has its two
+// index entries, every index entry names a credential, and the counts
+// agree.
+func (d *DB) checkDataV2(tx *bolt.Tx, sealed bool, add func(string) bool) {
 	for _, name := range append([][]byte{bucketMeta}, dataBuckets...) {
 		if tx.Bucket(name) == nil {
 			add(fmt.Sprintf("bucket %q is missing", name))
 			return
 		}
 	}
-	sealed := false
-	if v := tx.Bucket(bucketMeta).Get(keySchema); len(v) == 1 && v[0] == schemaSealed {
-		sealed = true
+	creds, index := tx.Bucket(bucketCreds), tx.Bucket(bucketIndex)
+	type rpCount struct{ all, visible uint32 }
+	opened := !sealed || d.bind != nil
+	want := map[string]*rpCount{} // by rpKey, from the credentials (when they open)
+	n, unlisted := 0, 0
+	err := creds.ForEach(func(k, v []byte) error {
+		n++
+		if len(k) != shortKey {
+			if !add(fmt.Sprintf("credential key %x: %d bytes", k, len(k))) {
+				return errStop
+			}
+			return nil
+		}
+		if !opened {
+			if len(v) < minSealed {
+				if !add(fmt.Sprintf("credential %x: sealed value of %d bytes", k, len(v))) {
+					return errStop
+				}
+			}
+			return nil
+		}
+		e, err := d.openEntry(k, v)
+		if err != nil {
+			if !add(err.Error()) {
+				return errStop
+			}
+			return nil
+		}
+		if e.unlisted {
+			unlisted++
+			return nil
+		}
+		if lv := index.Get(d.listKey(e)); len(lv) != 1 || lv[0] != e.flags() {
+			if !add(fmt.Sprintf("credential %x is not listed under its RP", k)) {
+				return errStop
+			}
+		}
+		if index.Get(d.userIndexKey(e)) == nil {
+			if !add(fmt.Sprintf("credential %x is not indexed by its user", k)) {
+				return errStop
+			}
+		}
+		rk := string(d.rpKey(e.rpIDHash))
+		c := want[rk]
+		if c == nil {
+			c = &rpCount{}
+			want[rk] = c
+		}
+		c.all++
+		if !e.hidden {
+			c.visible++
+		}
+		return nil
+	})
+	if err != nil {
+		return
+	}
+	var rps, listed, users int
+	var sum uint64
+	err = index.ForEach(func(k, v []byte) error {
+		bad := ""
+		switch {
+		case len(k) < shortKey+1:
+			bad = "too short"
+		case k[shortKey] == tagRP && len(k) == shortKey+1 && len(v) == 8:
+			rps++
+			all, visible := binary.BigEndian.Uint32(v), binary.BigEndian.Uint32(v[4:])
+			sum += uint64(all)
+			if c := want[string(k[:shortKey])]; all == 0 || visible > all || (opened && (c == nil || c.all != all || c.visible != visible)) {
+				bad = fmt.Sprintf("RP counts %d, %d disagree with its credentials", all, visible)
+			}
+		case k[shortKey] == tagList && len(k) == shortKey+1+cursorSize && len(v) == 1:
+			listed++
+			if creds.Get(k[len(k)-shortKey:]) == nil {
+				bad = "names no credential"
+			}
+		case k[shortKey] == tagUser && len(k) == shortKey+1+2*shortKey && len(v) == 0:
+			users++
+			if creds.Get(k[len(k)-shortKey:]) == nil {
+				bad = "names no credential"
+			}
+		default:
+			bad = "malformed"
+		}
+		if bad != "" && !add(fmt.Sprintf("index entry %x: %s", k, bad)) {
+			return errStop
+		}
+		return nil
+	})
+	if err != nil {
+		return
+	}
+	if listed != n-unlisted || users != n-unlisted || sum != uint64(n-unlisted) {
+		if !add(fmt.Sprintf("%d credentials (%d unlisted), %d list entries, %d user entries, %d counted under RPs", n, unlisted, listed, users, sum)) {
+			return
+		}
+	}
+	meta := tx.Bucket(bucketMeta)
+	for _, c := range []struct {
+		name []byte
+		n    int
+	}{{keyCount, n}, {keyRPCount, rps}} {
+		if v := meta.Get(c.name); len(v) != 8 || binary.BigEndian.Uint64(v) != uint64(c.n) {
+			if !add(fmt.Sprintf("meta %s %x, %d found", c.name, v, c.n)) {
+				return
+			}
+		}
+	}
+	checkCounters(tx, add)
+}
+
+// checkDataV1 checks a layout 1 file (migrate.go), which is migrated
+// when it is opened or bound.
+func (d *DB) checkDataV1(tx *bolt.Tx, sealed bool, add func(string) bool) {
+	for _, name := range [][]byte{bucketCreds, bucketByRP, bucketSettings, bucketCounters} {
+		if tx.Bucket(name) == nil {
+			add(fmt.Sprintf("bucket %q is missing", name))
+			return
+		}
 	}
 	creds := tx.Bucket(bucketCreds)
 	indexed := 0
@@ -469,19 +623,7 @@ func (d *DB) checkData(tx *bolt.Tx, add func(string) bool) {
 			return
 		}
 	}
-	tx.Bucket(bucketCounters).ForEach(func(k, v []byte) error {
-		if len(k) != 32 || len(v) != 8 {
-			if !add(fmt.Sprintf("counter %x: %d-byte value", k, len(v))) {
-				return errStop
-			}
-		}
-		return nil
-	})
-	if sealed && d.bind != nil {
-		if _, what := d.readHead(tx); what != "" {
-			add(what)
-		}
-	}
+	checkCounters(tx, add)
 }
 
 var errStop = errors.New("stop")

@@ -13,22 +13,30 @@
 //
 // # Layout
 //
-//	meta      "schema" → 1 (plain) or 2 (sealed); "head" → the sealed binding record (schema 2)
-//	creds     credential ID → rpIdHash (32) ‖ record               (schema 2: sealed, see bind.go)
-//	byRP      rpIdHash → nested bucket { credential ID → "" }      (schema 2: HMAC(rpIdHash) → …)
-//	settings  name → value                                         (schema 2: sealed)
+//	meta      "schema" → 3 (plain) or 4 (sealed); "count" → credentials; "rps" → RPs;
+//	          "head" → the sealed binding record (schema 4, see bind.go)
+//	creds     SHA-256(credential ID)[:16] → the record and what it is indexed by (sealed in schema 4)
+//	index     per RP, side by side: its counts, its credentials newest first, its users' credentials
+//	settings  name → value                                         (schema 4: sealed)
 //	counters  SHA-256(credential ID) → reserved high-water mark (uint64, big-endian)
 //
-// byRP makes CredentialsByRP a scan of one small bucket and RPs a walk of
-// the bucket names; a nested bucket is deleted with its last credential.
+// index.go has the details. Every question the authenticator asks — the
+// RP's newest credential and the next one, how many it has, which belong
+// to a user, the next RP, how many there are — is a seek or two in a
+// B+tree and opens at most one record, so its cost grows with the log of
+// the number of credentials, not with the number; the records are not
+// decoded by the store but indexed with an [Indexer] (ctap2.IndexRecord).
 //
 // # Schema versions
 //
-// Schema 1 is the plain layout that [Open] creates and that virtkey up to
-// the state binding wrote. [DB.Bind] binds a file to a key store and
-// migrates a schema 1 file to schema 2 (sealed records, keyed RP index, a
-// binding record) in one transaction. A file with a schema newer than
-// [SchemaVersion] is refused. A schema 2 file is usable only once bound.
+// Schemas 1 (plain) and 2 (sealed, from the state binding on) had one
+// nested bucket per RP (byRP) and no order, counts or user index: every
+// list read and decoded all of an RP's records. [Open] migrates a schema 1
+// file to schema 3 (it needs the [Indexer]), [DB.Bind] seals a schema 3
+// (or new) file into schema 4 and migrates a schema 2 file to schema 4 in
+// one transaction that advances the rollback epoch (migrate.go). A file
+// with a schema newer than [SchemaVersion] is refused. A sealed file is
+// usable only once bound.
 //
 // # Damage
 //
@@ -87,6 +95,10 @@ var (
 	ErrNewerSchema = errors.New("state.db was written by a newer virtkey")
 )
 
+// errNeedsIndexer reports a schema 1 file opened without an indexer: it
+// cannot be migrated (see migrate.go).
+var errNeedsIndexer = errors.New("store: state.db has schema 1; open it with an indexer (store.WithIndexer) to migrate it")
+
 // RPIDHashSize is the length of the rpIdHash keys (SHA-256).
 const RPIDHashSize = sha256.Size
 
@@ -95,11 +107,16 @@ const MaxCredentialIDLength = 1023
 
 // Schema versions: see the package documentation.
 const (
-	schemaPlain  = 1
-	schemaSealed = 2
+	schemaPlainV1  = 1 // layout 1, plain
+	schemaSealedV1 = 2 // layout 1, sealed
+	schemaPlain    = 3 // layout 2 (index.go), plain: not bound yet
+	schemaSealed   = 4 // layout 2, sealed
 	// SchemaVersion is the newest schema this package reads and writes.
 	SchemaVersion = schemaSealed
 )
+
+// sealedSchema reports whether schema s seals its values.
+func sealedSchema(s byte) bool { return s == schemaSealedV1 || s == schemaSealed }
 
 const (
 	// DefaultCounterReserve is the initial counter reservation step.
@@ -123,7 +140,7 @@ var (
 )
 
 // dataBuckets are the buckets Wipe empties.
-var dataBuckets = [][]byte{bucketCreds, bucketByRP, bucketSettings, bucketCounters}
+var dataBuckets = [][]byte{bucketCreds, bucketIndex, bucketSettings, bucketCounters}
 
 // DB is the state database of one state directory. It implements
 // ctap2.Store and is safe for concurrent use.
@@ -155,6 +172,7 @@ type options struct {
 	reserve     uint64
 	now         func() time.Time
 	log         *slog.Logger
+	indexer     Indexer
 	noSync      bool // tests only: bbolt without fsync
 }
 
@@ -246,40 +264,46 @@ func (d *DB) init() error {
 				return err
 			}
 			v, err := meta.get(keySchema)
-			if err != nil {
-				return err
-			}
 			switch {
-			case v == nil:
-				if err := meta.put(keySchema, []byte{schemaPlain}); err != nil {
-					return err
-				}
+			case err != nil:
+				return err
+			case v == nil: // a new file
 				d.schema = schemaPlain
+				for _, name := range dataBuckets {
+					if _, err := root.createBucketIfNotExists(name); err != nil {
+						return err
+					}
+				}
+				return errors.Join(meta.put(keySchema, []byte{schemaPlain}), meta.put(keyCount, be64(0)), meta.put(keyRPCount, be64(0)))
 			case len(v) != 1 || v[0] == 0:
 				return errDamage{fmt.Sprintf("schema record %x", v)}
 			case v[0] > SchemaVersion:
 				return fmt.Errorf("%w: %s has schema %d, this virtkey understands schemas up to %d; run a newer virtkey, or move the file away to start over",
 					ErrNewerSchema, d.bolt.Path(), v[0], SchemaVersion)
-			default:
-				d.schema = v[0]
+			}
+			d.schema = v[0]
+			switch d.schema {
+			case schemaPlainV1:
+				if d.opts.indexer == nil {
+					return nil // readable only once migrated, with an indexer
+				}
+				return d.migrateV1(tx) // plain already: rewritten in place
+			case schemaSealedV1:
+				return nil // Bind migrates it
 			}
 			for _, name := range dataBuckets {
-				if _, err := root.createBucketIfNotExists(name); err != nil {
+				if _, err := d.top(tx, name); err != nil {
 					return err
 				}
 			}
-			if v, err := meta.get(keyCount); err != nil || v != nil {
-				return err
+			for _, name := range [][]byte{keyCount, keyRPCount} {
+				if v, err := meta.get(name); err != nil {
+					return err
+				} else if len(v) != 8 {
+					return errDamage{fmt.Sprintf("meta %s: %x", name, v)}
+				}
 			}
-			// A file from before the count.
-			creds, err := root.bucket(bucketCreds)
-			if err == nil {
-				err = creds.checkTree(false)
-			}
-			if err != nil {
-				return err
-			}
-			return meta.put(keyCount, be64(uint64(creds.b.Stats().KeyN)))
+			return nil
 		})
 	})
 	var dm errDamage
@@ -362,8 +386,11 @@ func (d *DB) readable() error {
 	if d.closed {
 		return ErrClosed
 	}
-	if d.schema == schemaSealed && d.bind == nil {
+	if sealedSchema(d.schema) && d.bind == nil {
 		return ErrNeedsBind
+	}
+	if d.schema == schemaPlainV1 {
+		return errNeedsIndexer
 	}
 	return nil
 }
@@ -388,11 +415,11 @@ func (d *DB) view(op string, fn func(tx *bolt.Tx) error) error {
 }
 
 // PutCredential inserts or replaces the record of credential id under
-// rpIDHash (32 bytes), moving it in the RP index if its RP changed. The
-// credentials in replaces (a discoverable credential superseded by a new one
-// for the same user) are deleted in the same transaction, so a crash leaves
-// either the old credentials or the new one. Replacing or deleting advances
-// the rollback epoch of a bound DB; adding a new credential does not.
+// rpIDHash (32 bytes), indexed by the [Indexer]. The credentials in
+// replaces (a discoverable credential superseded by a new one for the same
+// user) are deleted in the same transaction, so a crash leaves either the
+// old credentials or the new one. Replacing or deleting advances the
+// rollback epoch of a bound DB; adding a new credential does not.
 func (d *DB) PutCredential(id, rpIDHash, record []byte, replaces ...[]byte) error {
 	if err := checkCredID(id); err != nil {
 		return err
@@ -405,76 +432,42 @@ func (d *DB) PutCredential(id, rpIDHash, record []byte, replaces ...[]byte) erro
 	if err := d.writable(); err != nil {
 		return err
 	}
-	v, err := d.sealCred(id, rpIDHash, record)
+	e, err := d.newEntry(id, rpIDHash, record)
 	if err != nil {
 		return err
 	}
-	// Whether the write removes something decides whether it advances the
-	// epoch, and that must be known before the transaction.
-	removes := false
-	if d.bind != nil {
-		err = d.view("putCredential", func(tx *bolt.Tx) error {
-			creds, err := d.top(tx, bucketCreds)
-			if err != nil {
-				return err
-			}
-			for _, k := range append([][]byte{id}, replaces...) {
-				v, err := creds.get(k)
-				if err != nil {
-					return err
-				}
-				removes = removes || v != nil
-			}
-			return nil
-		})
+	err = d.updateAdvancing("putCredential", func(tx *bolt.Tx) (removed bool, err error) {
+		l, err := d.buckets(tx)
 		if err != nil {
-			return err
+			return false, err
 		}
-	}
-	err = d.update("putCredential", removes, func(tx *bolt.Tx) error {
 		for _, old := range replaces {
 			if bytes.Equal(old, id) {
 				continue
 			}
-			if err := d.deleteCredentialTx(tx, old); err != nil {
-				return err
-			}
-		}
-		creds, err := d.top(tx, bucketCreds)
-		if err != nil {
-			return err
-		}
-		old, err := creds.get(id)
-		switch {
-		case err != nil:
-			return err
-		case old != nil:
-			oldRP, _, err := d.openCred(id, old)
+			o, err := d.lookup(l.creds, old)
 			if err != nil {
-				return err
+				return false, err
 			}
-			if !bytes.Equal(oldRP, rpIDHash) {
-				if err := d.unindex(tx, oldRP, id); err != nil {
-					return err
+			if o != nil {
+				removed = true
+				if err := d.removeEntry(l, o); err != nil {
+					return false, err
 				}
 			}
-		default:
-			if err := d.addCount(tx, 1); err != nil {
-				return err
+		}
+		o, err := d.lookup(l.creds, id)
+		if err != nil {
+			return false, err
+		}
+		if o != nil {
+			// An overwrite keeps the counter; the index entries move.
+			removed = true
+			if err := d.unlistEntry(l, o); err != nil {
+				return false, err
 			}
 		}
-		if err := creds.put(id, v); err != nil {
-			return err
-		}
-		byRP, err := d.top(tx, bucketByRP)
-		if err != nil {
-			return err
-		}
-		rp, err := byRP.createBucketIfNotExists(d.indexKey(rpIDHash))
-		if err != nil {
-			return err
-		}
-		return rp.put(id, []byte{})
+		return removed, d.addEntry(l, e)
 	})
 	if err != nil {
 		return wrap("store: putting credential", err)
@@ -487,71 +480,21 @@ func (d *DB) PutCredential(id, rpIDHash, record []byte, replaces ...[]byte) erro
 	return nil
 }
 
-// deleteCredentialTx removes id, its index entry and its counter row.
-func (d *DB) deleteCredentialTx(tx *bolt.Tx, id []byte) error {
-	creds, err := d.top(tx, bucketCreds)
-	if err != nil {
-		return err
-	}
-	v, err := creds.get(id)
-	if err != nil {
-		return err
-	}
-	if v != nil {
-		rp, _, err := d.openCred(id, v)
-		if err != nil {
-			return err
-		}
-		if err := d.unindex(tx, rp, id); err != nil {
-			return err
-		}
-		if err := creds.delete(id); err != nil {
-			return err
-		}
-		if err := d.addCount(tx, -1); err != nil {
-			return err
-		}
-	}
-	key := sha256.Sum256(id)
-	counters, err := d.top(tx, bucketCounters)
-	if err != nil {
-		return err
-	}
-	return counters.delete(key[:])
-}
-
-// unindex removes id from rpIDHash's index bucket, and the bucket if empty.
-func (d *DB) unindex(tx *bolt.Tx, rpIDHash, id []byte) error {
-	byRP, err := d.top(tx, bucketByRP)
-	if err != nil {
-		return err
-	}
-	key := d.indexKey(rpIDHash)
-	rp, err := byRP.bucket(key)
-	if err != nil || rp.b == nil {
-		return err
-	}
-	if err := rp.delete(id); err != nil {
-		return err
-	}
-	if k, err := rp.first(); err != nil || k != nil {
-		return err
-	}
-	return byRP.deleteBucket(key)
-}
-
 // Credential returns the record of id; ok is false when there is none.
 func (d *DB) Credential(id []byte) (record []byte, ok bool, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	err = d.view("credential", func(tx *bolt.Tx) error {
-		v, err := d.get(tx, bucketCreds, id)
-		if err != nil || v == nil {
+		creds, err := d.top(tx, bucketCreds)
+		if err != nil {
 			return err
 		}
-		_, rec, err := d.openCred(id, v)
-		record, ok = bytes.Clone(rec), err == nil
-		return err
+		e, err := d.lookup(creds, id)
+		if err != nil || e == nil {
+			return err
+		}
+		record, ok = bytes.Clone(e.record), true
+		return nil
 	})
 	if err != nil {
 		return nil, false, wrap("store", err)
@@ -559,82 +502,39 @@ func (d *DB) Credential(id []byte) (record []byte, ok bool, err error) {
 	return record, ok, nil
 }
 
-// CredentialsByRP returns the records stored under rpIDHash, ordered by
-// credential ID. It reads only that RP's index.
+// CredentialsByRP returns the records stored under rpIDHash, newest first
+// (see [DB.NextCredentialOfRP], which pages through them one at a time).
 func (d *DB) CredentialsByRP(rpIDHash []byte) ([][]byte, error) {
 	var recs [][]byte
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	err := d.view("credentialsByRP", func(tx *bolt.Tx) error {
-		byRP, err := d.top(tx, bucketByRP)
-		if err != nil {
-			return err
+	var cursor []byte
+	for {
+		rec, next, err := d.NextCredentialOfRP(rpIDHash, cursor, true)
+		if err != nil || rec == nil {
+			return recs, err
 		}
-		rp, err := byRP.bucket(d.indexKey(rpIDHash))
-		if err != nil || rp.b == nil {
-			return err
-		}
-		creds, err := d.top(tx, bucketCreds)
-		if err != nil {
-			return err
-		}
-		return rp.forEach(func(id, _ []byte) error {
-			rp, rec, err := d.indexed(creds, id)
-			if err != nil {
-				return err
-			}
-			if !bytes.Equal(rp, rpIDHash) {
-				return d.inconsistent(fmt.Sprintf("index entry %x points to another RP's credential", id))
-			}
-			recs = append(recs, bytes.Clone(rec))
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, wrap("store", err)
+		recs, cursor = append(recs, rec), next
 	}
-	return recs, nil
 }
 
 // RPs returns the distinct rpIDHashes with at least one credential, sorted.
-// In a bound DB the index is keyed by an HMAC of the rpIdHash, so RPs opens
-// one credential of each RP to learn it.
+// It opens one credential of each RP to learn it.
 func (d *DB) RPs() ([][]byte, error) {
 	var rps [][]byte
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	err := d.view("rps", func(tx *bolt.Tx) error {
-		creds, err := d.top(tx, bucketCreds)
+		index, creds, err := d.indexAndCreds(tx)
 		if err != nil {
 			return err
 		}
-		byRP, err := d.top(tx, bucketByRP)
-		if err != nil {
-			return err
+		var cursor []byte
+		for {
+			e, next, err := d.nextRP(index, creds, cursor)
+			if err != nil || e == nil {
+				return err
+			}
+			rps, cursor = append(rps, bytes.Clone(e.rpIDHash)), next
 		}
-		return byRP.forEach(func(k, _ []byte) error {
-			if d.bind == nil {
-				rps = append(rps, bytes.Clone(k))
-				return nil
-			}
-			b, err := byRP.bucket(k)
-			if err != nil {
-				return err
-			}
-			if b.b == nil {
-				return d.inconsistent(fmt.Sprintf("index key %x is not a bucket", k))
-			}
-			id, err := b.first()
-			if err != nil {
-				return err
-			}
-			rp, _, err := d.indexed(creds, id)
-			if err != nil {
-				return err
-			}
-			rps = append(rps, bytes.Clone(rp))
-			return nil
-		})
 	})
 	if err != nil {
 		return nil, wrap("store", err)
@@ -643,22 +543,8 @@ func (d *DB) RPs() ([][]byte, error) {
 	return rps, nil
 }
 
-// indexed reads and opens credential id that an index entry names.
-func (d *DB) indexed(creds vbucket, id []byte) (rpIDHash, record []byte, err error) {
-	var v []byte
-	if id != nil {
-		if v, err = creds.get(id); err != nil {
-			return nil, nil, err
-		}
-	}
-	if v == nil {
-		return nil, nil, d.inconsistent(fmt.Sprintf("index entry %x has no credential", id))
-	}
-	return d.openCred(id, v)
-}
-
-// DeleteCredential removes id, its index entry and its counter (no error
-// if absent). It advances the rollback epoch of a bound DB.
+// DeleteCredential removes id, its index entries and its counter (no
+// error if absent). It advances the rollback epoch of a bound DB.
 func (d *DB) DeleteCredential(id []byte) error {
 	key := sha256.Sum256(id)
 	d.mu.Lock()
@@ -666,7 +552,22 @@ func (d *DB) DeleteCredential(id []byte) error {
 	if err := d.writable(); err != nil {
 		return err
 	}
-	err := d.update("deleteCredential", true, func(tx *bolt.Tx) error { return d.deleteCredentialTx(tx, id) })
+	err := d.update("deleteCredential", true, func(tx *bolt.Tx) error {
+		l, err := d.buckets(tx)
+		if err != nil {
+			return err
+		}
+		e, err := d.lookup(l.creds, id)
+		if err != nil {
+			return err
+		}
+		if e == nil {
+			// No credential; a counter row may be left by an older
+			// virtkey.
+			return l.counters.delete(key[:])
+		}
+		return d.removeEntry(l, e)
+	})
 	if err != nil {
 		return wrap("store: deleting credential", err)
 	}
@@ -674,21 +575,19 @@ func (d *DB) DeleteCredential(id []byte) error {
 	return nil
 }
 
-// CountCredentials is the number of resident credentials.
-func (d *DB) CountCredentials() (int, error) {
+// CountCredentials is the number of resident credentials: one stored
+// value, whatever the number.
+func (d *DB) CountCredentials() (int, error) { return d.countOf("countCredentials", keyCount) }
+
+// countOf reads the u64 meta value name in a read transaction.
+func (d *DB) countOf(op string, name []byte) (int, error) {
 	var n int
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	err := d.view("countCredentials", func(tx *bolt.Tx) error {
-		v, err := d.get(tx, bucketMeta, keyCount)
-		if err != nil {
-			return err
-		}
-		if len(v) != 8 || binary.BigEndian.Uint64(v) > math.MaxInt32 {
-			return d.inconsistent(fmt.Sprintf("credential count %x", v))
-		}
-		n = int(binary.BigEndian.Uint64(v))
-		return nil
+	err := d.view(op, func(tx *bolt.Tx) error {
+		var err error
+		n, err = d.metaCount(tx, name)
+		return err
 	})
 	if err != nil {
 		return 0, wrap("store", err)
@@ -779,7 +678,7 @@ func (d *DB) Wipe() error {
 		if err != nil {
 			return err
 		}
-		if err := meta.put(keyCount, be64(0)); err != nil {
+		if err := errors.Join(meta.put(keyCount, be64(0)), meta.put(keyRPCount, be64(0))); err != nil {
 			return err
 		}
 		if d.bind != nil {
@@ -879,23 +778,3 @@ func wrap(prefix string, err error) error {
 }
 
 func be64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
-
-// addCount adds delta to the credential count.
-func (d *DB) addCount(tx *bolt.Tx, delta int) error {
-	meta, err := d.top(tx, bucketMeta)
-	if err != nil {
-		return err
-	}
-	v, err := meta.get(keyCount)
-	if err != nil {
-		return err
-	}
-	if len(v) != 8 {
-		return errDamage{fmt.Sprintf("credential count %x", v)}
-	}
-	n := int64(binary.BigEndian.Uint64(v)) + int64(delta)
-	if n < 0 {
-		return errDamage{"credential count below zero"}
-	}
-	return meta.put(keyCount, be64(uint64(n)))
-}

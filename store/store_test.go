@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/virtkey/virtkey/ctap2"
 )
 
@@ -152,14 +150,10 @@ func checkState(t *testing.T, d *DB, want map[string][]string) {
 	if c, err := d.CountCredentials(); c != n || err != nil {
 		t.Errorf("CountCredentials() = %d, %v; want %d", c, err, n)
 	}
-	must(t, d.bolt.View(func(tx *bolt.Tx) error { // no stray index buckets
-		return tx.Bucket(bucketByRP).ForEachBucket(func(k []byte) error {
-			if k2, _ := tx.Bucket(bucketByRP).Bucket(k).Cursor().First(); k2 == nil {
-				t.Errorf("empty index bucket %x", k)
-			}
-			return nil
-		})
-	}))
+	if c, err := d.CountRPs(); c != len(want) || err != nil {
+		t.Errorf("CountRPs() = %d, %v; want %d", c, err, len(want))
+	}
+	must(t, d.Check()) // the index agrees with the credentials, no stray entries
 }
 
 func TestSettings(t *testing.T) {

@@ -22,7 +22,8 @@ import (
 //   - an iteration (ForEach, First, DeleteBucket, Stats) checks the whole
 //     tree, which the iteration reads anyway.
 //
-// Verified branch pages are cached until the next commit.
+// Verified branch pages, and the leaf pages point lookups end on, are
+// cached until the next commit.
 
 const (
 	maxDepth         = 32
@@ -47,6 +48,7 @@ type verifier struct {
 	f                  *os.File
 	pageSize           int
 	branches           map[uint64][]branchElem // verified branch pages, until the next commit
+	leaves             map[uint64][]byte       // leaf pages a search ended on, until the next commit
 	metaTxid, metaRoot uint64                  // the root page of the last transaction seen
 	meta               boltMeta                // its meta page
 }
@@ -56,7 +58,7 @@ func newVerifier(path string, pageSize int) (*verifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	return &verifier{f: f, pageSize: pageSize, branches: map[uint64][]branchElem{}}, nil
+	return &verifier{f: f, pageSize: pageSize, branches: map[uint64][]branchElem{}, leaves: map[uint64][]byte{}}, nil
 }
 
 func (v *verifier) close() {
@@ -66,30 +68,40 @@ func (v *verifier) close() {
 }
 
 // forget drops the cache (after a commit pages may be freed and reused).
-func (v *verifier) forget() { clear(v.branches) }
+func (v *verifier) forget() {
+	clear(v.branches)
+	clear(v.leaves)
+}
+
+// maxCachedLeaves bounds the leaf cache: a transaction that looks up many
+// keys (a migration) keeps few leaves.
+const maxCachedLeaves = 64
 
 // page reads page id (with its overflow pages) of a file whose high-water
 // mark is pages, checking that it says it is page id and is a tree page.
+// One read for a page without overflow.
 func (v *verifier) page(id, pages uint64) ([]byte, error) {
 	if id < 2 || id >= pages {
 		return nil, errDamage{fmt.Sprintf("page %d out of range [2, %d)", id, pages)}
 	}
 	ps := uint64(v.pageSize)
-	hdr := make([]byte, pageHeaderSize)
-	if _, err := v.f.ReadAt(hdr, int64(id*ps)); err != nil {
+	b := make([]byte, ps)
+	if _, err := v.f.ReadAt(b, int64(id*ps)); err != nil {
 		return nil, errDamage{fmt.Sprintf("page %d cannot be read (%v)", id, err)}
 	}
-	flags, overflow := nativeEndian.Uint16(hdr[8:]), uint64(nativeEndian.Uint32(hdr[12:]))
+	flags, overflow := nativeEndian.Uint16(b[8:]), uint64(nativeEndian.Uint32(b[12:]))
 	switch {
-	case nativeEndian.Uint64(hdr) != id:
-		return nil, errDamage{fmt.Sprintf("page %d says it is page %d", id, nativeEndian.Uint64(hdr))}
+	case nativeEndian.Uint64(b) != id:
+		return nil, errDamage{fmt.Sprintf("page %d says it is page %d", id, nativeEndian.Uint64(b))}
 	case flags != flagBranch && flags != flagLeaf:
 		return nil, errDamage{fmt.Sprintf("page %d is not a tree page (flags %#x)", id, flags)}
 	case id+overflow >= pages:
 		return nil, errDamage{fmt.Sprintf("page %d: %d overflow pages past the high-water mark", id, overflow)}
+	case overflow == 0:
+		return b, nil
 	}
-	b := make([]byte, (overflow+1)*ps)
-	if _, err := v.f.ReadAt(b, int64(id*ps)); err != nil {
+	b = append(b, make([]byte, overflow*ps)...)
+	if _, err := v.f.ReadAt(b[ps:], int64((id+1)*ps)); err != nil {
 		return nil, errDamage{fmt.Sprintf("page %d cannot be read (%v)", id, err)}
 	}
 	return b, nil
@@ -142,7 +154,10 @@ func leafElems(what string, p []byte) ([]leafElem, error) {
 }
 
 // search is bbolt's choice of child in a branch page for key.
-func search(es []branchElem, key []byte) uint64 {
+func search(es []branchElem, key []byte) uint64 { return es[searchIndex(es, key)].child }
+
+// searchIndex is the index of that child.
+func searchIndex(es []branchElem, key []byte) int {
 	exact := false
 	i := sort.Search(len(es), func(i int) bool {
 		c := bytes.Compare(es[i].key, key)
@@ -155,7 +170,7 @@ func search(es []branchElem, key []byte) uint64 {
 	if i >= len(es) {
 		i = len(es) - 1
 	}
-	return es[i].child
+	return i
 }
 
 // path checks the pages a search for key follows from root and returns the
@@ -168,11 +183,21 @@ func (v *verifier) path(root, pages uint64, key []byte) ([]byte, error) {
 			return nil, errDamage{fmt.Sprintf("page %d: the tree loops or is too deep", id)}
 		}
 		seen[id] = true
+		if es, ok := v.branches[id]; ok {
+			id = search(es, key)
+			continue
+		}
+		if p, ok := v.leaves[id]; ok {
+			return p, nil
+		}
 		p, err := v.page(id, pages)
 		if err != nil {
 			return nil, err
 		}
 		if !isBranch(p) {
+			if len(v.leaves) < maxCachedLeaves {
+				v.leaves[id] = p
+			}
 			return p, nil
 		}
 		es, err := v.branchElems(id, p)
@@ -181,6 +206,84 @@ func (v *verifier) path(root, pages uint64, key []byte) ([]byte, error) {
 		}
 		v.branches[id] = es
 		id = search(es, key)
+	}
+}
+
+// seekFrame is a branch page on a seek's way down and the child taken.
+type seekFrame struct {
+	es []branchElem
+	i  int
+}
+
+// seek checks the pages a bbolt cursor's Seek(key) visits: the search path
+// for key and, when key is past the last key of the leaf it ends on, the
+// way to the next leaf — bbolt climbs to the nearest ancestor with a next
+// child and takes the leftmost path below it, skipping empty leaves. A nil
+// key is First.
+func (v *verifier) seek(root, pages uint64, key []byte) error {
+	seen := map[uint64]bool{}
+	var stack []seekFrame
+	leaf, err := v.descend(root, pages, key, key == nil, seen, &stack)
+	for err == nil {
+		var es []leafElem
+		if es, err = leafElems("leaf", leaf); err != nil {
+			return err
+		}
+		if key == nil && len(es) > 0 {
+			return nil
+		}
+		if key != nil && len(es) > 0 && bytes.Compare(es[len(es)-1].key, key) >= 0 {
+			return nil
+		}
+		for len(stack) > 0 && stack[len(stack)-1].i >= len(stack[len(stack)-1].es)-1 {
+			stack = stack[:len(stack)-1]
+		}
+		if len(stack) == 0 {
+			return nil // the end of the tree
+		}
+		top := &stack[len(stack)-1]
+		top.i++
+		key = nil // the next leaf's first key is the answer
+		leaf, err = v.descend(top.es[top.i].child, pages, nil, true, seen, &stack)
+	}
+	return err
+}
+
+// descend checks the pages from id down to a leaf, by key or leftmost,
+// pushing the branch pages on stack, and returns the leaf.
+func (v *verifier) descend(id, pages uint64, key []byte, leftmost bool, seen map[uint64]bool, stack *[]seekFrame) ([]byte, error) {
+	for {
+		if len(*stack) > maxDepth || seen[id] {
+			return nil, errDamage{fmt.Sprintf("page %d: the tree loops or is too deep", id)}
+		}
+		seen[id] = true
+		es, ok := v.branches[id]
+		if !ok {
+			p, cached := v.leaves[id]
+			if !cached {
+				var err error
+				if p, err = v.page(id, pages); err != nil {
+					return nil, err
+				}
+			}
+			if !isBranch(p) {
+				if !cached && len(v.leaves) < maxCachedLeaves {
+					v.leaves[id] = p
+				}
+				return p, nil
+			}
+			var err error
+			if es, err = v.branchElems(id, p); err != nil {
+				return nil, err
+			}
+			v.branches[id] = es
+		}
+		i := 0
+		if !leftmost {
+			i = searchIndex(es, key)
+		}
+		*stack = append(*stack, seekFrame{es: es, i: i})
+		id = es[i].child
 	}
 }
 
@@ -422,6 +525,22 @@ func (v vbucket) checkTree(nested bool) error {
 		return v.d.verify.nestedIn("inline bucket", v.inline, v.d.pages(v.tx), map[uint64]bool{}, 0)
 	}
 	return nil
+}
+
+// seek positions c (a cursor of v) at the first key ≥ key (nil: the
+// first key), after checking the pages bbolt will visit.
+func (v vbucket) seek(c *bolt.Cursor, key []byte) (k, val []byte, err error) {
+	if r := v.page(); r != 0 {
+		if err := v.d.verify.seek(r, v.d.pages(v.tx), key); err != nil {
+			return nil, nil, err
+		}
+	}
+	if key == nil {
+		k, val = c.First()
+	} else {
+		k, val = c.Seek(key)
+	}
+	return k, val, nil
 }
 
 func (v vbucket) get(key []byte) ([]byte, error) {

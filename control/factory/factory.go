@@ -22,6 +22,7 @@ import (
 	"github.com/virtkey/virtkey/hid"
 	"github.com/virtkey/virtkey/hid/udp"
 	"github.com/virtkey/virtkey/hid/uhid"
+	"github.com/virtkey/virtkey/internal/statedir"
 	"github.com/virtkey/virtkey/store"
 	"github.com/virtkey/virtkey/tpmkeys"
 )
@@ -106,7 +107,7 @@ func (f *Factory) NewKey(ctx context.Context, cfg control.KeyConfig) (control.Ke
 	if err != nil {
 		return nil, nil, err
 	}
-	if s.db, err = store.Open(filepath.Join(s.dir, "state.db")); err != nil {
+	if s.db, err = store.Open(filepath.Join(s.dir, "state.db"), store.WithIndexer(statedir.IndexRecord)); err != nil {
 		if errors.Is(err, store.ErrLocked) {
 			return nil, nil, fmt.Errorf("stateDir %s is in use by another key: %w", s.dir, control.ErrConflict)
 		}

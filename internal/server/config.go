@@ -161,7 +161,7 @@ func (c *Config) flags() []configFlag {
 		{"uv", &c.UV, "built-in user verification for testing: none, auto (the user always verifies) or deny (always fails, counting uvRetries)", []string{"none", "auto", "deny"}, nil},
 		{"select-account", &c.SelectAccount, "several passkeys for one site: platform (numberOfCredentials + getNextAssertion; the client chooses) or newest (the key picks the newest itself and marks it userSelected, for headless browsers)", []string{"platform", "newest"}, nil},
 		{"reset-window", &c.ResetWindow, "authenticatorReset is allowed only this long after power-up; 0 = always", nil, c.checkResetWindow},
-		{"max-resident", &c.MaxResident, "maximum number of discoverable credentials", nil, c.checkMaxResident},
+		{"max-resident", &c.MaxResident, "maximum number of discoverable credentials; 0 = no limit but the state directory's free space", nil, c.checkMaxResident},
 		{"attestation", &c.Attestation, "default attestation: batch (packed, signed by the batch key under virtkey's own CA in <state-dir>/attestation, or --attestation-key), self (packed, signed by the credential) or none", []string{"batch", "self", "none"}, nil},
 		{"attestation-key", &c.AttestationKey, "batch attestation private key (PEM: PKCS#8, EC or RSA) to use instead of the generated one; needs --attestation-cert", nil, c.checkAttestationFiles},
 		{"attestation-cert", &c.AttestationCert, "PEM certificate chain of --attestation-key, attestation certificate first", nil, nil},
@@ -297,6 +297,15 @@ func (c *Config) checkResetWindow() error {
 		return fmt.Errorf("--reset-window %v: want 0 (always) or a positive duration", c.ResetWindow)
 	}
 	return nil
+}
+
+// maxResident is ctap2's MaxResidentCredentials for --max-resident n: 0
+// lifts the limit.
+func maxResident(n int) int {
+	if n == 0 {
+		return ctap2.NoResidentLimit
+	}
+	return n
 }
 
 func (c *Config) checkMaxResident() error {

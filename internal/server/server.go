@@ -142,7 +142,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Key, err error) 
 	k.auth, err = ctap2.New(ctap2.Config{
 		KeyStore: bound, Store: db, Presence: cfg.Control.presence(pres, cfg.Presence), Observer: cfg.Control.Observer,
 		Logger: log, AAGUID: aaguid, UV: cfg.uvMode(),
-		ResetWindow: cfg.ResetWindow, MaxResidentCredentials: cfg.MaxResident,
+		ResetWindow: cfg.ResetWindow, MaxResidentCredentials: maxResident(cfg.MaxResident),
 		Attestation: att.mode, Batch: att.batch, Enterprise: att.enterprise, EnterpriseRPIDs: att.enterpriseRPIDs,
 		SelectNewestAccount: cfg.SelectAccount == "newest",
 		FirmwareVersion:     uint32(v[0])<<16 | uint32(v[1])<<8 | uint32(v[2]),

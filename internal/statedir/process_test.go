@@ -9,10 +9,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -150,7 +154,7 @@ func TestRunMigratesTodaysState(t *testing.T) {
 			t.Errorf("round %d: getAssertion: %v", round, st)
 		}
 		k.Stop(t)
-		if !strings.Contains(k.Output(), "migrated to schema 2") != (round == 1) {
+		if !strings.Contains(k.Output(), "sealed (schema 4) and bound to the key store") != (round == 1) {
 			t.Errorf("round %d: migration logged %v:\n%s", round, round == 0, k.Output())
 		}
 	}
@@ -158,6 +162,76 @@ func TestRunMigratesTodaysState(t *testing.T) {
 	must(t, err)
 	if bytes.Contains(raw, []byte("example.com")) || bytes.Contains(raw, []byte("alice")) {
 		t.Error("the migrated state.db names the RP or the user in the clear")
+	}
+}
+
+// TestRunMigratesSchema2: a state directory written at commit 0b16522
+// (testdata/state-v2: schema 2, PIN 1234, four passkeys — example.com:
+// alice, bob, carol with credProtect 3, 10 ms apart; other.example: dave —
+// and its epoch file at 10) is migrated to schema 4 at the first start and
+// then served from the index: credentials listed newest first, carol
+// hidden without UV, a registration for bob replacing his passkey.
+func TestRunMigratesSchema2(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "state")
+	must(t, os.MkdirAll(dir, 0o700))
+	for _, f := range []string{"state.db", "master.key", "epoch"} {
+		b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "state-v2", f))
+		must(t, err)
+		must(t, os.WriteFile(filepath.Join(dir, f), b, 0o600))
+	}
+	ctx := context.Background()
+	for round := range 2 { // the migration, then the migrated file
+		k := vktest.Start(t, dir)
+		d := device(t, k)
+		tok, err := d.GetPINToken(ctx, testPIN, client.PermCredentialMgmt, "")
+		if err != nil {
+			t.Fatalf("round %d: the fixture's PIN: %v\n%s", round, err, k.Output())
+		}
+		cm, err := d.CredentialManagement(ctx, tok)
+		must(t, err)
+		rps, err := cm.EnumerateRPs(ctx)
+		if err != nil || len(rps) != 2 {
+			t.Fatalf("round %d: RPs %+v, %v", round, rps, err)
+		}
+		creds, err := cm.EnumerateCredentials(ctx, client.RPIDHash("example.com"))
+		must(t, err)
+		var users []string
+		for _, c := range creds {
+			users = append(users, c.User.Name)
+		}
+		want := "[carol bob alice]"
+		if round == 1 {
+			want = "[bob carol alice]" // bob registered again in round 0
+		}
+		if fmt.Sprint(users) != want {
+			t.Errorf("round %d: example.com's credentials %v, want %s (newest first)", round, users, want)
+		}
+		a, err := d.GetAssertion(ctx, &ctap2.GetAssertionRequest{RPID: "example.com", ClientDataHash: cdh()}, nil)
+		if err != nil || a.NumberOfCredentials != 2 || string(a.User.ID) != "bob-handle" {
+			t.Errorf("round %d: discoverable getAssertion without UV: %+v, %v; want bob's of 2", round, a, err)
+		}
+		if round == 0 {
+			tok, err := d.GetPINToken(ctx, testPIN, client.PermMakeCredential, "example.com")
+			must(t, err)
+			rk, alg := true, int64(-7)
+			_, err = d.MakeCredential(ctx, &ctap2.MakeCredentialRequest{
+				ClientDataHash: cdh(), RP: &ctap2.RPEntity{ID: "example.com"},
+				User:             &ctap2.UserEntity{ID: []byte("bob-handle"), Name: "bob"},
+				PubKeyCredParams: []ctap2.CredParam{{Type: "public-key", Alg: &alg}},
+				Options:          &ctap2.RequestOptions{RK: &rk},
+			}, tok)
+			must(t, err)
+		}
+		k.Stop(t)
+		if strings.Contains(k.Output(), "migrated to schema 4") != (round == 0) {
+			t.Errorf("round %d: migration logged %v:\n%s", round, round == 1, k.Output())
+		}
+	}
+	epoch, err := os.ReadFile(filepath.Join(dir, "epoch"))
+	must(t, err)
+	if n, _ := strconv.Atoi(strings.TrimSpace(string(epoch))); n <= 10 {
+		t.Errorf("epoch %q: the migration did not advance it (a copy of the schema 2 file would not count as rolled back)", epoch)
 	}
 }
 
@@ -221,7 +295,7 @@ func TestRunServesAroundDamage(t *testing.T) {
 		big = append(big, makeRK(t, d, "big.example", "user"+string(rune('a'+i%26))+string(rune('a'+i/26))))
 	}
 	k.Stop(t)
-	page, ps := liveLeaf(t, filepath.Join(dir, statedir.StateFileName), big, small)
+	page, ps, hit := liveLeaf(t, filepath.Join(dir, statedir.StateFileName), big, small)
 
 	k = vktest.Start(t, dir)
 	d = device(t, k)
@@ -235,8 +309,11 @@ func TestRunServesAroundDamage(t *testing.T) {
 	must(t, f.Close())
 
 	for range 2 {
-		if st := assertRK(t, d, "big.example"); st != ctap2.ErrOther {
-			t.Errorf("getAssertion through the damaged page: %v, want CTAP2_ERR_OTHER", st)
+		_, err := d.GetAssertion(context.Background(), &ctap2.GetAssertionRequest{
+			RPID: "big.example", ClientDataHash: cdh(), AllowList: []ctap2.CredDescriptor{{Type: "public-key", ID: big[hit]}},
+		}, nil)
+		if !errors.Is(err, ctap2.ErrOther) {
+			t.Errorf("getAssertion through the damaged page: %v, want CTAP2_ERR_OTHER", err)
 		}
 	}
 	if st := assertRK(t, d, "small.example"); st != ctap2.StatusOK {
@@ -254,40 +331,42 @@ func TestRunServesAroundDamage(t *testing.T) {
 	}
 }
 
-// liveLeaf finds a leaf page in use that holds one of the IDs in some and
-// none of avoid's bytes.
-func liveLeaf(t testing.TB, path string, some [][]byte, avoid []byte) (uint64, int) {
+// liveLeaf finds a leaf page of the credentials (16-byte keys, sealed
+// values) that holds the record of one of the IDs in some — some[hit] — and
+// not avoid's.
+func liveLeaf(t testing.TB, path string, some [][]byte, avoid []byte) (page uint64, ps, hit int) {
 	t.Helper()
 	raw, err := os.ReadFile(path)
 	must(t, err)
 	bdb, err := bolt.Open(path, 0o600, nil)
 	must(t, err)
 	defer bdb.Close()
-	ps := bdb.Info().PageSize
-	var found uint64
+	ps = bdb.Info().PageSize
+	key := func(id []byte) []byte { h := sha256.Sum256(id); return h[:16] }
 	must(t, bdb.View(func(tx *bolt.Tx) error {
-		for i := 2; i < int(tx.Size())/ps && found == 0; i++ {
+		for i := 2; i < int(tx.Size())/ps && page == 0; i++ {
 			info, err := tx.Page(i)
 			if err != nil || info == nil || info.Type != "leaf" {
 				continue
 			}
-			page := raw[i*ps : (i+1+info.OverflowCount)*ps]
-			if bytes.Contains(page, avoid) {
+			p := raw[i*ps : (i+1+info.OverflowCount)*ps]
+			// leaf element 0: flags, pos, ksize, vsize (u32 each)
+			if binary.NativeEndian.Uint32(p[16+8:]) != 16 || binary.NativeEndian.Uint32(p[16+12:]) < 100 || bytes.Contains(p, key(avoid)) {
 				continue
 			}
-			for _, id := range some {
-				if bytes.Contains(page, id) {
-					found = uint64(i)
+			for j, id := range some {
+				if bytes.Contains(p, key(id)) {
+					page, hit = uint64(i), j
 					break
 				}
 			}
 		}
 		return nil
 	}))
-	if found == 0 {
+	if page == 0 {
 		t.Fatal("no leaf page with the credentials")
 	}
-	return found, ps
+	return page, ps, hit
 }
 
 // TestRunAfterReset: authenticatorReset wipes the store and changes the

@@ -68,7 +68,7 @@ func OpenStore(dir string, log *slog.Logger) (*store.DB, error) {
 	if err := CheckOwner(dir); err != nil {
 		return nil, err
 	}
-	db, err := store.Open(filepath.Join(dir, StateFileName), store.WithLogger(log))
+	db, err := store.Open(filepath.Join(dir, StateFileName), store.WithLogger(log), store.WithIndexer(IndexRecord))
 	if err != nil {
 		return nil, err
 	}
@@ -93,6 +93,14 @@ func OpenStore(dir string, log *slog.Logger) (*store.DB, error) {
 		log.Info("removed a stale epoch file (there is no key store and no state)", "dir", dir)
 	}
 	return db, nil
+}
+
+// IndexRecord is ctap2's record index for the store: pass
+// store.WithIndexer(IndexRecord) to a store.Open whose DB ctap2 will use
+// (OpenStore does).
+func IndexRecord(record []byte) (store.Index, error) {
+	x, err := ctap2.IndexRecord(record)
+	return store.Index{ID: x.ID, UserID: x.UserID, Created: x.Created, Hidden: x.Hidden, Unlisted: x.Unlisted}, err
 }
 
 func hasKeyFile(dir string) bool {

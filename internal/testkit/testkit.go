@@ -8,8 +8,11 @@ package testkit
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -70,4 +73,16 @@ func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// BuildVirtkey builds ./cmd/virtkey of the module at the working directory
+// into dir and returns the binary's path (the campaign commands use it).
+func BuildVirtkey(dir string) (string, error) {
+	bin := filepath.Join(dir, "virtkey")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/virtkey")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return "", fmt.Errorf("building virtkey: %w", err)
+	}
+	return bin, nil
 }
