@@ -242,13 +242,13 @@ func shellWords(t *testing.T, cmd *exec.Cmd) []string {
 // with -buildvcs=false) reports the version and commit stamped by the
 // linker; a test binary has neither, like such a build.
 func TestStampedVersion(t *testing.T) {
-	version, _, revision := buildVersion()
+	version, _, _ := buildVersion()
 	if version != "(devel)" && version != "" {
 		t.Skipf("this test binary has a module version (%s): nothing to stamp", version)
 	}
 	defer func(v, r string) { stampedVersion, stampedRevision = v, r }(stampedVersion, stampedRevision)
 	stampedVersion, stampedRevision = "v1.2.3+git20260101.abcdef", "abcdef0123 (with uncommitted changes)"
-	version, _, revision = buildVersion()
+	version, _, revision := buildVersion()
 	if version != stampedVersion || revision != "revision abcdef0123 (with uncommitted changes) (stamped at build)" {
 		t.Errorf("buildVersion() = %q, %q", version, revision)
 	}
