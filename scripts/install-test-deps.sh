@@ -64,6 +64,14 @@ DEBIAN_PACKAGES=(
 	# internal/backup: the age tool decrypts a virtkey backup (driven through
 	# script(1) from bsdutils, as age reads a passphrase from a terminal only).
 	age
+	# cmd/virtkey docs_test.go: the man page is checked with groff -ww, the
+	# completion scripts run in zsh and fish (bash is always there).
+	groff-base
+	zsh
+	fish
+	# internal/vmtest package group: the guest installs virtkey's .deb and
+	# starts the host's systemd-udevd so that the packaged udev rule applies.
+	udev
 )
 
 log() { printf 'install-test-deps: %s\n' "$*"; }

@@ -12,6 +12,7 @@
 #   VIRTKEY_VM_GROUPS=tpm scripts/vm-test.sh            # one boot: swtpm as the guest's TPM, --keystore tpm
 #   VIRTKEY_VM_GROUPS=firefox scripts/vm-test.sh        # one boot: headless Firefox ESR
 #   VIRTKEY_VM_GROUPS=login scripts/vm-test.sh          # one boot: pam-u2f login, LUKS2 unlock
+#   VIRTKEY_VM_GROUPS=package scripts/vm-test.sh        # one boot: the .deb (scripts/package.sh) installed and used by a non-root user
 #   VIRTKEY_VM_KEEP=/tmp/vk scripts/vm-test.sh          # keep the guest's logs and consoles in /tmp/vk
 #   scripts/vm-test.sh -run 'TestVM/tools/ssh'          # report only some scenarios (the group still boots whole)
 #   CI=true scripts/vm-test.sh                          # a missing qemu/busybox/kernel/swtpm fails instead of skipping

@@ -81,7 +81,9 @@ var groups = []struct{ heading, notes string }{
 	{"About virtkey", ""},
 }
 
-// commands is the command table, in the order "virtkey help" lists it.
+// commands is the command table, in the order "virtkey help" lists it
+// (a command without a group is not listed). The man page and the shell
+// completions are made from it (docs.go).
 func commands() []command {
 	t := []command{
 		{"run", "run [flags]", "serve a virtual key (virtkey run -h lists the flags)", groups[0].heading, runKey},
@@ -99,6 +101,8 @@ func commands() []command {
 		command{"ctl", "ctl COMMAND", "drive keys served with run --control (virtkey ctl help)", groups[3].heading, runCtl},
 		command{"doctor", "doctor [flags]", "can this user run the key here as run's flags say? (virtkey doctor -h)", groups[4].heading, runDoctor},
 		command{"version", "version", "print the version (also --version)", groups[5].heading, runVersion},
+		command{"completion", "completion bash|zsh|fish", "print the shell's completion script", groups[5].heading, runCompletion},
+		command{"man", "man", "print the man page (roff); not listed", "", runMan},
 		command{"help", "help", "print this text (also -h, --help)", groups[5].heading, runHelp},
 	)
 }

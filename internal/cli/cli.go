@@ -68,6 +68,16 @@ var ErrUsage = errors.New("usage")
 // exits 0.
 var ErrHelp = errors.New("help requested")
 
+// HelpError is [ErrHelp] from [Parse] or [ParseLeading] with the flags of
+// the command whose -h asked for it: the man page and the shell
+// completions learn every command's flags by asking it for its help.
+type HelpError struct{ Flags *flag.FlagSet }
+
+func (e *HelpError) Error() string { return ErrHelp.Error() }
+
+// Is makes errors.Is(err, ErrHelp) hold.
+func (e *HelpError) Is(target error) bool { return target == ErrHelp }
+
 // UsageError is a bad flag value or argument: main prints it and exits
 // with [ExitUsage].
 type UsageError struct{ Err error }
@@ -125,7 +135,7 @@ func printFlags(w io.Writer, fs *flag.FlagSet, order []string) {
 // With dashArgs, an argument that starts with "-" but names no flag is
 // positional (a base64url credential ID may start with "-"). It returns
 // the positional arguments, or [ErrUsage] (the flag package has printed
-// why) or [ErrHelp].
+// why) or [ErrHelp] (a [*HelpError]).
 func Parse(fs *flag.FlagSet, args []string, dashArgs bool) ([]string, error) {
 	var flags, pos []string
 	for i := 0; i < len(args); i++ {
@@ -154,7 +164,7 @@ func Parse(fs *flag.FlagSet, args []string, dashArgs bool) ([]string, error) {
 	}
 	if err := fs.Parse(flags); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return nil, ErrHelp
+			return nil, &HelpError{fs}
 		}
 		return nil, ErrUsage
 	}
@@ -167,7 +177,7 @@ func Parse(fs *flag.FlagSet, args []string, dashArgs bool) ([]string, error) {
 func ParseLeading(fs *flag.FlagSet, args []string) ([]string, error) {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return nil, ErrHelp
+			return nil, &HelpError{fs}
 		}
 		return nil, ErrUsage
 	}

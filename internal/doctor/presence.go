@@ -1,8 +1,10 @@
 package doctor
 
 import (
+	"log/slog"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/virtkey/virtkey/presence"
 )
@@ -24,18 +26,12 @@ func presenceCheck(s Setup) Check {
 		tty.Close()
 		c.Status, c.What = OK, "presence terminal: requests are approved on "+s.TTYPath
 	case "pinentry":
-		p, err := presence.NewPinentry(presence.PinentryOptions{})
-		if err != nil {
-			c.Status, c.What = Problem, "--presence pinentry: "+err.Error()
-			c.Fix = "install pinentry-gnome3, pinentry-qt or pinentry-curses, or set PINENTRY_PROGRAM"
+		p, problem := Pinentry(nil)
+		if problem != nil {
+			c.Status, c.What, c.Fix = Problem, problem.What, problem.Fix
 			break
 		}
-		if os.Getenv("DISPLAY") == "" && os.Getenv("WAYLAND_DISPLAY") == "" && PinentryTTY() == "" {
-			c.Status, c.What = Problem, "--presence pinentry: "+p.Program()+" has nowhere to show: no graphical session ($DISPLAY, $WAYLAND_DISPLAY) and no terminal ($GPG_TTY)"
-			c.Fix = "run virtkey in a desktop session (for a systemd user unit: systemctl --user import-environment DISPLAY WAYLAND_DISPLAY), or set GPG_TTY for pinentry-curses"
-			break
-		}
-		c.Status, c.What = OK, "presence pinentry: "+p.Program()
+		c.Status, c.What = OK, "presence pinentry: "+p.Program()+" shows on "+pinentryWhere()
 	case "notify":
 		n, err := presence.DialNotify("", nil)
 		if err != nil {
@@ -49,6 +45,54 @@ func presenceCheck(s Setup) Check {
 		c.Status, c.What, c.Fix = Problem, "--presence "+s.Presence+": unknown", "want auto, terminal, pinentry or notify"
 	}
 	return c
+}
+
+// ProblemError is a problem doctor reports as a check and "virtkey run"
+// refuses to start with: "WHAT (FIX)".
+type ProblemError struct{ What, Fix string }
+
+func (e *ProblemError) Error() string { return e.What + " (" + e.Fix + ")" }
+
+// Pinentry finds the program --presence pinentry runs ($PINENTRY_PROGRAM,
+// else pinentry on $PATH) and checks that its dialog has somewhere to show:
+// a graphical session ($DISPLAY or $WAYLAND_DISPLAY) or a terminal
+// ([PinentryTTY]) that opens. Without either a pinentry fails every request
+// ("Inappropriate ioctl for device" from a curses pinentry under systemd),
+// so "virtkey run" refuses to start with this error and "virtkey doctor"
+// reports it; both say the same.
+func Pinentry(log *slog.Logger) (*presence.Pinentry, *ProblemError) {
+	tty := PinentryTTY()
+	p, err := presence.NewPinentry(presence.PinentryOptions{TTYName: tty, TTYType: os.Getenv("TERM"), Logger: log})
+	if err != nil {
+		return nil, &ProblemError{What: "--presence pinentry: " + err.Error(),
+			Fix: "install pinentry-gnome3, pinentry-qt or pinentry-curses, or set PINENTRY_PROGRAM"}
+	}
+	if pinentryWhere() == "" {
+		what := "--presence pinentry: " + p.Program() + " has nowhere to show: no graphical session ($DISPLAY, $WAYLAND_DISPLAY) and no terminal ($GPG_TTY, stdin)"
+		if tty != "" {
+			what = "--presence pinentry: " + p.Program() + " has nowhere to show: no graphical session ($DISPLAY, $WAYLAND_DISPLAY), and its terminal " + tty + " does not open"
+		}
+		return nil, &ProblemError{What: what,
+			Fix: "run virtkey in a desktop session (for a systemd user unit: systemctl --user import-environment DISPLAY WAYLAND_DISPLAY), on a terminal, or with GPG_TTY set for pinentry-curses; or use --presence notify"}
+	}
+	return p, nil
+}
+
+// pinentryWhere is where a pinentry would show its dialog: the graphical
+// session, else the terminal, else "" (nowhere).
+func pinentryWhere() string {
+	for _, v := range []string{"WAYLAND_DISPLAY", "DISPLAY"} {
+		if d := os.Getenv(v); d != "" {
+			return "the graphical session ($" + v + "=" + d + ")"
+		}
+	}
+	if tty := PinentryTTY(); tty != "" {
+		if f, err := os.OpenFile(tty, os.O_RDWR|syscall.O_NOCTTY, 0); err == nil {
+			f.Close()
+			return "the terminal " + tty
+		}
+	}
+	return ""
 }
 
 // PinentryTTY is the terminal a curses pinentry should use, as gpg-agent

@@ -32,7 +32,7 @@ func openKeyStore(ctx context.Context, c *Config, log *slog.Logger) (keyStore, f
 			return nil, nil, fmt.Errorf("state directory %s belongs to the TPM key store (it has %s); use --keystore tpm or another --state-dir",
 				c.StateDir, tpmkeys.TPMStateFileName)
 		}
-		passphrase, err := readPassphrase(c.PassphraseFile)
+		passphrase, err := c.passphrase()
 		if err != nil {
 			return nil, nil, err
 		}
@@ -113,18 +113,4 @@ func (c *Config) tpmName() string {
 		return "default (/dev/tpmrm0, then /dev/tpm0)"
 	}
 	return c.TPM
-}
-
-func readPassphrase(file string) ([]byte, error) {
-	if file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return nil, fmt.Errorf("--passphrase-file: %w", err)
-		}
-		return []byte(strings.TrimRight(string(b), "\r\n")), nil
-	}
-	if p := os.Getenv("VIRTKEY_PASSPHRASE"); p != "" {
-		return []byte(p), nil
-	}
-	return nil, nil
 }

@@ -23,11 +23,9 @@ func newPresence(c *Config, log *slog.Logger) (ctap2.Presence, func(), error) {
 		}
 		return presence.NewTerminal(tty, tty), func() { tty.Close() }, nil
 	case "pinentry":
-		p, err := presence.NewPinentry(presence.PinentryOptions{
-			TTYName: doctor.PinentryTTY(), TTYType: os.Getenv("TERM"), Logger: log,
-		})
-		if err != nil {
-			return nil, nil, fmt.Errorf("--presence pinentry: %w (install pinentry-gnome3, pinentry-qt or pinentry-curses, or set PINENTRY_PROGRAM)", err)
+		p, problem := doctor.Pinentry(log)
+		if problem != nil {
+			return nil, nil, problem
 		}
 		log.Debug("presence: pinentry", "program", p.Program())
 		return p, func() {}, nil

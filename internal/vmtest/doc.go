@@ -37,7 +37,10 @@
 // host, started by the test and stopped by its pid, is attached as the
 // guest's TPM 2.0 (qemu tpm-tis; see [Boot.Machine] for why that boot has
 // no ACPI and one vCPU), and virtkey runs with --keystore tpm on the
-// guest's /dev/tpmrm0. VIRTKEY_VM_GROUPS=tools,tpm picks groups.
+// guest's /dev/tpmrm0. The package group installs virtkey's .deb (built
+// first by scripts/package.sh) with dpkg in a guest without udev, starts
+// udev and runs the installed binary as a non-root member of the group
+// virtkey. VIRTKEY_VM_GROUPS=tools,tpm picks groups.
 //
 // TestVM skips when qemu, busybox-static or the kernel cannot be had,
 // unless CI=true, where that fails; likewise the tpm group without swtpm. VIRTKEY_VM=0 (or -short) skips it on

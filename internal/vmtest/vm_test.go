@@ -28,7 +28,9 @@ type group struct {
 	timeout  time.Duration
 	needs    []string // host programs the guest runs
 	tpm      bool     // attach a fresh swtpm as the guest's TPM 2.0
-	// prepare, if set, runs on the host before the boot (playwright.go).
+	// prepare, if set, runs on the host before the boot: it builds what
+	// the group needs into the shared folder (playwright_test.go: the
+	// example's npm packages; package_test.go: the .deb).
 	prepare func(t *testing.T, ctx context.Context, root, share string)
 }
 
@@ -59,6 +61,13 @@ var groups = []group{
 		// Boot.Machine gives it one vCPU when it boots the PVH vmlinux.
 		name: "tpm", script: "tpm.sh", memoryMB: 1024, cpus: 2, timeout: 5 * time.Minute, tpm: true,
 		needs: []string{"fido2-token", "fido2-cred", "fido2-assert", "setsid"},
+	},
+	{
+		// The .deb installed with dpkg -i, used by a non-root member of
+		// the group virtkey once the guest's udev applied its rule.
+		name: "package", script: "package.sh", memoryMB: 1024, cpus: 2, timeout: 12 * time.Minute,
+		needs:   []string{"dpkg", "udevadm", "useradd", "setpriv", "setsid", "pgrep", "man", "fido2-token", "fido2-cred", "fido2-assert"},
+		prepare: prepareDeb,
 	},
 }
 
@@ -148,6 +157,9 @@ func TestVM(t *testing.T) {
 					skipOrFail(t, "the guest runs the host's %s, which is missing", p)
 				}
 			}
+			if g.prepare != nil {
+				g.prepare(t, ctx, root, share)
+			}
 			b := &Boot{
 				Kernel: k, Initramfs: initrd, Share: share,
 				Script:   "/vkshare/testdata/vm/" + g.script,
@@ -157,9 +169,6 @@ func TestVM(t *testing.T) {
 			}
 			if g.tpm {
 				b.TPMSocket = startSwtpm(t, filepath.Join(share, "logs", g.name))
-			}
-			if g.prepare != nil {
-				g.prepare(t, ctx, root, share)
 			}
 			runGroup(t, ctx, g, b, qemu, filepath.Join(root, "testdata", "vm", g.script))
 		})
