@@ -291,9 +291,7 @@ func TestCycleRefused(t *testing.T) {
 	path := manyCreds(t, 60)
 	// Every child of the creds root branch page: the page itself.
 	root, ps, n := credsRoot(t, path)
-	for i := range n {
-		patch(t, path, int64(root)*int64(ps)+pageHeaderSize+int64(i)*16+8, binary.NativeEndian.AppendUint64(nil, root))
-	}
+	pointChildren(t, path, root, ps, n)
 	d, err := Open(path)
 	must(t, err)
 	defer d.Close()
@@ -319,6 +317,14 @@ func TestCycleRefused(t *testing.T) {
 	defer d2.Close()
 	if err := d2.Wipe(); err != nil {
 		t.Errorf("Wipe of a sound store: %v", err)
+	}
+}
+
+// pointChildren points the n children of branch page root back to root.
+func pointChildren(t testing.TB, path string, root uint64, ps, n int) {
+	t.Helper()
+	for i := range n {
+		patch(t, path, int64(root)*int64(ps)+pageHeaderSize+int64(i)*16+8, binary.NativeEndian.AppendUint64(nil, root))
 	}
 }
 
@@ -357,9 +363,7 @@ func TestIndexSeekDamageRefused(t *testing.T) {
 		t.Parallel()
 		path := manyCreds(t, 200)
 		root, ps, raw := rootOf(t, path, bucketIndex)
-		for i := range int(binary.NativeEndian.Uint16(raw[int(root)*ps+10:])) {
-			patch(t, path, int64(root)*int64(ps)+pageHeaderSize+int64(i)*16+8, binary.NativeEndian.AppendUint64(nil, root))
-		}
+		pointChildren(t, path, root, ps, int(binary.NativeEndian.Uint16(raw[int(root)*ps+10:])))
 		d, err := Open(path)
 		must(t, err)
 		defer d.Close()
