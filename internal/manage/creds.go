@@ -14,6 +14,7 @@ import (
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/ctap2/client"
 	"github.com/virtkey/virtkey/internal/cli"
+	"github.com/virtkey/virtkey/presence"
 )
 
 // credJSON is one passkey in the --json output of the creds commands.
@@ -62,10 +63,16 @@ func (p *passkey) json() credJSON {
 // rpLabel is the RP ID, or its hash when the key does not return the ID.
 func (p *passkey) rpLabel() string {
 	if p.rp.ID != "" {
-		return p.rp.ID
+		return presence.Printable(p.rp.ID)
 	}
 	return "sha256:" + hex.EncodeToString(p.rp.IDHash)
 }
+
+// shown is a name a relying party chose, for a terminal: escapes, control
+// and bidi characters escaped by [presence.Printable] (a web page could
+// otherwise rewrite the screen or break the table's columns), "-" for none.
+// The JSON forms carry the names as they are.
+func shown(s string) string { return orDash(presence.Printable(s)) }
 
 func encodeID(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
@@ -180,7 +187,7 @@ func credsList(ctx context.Context, c *call) error {
 		if prot == "" {
 			prot = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.rpLabel(), orDash(k.cred.User.Name), orDash(k.cred.User.DisplayName),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.rpLabel(), shown(k.cred.User.Name), shown(k.cred.User.DisplayName),
 			algName(k.cred.Algorithm()), prot, encodeID(k.cred.ID))
 	}
 	if err := tw.Flush(); err != nil {
@@ -257,6 +264,6 @@ func credsDelete(ctx context.Context, c *call) error {
 			Deleted credJSON `json:"deleted"`
 		}{pk.json()})
 	}
-	_, err = fmt.Fprintf(c.Stdout, "Deleted the passkey of %s at %s.\n", orDash(pk.cred.User.Name), pk.rpLabel())
+	_, err = fmt.Fprintf(c.Stdout, "Deleted the passkey of %s at %s.\n", shown(pk.cred.User.Name), pk.rpLabel())
 	return err
 }

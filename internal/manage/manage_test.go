@@ -150,3 +150,75 @@ func TestRefuseAnotherUsersSocket(t *testing.T) {
 		t.Fatalf("nobody's socket received % X", b[:min(len(b), 8)])
 	}
 }
+
+// TestCredsListHostileNames: a relying party chooses the RP ID, user name
+// and display name a passkey carries. "creds list" and "creds delete"
+// print them escaped — no terminal escape, control or bidi character
+// reaches the screen and every passkey stays on its own line and columns —
+// while --json carries them exactly.
+func TestCredsListHostileNames(t *testing.T) {
+	t.Parallel()
+	addr := vktest.ServeUDP(t, nil)
+	env := map[string]string{"VIRTKEY_PIN": "1234"}
+	dev := "udp:" + addr
+	if r := runInProcess(t, env, "pin", "set", "--device", dev); r.err != nil {
+		t.Fatalf("pin set: %v %s", r.err, r.stderr)
+	}
+	d, closeConn, err := vktest.Open(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeConn()
+	ctx := context.Background()
+	const (
+		rp          = "evil.example"
+		name        = "\x1b]0;pwned\x07alice\nroot\tx"
+		displayName = "\u202egnp.exe\u009b31m\x7f"
+	)
+	tok, err := d.GetPINToken(ctx, "1234", client.PermMakeCredential, rp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alg, rk := int64(-7), true
+	if _, err := d.MakeCredential(ctx, &ctap2.MakeCredentialRequest{
+		ClientDataHash:   make([]byte, 32),
+		RP:               &ctap2.RPEntity{ID: rp},
+		User:             &ctap2.UserEntity{ID: []byte{1}, Name: name, DisplayName: displayName},
+		PubKeyCredParams: []ctap2.CredParam{{Type: "public-key", Alg: &alg}},
+		Options:          &ctap2.RequestOptions{RK: &rk},
+	}, tok); err != nil {
+		t.Fatal(err)
+	}
+	clean := func(what, out string) {
+		t.Helper()
+		for _, r := range strings.TrimSuffix(out, "\n") {
+			if r == '\n' {
+				continue
+			}
+			if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\u202e' {
+				t.Errorf("%s prints %U: %q", what, r, out)
+			}
+		}
+	}
+	r := runInProcess(t, env, "creds", "list", "--device", dev)
+	if r.err != nil {
+		t.Fatalf("creds list: %v %s", r.err, r.stderr)
+	}
+	clean("creds list", r.stdout)
+	if lines := strings.Split(strings.TrimSpace(r.stdout), "\n"); len(lines) != 4 || !strings.Contains(lines[1], `\x1b]0;pwned\aalice\nroot\tx  \u202egnp.exe\u009b31m\x7f`) {
+		t.Errorf("creds list: want a header, one passkey line with the names escaped, a blank line and the total; got %q", r.stdout)
+	}
+	r = runInProcess(t, env, "creds", "list", "--json", "--device", dev)
+	if r.err != nil || !strings.Contains(r.stdout, `"userName": "\u001b]0;pwned\u0007alice\nroot\tx"`) {
+		t.Errorf("creds list --json: %v; want the exact name in JSON; got %s", r.err, r.stdout)
+	}
+	var id string
+	if f := strings.Fields(strings.Split(runInProcess(t, env, "creds", "list", "--device", dev).stdout, "\n")[1]); len(f) > 0 {
+		id = f[len(f)-1]
+	}
+	r = runInProcess(t, env, "creds", "delete", id, "--device", dev)
+	if r.err != nil {
+		t.Fatalf("creds delete %s: %v %s", id, r.err, r.stderr)
+	}
+	clean("creds delete", r.stdout)
+}
