@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -103,15 +102,24 @@ func (f *Factory) NewKey(ctx context.Context, cfg control.KeyConfig) (control.Ke
 		}
 		s.dir = cfg.StateDir
 	}
-	keys, err := tpmkeys.OpenSoftware(s.dir)
-	if err != nil {
-		return nil, nil, err
-	}
-	if s.db, err = store.Open(filepath.Join(s.dir, "state.db"), store.WithIndexer(statedir.IndexRecord)); err != nil {
+	// The state as `virtkey run --state-dir` opens it (internal/statedir):
+	// owner and modes checked, state.db bound to the key store and checked
+	// against its rollback reference, so a stateDir moves between the API
+	// and `virtkey run` and a copied-back state.db is refused by both.
+	var err error
+	if s.db, err = statedir.OpenStore(s.dir, f.opts.Logger); err != nil {
 		if errors.Is(err, store.ErrLocked) {
 			return nil, nil, fmt.Errorf("stateDir %s is in use by another key: %w", s.dir, control.ErrConflict)
 		}
+		return nil, nil, control.BadRequest("stateDir: %v", err)
+	}
+	soft, err := tpmkeys.OpenSoftware(s.dir)
+	if err != nil {
 		return nil, nil, err
+	}
+	keys, err := statedir.Bind(ctx, s.dir, s.db, soft, statedir.Options{})
+	if err != nil {
+		return nil, nil, control.BadRequest("stateDir: %v", err)
 	}
 	c := vkey.NewControls(cfg.Presence, nil, "")
 	acfg := ctap2.Config{
