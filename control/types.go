@@ -115,6 +115,10 @@ type KeyConfig struct {
 	// StateDir is the key's state directory; empty makes an ephemeral one,
 	// removed with the key.
 	StateDir string `json:"stateDir,omitempty"`
+	// AcceptRollback opens a StateDir whose state.db its rollback reference
+	// says is older than the last one written (a restored copy), as
+	// `virtkey run --accept-rollback` does.
+	AcceptRollback bool `json:"acceptRollback,omitempty"`
 	// Presence is the initial presence mode (additive; default from
 	// isUserConsenting: auto, or deny when false).
 	Presence PresenceMode `json:"presence,omitempty"`

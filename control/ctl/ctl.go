@@ -40,8 +40,8 @@ Drive a running virtkey through its control API (virtkey run --control ...).
 
 Commands:
   keys [list] [--json]                       list keys
-  keys add --attach udp|uhid [--udp-listen ADDR] [--state-dir DIR] [--protocol P]
-           [--uv none|auto|deny] [--presence MODE] [--json]
+  keys add --attach udp|uhid [--udp-listen ADDR] [--state-dir DIR [--accept-rollback]]
+           [--protocol P] [--uv none|auto|deny] [--presence MODE] [--json]
   keys delete ID                             unplug and remove a key
   info [--json]                              describe the key
   creds list [--json] [--format playwright]  stored credentials
@@ -242,6 +242,7 @@ func (e *env) keys(args []string) error {
 		fs.StringVar(&cfg.Attach, "attach", "udp", "")
 		fs.StringVar(&cfg.UDPListen, "udp-listen", "", "")
 		fs.StringVar(&cfg.StateDir, "state-dir", "", "")
+		fs.BoolVar(&cfg.AcceptRollback, "accept-rollback", false, "")
 		fs.StringVar(&cfg.Protocol, "protocol", "", "")
 		uv := fs.String("uv", "", "")
 		pres := fs.String("presence", "", "")

@@ -117,7 +117,7 @@ func (f *Factory) NewKey(ctx context.Context, cfg control.KeyConfig) (control.Ke
 	if err != nil {
 		return nil, nil, err
 	}
-	keys, err := statedir.Bind(ctx, s.dir, s.db, soft, statedir.Options{})
+	keys, err := statedir.Bind(ctx, s.dir, s.db, soft, statedir.Options{AcceptRollback: cfg.AcceptRollback})
 	if err != nil {
 		return nil, nil, control.BadRequest("stateDir: %v", err)
 	}

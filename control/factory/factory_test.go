@@ -14,7 +14,11 @@ import (
 // newKey makes a UDP key on stateDir with defaults, as POST /v1/keys does.
 func newKey(t *testing.T, stateDir string) (control.Key, func() error, error) {
 	t.Helper()
-	cfg := control.KeyConfig{Attach: control.AttachUDP, StateDir: stateDir}
+	return newKeyWith(t, control.KeyConfig{Attach: control.AttachUDP, StateDir: stateDir})
+}
+
+func newKeyWith(t *testing.T, cfg control.KeyConfig) (control.Key, func() error, error) {
+	t.Helper()
 	if err := cfg.Normalize(); err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +47,7 @@ func addPasskey(ctx context.Context, k control.Key, rpID string) error {
 // `virtkey run --state-dir` opens one (internal/statedir): its passkeys
 // survive the key, a state.db copied back over a newer one — a deleted
 // passkey back — is refused (rollback), and so is a directory others may
-// write to.
+// write to. With acceptRollback the copy is taken, deleted passkey and all.
 func TestStateDirOpenedLikeRun(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "state")
@@ -70,6 +74,16 @@ func TestStateDirOpenedLikeRun(t *testing.T) {
 		t.Errorf("a copied-back state.db: err %v; want it refused as older than the last one written", err)
 	} else if bad := (*control.BadRequestError)(nil); !errors.As(err, &bad) {
 		t.Errorf("a copied-back state.db: %v; want a bad request", err)
+	}
+
+	k, closeKey, err := newKeyWith(t, control.KeyConfig{Attach: control.AttachUDP, StateDir: dir, AcceptRollback: true})
+	if err != nil {
+		t.Fatalf("acceptRollback: %v", err)
+	}
+	creds, err := k.Credentials(context.Background())
+	closeKey()
+	if err != nil || len(creds) != 1 || creds[0].RPID != "one.example" {
+		t.Errorf("acceptRollback: %+v, %v; want the copy's one passkey, at one.example", creds, err)
 	}
 
 	open := filepath.Join(t.TempDir(), "open")

@@ -36,6 +36,8 @@ export interface KeyConfig {
   udpListen?: string;
   /** State directory; absent: an ephemeral one removed with the key. */
   stateDir?: string;
+  /** Open a stateDir whose state.db is an older copy (virtkey run --accept-rollback). */
+  acceptRollback?: boolean;
   presence?: PresenceMode;
   /** Chromium DevTools' VirtualAuthenticatorOptions, accepted for porting. */
   ctap2Version?: "ctap2_0" | "ctap2_1";
