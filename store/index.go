@@ -467,9 +467,7 @@ func after(k []byte) []byte { return append(bytes.Clone(k), 0) }
 // userID (in a store with an indexer; see [Indexer]). It reads only those.
 func (d *DB) CredentialsOfUser(rpIDHash, userID []byte) ([][]byte, error) {
 	var recs [][]byte
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	err := d.view("credentialsOfUser", func(tx *bolt.Tx) error {
+	err := d.read("credentialsOfUser", func(tx *bolt.Tx) error {
 		index, creds, err := d.indexAndCreds(tx)
 		if err != nil {
 			return err
@@ -491,7 +489,7 @@ func (d *DB) CredentialsOfUser(rpIDHash, userID []byte) ([][]byte, error) {
 		}
 	})
 	if err != nil {
-		return nil, wrap("store", err)
+		return nil, err
 	}
 	return recs, nil
 }
@@ -524,9 +522,7 @@ func (d *DB) NextCredentialOfRP(rpIDHash, cursor []byte, withHidden bool) (recor
 	if cursor != nil && len(cursor) != cursorSize {
 		return nil, nil, fmt.Errorf("store: cursor of %d bytes", len(cursor))
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	err = d.view("nextCredentialOfRP", func(tx *bolt.Tx) error {
+	err = d.read("nextCredentialOfRP", func(tx *bolt.Tx) error {
 		index, creds, err := d.indexAndCreds(tx)
 		if err != nil {
 			return err
@@ -559,7 +555,7 @@ func (d *DB) NextCredentialOfRP(rpIDHash, cursor []byte, withHidden bool) (recor
 		}
 	})
 	if err != nil {
-		return nil, nil, wrap("store", err)
+		return nil, nil, err
 	}
 	return record, nextCursor, nil
 }
@@ -567,9 +563,7 @@ func (d *DB) NextCredentialOfRP(rpIDHash, cursor []byte, withHidden bool) (recor
 // CountOfRP returns the number of rpIDHash's credentials, and of those
 // that discoverable lists show without being asked for hidden ones.
 func (d *DB) CountOfRP(rpIDHash []byte) (all, visible int, err error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	err = d.view("countOfRP", func(tx *bolt.Tx) error {
+	err = d.read("countOfRP", func(tx *bolt.Tx) error {
 		index, err := d.top(tx, bucketIndex)
 		if err != nil {
 			return err
@@ -579,7 +573,7 @@ func (d *DB) CountOfRP(rpIDHash []byte) (all, visible int, err error) {
 		return err
 	})
 	if err != nil {
-		return 0, 0, wrap("store", err)
+		return 0, 0, err
 	}
 	return all, visible, nil
 }
@@ -593,9 +587,7 @@ func (d *DB) NextRP(cursor []byte) (record, nextCursor []byte, err error) {
 	if cursor != nil && len(cursor) != shortKey {
 		return nil, nil, fmt.Errorf("store: RP cursor of %d bytes", len(cursor))
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	err = d.view("nextRP", func(tx *bolt.Tx) error {
+	err = d.read("nextRP", func(tx *bolt.Tx) error {
 		index, creds, err := d.indexAndCreds(tx)
 		if err != nil {
 			return err
@@ -608,7 +600,7 @@ func (d *DB) NextRP(cursor []byte) (record, nextCursor []byte, err error) {
 		return nil
 	})
 	if err != nil {
-		return nil, nil, wrap("store", err)
+		return nil, nil, err
 	}
 	return record, nextCursor, nil
 }
@@ -648,9 +640,7 @@ func (d *DB) nextRP(index, creds vbucket, cursor []byte) (e *entry, nextCursor [
 // particular order. It reads the whole store.
 func (d *DB) Credentials() ([][]byte, error) {
 	var recs [][]byte
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	err := d.view("credentials", func(tx *bolt.Tx) error {
+	err := d.read("credentials", func(tx *bolt.Tx) error {
 		creds, err := d.top(tx, bucketCreds)
 		if err != nil {
 			return err
@@ -664,7 +654,7 @@ func (d *DB) Credentials() ([][]byte, error) {
 		})
 	})
 	if err != nil {
-		return nil, wrap("store", err)
+		return nil, err
 	}
 	return recs, nil
 }
