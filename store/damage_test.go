@@ -63,16 +63,7 @@ func leafPage(t testing.TB, path string, holds, avoid []byte) (pageSize int, id 
 // page, the page size and the number of children.
 func credsRoot(t testing.TB, path string) (root uint64, pageSize, children int) {
 	t.Helper()
-	bdb, err := bolt.Open(path, 0o600, nil)
-	must(t, err)
-	must(t, bdb.View(func(tx *bolt.Tx) error { root = uint64(tx.Bucket(bucketCreds).Root()); return nil }))
-	pageSize = bdb.Info().PageSize
-	must(t, bdb.Close())
-	raw, err := os.ReadFile(path)
-	must(t, err)
-	if binary.NativeEndian.Uint16(raw[int(root)*pageSize+8:]) != flagBranch {
-		t.Fatal("the creds root is not a branch page; add credentials")
-	}
+	root, pageSize, raw := rootOf(t, path, bucketCreds)
 	return root, pageSize, int(binary.NativeEndian.Uint16(raw[int(root)*pageSize+10:]))
 }
 
