@@ -57,45 +57,42 @@ func do(t *testing.T, k *inproc.Key, cmd byte, params any) (ctap2.StatusCode, []
 
 var cdh = sha256.Sum256([]byte("client data"))
 
+// doOK sends a command that must succeed (what names it in a failure) and
+// returns the authenticator data of its response, decoded into resp.
+func doOK(t *testing.T, k *inproc.Key, what string, cmd byte, params, resp any, authData *[]byte) *ctap2.AuthData {
+	t.Helper()
+	st, out := do(t, k, cmd, params)
+	if st != ctap2.StatusOK {
+		t.Fatalf("%s: %v", what, st)
+	}
+	if err := cbor.Unmarshal(out, resp); err != nil {
+		t.Fatal(err)
+	}
+	ad, err := ctap2.ParseAuthData(*authData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ad
+}
+
 func makeResident(t *testing.T, k *inproc.Key, userID string) []byte {
 	t.Helper()
-	st, out := do(t, k, ctap2.CmdMakeCredential, map[int]any{
+	var resp ctap2.MakeCredentialResponse
+	return doOK(t, k, "makeCredential", ctap2.CmdMakeCredential, map[int]any{
 		1: cdh[:],
 		2: map[string]any{"id": "example.com", "name": "Example"},
 		3: map[string]any{"id": []byte(userID), "name": userID},
 		4: []map[string]any{{"type": "public-key", "alg": -7}},
 		7: map[string]bool{"rk": true},
-	})
-	if st != ctap2.StatusOK {
-		t.Fatalf("makeCredential: %v", st)
-	}
-	var resp ctap2.MakeCredentialResponse
-	if err := cbor.Unmarshal(out, &resp); err != nil {
-		t.Fatal(err)
-	}
-	ad, err := ctap2.ParseAuthData(resp.AuthData)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ad.CredentialID
+	}, &resp, &resp.AuthData).CredentialID
 }
 
 // discover runs a getAssertion without allowList on example.com and returns
 // the response and its sign count.
 func discover(t *testing.T, k *inproc.Key) (*ctap2.GetAssertionResponse, uint32) {
 	t.Helper()
-	st, out := do(t, k, ctap2.CmdGetAssertion, map[int]any{1: "example.com", 2: cdh[:]})
-	if st != ctap2.StatusOK {
-		t.Fatalf("getAssertion: %v", st)
-	}
 	var ga ctap2.GetAssertionResponse
-	if err := cbor.Unmarshal(out, &ga); err != nil {
-		t.Fatal(err)
-	}
-	ad, err := ctap2.ParseAuthData(ga.AuthData)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ad := doOK(t, k, "getAssertion", ctap2.CmdGetAssertion, map[int]any{1: "example.com", 2: cdh[:]}, &ga, &ga.AuthData)
 	return &ga, ad.SignCount
 }
 
