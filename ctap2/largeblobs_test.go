@@ -473,20 +473,11 @@ func FuzzLargeBlobs(f *testing.F) {
 	tk := newTestKey(f)
 	f.Fuzz(func(t *testing.T, first, second []byte) {
 		for _, params := range [][]byte{first, second} {
-			out := tk.HandleCBOR(context.Background(), 1, append([]byte{CmdLargeBlobs}, params...), nil)
-			if len(out) == 0 {
-				t.Fatal("empty response")
-			}
-			if out[0] != 0 {
-				if len(out) != 1 {
-					t.Fatalf("error %x with a body", out[0])
-				}
-				continue
-			}
-			if len(out) > 1 {
+			body, ok := fuzzedAnswer(t, tk.HandleCBOR(context.Background(), 1, append([]byte{CmdLargeBlobs}, params...), nil))
+			if ok && len(body) > 0 {
 				var r LargeBlobsResponse
-				if err := decode(out[1:], &r); err != nil || r.Config == nil || len(r.Config) > maxLargeBlobFragment {
-					t.Fatalf("get response %x: %v", out[1:], err)
+				if err := decode(body, &r); err != nil || r.Config == nil || len(r.Config) > maxLargeBlobFragment {
+					t.Fatalf("get response %x: %v", body, err)
 				}
 			}
 		}
