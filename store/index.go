@@ -307,6 +307,22 @@ func (d *DB) lookupKey(creds kv, e *entry) (*entry, error) {
 	return o, nil
 }
 
+// storeEntry adds e, first unlisting the credential it overwrites, if
+// any: an overwrite keeps the counter; the index entries move. It reports
+// whether there was one.
+func (d *DB) storeEntry(l layout, e *entry) (overwrote bool, err error) {
+	o, err := d.lookupKey(l.creds, e)
+	if err != nil {
+		return false, err
+	}
+	if o != nil {
+		if err := d.unlistEntry(l, o); err != nil {
+			return false, err
+		}
+	}
+	return o != nil, d.addEntry(l, e)
+}
+
 // rpCounts reads the RP's counts (0, 0 when it has none).
 func rpCounts(index kv, rpKey []byte) (all, visible uint32, err error) {
 	v, err := index.get(rpInfoKey(rpKey))
@@ -670,11 +686,8 @@ func (d *DB) PutCredentials(ids, rpIDHashes, records [][]byte) error {
 		return fmt.Errorf("store: %d IDs, %d rpIDHashes, %d records", len(ids), len(rpIDHashes), len(records))
 	}
 	for i := range ids {
-		if err := checkCredID(ids[i]); err != nil {
+		if err := checkPut(ids[i], rpIDHashes[i]); err != nil {
 			return err
-		}
-		if len(rpIDHashes[i]) != RPIDHashSize {
-			return fmt.Errorf("store: rpIDHash of %d bytes, want %d", len(rpIDHashes[i]), RPIDHashSize)
 		}
 	}
 	d.mu.Lock()
@@ -695,19 +708,11 @@ func (d *DB) PutCredentials(ids, rpIDHashes, records [][]byte) error {
 			return false, err
 		}
 		for _, e := range entries {
-			o, err := d.lookupKey(l.creds, e)
+			overwrote, err := d.storeEntry(l, e)
 			if err != nil {
 				return false, err
 			}
-			if o != nil {
-				removed = true
-				if err := d.unlistEntry(l, o); err != nil {
-					return false, err
-				}
-			}
-			if err := d.addEntry(l, e); err != nil {
-				return false, err
-			}
+			removed = removed || overwrote
 		}
 		return removed, nil
 	})

@@ -380,6 +380,17 @@ func checkCredID(id []byte) error {
 	return nil
 }
 
+// checkPut checks a credential's ID and rpIDHash before it is stored.
+func checkPut(id, rpIDHash []byte) error {
+	if err := checkCredID(id); err != nil {
+		return err
+	}
+	if len(rpIDHash) != RPIDHashSize {
+		return fmt.Errorf("store: rpIDHash of %d bytes, want %d", len(rpIDHash), RPIDHashSize)
+	}
+	return nil
+}
+
 // readable reports why d cannot be read (closed, or sealed and not
 // bound). Called with d.mu held.
 func (d *DB) readable() error {
@@ -442,11 +453,8 @@ func (d *DB) change(op, what string, fn func(tx *bolt.Tx) error) error {
 // old credentials or the new one. Replacing or deleting advances the
 // rollback epoch of a bound DB; adding a new credential does not.
 func (d *DB) PutCredential(id, rpIDHash, record []byte, replaces ...[]byte) error {
-	if err := checkCredID(id); err != nil {
+	if err := checkPut(id, rpIDHash); err != nil {
 		return err
-	}
-	if len(rpIDHash) != RPIDHashSize {
-		return fmt.Errorf("store: rpIDHash of %d bytes, want %d", len(rpIDHash), RPIDHashSize)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -477,18 +485,8 @@ func (d *DB) PutCredential(id, rpIDHash, record []byte, replaces ...[]byte) erro
 				}
 			}
 		}
-		o, err := d.lookup(l.creds, id)
-		if err != nil {
-			return false, err
-		}
-		if o != nil {
-			// An overwrite keeps the counter; the index entries move.
-			removed = true
-			if err := d.unlistEntry(l, o); err != nil {
-				return false, err
-			}
-		}
-		return removed, d.addEntry(l, e)
+		overwrote, err := d.storeEntry(l, e)
+		return removed || overwrote, err
 	})
 	if err != nil {
 		return wrap("store: putting credential", err)
