@@ -18,6 +18,7 @@ import (
 	"github.com/virtkey/virtkey/hid"
 	"github.com/virtkey/virtkey/inproc"
 	"github.com/virtkey/virtkey/internal/rptest"
+	"github.com/virtkey/virtkey/internal/vktest"
 )
 
 // device sends CTAP2 commands as CTAPHID_CBOR messages.
@@ -57,16 +58,6 @@ func (d *device) Transact(ctx context.Context, cmd byte, params any) (ctap2.Stat
 	return ctap2.StatusCode(resp[0]), resp[1:], nil
 }
 
-func newKey(t testing.TB, opts inproc.Options) *inproc.Key {
-	t.Helper()
-	k, err := inproc.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { k.Close() })
-	return k
-}
-
 func TestWebAuthnRegisterAndLogin(t *testing.T) {
 	t.Parallel()
 	algs := []struct {
@@ -90,7 +81,7 @@ func TestWebAuthnRegisterAndLogin(t *testing.T) {
 				name := fmt.Sprintf("%s/%s/rk=%v", a.name, at.name, rk)
 				t.Run(name, func(t *testing.T) {
 					t.Parallel()
-					k := newKey(t, inproc.Options{Configure: at.configure})
+					k := vktest.InProc(t, inproc.Options{Configure: at.configure})
 					d := openDevice(t, k)
 					rp := rptest.New(t, rpID, rpOrigin)
 					u := &rptest.User{ID: []byte("user-" + name), Name: "alice"}
@@ -117,7 +108,7 @@ func TestWebAuthnRegisterAndLogin(t *testing.T) {
 // first) through getAssertion + getNextAssertion, and the RP accepts each.
 func TestWebAuthnDiscoverableTwoAccounts(t *testing.T) {
 	t.Parallel()
-	k := newKey(t, inproc.Options{})
+	k := vktest.InProc(t, inproc.Options{})
 	d := openDevice(t, k)
 	rp := rptest.New(t, rpID, rpOrigin)
 	alice := &rptest.User{ID: []byte("alice-handle-0001"), Name: "alice"}
@@ -229,7 +220,7 @@ func TestWebAuthnPowerCycleAndReopen(t *testing.T) {
 // another origin are refused.
 func TestWebAuthnRejectsTampering(t *testing.T) {
 	t.Parallel()
-	k := newKey(t, inproc.Options{})
+	k := vktest.InProc(t, inproc.Options{})
 	d := openDevice(t, k)
 	rp := rptest.New(t, rpID, rpOrigin)
 	u := &rptest.User{ID: []byte("alice-handle-0001"), Name: "alice"}

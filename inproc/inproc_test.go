@@ -16,6 +16,7 @@ import (
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/hid"
 	"github.com/virtkey/virtkey/inproc"
+	"github.com/virtkey/virtkey/internal/vktest"
 )
 
 var encMode = func() cbor.EncMode {
@@ -30,16 +31,6 @@ func ctx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
 	return c
-}
-
-func newKey(t *testing.T, opts inproc.Options) *inproc.Key {
-	t.Helper()
-	k, err := inproc.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { k.Close() })
-	return k
 }
 
 // do sends a CTAP2 command straight to the authenticator.
@@ -168,7 +159,7 @@ func TestTempDirKeyOverCTAPHID(t *testing.T) {
 // Device is a plain report device: a client made on it works like Client.
 func TestDeviceReports(t *testing.T) {
 	t.Parallel()
-	k := newKey(t, inproc.Options{})
+	k := vktest.InProc(t, inproc.Options{})
 	c := hid.NewClient(k.Device())
 	if err := c.Init(ctx(t)); err != nil {
 		t.Fatalf("CTAPHID_INIT: %v", err)
@@ -231,7 +222,7 @@ func TestGivenDirKeepsCredentials(t *testing.T) {
 func TestDirInUse(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	k := newKey(t, inproc.Options{Dir: dir})
+	k := vktest.InProc(t, inproc.Options{Dir: dir})
 	id := makeResident(t, k, "alice")
 	if k2, err := inproc.New(inproc.Options{Dir: dir}); err == nil {
 		k2.Close()
@@ -246,7 +237,7 @@ func TestDirInUse(t *testing.T) {
 // credentials and counters.
 func TestPowerCycle(t *testing.T) {
 	t.Parallel()
-	k := newKey(t, inproc.Options{})
+	k := vktest.InProc(t, inproc.Options{})
 	makeResident(t, k, "alice")
 	time.Sleep(time.Millisecond)
 	makeResident(t, k, "bob")
@@ -280,7 +271,7 @@ func TestOptions(t *testing.T) {
 	t.Parallel()
 	aaguid := [16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
 	var asked []ctap2.PresenceRequest
-	k := newKey(t, inproc.Options{
+	k := vktest.InProc(t, inproc.Options{
 		Presence: ctap2.PresenceFunc(func(_ context.Context, req ctap2.PresenceRequest) error {
 			asked = append(asked, req)
 			return ctap2.ErrDeclined
