@@ -67,6 +67,27 @@ func extOutputs(t testing.TB, ad *AuthData) map[string]any {
 	return m
 }
 
+// responseAuthData parses the authenticator data of a makeCredential or
+// (cmd otherwise) getAssertion response.
+func responseAuthData(t testing.TB, cmd byte, resp []byte) *AuthData {
+	t.Helper()
+	var authData []byte
+	if cmd == CmdMakeCredential {
+		var r MakeCredentialResponse
+		if err := decode(resp, &r); err != nil {
+			t.Fatal(err)
+		}
+		authData = r.AuthData
+	} else {
+		var r GetAssertionResponse
+		if err := decode(resp, &r); err != nil {
+			t.Fatal(err)
+		}
+		authData = r.AuthData
+	}
+	return mustParseAuthData(t, authData)
+}
+
 func (tk *testKey) assertOK(t testing.TB, params map[int]any) (*GetAssertionResponse, *AuthData) {
 	t.Helper()
 	var ga GetAssertionResponse
@@ -626,21 +647,7 @@ func TestExtensionBadInput(t *testing.T) {
 			continue
 		}
 		// Unknown extensions produce no output.
-		var authData []byte
-		if tc.cmd == CmdMakeCredential {
-			var r MakeCredentialResponse
-			if err := decode(out, &r); err != nil {
-				t.Fatal(err)
-			}
-			authData = r.AuthData
-		} else {
-			var r GetAssertionResponse
-			if err := decode(out, &r); err != nil {
-				t.Fatal(err)
-			}
-			authData = r.AuthData
-		}
-		ad := mustParseAuthData(t, authData)
+		ad := responseAuthData(t, tc.cmd, out)
 		for k := range extOutputs(t, ad) {
 			if k != extCredProtect {
 				t.Errorf("%s: unexpected output %q", tc.name, k)
@@ -733,21 +740,7 @@ func FuzzExtensionInputs(f *testing.F) {
 		if !ok {
 			return
 		}
-		var authData []byte
-		if msg[0] == CmdMakeCredential {
-			var r MakeCredentialResponse
-			if err := decode(body, &r); err != nil {
-				t.Fatal(err)
-			}
-			authData = r.AuthData
-		} else {
-			var r GetAssertionResponse
-			if err := decode(body, &r); err != nil {
-				t.Fatal(err)
-			}
-			authData = r.AuthData
-		}
-		ad := mustParseAuthData(t, authData)
+		ad := responseAuthData(t, msg[0], body)
 		if len(ad.Extensions) > 0 {
 			var m map[string]any
 			if err := decode(ad.Extensions, &m); err != nil {
