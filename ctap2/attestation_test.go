@@ -198,7 +198,7 @@ func TestEnterpriseAttestation(t *testing.T) {
 		}
 		return p
 	}
-	enable := func(tk *testKey) StatusCode { return tk.config(t, map[int]any{1: cfgEnableEnterpriseAttestation}) }
+	enable := func(tk *testKey) StatusCode { return tk.config(t, map[int]any{1: ConfigEnableEnterpriseAttestation}) }
 
 	// Not enterprise-attestation capable: no "ep", the subcommand and the
 	// parameter are refused.

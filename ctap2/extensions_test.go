@@ -543,7 +543,7 @@ func TestMinPINLengthExtension(t *testing.T) {
 		t.Fatalf("minPinLength for an RP not on the list: %v", out)
 	}
 	// setMinPINLength through authenticatorConfig (no PIN: no token needed).
-	st, _ := tk.call(t, CmdConfig, map[int]any{1: cfgSetMinPINLength, 2: map[int]any{1: 6, 2: []string{"example.com", "pay.example"}}})
+	st, _ := tk.call(t, CmdConfig, map[int]any{1: ConfigSetMinPINLength, 2: map[int]any{1: 6, 2: []string{"example.com", "pay.example"}}})
 	if st != StatusOK {
 		t.Fatalf("setMinPINLength: %v", st)
 	}

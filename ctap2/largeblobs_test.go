@@ -415,7 +415,7 @@ func TestLargeBlobsBuiltInUVNeedsToken(t *testing.T) {
 	pp := newPINPlatform(t, tk, 2)
 	ka, shared := pp.encapsulate()
 	var resp ClientPINResponse
-	tk.callOK(t, CmdClientPIN, map[int]any{1: 2, 2: pinGetTokenUsingUV, 3: ka, 9: uint(PermLargeBlobWrite)}, &resp)
+	tk.callOK(t, CmdClientPIN, map[int]any{1: 2, 2: ClientPINGetTokenUsingUV, 3: ka, 9: uint(PermLargeBlobWrite)}, &resp)
 	raw, err := shared.Decrypt(resp.PinUvAuthToken)
 	if err != nil {
 		t.Fatal(err)
