@@ -219,7 +219,7 @@ func TestEnterpriseAttestation(t *testing.T) {
 		c.Attestation, c.Batch, c.Enterprise = AttestationBatch, batch, enterprise
 		c.EnterpriseRPIDs = []string{"corp.example"}
 	})
-	info, _ := tk.Info()
+	info := tk.info(t)
 	if ep, ok := info.Options["ep"]; !ok || ep {
 		t.Fatalf(`"ep" = %v, %v before enabling`, ep, ok)
 	}
@@ -233,7 +233,7 @@ func TestEnterpriseAttestation(t *testing.T) {
 		t.Fatalf("enableEnterpriseAttestation: %v", st)
 	}
 	tk.PowerCycle()
-	if info, _ := tk.Info(); !info.Options["ep"] {
+	if info := tk.info(t); !info.Options["ep"] {
 		t.Fatal(`"ep" not true after enabling and a power cycle`)
 	}
 	for _, tc := range []struct {
@@ -284,7 +284,7 @@ func TestEnterpriseAttestation(t *testing.T) {
 	if st, _ := tk.call(t, CmdReset, nil); st != StatusOK {
 		t.Fatalf("reset: %v", st)
 	}
-	if info, _ := tk.Info(); info.Options["ep"] {
+	if info := tk.info(t); info.Options["ep"] {
 		t.Fatal(`"ep" still true after reset`)
 	}
 }

@@ -155,7 +155,7 @@ func TestClientPINLifecycle(t *testing.T) {
 	forEachPINProtocol(t, "", func(t *testing.T, v uint) {
 		tk := newTestKey(t)
 		pp := newPINPlatform(t, tk, v)
-		info, _ := tk.Info()
+		info := tk.info(t)
 		if info.Options["clientPin"] {
 			t.Fatal("clientPin true before a PIN is set")
 		}
@@ -171,7 +171,7 @@ func TestClientPINLifecycle(t *testing.T) {
 		if st := pp.setPIN("5678"); st != ErrNotAllowed {
 			t.Fatalf("second setPIN: %v", st)
 		}
-		info, _ = tk.Info()
+		info = tk.info(t)
 		if !info.Options["clientPin"] {
 			t.Fatal("clientPin false after setPIN")
 		}
@@ -336,7 +336,7 @@ func TestGetPINRetriesWithoutPIN(t *testing.T) {
 func TestBuiltInUV(t *testing.T) {
 	t.Parallel()
 	tk := newTestKey(t, func(c *Config) { c.UV = UVAuto })
-	info, _ := tk.Info()
+	info := tk.info(t)
 	if !info.Options["uv"] {
 		t.Fatal("uv option not advertised")
 	}

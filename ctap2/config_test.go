@@ -38,10 +38,7 @@ func (tk *testKey) reloaded(t testing.TB) persistentState {
 func TestConfigToggleAlwaysUV(t *testing.T) {
 	t.Parallel()
 	alwaysUV := func(t *testing.T, tk *testKey) bool {
-		info, err := tk.Info()
-		if err != nil {
-			t.Fatal(err)
-		}
+		info := tk.info(t)
 		if info.Options["alwaysUv"] != tk.reloaded(t).AlwaysUV {
 			t.Fatal("alwaysUv not persisted")
 		}
@@ -168,7 +165,7 @@ func TestConfigSetMinPINLength(t *testing.T) {
 		}
 		check := func(minLen uint, force bool) {
 			t.Helper()
-			info, _ := tk.Info()
+			info := tk.info(t)
 			gotForce := info.ForcePINChange != nil && *info.ForcePINChange
 			if info.MinPINLength != minLen || gotForce != force {
 				t.Fatalf("getInfo minPINLength %d forcePINChange %v; want %d %v", info.MinPINLength, gotForce, minLen, force)

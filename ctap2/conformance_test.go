@@ -148,10 +148,7 @@ func TestThirdPartyPaymentEnumerated(t *testing.T) {
 func TestGetInfoPerCredMgmtRO(t *testing.T) {
 	t.Parallel()
 	tk := newTestKey(t)
-	info, err := tk.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
+	info := tk.info(t)
 	if v, ok := info.Options["perCredMgmtRO"]; !ok || !v {
 		t.Fatalf("getInfo options perCredMgmtRO = %v (present %v), want true", v, ok)
 	}

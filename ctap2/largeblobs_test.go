@@ -97,10 +97,7 @@ func TestLargeBlobsInitialArrayAndInfo(t *testing.T) {
 	if got := tk.readLargeBlobs(t, maxLargeBlobFragment); !bytes.Equal(got, want) {
 		t.Fatalf("initial array %x, want %x", got, want)
 	}
-	info, err := tk.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
+	info := tk.info(t)
 	if !info.Options["largeBlobs"] || info.MaxSerializedLargeBlobArray < 4096 {
 		t.Fatalf("getInfo: largeBlobs=%v maxSerializedLargeBlobArray=%d", info.Options["largeBlobs"], info.MaxSerializedLargeBlobArray)
 	}
