@@ -267,6 +267,9 @@ func TestParseKeyRejects(t *testing.T) {
 			if k != nil {
 				t.Fatal("non-nil key with an error")
 			}
+			if pub, alg, err := DecodePublicKey(unhex(t, tt.hex)); !errors.Is(err, tt.want) || pub != nil || alg != 0 {
+				t.Fatalf("DecodePublicKey = %v, %v, %v; want %v", pub, alg, err, tt.want)
+			}
 		})
 	}
 }
@@ -370,6 +373,10 @@ func TestRoundTripAndSign(t *testing.T) {
 				t.Errorf("encoded length %d, want %d", len(b), tc.size)
 			}
 			roundTrip(t, k, tc.s.Public())
+			type equaler interface{ Equal(crypto.PublicKey) bool }
+			if pub, alg, err := DecodePublicKey(b); err != nil || alg != tc.alg || !tc.s.Public().(equaler).Equal(pub) {
+				t.Errorf("DecodePublicKey(EncodePublicKey) = %v, %v, %v", pub, alg, err)
+			}
 			msg := []byte("authenticatorData || clientDataHash")
 			sig, err := Sign(tc.s, tc.alg, msg)
 			if err != nil {

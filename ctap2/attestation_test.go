@@ -153,11 +153,7 @@ func checkFIDOU2F(t testing.TB, resp *MakeCredentialResponse, ad *AuthData, batc
 	if len(x5c) != 1 || !bytes.Equal(x5c[0].([]byte), batch.Chain[0]) || len(resp.AttStmt) != 2 {
 		t.Fatalf("fido-u2f attStmt %v", keys(resp.AttStmt))
 	}
-	k, err := cose.ParseKey(ad.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := k.PublicKey()
+	pub, _, err := cose.DecodePublicKey(ad.PublicKey)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -152,8 +152,7 @@ func TestCredentialsOverCTAP(t *testing.T) {
 			if err != nil {
 				t.Fatalf("exported private key: %v", err)
 			}
-			ck, _ := cose.ParseKey(att.AuthData.PublicKey)
-			pub, _ := ck.PublicKey()
+			pub, _, _ := cose.DecodePublicKey(att.AuthData.PublicKey)
 			if !priv.(*ecdsa.PrivateKey).PublicKey.Equal(pub) || !c.IsResidentCredential || c.SignCount != 0 || c.UserName != "alice" {
 				t.Errorf("listed credential %+v does not match the CTAP one", c)
 			}

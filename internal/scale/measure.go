@@ -418,11 +418,7 @@ func (k *key) verifyOne(ctx context.Context) error {
 	if err := cbor.Unmarshal(out, &ga); err != nil {
 		return err
 	}
-	ck, err := cose.ParseKey(k.res.One.PublicKey)
-	if err != nil {
-		return err
-	}
-	pub, err := ck.PublicKey()
+	pub, _, err := cose.DecodePublicKey(k.res.One.PublicKey)
 	if err != nil {
 		return err
 	}
