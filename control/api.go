@@ -38,11 +38,7 @@ func (s *Server) routes() *router {
 			return
 		}
 		ki, err := s.addKey(r.Context(), cfg)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusCreated, ki)
+		s.respond(w, r, http.StatusCreated, ki, err)
 	})
 	rt.handle("GET", "/v1/keys/{id}", s.withKey(func(w http.ResponseWriter, r *http.Request, e *entry, _ params) {
 		writeJSON(w, http.StatusOK, info(e))
@@ -74,11 +70,7 @@ func (s *Server) routes() *router {
 			return
 		}
 		c, err := e.key.AddCredential(r.Context(), cp)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusCreated, c)
+		s.respond(w, r, http.StatusCreated, c, err)
 	}))
 	rt.handle("GET", "/v1/keys/{id}/credentials", s.withKey(func(w http.ResponseWriter, r *http.Request, e *entry, _ params) {
 		pw, err := playwrightFormat(r)
@@ -132,11 +124,7 @@ func (s *Server) routes() *router {
 			return
 		}
 		p, err := toPlaywright(e, c)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, p)
+		s.respond(w, r, http.StatusOK, p, err)
 	}))
 	rt.handle("DELETE", "/v1/keys/{id}/credentials/{credentialId}", s.withCred(func(w http.ResponseWriter, r *http.Request, e *entry, id []byte) {
 		if err := e.key.DeleteCredential(r.Context(), id); err != nil {
@@ -155,11 +143,7 @@ func (s *Server) routes() *router {
 			return
 		}
 		c, err := e.key.SetCredentialProps(r.Context(), id, p)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, c)
+		s.respond(w, r, http.StatusOK, c, err)
 	}))
 
 	rt.handle("POST", "/v1/keys/{id}/uv", keySetter(s, func(k Key, ctx context.Context, req UVRequest) error {
@@ -249,6 +233,15 @@ func keySetter[T any](s *Server, set func(k Key, ctx context.Context, req T) err
 		}
 		s.keyInfoAfter(w, r, e, set(e.key, r.Context(), req))
 	})
+}
+
+// respond answers v with status, or err when it is not nil.
+func (s *Server) respond(w http.ResponseWriter, r *http.Request, status int, v any, err error) {
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, status, v)
 }
 
 func (s *Server) keyInfoAfter(w http.ResponseWriter, r *http.Request, e *entry, err error) {
