@@ -38,11 +38,7 @@ func (s *Server) routes() *router {
 			return
 		}
 		ki, err := s.addKey(r.Context(), cfg)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusCreated, ki)
+		s.respond(w, r, http.StatusCreated, ki, err)
 	})
 	rt.handle("GET", "/v1/keys/{id}", s.withKey(func(w http.ResponseWriter, r *http.Request, e *entry, _ params) {
 		writeJSON(w, http.StatusOK, info(e))
@@ -74,11 +70,7 @@ func (s *Server) routes() *router {
 			return
 		}
 		c, err := e.key.AddCredential(r.Context(), cp)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusCreated, c)
+		s.respond(w, r, http.StatusCreated, c, err)
 	}))
 	rt.handle("GET", "/v1/keys/{id}/credentials", s.withKey(func(w http.ResponseWriter, r *http.Request, e *entry, _ params) {
 		pw, err := playwrightFormat(r)
@@ -132,11 +124,7 @@ func (s *Server) routes() *router {
 			return
 		}
 		p, err := toPlaywright(e, c)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, p)
+		s.respond(w, r, http.StatusOK, p, err)
 	}))
 	rt.handle("DELETE", "/v1/keys/{id}/credentials/{credentialId}", s.withCred(func(w http.ResponseWriter, r *http.Request, e *entry, id []byte) {
 		if err := e.key.DeleteCredential(r.Context(), id); err != nil {
@@ -155,34 +143,20 @@ func (s *Server) routes() *router {
 			return
 		}
 		c, err := e.key.SetCredentialProps(r.Context(), id, p)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, c)
+		s.respond(w, r, http.StatusOK, c, err)
 	}))
 
-	rt.handle("POST", "/v1/keys/{id}/uv", s.withKey(func(w http.ResponseWriter, r *http.Request, e *entry, _ params) {
-		var req UVRequest
-		if !s.decode(w, r, &req) {
-			return
-		}
+	rt.handle("POST", "/v1/keys/{id}/uv", keySetter(s, func(k Key, ctx context.Context, req UVRequest) error {
 		if req.IsUserVerified == nil {
-			s.fail(w, r, badRequest("isUserVerified (a boolean) is required"))
-			return
+			return badRequest("isUserVerified (a boolean) is required")
 		}
-		s.keyInfoAfter(w, r, e, e.key.SetUserVerified(r.Context(), *req.IsUserVerified))
+		return k.SetUserVerified(ctx, *req.IsUserVerified)
 	}))
-	rt.handle("POST", "/v1/keys/{id}/presence", s.withKey(func(w http.ResponseWriter, r *http.Request, e *entry, _ params) {
-		var req PresenceRequest
-		if !s.decode(w, r, &req) {
-			return
-		}
+	rt.handle("POST", "/v1/keys/{id}/presence", keySetter(s, func(k Key, ctx context.Context, req PresenceRequest) error {
 		if !req.Mode.valid() {
-			s.fail(w, r, badRequest("mode %q: want auto, deny, manual or timeout", req.Mode))
-			return
+			return badRequest("mode %q: want auto, deny, manual or timeout", req.Mode)
 		}
-		s.keyInfoAfter(w, r, e, e.key.SetPresence(r.Context(), req.Mode))
+		return k.SetPresence(ctx, req.Mode)
 	}))
 	rt.handle("GET", "/v1/keys/{id}/presence/pending", s.withKey(func(w http.ResponseWriter, r *http.Request, e *entry, _ params) {
 		ps := e.key.PendingPresence()
@@ -206,23 +180,12 @@ func (s *Server) routes() *router {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}))
-	rt.handle("POST", "/v1/keys/{id}/overrides", s.withKey(func(w http.ResponseWriter, r *http.Request, e *entry, _ params) {
-		var o Overrides
-		if !s.decode(w, r, &o) {
-			return
-		}
-		s.keyInfoAfter(w, r, e, e.key.SetOverrides(r.Context(), o))
-	}))
-	rt.handle("POST", "/v1/keys/{id}/pin", s.withKey(func(w http.ResponseWriter, r *http.Request, e *entry, _ params) {
-		var req PINRequest
-		if !s.decode(w, r, &req) {
-			return
-		}
+	rt.handle("POST", "/v1/keys/{id}/overrides", keySetter(s, Key.SetOverrides))
+	rt.handle("POST", "/v1/keys/{id}/pin", keySetter(s, func(k Key, ctx context.Context, req PINRequest) error {
 		if req.PIN == "" {
-			s.fail(w, r, badRequest("pin is required"))
-			return
+			return badRequest("pin is required")
 		}
-		s.keyInfoAfter(w, r, e, e.key.SetPIN(r.Context(), req.PIN))
+		return k.SetPIN(ctx, req.PIN)
 	}))
 	rt.handle("DELETE", "/v1/keys/{id}/pin", s.withKey(func(w http.ResponseWriter, r *http.Request, e *entry, _ params) {
 		s.keyInfoAfter(w, r, e, e.key.RemovePIN(r.Context()))
@@ -257,6 +220,28 @@ func (s *Server) withCred(h func(http.ResponseWriter, *http.Request, *entry, []b
 		}
 		h(w, r, e, id)
 	})
+}
+
+// keySetter is the handler of a key-level setter: it decodes the body into
+// a T, calls set (which checks it; a method expression such as
+// Key.SetOverrides serves) and answers with the key's info.
+func keySetter[T any](s *Server, set func(k Key, ctx context.Context, req T) error) func(http.ResponseWriter, *http.Request, params) {
+	return s.withKey(func(w http.ResponseWriter, r *http.Request, e *entry, _ params) {
+		var req T
+		if !s.decode(w, r, &req) {
+			return
+		}
+		s.keyInfoAfter(w, r, e, set(e.key, r.Context(), req))
+	})
+}
+
+// respond answers v with status, or err when it is not nil.
+func (s *Server) respond(w http.ResponseWriter, r *http.Request, status int, v any, err error) {
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, status, v)
 }
 
 func (s *Server) keyInfoAfter(w http.ResponseWriter, r *http.Request, e *entry, err error) {

@@ -77,21 +77,11 @@ func (k *memKey) AddCredential(_ context.Context, p control.CredentialParams) (c
 		LargeBlob: p.LargeBlob, UserName: p.UserName, UserDisplayName: p.UserDisplayName,
 		PublicKey: spki, Algorithm: -7,
 	}
-	if p.IsResidentCredential != nil {
-		c.IsResidentCredential = *p.IsResidentCredential
-	}
-	if p.BackupEligibility != nil {
-		c.BackupEligibility = *p.BackupEligibility
-	}
-	if p.BackupState != nil {
-		c.BackupState = *p.BackupState
-	}
-	if p.CredProtect != nil {
-		c.CredProtect = *p.CredProtect
-	}
-	if p.HMACSecret != nil {
-		c.HMACSecret = *p.HMACSecret
-	}
+	setIf(&c.IsResidentCredential, p.IsResidentCredential)
+	setIf(&c.BackupEligibility, p.BackupEligibility)
+	setIf(&c.BackupState, p.BackupState)
+	setIf(&c.CredProtect, p.CredProtect)
+	setIf(&c.HMACSecret, p.HMACSecret)
 	k.creds = append(k.creds, c)
 	k.emit(control.EventCredentialAdded, &c)
 	return c, nil
@@ -152,21 +142,11 @@ func (k *memKey) SetCredentialProps(_ context.Context, id []byte, p control.Cred
 		return control.Credential{}, fmt.Errorf("credential: %w", control.ErrNotFound)
 	}
 	c := &k.creds[i]
-	if p.BackupEligibility != nil {
-		c.BackupEligibility = *p.BackupEligibility
-	}
-	if p.BackupState != nil {
-		c.BackupState = *p.BackupState
-	}
-	if p.SignCount != nil {
-		c.SignCount = *p.SignCount
-	}
-	if p.UserName != nil {
-		c.UserName = *p.UserName
-	}
-	if p.UserDisplayName != nil {
-		c.UserDisplayName = *p.UserDisplayName
-	}
+	setIf(&c.BackupEligibility, p.BackupEligibility)
+	setIf(&c.BackupState, p.BackupState)
+	setIf(&c.SignCount, p.SignCount)
+	setIf(&c.UserName, p.UserName)
+	setIf(&c.UserDisplayName, p.UserDisplayName)
 	k.emit(control.EventCredentialUpdated, c)
 	return *c, nil
 }
@@ -260,4 +240,11 @@ func (f *memFactory) NewKey(_ context.Context, cfg control.KeyConfig) (control.K
 	f.keys = append(f.keys, k)
 	f.mu.Unlock()
 	return k, k.close, nil
+}
+
+// setIf sets *dst to *v when v is present (an optional field of a request).
+func setIf[T any](dst *T, v *T) {
+	if v != nil {
+		*dst = *v
+	}
 }

@@ -81,6 +81,21 @@ func EncodePublicKey(pub crypto.PublicKey, alg Algorithm) ([]byte, error) {
 	return k.Marshal()
 }
 
+// DecodePublicKey is ParseKey followed by PublicKey, the inverse of
+// EncodePublicKey: the public key of a COSE_Key and its algorithm (0 when
+// the key names none).
+func DecodePublicKey(b []byte) (crypto.PublicKey, Algorithm, error) {
+	k, err := ParseKey(b)
+	if err != nil {
+		return nil, 0, err
+	}
+	pub, err := k.PublicKey()
+	if err != nil {
+		return nil, 0, err
+	}
+	return pub, k.Alg, nil
+}
+
 // PublicKey returns k as an *ecdsa.PublicKey (EC2), ed25519.PublicKey (OKP)
 // or *rsa.PublicKey (RSA), after checking that an EC point is on its curve.
 func (k *Key) PublicKey() (crypto.PublicKey, error) {

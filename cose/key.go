@@ -157,23 +157,7 @@ func ParseKey(b []byte) (*Key, error) {
 
 	var public []int // the negative labels this key type may carry
 	switch k.Kty {
-	case KeyTypeEC2:
-		public = []int{labelCrv, labelX, labelY}
-		crv, err := intParam(m, labelCrv, "crv")
-		if err != nil {
-			return nil, err
-		}
-		k.Crv = Curve(crv)
-		if k.X, err = bytesParam(m, labelX, "x"); err != nil {
-			return nil, err
-		}
-		if _, isBool := m[labelY].(bool); isBool {
-			return nil, fmt.Errorf("%w: compressed EC2 point", ErrUnsupported)
-		}
-		if k.Y, err = bytesParam(m, labelY, "y"); err != nil {
-			return nil, err
-		}
-	case KeyTypeOKP:
+	case KeyTypeEC2, KeyTypeOKP: // both carry crv and x; EC2 adds y
 		public = []int{labelCrv, labelX}
 		crv, err := intParam(m, labelCrv, "crv")
 		if err != nil {
@@ -182,6 +166,15 @@ func ParseKey(b []byte) (*Key, error) {
 		k.Crv = Curve(crv)
 		if k.X, err = bytesParam(m, labelX, "x"); err != nil {
 			return nil, err
+		}
+		if k.Kty == KeyTypeEC2 {
+			public = append(public, labelY)
+			if _, isBool := m[labelY].(bool); isBool {
+				return nil, fmt.Errorf("%w: compressed EC2 point", ErrUnsupported)
+			}
+			if k.Y, err = bytesParam(m, labelY, "y"); err != nil {
+				return nil, err
+			}
 		}
 	case KeyTypeRSA:
 		public = []int{labelN, labelE}

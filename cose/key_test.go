@@ -267,6 +267,9 @@ func TestParseKeyRejects(t *testing.T) {
 			if k != nil {
 				t.Fatal("non-nil key with an error")
 			}
+			if pub, alg, err := DecodePublicKey(unhex(t, tt.hex)); !errors.Is(err, tt.want) || pub != nil || alg != 0 {
+				t.Fatalf("DecodePublicKey = %v, %v, %v; want %v", pub, alg, err, tt.want)
+			}
 		})
 	}
 }
@@ -303,13 +306,13 @@ func TestFixedSizeCoordinates(t *testing.T) {
 	}
 }
 
-// roundTrip checks encode → decode → encode is byte-identical and the
-// crypto key survives.
-func roundTrip(t *testing.T, k *Key, pub any) {
+// reencodes checks that k encodes, decodes to an equal Key and encodes to
+// the same bytes again, and returns its encoding.
+func reencodes(t testing.TB, k *Key) []byte {
 	t.Helper()
 	b1, err := k.Marshal()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("Marshal: %v", err)
 	}
 	k2, err := ParseKey(b1)
 	if err != nil {
@@ -319,13 +322,18 @@ func roundTrip(t *testing.T, k *Key, pub any) {
 		t.Fatalf("decoded %+v, want %+v", k2, k)
 	}
 	b2, err := k2.Marshal()
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || !bytes.Equal(b1, b2) {
+		t.Fatalf("re-encoding differs:\n%x\n%x (%v)", b1, b2, err)
 	}
-	if !bytes.Equal(b1, b2) {
-		t.Fatalf("re-encoding differs:\n%x\n%x", b1, b2)
-	}
-	back, err := k2.PublicKey()
+	return b1
+}
+
+// roundTrip checks encode → decode → encode is byte-identical and the
+// crypto key survives.
+func roundTrip(t *testing.T, k *Key, pub any) {
+	t.Helper()
+	reencodes(t, k)
+	back, err := k.PublicKey()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,6 +373,10 @@ func TestRoundTripAndSign(t *testing.T) {
 				t.Errorf("encoded length %d, want %d", len(b), tc.size)
 			}
 			roundTrip(t, k, tc.s.Public())
+			type equaler interface{ Equal(crypto.PublicKey) bool }
+			if pub, alg, err := DecodePublicKey(b); err != nil || alg != tc.alg || !tc.s.Public().(equaler).Equal(pub) {
+				t.Errorf("DecodePublicKey(EncodePublicKey) = %v, %v, %v", pub, alg, err)
+			}
 			msg := []byte("authenticatorData || clientDataHash")
 			sig, err := Sign(tc.s, tc.alg, msg)
 			if err != nil {
@@ -491,21 +503,7 @@ func FuzzCOSEKey(f *testing.F) {
 			}
 			return
 		}
-		m1, err := k.Marshal()
-		if err != nil {
-			t.Fatalf("Marshal of a parsed key: %v", err)
-		}
-		k2, err := ParseKey(m1)
-		if err != nil {
-			t.Fatalf("re-parse: %v", err)
-		}
-		if !reflect.DeepEqual(k, k2) {
-			t.Fatalf("re-parsed %+v, want %+v", k2, k)
-		}
-		m2, err := k2.Marshal()
-		if err != nil || !bytes.Equal(m1, m2) {
-			t.Fatalf("re-encoding differs: %x vs %x (%v)", m1, m2, err)
-		}
+		m1 := reencodes(t, k)
 		pub, err := k.PublicKey()
 		if err != nil {
 			t.Fatalf("PublicKey of a parsed key: %v", err)

@@ -30,7 +30,7 @@ import (
 	"github.com/virtkey/virtkey/inproc"
 	"github.com/virtkey/virtkey/internal/attca"
 	"github.com/virtkey/virtkey/internal/rptest"
-	"github.com/virtkey/virtkey/tpmkeys"
+	"github.com/virtkey/virtkey/internal/vktest"
 )
 
 // attKey starts a key whose attestation CA lives in its state directory,
@@ -38,19 +38,11 @@ import (
 func attKey(t testing.TB, mode ctap2.Attestation, rps ...string) (*inproc.Key, *attca.Set) {
 	t.Helper()
 	dir := t.TempDir()
-	ks, err := tpmkeys.OpenSoftware(dir)
+	set, err := attca.Open(dir, ctap2.DefaultAAGUID, time.Now(), vktest.DeviceSealer(t, dir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	sealer, err := ks.DeviceSealer(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := attca.Open(dir, ctap2.DefaultAAGUID, time.Now(), sealer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := newKey(t, inproc.Options{Dir: dir, Configure: func(c *ctap2.Config) {
+	k := vktest.InProc(t, inproc.Options{Dir: dir, Configure: func(c *ctap2.Config) {
 		c.Attestation = mode
 		c.Batch = &ctap2.AttestationIdentity{Signer: set.Batch.Signer, Chain: set.Batch.Chain}
 		c.Enterprise = &ctap2.AttestationIdentity{Signer: set.Enterprise.Signer, Chain: set.Enterprise.Chain}

@@ -153,11 +153,7 @@ func checkFIDOU2F(t testing.TB, resp *MakeCredentialResponse, ad *AuthData, batc
 	if len(x5c) != 1 || !bytes.Equal(x5c[0].([]byte), batch.Chain[0]) || len(resp.AttStmt) != 2 {
 		t.Fatalf("fido-u2f attStmt %v", keys(resp.AttStmt))
 	}
-	k, err := cose.ParseKey(ad.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := k.PublicKey()
+	pub, _, err := cose.DecodePublicKey(ad.PublicKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +194,7 @@ func TestEnterpriseAttestation(t *testing.T) {
 		}
 		return p
 	}
-	enable := func(tk *testKey) StatusCode { return tk.config(t, map[int]any{1: cfgEnableEnterpriseAttestation}) }
+	enable := func(tk *testKey) StatusCode { return tk.config(t, map[int]any{1: ConfigEnableEnterpriseAttestation}) }
 
 	// Not enterprise-attestation capable: no "ep", the subcommand and the
 	// parameter are refused.
@@ -219,7 +215,7 @@ func TestEnterpriseAttestation(t *testing.T) {
 		c.Attestation, c.Batch, c.Enterprise = AttestationBatch, batch, enterprise
 		c.EnterpriseRPIDs = []string{"corp.example"}
 	})
-	info, _ := tk.Info()
+	info := tk.info(t)
 	if ep, ok := info.Options["ep"]; !ok || ep {
 		t.Fatalf(`"ep" = %v, %v before enabling`, ep, ok)
 	}
@@ -233,7 +229,7 @@ func TestEnterpriseAttestation(t *testing.T) {
 		t.Fatalf("enableEnterpriseAttestation: %v", st)
 	}
 	tk.PowerCycle()
-	if info, _ := tk.Info(); !info.Options["ep"] {
+	if info := tk.info(t); !info.Options["ep"] {
 		t.Fatal(`"ep" not true after enabling and a power cycle`)
 	}
 	for _, tc := range []struct {
@@ -284,7 +280,7 @@ func TestEnterpriseAttestation(t *testing.T) {
 	if st, _ := tk.call(t, CmdReset, nil); st != StatusOK {
 		t.Fatalf("reset: %v", st)
 	}
-	if info, _ := tk.Info(); info.Options["ep"] {
+	if info := tk.info(t); info.Options["ep"] {
 		t.Fatal(`"ep" still true after reset`)
 	}
 }

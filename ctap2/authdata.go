@@ -84,26 +84,30 @@ func ParseAuthData(b []byte) (*AuthData, error) {
 			return nil, errAuthData
 		}
 		a.CredentialID = append([]byte{}, rest[:l]...)
-		rest = rest[l:]
-		var key RawMessage
-		r, err := decodeFirst(rest, &key)
-		if err != nil || !isCBORMap(key) {
+		var ok bool
+		if a.PublicKey, rest, ok = cutMap(rest[l:]); !ok {
 			return nil, errAuthData
 		}
-		a.PublicKey = append([]byte{}, key...)
-		rest = r
 	}
 	if a.Flags&FlagED != 0 {
-		var ext RawMessage
-		r, err := decodeFirst(rest, &ext)
-		if err != nil || !isCBORMap(ext) {
+		var ok bool
+		if a.Extensions, rest, ok = cutMap(rest); !ok {
 			return nil, errAuthData
 		}
-		a.Extensions = append([]byte{}, ext...)
-		rest = r
 	}
 	if len(rest) != 0 {
 		return nil, errAuthData
 	}
 	return a, nil
+}
+
+// cutMap splits b into its first CBOR item, which must be a map (returned
+// as a copy), and the bytes after it.
+func cutMap(b []byte) (m, rest []byte, ok bool) {
+	var raw RawMessage
+	rest, err := decodeFirst(b, &raw)
+	if err != nil || !isCBORMap(raw) {
+		return nil, nil, false
+	}
+	return append([]byte{}, raw...), rest, true
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/inproc"
 	"github.com/virtkey/virtkey/internal/bench"
+	"github.com/virtkey/virtkey/internal/vktest"
 )
 
 // Shared with webauthn_e2e_test.go.
@@ -50,15 +51,7 @@ func BenchmarkRawKeygenSignES256(b *testing.B) { bench.Loop(b, bench.RawKeygenSi
 
 // benchKey is an in-process key on a fresh state directory: the software
 // key store and the bbolt store, as `virtkey run` uses them.
-func benchKey(b *testing.B) *inproc.Key {
-	b.Helper()
-	k, err := inproc.New(inproc.Options{Dir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { k.Close() })
-	return k
-}
+func benchKey(b *testing.B) *inproc.Key { return vktest.InProc(b, inproc.Options{Dir: b.TempDir()}) }
 
 // getAssertionOp makes a resident ES256 credential on a fresh key and
 // returns one in-process getAssertion with it in the allowList.

@@ -5,16 +5,17 @@ import (
 	"context"
 )
 
-// ClientPIN subcommands (CTAP 2.1 §6.5.5).
+// ClientPIN subcommands (CTAP 2.1 §6.5.5), for the authenticator and its
+// clients (ctap2/client).
 const (
-	pinGetRetries            = 0x01
-	pinGetKeyAgreement       = 0x02
-	pinSetPIN                = 0x03
-	pinChangePIN             = 0x04
-	pinGetPINToken           = 0x05
-	pinGetTokenUsingUV       = 0x06
-	pinGetUVRetries          = 0x07
-	pinGetTokenUsingPINPerms = 0x09
+	ClientPINGetRetries       = 0x01
+	ClientPINGetKeyAgreement  = 0x02
+	ClientPINSetPIN           = 0x03
+	ClientPINChangePIN        = 0x04
+	ClientPINGetPINToken      = 0x05
+	ClientPINGetTokenUsingUV  = 0x06
+	ClientPINGetUVRetries     = 0x07
+	ClientPINGetTokenUsingPIN = 0x09
 )
 
 // ClientPINRequest is the authenticatorClientPIN (0x06) input. See CTAP 2.1 §6.5.5.
@@ -58,7 +59,7 @@ func parseClientPIN(params []byte) (*ClientPINRequest, error) {
 	}
 	// Every subcommand except the two retry queries needs a protocol.
 	switch *req.SubCommand {
-	case pinGetRetries, pinGetUVRetries:
+	case ClientPINGetRetries, ClientPINGetUVRetries:
 		return &req, nil
 	}
 	if req.PinUvAuthProtocol == nil {
@@ -75,13 +76,13 @@ func parseClientPIN(params []byte) (*ClientPINRequest, error) {
 	}
 	ka := req.KeyAgreement != nil
 	switch *req.SubCommand {
-	case pinGetKeyAgreement:
+	case ClientPINGetKeyAgreement:
 		return &req, nil
-	case pinSetPIN:
+	case ClientPINSetPIN:
 		return &req, need(ka && req.NewPinEnc != nil && req.PinUvAuthParam != nil)
-	case pinChangePIN:
+	case ClientPINChangePIN:
 		return &req, need(ka && req.NewPinEnc != nil && req.PinHashEnc != nil && req.PinUvAuthParam != nil)
-	case pinGetPINToken:
+	case ClientPINGetPINToken:
 		if err := need(ka && req.PinHashEnc != nil); err != nil {
 			return nil, err
 		}
@@ -89,9 +90,9 @@ func parseClientPIN(params []byte) (*ClientPINRequest, error) {
 			return nil, ErrInvalidParameter
 		}
 		return &req, nil
-	case pinGetTokenUsingPINPerms:
+	case ClientPINGetTokenUsingPIN:
 		return &req, need(ka && req.PinHashEnc != nil && req.Permissions != nil)
-	case pinGetTokenUsingUV:
+	case ClientPINGetTokenUsingUV:
 		return &req, need(ka && req.Permissions != nil)
 	}
 	return nil, ErrInvalidSubcommand
@@ -104,7 +105,7 @@ func (a *Authenticator) clientPIN(ctx context.Context, r request) (any, error) {
 		return nil, err
 	}
 	switch *req.SubCommand {
-	case pinGetRetries:
+	case ClientPINGetRetries:
 		if !a.state.pinSet() {
 			// Compatibility choice: the spec names no error here, but
 			// python-fido2's device tests expect PIN_NOT_SET right after a
@@ -115,13 +116,13 @@ func (a *Authenticator) clientPIN(ctx context.Context, r request) (any, error) {
 		retries := a.state.PINRetries
 		blocked := a.vol.pinFails >= maxConsecutivePINFails
 		return &ClientPINResponse{PinRetries: &retries, PowerCycleState: &blocked}, nil
-	case pinGetUVRetries:
+	case ClientPINGetUVRetries:
 		if a.cfg.UV == UVNone {
 			return nil, ErrInvalidSubcommand
 		}
 		retries := a.state.UVRetries
 		return &ClientPINResponse{UVRetries: &retries}, nil
-	case pinGetKeyAgreement:
+	case ClientPINGetKeyAgreement:
 		return &ClientPINResponse{KeyAgreement: a.vol.keyAgreement.PublicCOSE()}, nil
 	}
 	p, _ := PINProtocolByVersion(*req.PinUvAuthProtocol)
@@ -130,19 +131,19 @@ func (a *Authenticator) clientPIN(ctx context.Context, r request) (any, error) {
 		return nil, err
 	}
 	switch *req.SubCommand {
-	case pinSetPIN:
+	case ClientPINSetPIN:
 		return nil, a.setPIN(ctx, shared, req)
-	case pinChangePIN:
+	case ClientPINChangePIN:
 		return nil, a.changePIN(ctx, shared, req)
-	case pinGetPINToken:
+	case ClientPINGetPINToken:
 		return a.getPINToken(ctx, shared, req.PinHashEnc, PermMakeCredential|PermGetAssertion, "", true)
-	case pinGetTokenUsingPINPerms:
+	case ClientPINGetTokenUsingPIN:
 		perms, rpID, err := req.permissions()
 		if err != nil {
 			return nil, err
 		}
 		return a.getPINToken(ctx, shared, req.PinHashEnc, perms, rpID, false)
-	case pinGetTokenUsingUV:
+	case ClientPINGetTokenUsingUV:
 		return a.getUVToken(ctx, shared, req)
 	}
 	return nil, ErrInvalidSubcommand

@@ -47,7 +47,7 @@ func newPINPlatform(t testing.TB, tk *testKey, version uint) *pinPlatform {
 // encapsulate fetches the authenticator's key and derives a shared secret.
 func (pp *pinPlatform) encapsulate() (map[int]any, *SharedSecret) {
 	pp.t.Helper()
-	st, out := pp.tk.call(pp.t, CmdClientPIN, map[int]any{1: pp.proto.Version(), 2: pinGetKeyAgreement})
+	st, out := pp.tk.call(pp.t, CmdClientPIN, map[int]any{1: pp.proto.Version(), 2: ClientPINGetKeyAgreement})
 	if st != StatusOK {
 		pp.t.Fatalf("getKeyAgreement: %v", st)
 	}
@@ -79,7 +79,7 @@ func (pp *pinPlatform) setPIN(pin string) StatusCode {
 		pp.t.Fatal(err)
 	}
 	enc, _ := shared.Encrypt(padded)
-	st, _ := pp.tk.call(pp.t, CmdClientPIN, map[int]any{1: pp.proto.Version(), 2: pinSetPIN, 3: ka, 4: shared.Authenticate(enc), 5: enc})
+	st, _ := pp.tk.call(pp.t, CmdClientPIN, map[int]any{1: pp.proto.Version(), 2: ClientPINSetPIN, 3: ka, 4: shared.Authenticate(enc), 5: enc})
 	return st
 }
 
@@ -89,7 +89,7 @@ func (pp *pinPlatform) changePIN(old, pin string) StatusCode {
 	padded, _ := PadPIN(pin)
 	newEnc, _ := shared.Encrypt(padded)
 	hashEnc, _ := shared.Encrypt(PINHash(old))
-	st, _ := pp.tk.call(pp.t, CmdClientPIN, map[int]any{1: pp.proto.Version(), 2: pinChangePIN, 3: ka,
+	st, _ := pp.tk.call(pp.t, CmdClientPIN, map[int]any{1: pp.proto.Version(), 2: ClientPINChangePIN, 3: ka,
 		4: shared.Authenticate(append(bytes.Clone(newEnc), hashEnc...)), 5: newEnc, 6: hashEnc})
 	return st
 }
@@ -99,9 +99,9 @@ func (pp *pinPlatform) token(pin string, perms Permission, rpID string) (*PINUVA
 	pp.t.Helper()
 	ka, shared := pp.encapsulate()
 	hashEnc, _ := shared.Encrypt(PINHash(pin))
-	req := map[int]any{1: pp.proto.Version(), 2: pinGetTokenUsingPINPerms, 3: ka, 6: hashEnc, 9: uint(perms)}
+	req := map[int]any{1: pp.proto.Version(), 2: ClientPINGetTokenUsingPIN, 3: ka, 6: hashEnc, 9: uint(perms)}
 	if perms == 0 {
-		req[2] = pinGetPINToken
+		req[2] = ClientPINGetPINToken
 		delete(req, 9)
 	}
 	if rpID != "" {
@@ -128,7 +128,7 @@ func (pp *pinPlatform) token(pin string, perms Permission, rpID string) (*PINUVA
 
 func (pp *pinPlatform) retries() uint {
 	pp.t.Helper()
-	st, out := pp.tk.call(pp.t, CmdClientPIN, map[int]any{2: pinGetRetries})
+	st, out := pp.tk.call(pp.t, CmdClientPIN, map[int]any{2: ClientPINGetRetries})
 	if st != StatusOK {
 		pp.t.Fatalf("getPINRetries: %v", st)
 	}
@@ -155,7 +155,7 @@ func TestClientPINLifecycle(t *testing.T) {
 	forEachPINProtocol(t, "", func(t *testing.T, v uint) {
 		tk := newTestKey(t)
 		pp := newPINPlatform(t, tk, v)
-		info, _ := tk.Info()
+		info := tk.info(t)
 		if info.Options["clientPin"] {
 			t.Fatal("clientPin true before a PIN is set")
 		}
@@ -171,7 +171,7 @@ func TestClientPINLifecycle(t *testing.T) {
 		if st := pp.setPIN("5678"); st != ErrNotAllowed {
 			t.Fatalf("second setPIN: %v", st)
 		}
-		info, _ = tk.Info()
+		info = tk.info(t)
 		if !info.Options["clientPin"] {
 			t.Fatal("clientPin false after setPIN")
 		}
@@ -300,7 +300,7 @@ func TestPINLockout(t *testing.T) {
 	}
 	// No PIN after the reset: getPINRetries answers PIN_NOT_SET (a
 	// compatibility choice, see TestGetPINRetriesWithoutPIN).
-	if st, _ := tk.call(t, CmdClientPIN, map[int]any{2: pinGetRetries}); st != ErrPINNotSet {
+	if st, _ := tk.call(t, CmdClientPIN, map[int]any{2: ClientPINGetRetries}); st != ErrPINNotSet {
 		t.Fatalf("getPINRetries after reset: %v, want PIN_NOT_SET", st)
 	}
 	if st := pp.setPIN("1234"); st != StatusOK {
@@ -319,7 +319,7 @@ func TestPINLockout(t *testing.T) {
 func TestGetPINRetriesWithoutPIN(t *testing.T) {
 	t.Parallel()
 	tk := newTestKey(t)
-	for _, req := range []map[int]any{{2: pinGetRetries}, {1: 1, 2: pinGetRetries}, {1: 2, 2: pinGetRetries}} {
+	for _, req := range []map[int]any{{2: ClientPINGetRetries}, {1: 1, 2: ClientPINGetRetries}, {1: 2, 2: ClientPINGetRetries}} {
 		if st, out := tk.call(t, CmdClientPIN, req); st != ErrPINNotSet || len(out) != 0 {
 			t.Fatalf("getPINRetries %v without a PIN: %v %x, want PIN_NOT_SET and no body", req, st, out)
 		}
@@ -336,7 +336,7 @@ func TestGetPINRetriesWithoutPIN(t *testing.T) {
 func TestBuiltInUV(t *testing.T) {
 	t.Parallel()
 	tk := newTestKey(t, func(c *Config) { c.UV = UVAuto })
-	info, _ := tk.Info()
+	info := tk.info(t)
 	if !info.Options["uv"] {
 		t.Fatal("uv option not advertised")
 	}
@@ -364,7 +364,7 @@ func TestBuiltInUV(t *testing.T) {
 	if st, _ := deny.call(t, CmdGetAssertion, map[int]any{1: "example.com", 2: cdh, 5: map[string]bool{"uv": true}}); st != ErrUVBlocked {
 		t.Fatalf("last deny: %v", st)
 	}
-	st, out := deny.call(t, CmdClientPIN, map[int]any{2: pinGetUVRetries})
+	st, out := deny.call(t, CmdClientPIN, map[int]any{2: ClientPINGetUVRetries})
 	var r ClientPINResponse
 	decode(out, &r)
 	if st != StatusOK || *r.UVRetries != 0 {
@@ -381,15 +381,15 @@ func TestClientPINBadInput(t *testing.T) {
 		want StatusCode
 	}{
 		{"no subcommand", map[int]any{1: 2}, ErrMissingParameter},
-		{"no protocol", map[int]any{2: pinGetKeyAgreement}, ErrMissingParameter},
-		{"bad protocol", map[int]any{1: 3, 2: pinGetKeyAgreement}, ErrInvalidParameter},
+		{"no protocol", map[int]any{2: ClientPINGetKeyAgreement}, ErrMissingParameter},
+		{"bad protocol", map[int]any{1: 3, 2: ClientPINGetKeyAgreement}, ErrInvalidParameter},
 		{"unknown subcommand", map[int]any{1: 2, 2: 0x08}, ErrInvalidSubcommand},
-		{"setPIN without key", map[int]any{1: 2, 2: pinSetPIN, 4: []byte{1}, 5: []byte{1}}, ErrMissingParameter},
-		{"bad key", map[int]any{1: 2, 2: pinSetPIN, 3: map[int]any{1: 2, 3: -25, -1: 1, -2: make([]byte, 32), -3: make([]byte, 32)}, 4: []byte{1}, 5: make([]byte, 80)}, ErrInvalidParameter},
-		{"key not a map", map[int]any{1: 2, 2: pinSetPIN, 3: 7, 4: []byte{1}, 5: []byte{1}}, ErrCBORUnexpectedType},
-		{"getPinToken with permissions", map[int]any{1: 2, 2: pinGetPINToken, 3: map[int]any{1: 2}, 6: []byte{1}, 9: 1}, ErrInvalidParameter},
-		{"uv token without built-in uv", map[int]any{1: 2, 2: pinGetTokenUsingUV, 3: map[int]any{1: 2, -1: 1, -2: []byte{}, -3: []byte{}}, 9: 1, 10: "x"}, ErrInvalidParameter},
-		{"uv retries without built-in uv", map[int]any{2: pinGetUVRetries}, ErrInvalidSubcommand},
+		{"setPIN without key", map[int]any{1: 2, 2: ClientPINSetPIN, 4: []byte{1}, 5: []byte{1}}, ErrMissingParameter},
+		{"bad key", map[int]any{1: 2, 2: ClientPINSetPIN, 3: map[int]any{1: 2, 3: -25, -1: 1, -2: make([]byte, 32), -3: make([]byte, 32)}, 4: []byte{1}, 5: make([]byte, 80)}, ErrInvalidParameter},
+		{"key not a map", map[int]any{1: 2, 2: ClientPINSetPIN, 3: 7, 4: []byte{1}, 5: []byte{1}}, ErrCBORUnexpectedType},
+		{"getPinToken with permissions", map[int]any{1: 2, 2: ClientPINGetPINToken, 3: map[int]any{1: 2}, 6: []byte{1}, 9: 1}, ErrInvalidParameter},
+		{"uv token without built-in uv", map[int]any{1: 2, 2: ClientPINGetTokenUsingUV, 3: map[int]any{1: 2, -1: 1, -2: []byte{}, -3: []byte{}}, 9: 1, 10: "x"}, ErrInvalidParameter},
+		{"uv retries without built-in uv", map[int]any{2: ClientPINGetUVRetries}, ErrInvalidSubcommand},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if st, _ := tk.call(t, CmdClientPIN, tc.req); st != tc.want {

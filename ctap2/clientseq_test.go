@@ -26,6 +26,7 @@ import (
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/inproc"
 	"github.com/virtkey/virtkey/internal/rptest"
+	"github.com/virtkey/virtkey/internal/vktest"
 )
 
 // seq counts the assertions a sequence makes.
@@ -72,7 +73,7 @@ type seqKey struct {
 
 func newSeqKey(t *testing.T, uv ctap2.UVMode) *seqKey {
 	sk := &seqKey{}
-	sk.k = newKey(t, inproc.Options{UV: uv, Presence: ctap2.PresenceFunc(func(context.Context, ctap2.PresenceRequest) error {
+	sk.k = vktest.InProc(t, inproc.Options{UV: uv, Presence: ctap2.PresenceFunc(func(context.Context, ctap2.PresenceRequest) error {
 		sk.presence.Add(1)
 		return nil
 	})})

@@ -18,22 +18,35 @@ var (
 	decMode cbor.DecMode
 )
 
+// CBOREncOptions are the encoding rules of CTAP2 canonical CBOR (CTAP 2.1
+// §8 "Message Encoding"): what ctap2 answers with and what ctap2/client
+// sends.
+func CBOREncOptions() cbor.EncOptions { return cbor.CTAP2EncOptions() }
+
+// CBORDecOptions are the decoding rules of the canonical form every CTAP2
+// message is in: duplicate map keys, indefinite lengths, tags and more
+// than four levels of nesting are errors. Unknown map keys are ignored.
+// ctap2 adds limits on list and map sizes for requests; ctap2/client reads
+// responses with these, accepting invalid UTF-8 (see its codec.go).
+func CBORDecOptions() cbor.DecOptions {
+	return cbor.DecOptions{
+		DupMapKey:       cbor.DupMapKeyEnforcedAPF,
+		IndefLength:     cbor.IndefLengthForbidden,
+		TagsMd:          cbor.TagsForbidden,
+		MaxNestedLevels: 4, // CTAP2 canonical form allows at most 4 levels
+	}
+}
+
 func init() {
 	var err error
-	eo := cbor.CTAP2EncOptions()
-	encMode, err = eo.EncMode()
+	encMode, err = CBOREncOptions().EncMode()
 	if err != nil {
 		panic("ctap2: CBOR encode options: " + err.Error())
 	}
-	decMode, err = cbor.DecOptions{
-		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
-		IndefLength:      cbor.IndefLengthForbidden,
-		TagsMd:           cbor.TagsForbidden,
-		MaxNestedLevels:  4, // CTAP2 canonical form allows at most 4 levels
-		MaxArrayElements: 256,
-		MaxMapPairs:      256,
-		UTF8:             cbor.UTF8RejectInvalid,
-	}.DecMode()
+	do := CBORDecOptions()
+	do.MaxArrayElements, do.MaxMapPairs = 256, 256
+	do.UTF8 = cbor.UTF8RejectInvalid
+	decMode, err = do.DecMode()
 	if err != nil {
 		panic("ctap2: CBOR decode options: " + err.Error())
 	}

@@ -6,12 +6,13 @@ import (
 	"slices"
 )
 
-// authenticatorConfig subcommands (CTAP 2.1 §6.11).
+// authenticatorConfig subcommands (CTAP 2.1 §6.11), for the authenticator
+// and its clients (ctap2/client).
 const (
-	cfgEnableEnterpriseAttestation = 0x01
-	cfgToggleAlwaysUV              = 0x02
-	cfgSetMinPINLength             = 0x03
-	cfgVendorPrototype             = 0xFF
+	ConfigEnableEnterpriseAttestation = 0x01
+	ConfigToggleAlwaysUV              = 0x02
+	ConfigSetMinPINLength             = 0x03
+	ConfigVendorPrototype             = 0xFF
 )
 
 // ConfigRequest is the authenticatorConfig (0x0D) input. See CTAP 2.1 §6.11.
@@ -48,8 +49,8 @@ func parseConfig(params []byte) (*ConfigRequest, error) {
 		return nil, ErrMissingParameter
 	}
 	switch *req.SubCommand {
-	case cfgEnableEnterpriseAttestation, cfgToggleAlwaysUV:
-	case cfgSetMinPINLength:
+	case ConfigEnableEnterpriseAttestation, ConfigToggleAlwaysUV:
+	case ConfigSetMinPINLength:
 		if req.SubCommandParams != nil {
 			if err := decode(req.SubCommandParams, &req.minPIN); err != nil {
 				return nil, err
@@ -85,7 +86,7 @@ func (a *Authenticator) authenticatorConfig(ctx context.Context, r request) (any
 		}
 	}
 	switch *req.SubCommand {
-	case cfgEnableEnterpriseAttestation:
+	case ConfigEnableEnterpriseAttestation:
 		// §6.11.1; refused by an authenticator that is not enterprise
 		// attestation capable (no Config.Enterprise, no "ep" in getInfo).
 		if !a.enterpriseCapable() {
@@ -98,7 +99,7 @@ func (a *Authenticator) authenticatorConfig(ctx context.Context, r request) (any
 		}
 		a.log.Info("enterprise attestation enabled")
 		return nil, nil
-	case cfgToggleAlwaysUV:
+	case ConfigToggleAlwaysUV:
 		st := a.state
 		st.AlwaysUV = !st.AlwaysUV
 		if err := a.saveState(st); err != nil {
@@ -106,7 +107,7 @@ func (a *Authenticator) authenticatorConfig(ctx context.Context, r request) (any
 		}
 		a.log.Info("alwaysUv toggled", "alwaysUv", st.AlwaysUV)
 		return nil, nil
-	case cfgSetMinPINLength:
+	case ConfigSetMinPINLength:
 		return nil, a.setMinPINLength(&req.minPIN)
 	}
 	return nil, ErrInvalidSubcommand

@@ -38,10 +38,7 @@ func (tk *testKey) reloaded(t testing.TB) persistentState {
 func TestConfigToggleAlwaysUV(t *testing.T) {
 	t.Parallel()
 	alwaysUV := func(t *testing.T, tk *testKey) bool {
-		info, err := tk.Info()
-		if err != nil {
-			t.Fatal(err)
-		}
+		info := tk.info(t)
 		if info.Options["alwaysUv"] != tk.reloaded(t).AlwaysUV {
 			t.Fatal("alwaysUv not persisted")
 		}
@@ -51,7 +48,7 @@ func TestConfigToggleAlwaysUV(t *testing.T) {
 		t.Parallel()
 		tk := newTestKey(t)
 		for _, want := range []bool{true, false, true} {
-			if st := tk.config(t, cfgRequest(t, nil, nil, cfgToggleAlwaysUV, nil)); st != StatusOK {
+			if st := tk.config(t, cfgRequest(t, nil, nil, ConfigToggleAlwaysUV, nil)); st != StatusOK {
 				t.Fatalf("toggle: %v", st)
 			}
 			if alwaysUV(t, tk) != want {
@@ -59,7 +56,7 @@ func TestConfigToggleAlwaysUV(t *testing.T) {
 			}
 		}
 		// A pinUvAuthParam that is sent is checked, even when none is needed.
-		req := cfgRequest(t, nil, nil, cfgToggleAlwaysUV, nil)
+		req := cfgRequest(t, nil, nil, ConfigToggleAlwaysUV, nil)
 		req[3], req[4] = uint(2), bytes.Repeat([]byte{1}, 32)
 		if st := tk.config(t, req); st != ErrPINAuthInvalid {
 			t.Fatalf("bogus pinUvAuthParam: %v", st)
@@ -68,23 +65,23 @@ func TestConfigToggleAlwaysUV(t *testing.T) {
 	t.Run("built-in UV", func(t *testing.T) {
 		t.Parallel()
 		tk := newTestKey(t, func(c *Config) { c.UV = UVAuto })
-		if st := tk.config(t, cfgRequest(t, nil, nil, cfgToggleAlwaysUV, nil)); st != ErrPUATRequired {
+		if st := tk.config(t, cfgRequest(t, nil, nil, ConfigToggleAlwaysUV, nil)); st != ErrPUATRequired {
 			t.Fatalf("protected by built-in UV, no pinUvAuthParam: %v", st)
 		}
 	})
 	forEachPINProtocol(t, "PIN", func(t *testing.T, v uint) {
 		tk := newTestKey(t)
 		pp, tok := setPINAndGetToken(t, tk, testPIN, PermAuthenticatorCfg, "", v)
-		if st := tk.config(t, cfgRequest(t, nil, nil, cfgToggleAlwaysUV, nil)); st != ErrPUATRequired {
+		if st := tk.config(t, cfgRequest(t, nil, nil, ConfigToggleAlwaysUV, nil)); st != ErrPUATRequired {
 			t.Fatalf("no pinUvAuthParam: %v", st)
 		}
-		if st := tk.config(t, cfgRequest(t, pp, tok, cfgToggleAlwaysUV, nil)); st != StatusOK {
+		if st := tk.config(t, cfgRequest(t, pp, tok, ConfigToggleAlwaysUV, nil)); st != StatusOK {
 			t.Fatalf("toggle on: %v", st)
 		}
 		if !alwaysUV(t, tk) {
 			t.Fatal("alwaysUv off after toggling on")
 		}
-		if st := tk.config(t, cfgRequest(t, pp, tok, cfgToggleAlwaysUV, nil)); st != StatusOK {
+		if st := tk.config(t, cfgRequest(t, pp, tok, ConfigToggleAlwaysUV, nil)); st != StatusOK {
 			t.Fatalf("toggle off: %v", st)
 		}
 		if alwaysUV(t, tk) {
@@ -106,8 +103,8 @@ func TestConfigAuth(t *testing.T) {
 			return r
 		}
 	}
-	toggle := sign(cfgToggleAlwaysUV, nil)
-	setMin := sign(cfgSetMinPINLength, map[int]any{1: 6})
+	toggle := sign(ConfigToggleAlwaysUV, nil)
+	setMin := sign(ConfigSetMinPINLength, map[int]any{1: 6})
 	for _, tc := range []struct {
 		name  string
 		perms Permission
@@ -124,22 +121,22 @@ func TestConfigAuth(t *testing.T) {
 		{"unknown protocol", PermAuthenticatorCfg, edit(toggle, func(r map[int]any) { r[3] = uint(7) }), ErrInvalidParameter},
 		{"wrong pinUvAuthParam", PermAuthenticatorCfg, edit(toggle, func(r map[int]any) { r[4].([]byte)[1] ^= 0x80 }), ErrPINAuthInvalid},
 		{"pinUvAuthParam of another subcommand", PermAuthenticatorCfg, edit(toggle, func(r map[int]any) {
-			r[1], r[2] = cfgSetMinPINLength, RawMessage{0xA0}
+			r[1], r[2] = ConfigSetMinPINLength, RawMessage{0xA0}
 		}), ErrPINAuthInvalid},
 		{"pinUvAuthParam not covering subCommandParams", PermAuthenticatorCfg, edit(setMin, func(r map[int]any) {
 			r[2] = RawMessage(mustEncode(t, map[int]any{1: 7}))
 		}), ErrPINAuthInvalid},
 		{"pinUvAuthParam without the config prefix", PermAuthenticatorCfg, func(pp *pinPlatform, tok *PINUVAuthToken) map[int]any {
-			return map[int]any{1: cfgToggleAlwaysUV, 3: pp.proto.Version(), 4: pp.proto.Authenticate(tok, []byte{cfgToggleAlwaysUV})}
+			return map[int]any{1: ConfigToggleAlwaysUV, 3: pp.proto.Version(), 4: pp.proto.Authenticate(tok, []byte{ConfigToggleAlwaysUV})}
 		}, ErrPINAuthInvalid},
 		// Keys 3 before 1: not canonical, yet authenticated exactly as sent.
-		{"non-canonical subCommandParams", PermAuthenticatorCfg, sign(cfgSetMinPINLength, RawMessage{0xA2, 0x03, 0xF4, 0x01, 0x06}), StatusOK},
+		{"non-canonical subCommandParams", PermAuthenticatorCfg, sign(ConfigSetMinPINLength, RawMessage{0xA2, 0x03, 0xF4, 0x01, 0x06}), StatusOK},
 		{"no subCommand", PermAuthenticatorCfg, edit(toggle, func(r map[int]any) { delete(r, 1) }), ErrMissingParameter},
-		{"enableEnterpriseAttestation", PermAuthenticatorCfg, sign(cfgEnableEnterpriseAttestation, nil), ErrInvalidSubcommand},
-		{"vendorPrototype", PermAuthenticatorCfg, sign(cfgVendorPrototype, map[int]any{1: 1}), ErrInvalidSubcommand},
+		{"enableEnterpriseAttestation", PermAuthenticatorCfg, sign(ConfigEnableEnterpriseAttestation, nil), ErrInvalidSubcommand},
+		{"vendorPrototype", PermAuthenticatorCfg, sign(ConfigVendorPrototype, map[int]any{1: 1}), ErrInvalidSubcommand},
 		{"unknown subCommand", PermAuthenticatorCfg, sign(0x04, nil), ErrInvalidSubcommand},
-		{"subCommandParams not a map", PermAuthenticatorCfg, sign(cfgSetMinPINLength, []int{6}), ErrCBORUnexpectedType},
-		{"newMinPINLength of the wrong type", PermAuthenticatorCfg, sign(cfgSetMinPINLength, map[int]any{1: "6"}), ErrCBORUnexpectedType},
+		{"subCommandParams not a map", PermAuthenticatorCfg, sign(ConfigSetMinPINLength, []int{6}), ErrCBORUnexpectedType},
+		{"newMinPINLength of the wrong type", PermAuthenticatorCfg, sign(ConfigSetMinPINLength, map[int]any{1: "6"}), ErrCBORUnexpectedType},
 	} {
 		forEachPINProtocol(t, tc.name, func(t *testing.T, v uint) {
 			tk := newTestKey(t)
@@ -151,7 +148,7 @@ func TestConfigAuth(t *testing.T) {
 	}
 	// Without a PIN the unsupported subcommands are refused just the same.
 	tk := newTestKey(t)
-	for _, sub := range []byte{cfgEnableEnterpriseAttestation, cfgVendorPrototype, 0x00, 0x04, 0x7F} {
+	for _, sub := range []byte{ConfigEnableEnterpriseAttestation, ConfigVendorPrototype, 0x00, 0x04, 0x7F} {
 		if st := tk.config(t, cfgRequest(t, nil, nil, sub, nil)); st != ErrInvalidSubcommand {
 			t.Errorf("subcommand %#x: %v", sub, st)
 		}
@@ -164,11 +161,11 @@ func TestConfigSetMinPINLength(t *testing.T) {
 		tk := newTestKey(t)
 		pp, tok := setPINAndGetToken(t, tk, testPIN, PermAuthenticatorCfg, "", v) // 6 code points
 		set := func(params map[int]any) StatusCode {
-			return tk.config(t, cfgRequest(t, pp, tok, cfgSetMinPINLength, params))
+			return tk.config(t, cfgRequest(t, pp, tok, ConfigSetMinPINLength, params))
 		}
 		check := func(minLen uint, force bool) {
 			t.Helper()
-			info, _ := tk.Info()
+			info := tk.info(t)
 			gotForce := info.ForcePINChange != nil && *info.ForcePINChange
 			if info.MinPINLength != minLen || gotForce != force {
 				t.Fatalf("getInfo minPINLength %d forcePINChange %v; want %d %v", info.MinPINLength, gotForce, minLen, force)
@@ -237,7 +234,7 @@ func TestConfigMinPINLengthRPIDs(t *testing.T) {
 	tk := newTestKey(t)
 	pp, tok := setPINAndGetToken(t, tk, testPIN, PermAuthenticatorCfg, "", 2)
 	set := func(params map[int]any) StatusCode {
-		return tk.config(t, cfgRequest(t, pp, tok, cfgSetMinPINLength, params))
+		return tk.config(t, cfgRequest(t, pp, tok, ConfigSetMinPINLength, params))
 	}
 	rpids := func(n int) []string {
 		var ids []string
@@ -273,10 +270,10 @@ func TestConfigMinPINLengthRPIDs(t *testing.T) {
 func TestConfigWithoutPIN(t *testing.T) {
 	t.Parallel()
 	tk := newTestKey(t)
-	if st := tk.config(t, cfgRequest(t, nil, nil, cfgSetMinPINLength, map[int]any{3: true})); st != ErrPINNotSet {
+	if st := tk.config(t, cfgRequest(t, nil, nil, ConfigSetMinPINLength, map[int]any{3: true})); st != ErrPINNotSet {
 		t.Fatalf("forceChangePin without a PIN: %v", st)
 	}
-	if st := tk.config(t, cfgRequest(t, nil, nil, cfgSetMinPINLength, map[int]any{1: 8, 3: false})); st != StatusOK {
+	if st := tk.config(t, cfgRequest(t, nil, nil, ConfigSetMinPINLength, map[int]any{1: 8, 3: false})); st != StatusOK {
 		t.Fatalf("setMinPINLength without a PIN: %v", st)
 	}
 	if st := tk.reloaded(t); st.MinPINLength != 8 || st.ForcePINChange {
@@ -291,7 +288,7 @@ func TestConfigWithoutPIN(t *testing.T) {
 		t.Fatalf("setPIN: %v", st)
 	}
 	// Now protected: a pinUvAuthParam is required.
-	if st := tk.config(t, cfgRequest(t, nil, nil, cfgSetMinPINLength, map[int]any{1: 9})); st != ErrPUATRequired {
+	if st := tk.config(t, cfgRequest(t, nil, nil, ConfigSetMinPINLength, map[int]any{1: 9})); st != ErrPUATRequired {
 		t.Fatalf("after setPIN: %v", st)
 	}
 }
@@ -304,11 +301,11 @@ func FuzzConfigRequest(f *testing.F) {
 	pp, tok := setPINAndGetToken(f, tk, testPIN, PermAuthenticatorCfg, "", 1)
 	initial, _ := tk.store.Setting(settingState)
 	seed := func(sub byte, params any) { addSignedSeed(f, cfgRequest(f, pp, tok, sub, params)) }
-	seed(cfgToggleAlwaysUV, nil)
-	seed(cfgSetMinPINLength, map[int]any{1: 8, 2: []string{"a.example"}, 3: true})
-	seed(cfgSetMinPINLength, map[int]any{2: []string{}})
-	seed(cfgEnableEnterpriseAttestation, nil)
-	seed(cfgVendorPrototype, map[int]any{1: 1})
+	seed(ConfigToggleAlwaysUV, nil)
+	seed(ConfigSetMinPINLength, map[int]any{1: 8, 2: []string{"a.example"}, 3: true})
+	seed(ConfigSetMinPINLength, map[int]any{2: []string{}})
+	seed(ConfigEnableEnterpriseAttestation, nil)
+	seed(ConfigVendorPrototype, map[int]any{1: 1})
 	f.Add([]byte{0xA1, 0x01, 0x02}, byte(3), []byte{0xA1, 0x01, 0x3F}, true)
 	f.Add([]byte{}, byte(0), []byte(nil), false)
 	f.Fuzz(func(t *testing.T, raw []byte, sub byte, params []byte, signed bool) {

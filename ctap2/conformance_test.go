@@ -137,7 +137,7 @@ func TestThirdPartyPaymentEnumerated(t *testing.T) {
 	}
 	// The raw response carries key 0x0C as a CBOR boolean.
 	var rawResp map[int]any
-	tk.callOK(t, CmdCredentialManagement, cmRequest(t, pp, tok, cmEnumerateCredentialsBegin, map[int]any{1: rpHash("shop.example")}), &rawResp)
+	tk.callOK(t, CmdCredentialManagement, cmRequest(t, pp, tok, CredMgmtEnumerateCredentialsBegin, map[int]any{1: rpHash("shop.example")}), &rawResp)
 	if _, ok := rawResp[0x0C].(bool); !ok {
 		t.Fatalf("enumerateCredentialsBegin key 0x0C = %#v, want a bool", rawResp[0x0C])
 	}
@@ -148,10 +148,7 @@ func TestThirdPartyPaymentEnumerated(t *testing.T) {
 func TestGetInfoPerCredMgmtRO(t *testing.T) {
 	t.Parallel()
 	tk := newTestKey(t)
-	info, err := tk.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
+	info := tk.info(t)
 	if v, ok := info.Options["perCredMgmtRO"]; !ok || !v {
 		t.Fatalf("getInfo options perCredMgmtRO = %v (present %v), want true", v, ok)
 	}

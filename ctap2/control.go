@@ -518,11 +518,7 @@ func (a *Authenticator) StoredCredential(ctx context.Context, id []byte, withPri
 // storedCredential describes r; blobs are the large-blob array's entries
 // (nil: read them here).
 func (a *Authenticator) storedCredential(ctx context.Context, r *credentialRecord, withPrivate bool, blobs []RawMessage) (*StoredCredential, error) {
-	ck, err := cose.ParseKey(r.PublicKey)
-	if err != nil {
-		return nil, fmt.Errorf("ctap2: stored public key: %w", err)
-	}
-	pub, err := ck.PublicKey()
+	pub, _, err := cose.DecodePublicKey(r.PublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("ctap2: stored public key: %w", err)
 	}

@@ -8,15 +8,16 @@ import (
 	"math"
 )
 
-// Credential-management subcommands (CTAP 2.1 §6.8).
+// Credential-management subcommands (CTAP 2.1 §6.8), for the authenticator
+// and its clients (ctap2/client).
 const (
-	cmGetCredsMetadata          = 0x01
-	cmEnumerateRPsBegin         = 0x02
-	cmEnumerateRPsGetNextRP     = 0x03
-	cmEnumerateCredentialsBegin = 0x04
-	cmEnumerateCredentialsNext  = 0x05 // enumerateCredentialsGetNextCredential
-	cmDeleteCredential          = 0x06
-	cmUpdateUserInformation     = 0x07
+	CredMgmtGetCredsMetadata          = 0x01
+	CredMgmtEnumerateRPsBegin         = 0x02
+	CredMgmtEnumerateRPsGetNextRP     = 0x03
+	CredMgmtEnumerateCredentialsBegin = 0x04
+	CredMgmtEnumerateCredentialsNext  = 0x05 // enumerateCredentialsGetNextCredential
+	CredMgmtDeleteCredential          = 0x06
+	CredMgmtUpdateUserInformation     = 0x07
 )
 
 // CredentialManagementRequest is the authenticatorCredentialManagement
@@ -92,9 +93,9 @@ func (req *CredentialManagementRequest) validate() error {
 	}
 	p := &req.params
 	switch *req.SubCommand {
-	case cmGetCredsMetadata, cmEnumerateRPsBegin, cmEnumerateRPsGetNextRP, cmEnumerateCredentialsNext:
+	case CredMgmtGetCredsMetadata, CredMgmtEnumerateRPsBegin, CredMgmtEnumerateRPsGetNextRP, CredMgmtEnumerateCredentialsNext:
 		return nil
-	case cmEnumerateCredentialsBegin:
+	case CredMgmtEnumerateCredentialsBegin:
 		if p.RPIDHash == nil {
 			return ErrMissingParameter
 		}
@@ -102,12 +103,12 @@ func (req *CredentialManagementRequest) validate() error {
 			return ErrInvalidParameter
 		}
 		return nil
-	case cmDeleteCredential:
+	case CredMgmtDeleteCredential:
 		if p.CredentialID == nil {
 			return ErrMissingParameter
 		}
 		return p.CredentialID.validate()
-	case cmUpdateUserInformation:
+	case CredMgmtUpdateUserInformation:
 		if p.CredentialID == nil || p.User == nil {
 			return ErrMissingParameter
 		}
@@ -122,14 +123,14 @@ func (req *CredentialManagementRequest) validate() error {
 // authenticated reports whether subcommand sub needs a pinUvAuthParam; the
 // GetNext subcommands do not (§6.8.3, §6.8.5).
 func credMgmtAuthenticated(sub uint) bool {
-	return sub != cmEnumerateRPsGetNextRP && sub != cmEnumerateCredentialsNext
+	return sub != CredMgmtEnumerateRPsGetNextRP && sub != CredMgmtEnumerateCredentialsNext
 }
 
 // credMgmtReadOnly reports whether sub only reads, so that a CTAP 2.2
 // persistent (pcmr) token may authorise it.
 func credMgmtReadOnly(sub uint) bool {
 	switch sub {
-	case cmGetCredsMetadata, cmEnumerateRPsBegin, cmEnumerateCredentialsBegin:
+	case CredMgmtGetCredsMetadata, CredMgmtEnumerateRPsBegin, CredMgmtEnumerateCredentialsBegin:
 		return true
 	}
 	return false
@@ -149,32 +150,32 @@ func (a *Authenticator) credentialManagement(ctx context.Context, r request, enu
 		}
 	}
 	switch sub {
-	case cmGetCredsMetadata:
+	case CredMgmtGetCredsMetadata:
 		if tokenRPID != "" {
 			return nil, ErrPINAuthInvalid
 		}
 		return a.credsMetadata()
-	case cmEnumerateRPsBegin:
+	case CredMgmtEnumerateRPsBegin:
 		if tokenRPID != "" {
 			return nil, ErrPINAuthInvalid
 		}
 		return a.enumerateRPsBegin(r.cid)
-	case cmEnumerateCredentialsBegin:
+	case CredMgmtEnumerateCredentialsBegin:
 		if tokenRPID != "" && !bytes.Equal(rpIDHashOf(tokenRPID), req.params.RPIDHash) {
 			return nil, ErrPINAuthInvalid
 		}
 		return a.enumerateCredentialsBegin(ctx, r.cid, req.params.RPIDHash)
-	case cmEnumerateRPsGetNextRP, cmEnumerateCredentialsNext:
+	case CredMgmtEnumerateRPsGetNextRP, CredMgmtEnumerateCredentialsNext:
 		if enum == nil || enum.next != sub || enum.cid != r.cid {
 			return nil, ErrNotAllowed
 		}
-		if sub == cmEnumerateRPsGetNextRP {
+		if sub == CredMgmtEnumerateRPsGetNextRP {
 			return a.nextRP(enum)
 		}
 		return a.nextCredential(ctx, enum)
-	case cmDeleteCredential:
+	case CredMgmtDeleteCredential:
 		return nil, a.deleteCredential(req.params.CredentialID.ID, tokenRPID)
-	case cmUpdateUserInformation:
+	case CredMgmtUpdateUserInformation:
 		return nil, a.updateUserInformation(req.params.CredentialID.ID, req.params.User, tokenRPID)
 	}
 	return nil, ErrInvalidSubcommand
@@ -238,7 +239,7 @@ func (a *Authenticator) enumerateRPsBegin(cid uint32) (any, error) {
 	if total == 0 {
 		return nil, ErrNoCredentials
 	}
-	st := &credMgmtEnumState{cid: cid, next: cmEnumerateRPsGetNextRP, remaining: total}
+	st := &credMgmtEnumState{cid: cid, next: CredMgmtEnumerateRPsGetNextRP, remaining: total}
 	resp, err := a.nextRP(st)
 	if err != nil {
 		return nil, err
@@ -300,7 +301,7 @@ func (a *Authenticator) enumerateCredentialsBegin(ctx context.Context, cid uint3
 	if total == 0 {
 		return nil, ErrNoCredentials
 	}
-	st := &credMgmtEnumState{cid: cid, next: cmEnumerateCredentialsNext, rpIDHash: rpIDHash, remaining: total}
+	st := &credMgmtEnumState{cid: cid, next: CredMgmtEnumerateCredentialsNext, rpIDHash: rpIDHash, remaining: total}
 	resp, err := a.nextCredential(ctx, st)
 	if err != nil {
 		return nil, err

@@ -119,7 +119,7 @@ func TestCredMgmtMetadata(t *testing.T) {
 			makeResidents(t, tk, map[string][]string{"a.example": {"alice", "bob"}, "b.example": {"carol"}})
 			tk.makeCred(t, mcParams("a.example", []byte("nr"), "nonresident", false))
 			pp, tok := setPINAndGetToken(t, tk, testPIN, PermCredentialMgmt, "", v)
-			st, resp := tk.cm(t, cmd, cmRequest(t, pp, tok, cmGetCredsMetadata, nil))
+			st, resp := tk.cm(t, cmd, cmRequest(t, pp, tok, CredMgmtGetCredsMetadata, nil))
 			if st != StatusOK {
 				t.Fatalf("getCredsMetadata: %v", st)
 			}
@@ -134,7 +134,7 @@ func TestCredMgmtMetadataEmpty(t *testing.T) {
 	t.Parallel()
 	tk := newTestKey(t)
 	pp, tok := setPINAndGetToken(t, tk, testPIN, PermCredentialMgmt, "", 2)
-	st, out := tk.call(t, CmdCredentialManagement, cmRequest(t, pp, tok, cmGetCredsMetadata, nil))
+	st, out := tk.call(t, CmdCredentialManagement, cmRequest(t, pp, tok, CredMgmtGetCredsMetadata, nil))
 	if st != StatusOK {
 		t.Fatal(st)
 	}
@@ -152,7 +152,7 @@ func TestCredMgmtMetadataEmpty(t *testing.T) {
 // subcommands, checking totals and order.
 func enumerateAll(t *testing.T, tk *testKey, cmd byte, pp *pinPlatform, tok *PINUVAuthToken) (rps []RPEntity, creds map[string][]*CredentialManagementResponse) {
 	t.Helper()
-	st, resp := tk.cm(t, cmd, cmRequest(t, pp, tok, cmEnumerateRPsBegin, nil))
+	st, resp := tk.cm(t, cmd, cmRequest(t, pp, tok, CredMgmtEnumerateRPsBegin, nil))
 	if st != StatusOK {
 		t.Fatalf("enumerateRPsBegin: %v", st)
 	}
@@ -173,12 +173,12 @@ func enumerateAll(t *testing.T, tk *testKey, cmd byte, pp *pinPlatform, tok *PIN
 		if i+1 == total {
 			break
 		}
-		st, resp = tk.cm(t, cmd, map[int]any{1: cmEnumerateRPsGetNextRP})
+		st, resp = tk.cm(t, cmd, map[int]any{1: CredMgmtEnumerateRPsGetNextRP})
 		if st != StatusOK {
 			t.Fatalf("enumerateRPsGetNextRP %d: %v", i+1, st)
 		}
 	}
-	if st, _ := tk.cm(t, cmd, map[int]any{1: cmEnumerateRPsGetNextRP}); st != ErrNotAllowed {
+	if st, _ := tk.cm(t, cmd, map[int]any{1: CredMgmtEnumerateRPsGetNextRP}); st != ErrNotAllowed {
 		t.Fatalf("GetNextRP past the end: %v", st)
 	}
 	for i := 1; i < len(hashes); i++ {
@@ -188,7 +188,7 @@ func enumerateAll(t *testing.T, tk *testKey, cmd byte, pp *pinPlatform, tok *PIN
 	}
 	creds = map[string][]*CredentialManagementResponse{}
 	for _, rp := range rps {
-		st, resp := tk.cm(t, cmd, cmRequest(t, pp, tok, cmEnumerateCredentialsBegin, map[int]any{1: rpHash(rp.ID)}))
+		st, resp := tk.cm(t, cmd, cmRequest(t, pp, tok, CredMgmtEnumerateCredentialsBegin, map[int]any{1: rpHash(rp.ID)}))
 		if st != StatusOK {
 			t.Fatalf("enumerateCredentialsBegin %s: %v", rp.ID, st)
 		}
@@ -201,12 +201,12 @@ func enumerateAll(t *testing.T, tk *testKey, cmd byte, pp *pinPlatform, tok *PIN
 			if i+1 == total {
 				break
 			}
-			st, resp = tk.cm(t, cmd, map[int]any{1: cmEnumerateCredentialsNext})
+			st, resp = tk.cm(t, cmd, map[int]any{1: CredMgmtEnumerateCredentialsNext})
 			if st != StatusOK {
 				t.Fatalf("GetNextCredential %s %d: %v", rp.ID, i+1, st)
 			}
 		}
-		if st, _ := tk.cm(t, cmd, map[int]any{1: cmEnumerateCredentialsNext}); st != ErrNotAllowed {
+		if st, _ := tk.cm(t, cmd, map[int]any{1: CredMgmtEnumerateCredentialsNext}); st != ErrNotAllowed {
 			t.Fatalf("GetNextCredential past the end: %v", st)
 		}
 	}
@@ -302,12 +302,12 @@ func TestCredMgmtEnumerationState(t *testing.T) {
 	t.Parallel()
 	users := map[string][]string{"a.example": {"alice", "bob"}, "b.example": {"carol", "chris"}}
 	rpsBegin := func(t *testing.T, tk *testKey, pp *pinPlatform, tok *PINUVAuthToken) {
-		if st, _ := tk.cm(t, CmdCredentialManagement, cmRequest(t, pp, tok, cmEnumerateRPsBegin, nil)); st != StatusOK {
+		if st, _ := tk.cm(t, CmdCredentialManagement, cmRequest(t, pp, tok, CredMgmtEnumerateRPsBegin, nil)); st != StatusOK {
 			t.Fatalf("enumerateRPsBegin: %v", st)
 		}
 	}
 	credsBegin := func(t *testing.T, tk *testKey, pp *pinPlatform, tok *PINUVAuthToken) {
-		if st, _ := tk.cm(t, CmdCredentialManagement, cmRequest(t, pp, tok, cmEnumerateCredentialsBegin, map[int]any{1: rpHash("a.example")})); st != StatusOK {
+		if st, _ := tk.cm(t, CmdCredentialManagement, cmRequest(t, pp, tok, CredMgmtEnumerateCredentialsBegin, map[int]any{1: rpHash("a.example")})); st != StatusOK {
 			t.Fatalf("enumerateCredentialsBegin: %v", st)
 		}
 	}
@@ -319,40 +319,40 @@ func TestCredMgmtEnumerationState(t *testing.T) {
 		sub     byte
 		want    StatusCode
 	}{
-		{"GetNextRP without Begin", nil, 0, CmdCredentialManagement, cmEnumerateRPsGetNextRP, ErrNotAllowed},
-		{"GetNextCredential without Begin", nil, 0, CmdCredentialManagement, cmEnumerateCredentialsNext, ErrNotAllowed},
-		{"GetNextRP after RPsBegin", rpsBegin, 0, CmdCredentialManagement, cmEnumerateRPsGetNextRP, StatusOK},
-		{"GetNextRP on the preview alias", rpsBegin, 0, CmdCredMgmtPreview, cmEnumerateRPsGetNextRP, StatusOK},
-		{"GetNextCredential after CredentialsBegin", credsBegin, 0, CmdCredentialManagement, cmEnumerateCredentialsNext, StatusOK},
-		{"GetNextCredential after RPsBegin", rpsBegin, 0, CmdCredentialManagement, cmEnumerateCredentialsNext, ErrNotAllowed},
-		{"GetNextRP after CredentialsBegin", credsBegin, 0, CmdCredentialManagement, cmEnumerateRPsGetNextRP, ErrNotAllowed},
-		{"GetNextRP from another channel", rpsBegin, 7, CmdCredentialManagement, cmEnumerateRPsGetNextRP, ErrNotAllowed},
+		{"GetNextRP without Begin", nil, 0, CmdCredentialManagement, CredMgmtEnumerateRPsGetNextRP, ErrNotAllowed},
+		{"GetNextCredential without Begin", nil, 0, CmdCredentialManagement, CredMgmtEnumerateCredentialsNext, ErrNotAllowed},
+		{"GetNextRP after RPsBegin", rpsBegin, 0, CmdCredentialManagement, CredMgmtEnumerateRPsGetNextRP, StatusOK},
+		{"GetNextRP on the preview alias", rpsBegin, 0, CmdCredMgmtPreview, CredMgmtEnumerateRPsGetNextRP, StatusOK},
+		{"GetNextCredential after CredentialsBegin", credsBegin, 0, CmdCredentialManagement, CredMgmtEnumerateCredentialsNext, StatusOK},
+		{"GetNextCredential after RPsBegin", rpsBegin, 0, CmdCredentialManagement, CredMgmtEnumerateCredentialsNext, ErrNotAllowed},
+		{"GetNextRP after CredentialsBegin", credsBegin, 0, CmdCredentialManagement, CredMgmtEnumerateRPsGetNextRP, ErrNotAllowed},
+		{"GetNextRP from another channel", rpsBegin, 7, CmdCredentialManagement, CredMgmtEnumerateRPsGetNextRP, ErrNotAllowed},
 		{"getInfo between RPsBegin and GetNextRP", func(t *testing.T, tk *testKey, pp *pinPlatform, tok *PINUVAuthToken) {
 			rpsBegin(t, tk, pp, tok)
 			if st, _ := tk.call(t, CmdGetInfo, nil); st != StatusOK {
 				t.Fatal(st)
 			}
-		}, 0, CmdCredentialManagement, cmEnumerateRPsGetNextRP, ErrNotAllowed},
+		}, 0, CmdCredentialManagement, CredMgmtEnumerateRPsGetNextRP, ErrNotAllowed},
 		{"clientPIN between CredentialsBegin and GetNextCredential", func(t *testing.T, tk *testKey, pp *pinPlatform, tok *PINUVAuthToken) {
 			credsBegin(t, tk, pp, tok)
 			pp.retries()
-		}, 0, CmdCredentialManagement, cmEnumerateCredentialsNext, ErrNotAllowed},
+		}, 0, CmdCredentialManagement, CredMgmtEnumerateCredentialsNext, ErrNotAllowed},
 		{"getCredsMetadata between CredentialsBegin and GetNextCredential", func(t *testing.T, tk *testKey, pp *pinPlatform, tok *PINUVAuthToken) {
 			credsBegin(t, tk, pp, tok)
-			if st, _ := tk.cm(t, CmdCredentialManagement, cmRequest(t, pp, tok, cmGetCredsMetadata, nil)); st != StatusOK {
+			if st, _ := tk.cm(t, CmdCredentialManagement, cmRequest(t, pp, tok, CredMgmtGetCredsMetadata, nil)); st != StatusOK {
 				t.Fatal(st)
 			}
-		}, 0, CmdCredentialManagement, cmEnumerateCredentialsNext, ErrNotAllowed},
+		}, 0, CmdCredentialManagement, CredMgmtEnumerateCredentialsNext, ErrNotAllowed},
 		{"failed command between RPsBegin and GetNextRP", func(t *testing.T, tk *testKey, pp *pinPlatform, tok *PINUVAuthToken) {
 			rpsBegin(t, tk, pp, tok)
 			if st, _ := tk.cm(t, CmdCredentialManagement, map[int]any{1: 0x42}); st != ErrInvalidSubcommand {
 				t.Fatal(st)
 			}
-		}, 0, CmdCredentialManagement, cmEnumerateRPsGetNextRP, ErrNotAllowed},
+		}, 0, CmdCredentialManagement, CredMgmtEnumerateRPsGetNextRP, ErrNotAllowed},
 		{"power cycle between RPsBegin and GetNextRP", func(t *testing.T, tk *testKey, pp *pinPlatform, tok *PINUVAuthToken) {
 			rpsBegin(t, tk, pp, tok)
 			tk.PowerCycle()
-		}, 0, CmdCredentialManagement, cmEnumerateRPsGetNextRP, ErrNotAllowed},
+		}, 0, CmdCredentialManagement, CredMgmtEnumerateRPsGetNextRP, ErrNotAllowed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -379,7 +379,7 @@ func TestCredMgmtDelete(t *testing.T) {
 			fx := makeResidents(t, tk, map[string][]string{"a.example": {"alice", "bob"}, "b.example": {"carol"}})
 			pp, tok := setPINAndGetToken(t, tk, testPIN, PermCredentialMgmt, "", v)
 			del := func(id []byte) StatusCode {
-				st, _ := tk.cm(t, cmd, cmRequest(t, pp, tok, cmDeleteCredential, map[int]any{2: map[string]any{"type": "public-key", "id": id}}))
+				st, _ := tk.cm(t, cmd, cmRequest(t, pp, tok, CredMgmtDeleteCredential, map[int]any{2: map[string]any{"type": "public-key", "id": id}}))
 				return st
 			}
 			bob, carol := fx[1], fx[2]
@@ -407,17 +407,17 @@ func TestCredMgmtDelete(t *testing.T) {
 				!bytes.Equal(creds["a.example"][0].CredentialID.ID, fx[0].id) {
 				t.Fatalf("after delete: %+v %+v", rps, creds)
 			}
-			_, resp := tk.cm(t, cmd, cmRequest(t, pp, tok, cmGetCredsMetadata, nil))
+			_, resp := tk.cm(t, cmd, cmRequest(t, pp, tok, CredMgmtGetCredsMetadata, nil))
 			if *resp.ExistingResidentCredentialsCount != 1 {
 				t.Fatalf("count after delete: %d", *resp.ExistingResidentCredentialsCount)
 			}
-			if st, _ := tk.cm(t, cmd, cmRequest(t, pp, tok, cmEnumerateCredentialsBegin, map[int]any{1: rpHash("b.example")})); st != ErrNoCredentials {
+			if st, _ := tk.cm(t, cmd, cmRequest(t, pp, tok, CredMgmtEnumerateCredentialsBegin, map[int]any{1: rpHash("b.example")})); st != ErrNoCredentials {
 				t.Fatalf("enumerate a deleted RP: %v", st)
 			}
 			if st := del(fx[0].id); st != StatusOK {
 				t.Fatal(st)
 			}
-			if st, _ := tk.cm(t, cmd, cmRequest(t, pp, tok, cmEnumerateRPsBegin, nil)); st != ErrNoCredentials {
+			if st, _ := tk.cm(t, cmd, cmRequest(t, pp, tok, CredMgmtEnumerateRPsBegin, nil)); st != ErrNoCredentials {
 				t.Fatalf("enumerate with no credentials: %v", st)
 			}
 		})
@@ -432,7 +432,7 @@ func TestCredMgmtUpdateUser(t *testing.T) {
 		alice := fx[0]
 		pp, tok := setPINAndGetToken(t, tk, testPIN, PermCredentialMgmt, "", v)
 		update := func(id []byte, user map[string]any) StatusCode {
-			st, _ := tk.cm(t, CmdCredentialManagement, cmRequest(t, pp, tok, cmUpdateUserInformation,
+			st, _ := tk.cm(t, CmdCredentialManagement, cmRequest(t, pp, tok, CredMgmtUpdateUserInformation,
 				map[int]any{2: map[string]any{"type": "public-key", "id": id}, 3: user}))
 			return st
 		}
@@ -474,7 +474,7 @@ func TestCredMgmtUpdateUser(t *testing.T) {
 				t.Errorf("%s: %v, want %v", tc.name, st, tc.want)
 			}
 		}
-		if st, _ := tk.cm(t, CmdCredentialManagement, cmRequest(t, pp, tok, cmUpdateUserInformation,
+		if st, _ := tk.cm(t, CmdCredentialManagement, cmRequest(t, pp, tok, CredMgmtUpdateUserInformation,
 			map[int]any{2: map[string]any{"type": "public-key", "id": alice.id}})); st != ErrMissingParameter {
 			t.Errorf("no user: %v", st)
 		}
@@ -511,12 +511,12 @@ func TestCredMgmtAuth(t *testing.T) {
 	}
 	deleteOf := func(i int) build {
 		return func(fx []residentFixture, pp *pinPlatform, tok *PINUVAuthToken) map[int]any {
-			return cmRequest(t, pp, tok, cmDeleteCredential, map[int]any{2: desc(fx[i].id)})
+			return cmRequest(t, pp, tok, CredMgmtDeleteCredential, map[int]any{2: desc(fx[i].id)})
 		}
 	}
 	updateOf := func(i int) build {
 		return func(fx []residentFixture, pp *pinPlatform, tok *PINUVAuthToken) map[int]any {
-			return cmRequest(t, pp, tok, cmUpdateUserInformation, map[int]any{2: desc(fx[i].id), 3: map[string]any{"id": fx[i].userID, "name": "x"}})
+			return cmRequest(t, pp, tok, CredMgmtUpdateUserInformation, map[int]any{2: desc(fx[i].id), 3: map[string]any{"id": fx[i].userID, "name": "x"}})
 		}
 	}
 	unsigned := func(f build) build {
@@ -533,10 +533,10 @@ func TestCredMgmtAuth(t *testing.T) {
 			return r
 		}
 	}
-	metadata := sign(cmGetCredsMetadata, nil)
-	rpsBegin := sign(cmEnumerateRPsBegin, nil)
-	credsBeginA := sign(cmEnumerateCredentialsBegin, map[int]any{1: rpHash("a.example")})
-	credsBeginB := sign(cmEnumerateCredentialsBegin, map[int]any{1: rpHash("b.example")})
+	metadata := sign(CredMgmtGetCredsMetadata, nil)
+	rpsBegin := sign(CredMgmtEnumerateRPsBegin, nil)
+	credsBeginA := sign(CredMgmtEnumerateCredentialsBegin, map[int]any{1: rpHash("a.example")})
+	credsBeginB := sign(CredMgmtEnumerateCredentialsBegin, map[int]any{1: rpHash("b.example")})
 	const cm, pcmr = PermCredentialMgmt, PermPersistentCredMgmt
 	for _, tc := range []struct {
 		name  string
@@ -555,12 +555,12 @@ func TestCredMgmtAuth(t *testing.T) {
 		{"unknown protocol", cm, "", edit(metadata, func(r map[int]any) { r[3] = uint(3) }), ErrInvalidParameter},
 		{"wrong pinUvAuthParam", cm, "", edit(metadata, func(r map[int]any) { r[4].([]byte)[0] ^= 1 }), ErrPINAuthInvalid},
 		{"empty pinUvAuthParam", cm, "", edit(metadata, func(r map[int]any) { r[4] = []byte{} }), ErrPINAuthInvalid},
-		{"pinUvAuthParam of another subcommand", cm, "", edit(metadata, func(r map[int]any) { r[1] = cmEnumerateRPsBegin }), ErrPINAuthInvalid},
+		{"pinUvAuthParam of another subcommand", cm, "", edit(metadata, func(r map[int]any) { r[1] = CredMgmtEnumerateRPsBegin }), ErrPINAuthInvalid},
 		{"pinUvAuthParam not covering subCommandParams", cm, "", edit(credsBeginA, func(r map[int]any) {
 			r[2] = RawMessage(mustEncode(t, map[int]any{1: rpHash("b.example")}))
 		}), ErrPINAuthInvalid},
 		{"non-canonical subCommandParams authenticated as sent", cm, "", func(fx []residentFixture, pp *pinPlatform, tok *PINUVAuthToken) map[int]any {
-			return cmRequest(t, pp, tok, cmDeleteCredential, nonCanonicalDescriptorParams(fx[0].id))
+			return cmRequest(t, pp, tok, CredMgmtDeleteCredential, nonCanonicalDescriptorParams(fx[0].id))
 		}, StatusOK},
 		// Permissions.
 		{"token without cm: metadata", PermMakeCredential | PermGetAssertion, "a.example", metadata, ErrPINAuthInvalid},
@@ -588,14 +588,14 @@ func TestCredMgmtAuth(t *testing.T) {
 		{"unknown subCommand", cm, "", sign(0x08, nil), ErrInvalidSubcommand},
 		{"subCommand 0xFF", cm, "", sign(0xFF, nil), ErrInvalidSubcommand},
 		{"subCommand of the wrong type", cm, "", edit(metadata, func(r map[int]any) { r[1] = "1" }), ErrCBORUnexpectedType},
-		{"subCommandParams not a map", cm, "", sign(cmEnumerateCredentialsBegin, []int{1}), ErrCBORUnexpectedType},
-		{"enumerateCredentialsBegin without rpIDHash", cm, "", sign(cmEnumerateCredentialsBegin, map[int]any{9: 1}), ErrMissingParameter},
-		{"enumerateCredentialsBegin without params", cm, "", sign(cmEnumerateCredentialsBegin, nil), ErrMissingParameter},
-		{"enumerateCredentialsBegin with a short rpIDHash", cm, "", sign(cmEnumerateCredentialsBegin, map[int]any{1: []byte{1, 2}}), ErrInvalidParameter},
-		{"enumerateCredentialsBegin for an unknown RP", cm, "", sign(cmEnumerateCredentialsBegin, map[int]any{1: rpHash("c.example")}), ErrNoCredentials},
-		{"delete without credentialID", cm, "", sign(cmDeleteCredential, map[int]any{}), ErrMissingParameter},
-		{"delete with an untyped descriptor", cm, "", sign(cmDeleteCredential, map[int]any{2: map[string]any{"id": []byte{1}}}), ErrMissingParameter},
-		{"update without credentialID", cm, "", sign(cmUpdateUserInformation, map[int]any{3: map[string]any{"id": []byte{1}}}), ErrMissingParameter},
+		{"subCommandParams not a map", cm, "", sign(CredMgmtEnumerateCredentialsBegin, []int{1}), ErrCBORUnexpectedType},
+		{"enumerateCredentialsBegin without rpIDHash", cm, "", sign(CredMgmtEnumerateCredentialsBegin, map[int]any{9: 1}), ErrMissingParameter},
+		{"enumerateCredentialsBegin without params", cm, "", sign(CredMgmtEnumerateCredentialsBegin, nil), ErrMissingParameter},
+		{"enumerateCredentialsBegin with a short rpIDHash", cm, "", sign(CredMgmtEnumerateCredentialsBegin, map[int]any{1: []byte{1, 2}}), ErrInvalidParameter},
+		{"enumerateCredentialsBegin for an unknown RP", cm, "", sign(CredMgmtEnumerateCredentialsBegin, map[int]any{1: rpHash("c.example")}), ErrNoCredentials},
+		{"delete without credentialID", cm, "", sign(CredMgmtDeleteCredential, map[int]any{}), ErrMissingParameter},
+		{"delete with an untyped descriptor", cm, "", sign(CredMgmtDeleteCredential, map[int]any{2: map[string]any{"id": []byte{1}}}), ErrMissingParameter},
+		{"update without credentialID", cm, "", sign(CredMgmtUpdateUserInformation, map[int]any{3: map[string]any{"id": []byte{1}}}), ErrMissingParameter},
 	} {
 		forEachPINProtocol(t, tc.name, func(t *testing.T, v uint) {
 			tk := newTestKey(t)
@@ -648,12 +648,12 @@ func FuzzCredMgmtRequest(f *testing.F) {
 		records = append(records, record{c.id, raw, c.rp})
 	}
 	seed := func(sub byte, params any) { addSignedSeed(f, cmRequest(f, pp, tok, sub, params)) }
-	seed(cmGetCredsMetadata, nil)
-	seed(cmEnumerateRPsBegin, nil)
-	seed(cmEnumerateCredentialsBegin, map[int]any{1: rpHash("a.example")})
-	seed(cmDeleteCredential, map[int]any{2: map[string]any{"type": "public-key", "id": fx[0].id}})
-	seed(cmUpdateUserInformation, map[int]any{2: map[string]any{"type": "public-key", "id": fx[1].id}, 3: map[string]any{"id": fx[1].userID, "name": "b"}})
-	f.Add(mustEncode(f, map[int]any{1: cmEnumerateRPsGetNextRP}), byte(cmEnumerateCredentialsNext), []byte(nil), false)
+	seed(CredMgmtGetCredsMetadata, nil)
+	seed(CredMgmtEnumerateRPsBegin, nil)
+	seed(CredMgmtEnumerateCredentialsBegin, map[int]any{1: rpHash("a.example")})
+	seed(CredMgmtDeleteCredential, map[int]any{2: map[string]any{"type": "public-key", "id": fx[0].id}})
+	seed(CredMgmtUpdateUserInformation, map[int]any{2: map[string]any{"type": "public-key", "id": fx[1].id}, 3: map[string]any{"id": fx[1].userID, "name": "b"}})
+	f.Add(mustEncode(f, map[int]any{1: CredMgmtEnumerateRPsGetNextRP}), byte(CredMgmtEnumerateCredentialsNext), []byte(nil), false)
 	f.Add([]byte{}, byte(0), []byte{0xA0}, true)
 	f.Add([]byte{0xA1, 0x01, 0x18, 0xFF}, byte(0x41), []byte{0xFF}, true)
 	f.Fuzz(func(t *testing.T, raw []byte, sub byte, params []byte, signed bool) {

@@ -88,6 +88,16 @@ func (tk *testKey) callOK(t testing.TB, cmd byte, params map[int]any, resp any) 
 	}
 }
 
+// info is the key's getInfo; the test stops on an error.
+func (tk *testKey) info(t testing.TB) *GetInfoResponse {
+	t.Helper()
+	info, err := tk.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
 // mustParseAuthData parses authenticator data or stops the test.
 func mustParseAuthData(t testing.TB, raw []byte) *AuthData {
 	t.Helper()
@@ -107,11 +117,7 @@ func (tk *testKey) makeCred(t testing.TB, params map[int]any) (*MakeCredentialRe
 
 func verifySig(t testing.TB, coseKey []byte, msg, sig []byte) {
 	t.Helper()
-	k, err := cose.ParseKey(coseKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := k.PublicKey()
+	pub, _, err := cose.DecodePublicKey(coseKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +251,7 @@ func TestResidentReplaceExcludeAndReset(t *testing.T) {
 	if st, _ := tk.call(t, CmdMakeCredential, mcParams("c.com", []byte("u3"), "c", true)); st != ErrKeyStoreFull {
 		t.Fatalf("full: %v", st)
 	}
-	info, _ := tk.Info()
+	info := tk.info(t)
 	if *info.RemainingDiscoverableCredentials != 0 {
 		t.Fatal("remaining should be 0")
 	}

@@ -67,6 +67,27 @@ func extOutputs(t testing.TB, ad *AuthData) map[string]any {
 	return m
 }
 
+// responseAuthData parses the authenticator data of a makeCredential or
+// (cmd otherwise) getAssertion response.
+func responseAuthData(t testing.TB, cmd byte, resp []byte) *AuthData {
+	t.Helper()
+	var authData []byte
+	if cmd == CmdMakeCredential {
+		var r MakeCredentialResponse
+		if err := decode(resp, &r); err != nil {
+			t.Fatal(err)
+		}
+		authData = r.AuthData
+	} else {
+		var r GetAssertionResponse
+		if err := decode(resp, &r); err != nil {
+			t.Fatal(err)
+		}
+		authData = r.AuthData
+	}
+	return mustParseAuthData(t, authData)
+}
+
 func (tk *testKey) assertOK(t testing.TB, params map[int]any) (*GetAssertionResponse, *AuthData) {
 	t.Helper()
 	var ga GetAssertionResponse
@@ -522,7 +543,7 @@ func TestMinPINLengthExtension(t *testing.T) {
 		t.Fatalf("minPinLength for an RP not on the list: %v", out)
 	}
 	// setMinPINLength through authenticatorConfig (no PIN: no token needed).
-	st, _ := tk.call(t, CmdConfig, map[int]any{1: cfgSetMinPINLength, 2: map[int]any{1: 6, 2: []string{"example.com", "pay.example"}}})
+	st, _ := tk.call(t, CmdConfig, map[int]any{1: ConfigSetMinPINLength, 2: map[int]any{1: 6, 2: []string{"example.com", "pay.example"}}})
 	if st != StatusOK {
 		t.Fatalf("setMinPINLength: %v", st)
 	}
@@ -626,21 +647,7 @@ func TestExtensionBadInput(t *testing.T) {
 			continue
 		}
 		// Unknown extensions produce no output.
-		var authData []byte
-		if tc.cmd == CmdMakeCredential {
-			var r MakeCredentialResponse
-			if err := decode(out, &r); err != nil {
-				t.Fatal(err)
-			}
-			authData = r.AuthData
-		} else {
-			var r GetAssertionResponse
-			if err := decode(out, &r); err != nil {
-				t.Fatal(err)
-			}
-			authData = r.AuthData
-		}
-		ad := mustParseAuthData(t, authData)
+		ad := responseAuthData(t, tc.cmd, out)
 		for k := range extOutputs(t, ad) {
 			if k != extCredProtect {
 				t.Errorf("%s: unexpected output %q", tc.name, k)
@@ -729,31 +736,11 @@ func FuzzExtensionInputs(f *testing.F) {
 			m = withKey(m, 5, []byte{0xA1, 0x62, 'u', 'v', 0xF5})
 			msg = append([]byte{CmdGetAssertion}, m...)
 		}
-		out := tk.HandleCBOR(context.Background(), 1, msg, nil)
-		if len(out) == 0 {
-			t.Fatal("empty response")
-		}
-		if out[0] != 0 {
-			if len(out) != 1 {
-				t.Fatalf("error %x with a body", out[0])
-			}
+		body, ok := fuzzedAnswer(t, tk.HandleCBOR(context.Background(), 1, msg, nil))
+		if !ok {
 			return
 		}
-		var authData []byte
-		if msg[0] == CmdMakeCredential {
-			var r MakeCredentialResponse
-			if err := decode(out[1:], &r); err != nil {
-				t.Fatal(err)
-			}
-			authData = r.AuthData
-		} else {
-			var r GetAssertionResponse
-			if err := decode(out[1:], &r); err != nil {
-				t.Fatal(err)
-			}
-			authData = r.AuthData
-		}
-		ad := mustParseAuthData(t, authData)
+		ad := responseAuthData(t, msg[0], body)
 		if len(ad.Extensions) > 0 {
 			var m map[string]any
 			if err := decode(ad.Extensions, &m); err != nil {

@@ -97,10 +97,7 @@ func TestLargeBlobsInitialArrayAndInfo(t *testing.T) {
 	if got := tk.readLargeBlobs(t, maxLargeBlobFragment); !bytes.Equal(got, want) {
 		t.Fatalf("initial array %x, want %x", got, want)
 	}
-	info, err := tk.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
+	info := tk.info(t)
 	if !info.Options["largeBlobs"] || info.MaxSerializedLargeBlobArray < 4096 {
 		t.Fatalf("getInfo: largeBlobs=%v maxSerializedLargeBlobArray=%d", info.Options["largeBlobs"], info.MaxSerializedLargeBlobArray)
 	}
@@ -415,7 +412,7 @@ func TestLargeBlobsBuiltInUVNeedsToken(t *testing.T) {
 	pp := newPINPlatform(t, tk, 2)
 	ka, shared := pp.encapsulate()
 	var resp ClientPINResponse
-	tk.callOK(t, CmdClientPIN, map[int]any{1: 2, 2: pinGetTokenUsingUV, 3: ka, 9: uint(PermLargeBlobWrite)}, &resp)
+	tk.callOK(t, CmdClientPIN, map[int]any{1: 2, 2: ClientPINGetTokenUsingUV, 3: ka, 9: uint(PermLargeBlobWrite)}, &resp)
 	raw, err := shared.Decrypt(resp.PinUvAuthToken)
 	if err != nil {
 		t.Fatal(err)
@@ -473,20 +470,11 @@ func FuzzLargeBlobs(f *testing.F) {
 	tk := newTestKey(f)
 	f.Fuzz(func(t *testing.T, first, second []byte) {
 		for _, params := range [][]byte{first, second} {
-			out := tk.HandleCBOR(context.Background(), 1, append([]byte{CmdLargeBlobs}, params...), nil)
-			if len(out) == 0 {
-				t.Fatal("empty response")
-			}
-			if out[0] != 0 {
-				if len(out) != 1 {
-					t.Fatalf("error %x with a body", out[0])
-				}
-				continue
-			}
-			if len(out) > 1 {
+			body, ok := fuzzedAnswer(t, tk.HandleCBOR(context.Background(), 1, append([]byte{CmdLargeBlobs}, params...), nil))
+			if ok && len(body) > 0 {
 				var r LargeBlobsResponse
-				if err := decode(out[1:], &r); err != nil || r.Config == nil || len(r.Config) > maxLargeBlobFragment {
-					t.Fatalf("get response %x: %v", out[1:], err)
+				if err := decode(body, &r); err != nil || r.Config == nil || len(r.Config) > maxLargeBlobFragment {
+					t.Fatalf("get response %x: %v", body, err)
 				}
 			}
 		}

@@ -101,7 +101,7 @@ func TestPersistentToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := []byte{cmGetCredsMetadata}
+	msg := []byte{CredMgmtGetCredsMetadata}
 	pt := persistentToken{sealer: keys, sealed: sealed}
 	if !pt.verify(p, msg, p.Authenticate(tok, msg)) {
 		t.Fatal("the persistent token does not verify its own MAC")

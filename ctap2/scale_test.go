@@ -128,12 +128,12 @@ func TestOneRecordPerCall(t *testing.T) {
 		params   any
 		maxReads int
 	}{
-		{"enumerateRPsBegin", cmEnumerateRPsBegin, nil, 1},
-		{"enumerateRPsGetNextRP", cmEnumerateRPsGetNextRP, nil, 1},
-		{"enumerateCredentialsBegin", cmEnumerateCredentialsBegin, map[int]any{1: rpHash("big.example")}, 1},
-		{"enumerateCredentialsGetNextCredential", cmEnumerateCredentialsNext, nil, 1},
-		{"enumerateCredentialsGetNextCredential", cmEnumerateCredentialsNext, nil, 1},
-		{"getCredsMetadata", cmGetCredsMetadata, nil, 0},
+		{"enumerateRPsBegin", CredMgmtEnumerateRPsBegin, nil, 1},
+		{"enumerateRPsGetNextRP", CredMgmtEnumerateRPsGetNextRP, nil, 1},
+		{"enumerateCredentialsBegin", CredMgmtEnumerateCredentialsBegin, map[int]any{1: rpHash("big.example")}, 1},
+		{"enumerateCredentialsGetNextCredential", CredMgmtEnumerateCredentialsNext, nil, 1},
+		{"enumerateCredentialsGetNextCredential", CredMgmtEnumerateCredentialsNext, nil, 1},
+		{"getCredsMetadata", CredMgmtGetCredsMetadata, nil, 0},
 	} {
 		p, tk2 := pp, tok
 		if !credMgmtAuthenticated(uint(c.sub)) {
@@ -143,7 +143,7 @@ func TestOneRecordPerCall(t *testing.T) {
 		if st != StatusOK {
 			t.Fatalf("%s: %v", c.name, st)
 		}
-		if c.sub == cmEnumerateCredentialsBegin && (resp.TotalCredentials == nil || *resp.TotalCredentials != accounts+1) {
+		if c.sub == CredMgmtEnumerateCredentialsBegin && (resp.TotalCredentials == nil || *resp.TotalCredentials != accounts+1) {
 			t.Errorf("totalCredentials %v, want %d", resp.TotalCredentials, accounts+1)
 		}
 		if n := cs.take(); n > c.maxReads {

@@ -257,10 +257,7 @@ func TestU2FWithCTAP2Credentials(t *testing.T) {
 func TestU2FVersionAndGetInfo(t *testing.T) {
 	t.Parallel()
 	tk := newTestKey(t)
-	info, err := tk.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
+	info := tk.info(t)
 	if !slices.Equal(info.Versions, []string{"U2F_V2", "FIDO_2_0", "FIDO_2_1"}) {
 		t.Fatalf("versions %v", info.Versions)
 	}
@@ -289,7 +286,7 @@ func TestU2FOffWithAlwaysUV(t *testing.T) {
 	if err := tk.saveState(st); err != nil {
 		t.Fatal(err)
 	}
-	info, _ := tk.Info()
+	info := tk.info(t)
 	if slices.Contains(info.Versions, "U2F_V2") {
 		t.Fatalf("versions %v with alwaysUv", info.Versions)
 	}
@@ -304,7 +301,7 @@ func TestU2FOffWithAlwaysUV(t *testing.T) {
 func TestU2FOffWithLongIDs(t *testing.T) {
 	t.Parallel()
 	tk := newTestKey(t, func(c *Config) { c.Sealer, c.KeyStore = c.KeyStore.(Sealer), longIDKeys{c.KeyStore} })
-	info, _ := tk.Info()
+	info := tk.info(t)
 	if slices.Contains(info.Versions, "U2F_V2") {
 		t.Fatalf("versions %v with 380-byte IDs", info.Versions)
 	}

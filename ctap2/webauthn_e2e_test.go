@@ -18,11 +18,19 @@ import (
 	"github.com/virtkey/virtkey/hid"
 	"github.com/virtkey/virtkey/inproc"
 	"github.com/virtkey/virtkey/internal/rptest"
+	"github.com/virtkey/virtkey/internal/vktest"
 )
 
 // device sends CTAP2 commands as CTAPHID_CBOR messages.
 type device struct {
 	c *hid.Client
+}
+
+// webauthnKey starts an in-process key with opts and returns a client of
+// it and the tests' relying party.
+func webauthnKey(t testing.TB, opts inproc.Options) (*device, *rptest.RP) {
+	t.Helper()
+	return openDevice(t, vktest.InProc(t, opts)), rptest.New(t, rpID, rpOrigin)
 }
 
 func openDevice(t testing.TB, k *inproc.Key) *device {
@@ -57,16 +65,6 @@ func (d *device) Transact(ctx context.Context, cmd byte, params any) (ctap2.Stat
 	return ctap2.StatusCode(resp[0]), resp[1:], nil
 }
 
-func newKey(t testing.TB, opts inproc.Options) *inproc.Key {
-	t.Helper()
-	k, err := inproc.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { k.Close() })
-	return k
-}
-
 func TestWebAuthnRegisterAndLogin(t *testing.T) {
 	t.Parallel()
 	algs := []struct {
@@ -90,9 +88,7 @@ func TestWebAuthnRegisterAndLogin(t *testing.T) {
 				name := fmt.Sprintf("%s/%s/rk=%v", a.name, at.name, rk)
 				t.Run(name, func(t *testing.T) {
 					t.Parallel()
-					k := newKey(t, inproc.Options{Configure: at.configure})
-					d := openDevice(t, k)
-					rp := rptest.New(t, rpID, rpOrigin)
+					d, rp := webauthnKey(t, inproc.Options{Configure: at.configure})
 					u := &rptest.User{ID: []byte("user-" + name), Name: "alice"}
 					cred := rp.Register(t, d, u, rptest.RegisterOptions{Alg: a.alg, Resident: rk, AttestationFormats: at.pref, WantFmt: at.fmt})
 					// Self attestation is "basic_surrogate" in FIDO metadata terms.
@@ -117,9 +113,7 @@ func TestWebAuthnRegisterAndLogin(t *testing.T) {
 // first) through getAssertion + getNextAssertion, and the RP accepts each.
 func TestWebAuthnDiscoverableTwoAccounts(t *testing.T) {
 	t.Parallel()
-	k := newKey(t, inproc.Options{})
-	d := openDevice(t, k)
-	rp := rptest.New(t, rpID, rpOrigin)
+	d, rp := webauthnKey(t, inproc.Options{})
 	alice := &rptest.User{ID: []byte("alice-handle-0001"), Name: "alice"}
 	bob := &rptest.User{ID: []byte("bob-handle-0002"), Name: "bob"}
 	rp.Register(t, d, alice, rptest.RegisterOptions{Alg: -7, Resident: true, WantFmt: "packed"})
@@ -229,9 +223,7 @@ func TestWebAuthnPowerCycleAndReopen(t *testing.T) {
 // another origin are refused.
 func TestWebAuthnRejectsTampering(t *testing.T) {
 	t.Parallel()
-	k := newKey(t, inproc.Options{})
-	d := openDevice(t, k)
-	rp := rptest.New(t, rpID, rpOrigin)
+	d, rp := webauthnKey(t, inproc.Options{})
 	u := &rptest.User{ID: []byte("alice-handle-0001"), Name: "alice"}
 	cred := rp.Register(t, d, u, rptest.RegisterOptions{Alg: -7, WantFmt: "packed"})
 

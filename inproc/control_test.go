@@ -11,13 +11,14 @@ import (
 	"github.com/virtkey/virtkey/control"
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/inproc"
+	"github.com/virtkey/virtkey/internal/vktest"
 )
 
 // The in-process key offers the control API's operations as Go calls,
 // and CTAP sees their effect.
 func TestControl(t *testing.T) {
 	t.Parallel()
-	k := newKey(t, inproc.Options{})
+	k := vktest.InProc(t, inproc.Options{})
 	c := k.Control()
 	var mu sync.Mutex
 	var events []control.Event

@@ -16,6 +16,7 @@ import (
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/hid"
 	"github.com/virtkey/virtkey/inproc"
+	"github.com/virtkey/virtkey/internal/vktest"
 )
 
 var encMode = func() cbor.EncMode {
@@ -30,16 +31,6 @@ func ctx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
 	return c
-}
-
-func newKey(t *testing.T, opts inproc.Options) *inproc.Key {
-	t.Helper()
-	k, err := inproc.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { k.Close() })
-	return k
 }
 
 // do sends a CTAP2 command straight to the authenticator.
@@ -57,45 +48,42 @@ func do(t *testing.T, k *inproc.Key, cmd byte, params any) (ctap2.StatusCode, []
 
 var cdh = sha256.Sum256([]byte("client data"))
 
+// doOK sends a command that must succeed (what names it in a failure) and
+// returns the authenticator data of its response, decoded into resp.
+func doOK(t *testing.T, k *inproc.Key, what string, cmd byte, params, resp any, authData *[]byte) *ctap2.AuthData {
+	t.Helper()
+	st, out := do(t, k, cmd, params)
+	if st != ctap2.StatusOK {
+		t.Fatalf("%s: %v", what, st)
+	}
+	if err := cbor.Unmarshal(out, resp); err != nil {
+		t.Fatal(err)
+	}
+	ad, err := ctap2.ParseAuthData(*authData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ad
+}
+
 func makeResident(t *testing.T, k *inproc.Key, userID string) []byte {
 	t.Helper()
-	st, out := do(t, k, ctap2.CmdMakeCredential, map[int]any{
+	var resp ctap2.MakeCredentialResponse
+	return doOK(t, k, "makeCredential", ctap2.CmdMakeCredential, map[int]any{
 		1: cdh[:],
 		2: map[string]any{"id": "example.com", "name": "Example"},
 		3: map[string]any{"id": []byte(userID), "name": userID},
 		4: []map[string]any{{"type": "public-key", "alg": -7}},
 		7: map[string]bool{"rk": true},
-	})
-	if st != ctap2.StatusOK {
-		t.Fatalf("makeCredential: %v", st)
-	}
-	var resp ctap2.MakeCredentialResponse
-	if err := cbor.Unmarshal(out, &resp); err != nil {
-		t.Fatal(err)
-	}
-	ad, err := ctap2.ParseAuthData(resp.AuthData)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ad.CredentialID
+	}, &resp, &resp.AuthData).CredentialID
 }
 
 // discover runs a getAssertion without allowList on example.com and returns
 // the response and its sign count.
 func discover(t *testing.T, k *inproc.Key) (*ctap2.GetAssertionResponse, uint32) {
 	t.Helper()
-	st, out := do(t, k, ctap2.CmdGetAssertion, map[int]any{1: "example.com", 2: cdh[:]})
-	if st != ctap2.StatusOK {
-		t.Fatalf("getAssertion: %v", st)
-	}
 	var ga ctap2.GetAssertionResponse
-	if err := cbor.Unmarshal(out, &ga); err != nil {
-		t.Fatal(err)
-	}
-	ad, err := ctap2.ParseAuthData(ga.AuthData)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ad := doOK(t, k, "getAssertion", ctap2.CmdGetAssertion, map[int]any{1: "example.com", 2: cdh[:]}, &ga, &ga.AuthData)
 	return &ga, ad.SignCount
 }
 
@@ -171,7 +159,7 @@ func TestTempDirKeyOverCTAPHID(t *testing.T) {
 // Device is a plain report device: a client made on it works like Client.
 func TestDeviceReports(t *testing.T) {
 	t.Parallel()
-	k := newKey(t, inproc.Options{})
+	k := vktest.InProc(t, inproc.Options{})
 	c := hid.NewClient(k.Device())
 	if err := c.Init(ctx(t)); err != nil {
 		t.Fatalf("CTAPHID_INIT: %v", err)
@@ -234,7 +222,7 @@ func TestGivenDirKeepsCredentials(t *testing.T) {
 func TestDirInUse(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	k := newKey(t, inproc.Options{Dir: dir})
+	k := vktest.InProc(t, inproc.Options{Dir: dir})
 	id := makeResident(t, k, "alice")
 	if k2, err := inproc.New(inproc.Options{Dir: dir}); err == nil {
 		k2.Close()
@@ -249,7 +237,7 @@ func TestDirInUse(t *testing.T) {
 // credentials and counters.
 func TestPowerCycle(t *testing.T) {
 	t.Parallel()
-	k := newKey(t, inproc.Options{})
+	k := vktest.InProc(t, inproc.Options{})
 	makeResident(t, k, "alice")
 	time.Sleep(time.Millisecond)
 	makeResident(t, k, "bob")
@@ -283,7 +271,7 @@ func TestOptions(t *testing.T) {
 	t.Parallel()
 	aaguid := [16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
 	var asked []ctap2.PresenceRequest
-	k := newKey(t, inproc.Options{
+	k := vktest.InProc(t, inproc.Options{
 		Presence: ctap2.PresenceFunc(func(_ context.Context, req ctap2.PresenceRequest) error {
 			asked = append(asked, req)
 			return ctap2.ErrDeclined

@@ -63,16 +63,7 @@ func leafPage(t testing.TB, path string, holds, avoid []byte) (pageSize int, id 
 // page, the page size and the number of children.
 func credsRoot(t testing.TB, path string) (root uint64, pageSize, children int) {
 	t.Helper()
-	bdb, err := bolt.Open(path, 0o600, nil)
-	must(t, err)
-	must(t, bdb.View(func(tx *bolt.Tx) error { root = uint64(tx.Bucket(bucketCreds).Root()); return nil }))
-	pageSize = bdb.Info().PageSize
-	must(t, bdb.Close())
-	raw, err := os.ReadFile(path)
-	must(t, err)
-	if binary.NativeEndian.Uint16(raw[int(root)*pageSize+8:]) != flagBranch {
-		t.Fatal("the creds root is not a branch page; add credentials")
-	}
+	root, pageSize, raw := rootOf(t, path, bucketCreds)
 	return root, pageSize, int(binary.NativeEndian.Uint16(raw[int(root)*pageSize+10:]))
 }
 
@@ -295,20 +286,13 @@ func TestCycleRefused(t *testing.T) {
 	d, err := Open(path)
 	must(t, err)
 	defer d.Close()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	noEndlessLoop(t, func() {
 		_, _, err := d.Credential([]byte("big-0001"))
 		wantDamaged(t, err, "Credential through the loop")
 		_, err = d.CredentialsByRP(rp("big"))
 		wantDamaged(t, err, "CredentialsByRP through the loop")
 		wantDamaged(t, d.Check(), "Check")
-	}()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("a call went round the loop")
-	}
+	})
 	if err := Check(path); err == nil {
 		t.Error("Check(path) found nothing")
 	}
@@ -317,6 +301,22 @@ func TestCycleRefused(t *testing.T) {
 	defer d2.Close()
 	if err := d2.Wipe(); err != nil {
 		t.Errorf("Wipe of a sound store: %v", err)
+	}
+}
+
+// noEndlessLoop runs calls, which go through a damaged page loop, and
+// fails the test if they have not returned within 20 s.
+func noEndlessLoop(t testing.TB, calls func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		calls()
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("a call went round the loop")
 	}
 }
 
@@ -367,18 +367,11 @@ func TestIndexSeekDamageRefused(t *testing.T) {
 		d, err := Open(path)
 		must(t, err)
 		defer d.Close()
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
+		noEndlessLoop(t, func() {
 			for name, err := range calls(d) {
 				wantDamaged(t, err, name+" through the loop")
 			}
-		}()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			t.Fatal("a call went round the loop")
-		}
+		})
 	})
 	t.Run("next leaf", func(t *testing.T) {
 		t.Parallel()

@@ -307,6 +307,22 @@ func (d *DB) lookupKey(creds kv, e *entry) (*entry, error) {
 	return o, nil
 }
 
+// storeEntry adds e, first unlisting the credential it overwrites, if
+// any: an overwrite keeps the counter; the index entries move. It reports
+// whether there was one.
+func (d *DB) storeEntry(l layout, e *entry) (overwrote bool, err error) {
+	o, err := d.lookupKey(l.creds, e)
+	if err != nil {
+		return false, err
+	}
+	if o != nil {
+		if err := d.unlistEntry(l, o); err != nil {
+			return false, err
+		}
+	}
+	return o != nil, d.addEntry(l, e)
+}
+
 // rpCounts reads the RP's counts (0, 0 when it has none).
 func rpCounts(index kv, rpKey []byte) (all, visible uint32, err error) {
 	v, err := index.get(rpInfoKey(rpKey))
@@ -467,9 +483,7 @@ func after(k []byte) []byte { return append(bytes.Clone(k), 0) }
 // userID (in a store with an indexer; see [Indexer]). It reads only those.
 func (d *DB) CredentialsOfUser(rpIDHash, userID []byte) ([][]byte, error) {
 	var recs [][]byte
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	err := d.view("credentialsOfUser", func(tx *bolt.Tx) error {
+	err := d.read("credentialsOfUser", func(tx *bolt.Tx) error {
 		index, creds, err := d.indexAndCreds(tx)
 		if err != nil {
 			return err
@@ -491,7 +505,7 @@ func (d *DB) CredentialsOfUser(rpIDHash, userID []byte) ([][]byte, error) {
 		}
 	})
 	if err != nil {
-		return nil, wrap("store", err)
+		return nil, err
 	}
 	return recs, nil
 }
@@ -524,9 +538,7 @@ func (d *DB) NextCredentialOfRP(rpIDHash, cursor []byte, withHidden bool) (recor
 	if cursor != nil && len(cursor) != cursorSize {
 		return nil, nil, fmt.Errorf("store: cursor of %d bytes", len(cursor))
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	err = d.view("nextCredentialOfRP", func(tx *bolt.Tx) error {
+	err = d.read("nextCredentialOfRP", func(tx *bolt.Tx) error {
 		index, creds, err := d.indexAndCreds(tx)
 		if err != nil {
 			return err
@@ -559,7 +571,7 @@ func (d *DB) NextCredentialOfRP(rpIDHash, cursor []byte, withHidden bool) (recor
 		}
 	})
 	if err != nil {
-		return nil, nil, wrap("store", err)
+		return nil, nil, err
 	}
 	return record, nextCursor, nil
 }
@@ -567,9 +579,7 @@ func (d *DB) NextCredentialOfRP(rpIDHash, cursor []byte, withHidden bool) (recor
 // CountOfRP returns the number of rpIDHash's credentials, and of those
 // that discoverable lists show without being asked for hidden ones.
 func (d *DB) CountOfRP(rpIDHash []byte) (all, visible int, err error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	err = d.view("countOfRP", func(tx *bolt.Tx) error {
+	err = d.read("countOfRP", func(tx *bolt.Tx) error {
 		index, err := d.top(tx, bucketIndex)
 		if err != nil {
 			return err
@@ -579,7 +589,7 @@ func (d *DB) CountOfRP(rpIDHash []byte) (all, visible int, err error) {
 		return err
 	})
 	if err != nil {
-		return 0, 0, wrap("store", err)
+		return 0, 0, err
 	}
 	return all, visible, nil
 }
@@ -593,9 +603,7 @@ func (d *DB) NextRP(cursor []byte) (record, nextCursor []byte, err error) {
 	if cursor != nil && len(cursor) != shortKey {
 		return nil, nil, fmt.Errorf("store: RP cursor of %d bytes", len(cursor))
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	err = d.view("nextRP", func(tx *bolt.Tx) error {
+	err = d.read("nextRP", func(tx *bolt.Tx) error {
 		index, creds, err := d.indexAndCreds(tx)
 		if err != nil {
 			return err
@@ -608,7 +616,7 @@ func (d *DB) NextRP(cursor []byte) (record, nextCursor []byte, err error) {
 		return nil
 	})
 	if err != nil {
-		return nil, nil, wrap("store", err)
+		return nil, nil, err
 	}
 	return record, nextCursor, nil
 }
@@ -648,9 +656,7 @@ func (d *DB) nextRP(index, creds vbucket, cursor []byte) (e *entry, nextCursor [
 // particular order. It reads the whole store.
 func (d *DB) Credentials() ([][]byte, error) {
 	var recs [][]byte
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	err := d.view("credentials", func(tx *bolt.Tx) error {
+	err := d.read("credentials", func(tx *bolt.Tx) error {
 		creds, err := d.top(tx, bucketCreds)
 		if err != nil {
 			return err
@@ -664,7 +670,7 @@ func (d *DB) Credentials() ([][]byte, error) {
 		})
 	})
 	if err != nil {
-		return nil, wrap("store", err)
+		return nil, err
 	}
 	return recs, nil
 }
@@ -680,11 +686,8 @@ func (d *DB) PutCredentials(ids, rpIDHashes, records [][]byte) error {
 		return fmt.Errorf("store: %d IDs, %d rpIDHashes, %d records", len(ids), len(rpIDHashes), len(records))
 	}
 	for i := range ids {
-		if err := checkCredID(ids[i]); err != nil {
+		if err := checkPut(ids[i], rpIDHashes[i]); err != nil {
 			return err
-		}
-		if len(rpIDHashes[i]) != RPIDHashSize {
-			return fmt.Errorf("store: rpIDHash of %d bytes, want %d", len(rpIDHashes[i]), RPIDHashSize)
 		}
 	}
 	d.mu.Lock()
@@ -705,19 +708,11 @@ func (d *DB) PutCredentials(ids, rpIDHashes, records [][]byte) error {
 			return false, err
 		}
 		for _, e := range entries {
-			o, err := d.lookupKey(l.creds, e)
+			overwrote, err := d.storeEntry(l, e)
 			if err != nil {
 				return false, err
 			}
-			if o != nil {
-				removed = true
-				if err := d.unlistEntry(l, o); err != nil {
-					return false, err
-				}
-			}
-			if err := d.addEntry(l, e); err != nil {
-				return false, err
-			}
+			removed = removed || overwrote
 		}
 		return removed, nil
 	})

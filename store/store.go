@@ -380,6 +380,17 @@ func checkCredID(id []byte) error {
 	return nil
 }
 
+// checkPut checks a credential's ID and rpIDHash before it is stored.
+func checkPut(id, rpIDHash []byte) error {
+	if err := checkCredID(id); err != nil {
+		return err
+	}
+	if len(rpIDHash) != RPIDHashSize {
+		return fmt.Errorf("store: rpIDHash of %d bytes, want %d", len(rpIDHash), RPIDHashSize)
+	}
+	return nil
+}
+
 // readable reports why d cannot be read (closed, or sealed and not
 // bound). Called with d.mu held.
 func (d *DB) readable() error {
@@ -414,6 +425,27 @@ func (d *DB) view(op string, fn func(tx *bolt.Tx) error) error {
 	return d.protected(op, func() error { return d.bolt.View(fn) })
 }
 
+// read runs fn in a read transaction under d.mu, the way every read of the
+// API does, and prefixes an error with "store".
+func (d *DB) read(op string, fn func(tx *bolt.Tx) error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.view(op, fn); err != nil {
+		return wrap("store", err)
+	}
+	return nil
+}
+
+// change runs fn in a write transaction that advances the rollback epoch
+// of a bound DB, and prefixes an error with what (an error of a DB that
+// cannot be written stays as it is). Called with d.mu held.
+func (d *DB) change(op, what string, fn func(tx *bolt.Tx) error) error {
+	if err := d.writable(); err != nil {
+		return err
+	}
+	return wrapNil(what, d.update(op, true, fn))
+}
+
 // PutCredential inserts or replaces the record of credential id under
 // rpIDHash (32 bytes), indexed by the [Indexer]. The credentials in
 // replaces (a discoverable credential superseded by a new one for the same
@@ -421,11 +453,8 @@ func (d *DB) view(op string, fn func(tx *bolt.Tx) error) error {
 // old credentials or the new one. Replacing or deleting advances the
 // rollback epoch of a bound DB; adding a new credential does not.
 func (d *DB) PutCredential(id, rpIDHash, record []byte, replaces ...[]byte) error {
-	if err := checkCredID(id); err != nil {
+	if err := checkPut(id, rpIDHash); err != nil {
 		return err
-	}
-	if len(rpIDHash) != RPIDHashSize {
-		return fmt.Errorf("store: rpIDHash of %d bytes, want %d", len(rpIDHash), RPIDHashSize)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -456,18 +485,8 @@ func (d *DB) PutCredential(id, rpIDHash, record []byte, replaces ...[]byte) erro
 				}
 			}
 		}
-		o, err := d.lookup(l.creds, id)
-		if err != nil {
-			return false, err
-		}
-		if o != nil {
-			// An overwrite keeps the counter; the index entries move.
-			removed = true
-			if err := d.unlistEntry(l, o); err != nil {
-				return false, err
-			}
-		}
-		return removed, d.addEntry(l, e)
+		overwrote, err := d.storeEntry(l, e)
+		return removed || overwrote, err
 	})
 	if err != nil {
 		return wrap("store: putting credential", err)
@@ -482,9 +501,7 @@ func (d *DB) PutCredential(id, rpIDHash, record []byte, replaces ...[]byte) erro
 
 // Credential returns the record of id; ok is false when there is none.
 func (d *DB) Credential(id []byte) (record []byte, ok bool, err error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	err = d.view("credential", func(tx *bolt.Tx) error {
+	err = d.read("credential", func(tx *bolt.Tx) error {
 		creds, err := d.top(tx, bucketCreds)
 		if err != nil {
 			return err
@@ -497,7 +514,7 @@ func (d *DB) Credential(id []byte) (record []byte, ok bool, err error) {
 		return nil
 	})
 	if err != nil {
-		return nil, false, wrap("store", err)
+		return nil, false, err
 	}
 	return record, ok, nil
 }
@@ -520,9 +537,7 @@ func (d *DB) CredentialsByRP(rpIDHash []byte) ([][]byte, error) {
 // It opens one credential of each RP to learn it.
 func (d *DB) RPs() ([][]byte, error) {
 	var rps [][]byte
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	err := d.view("rps", func(tx *bolt.Tx) error {
+	err := d.read("rps", func(tx *bolt.Tx) error {
 		index, creds, err := d.indexAndCreds(tx)
 		if err != nil {
 			return err
@@ -537,7 +552,7 @@ func (d *DB) RPs() ([][]byte, error) {
 		}
 	})
 	if err != nil {
-		return nil, wrap("store", err)
+		return nil, err
 	}
 	slices.SortFunc(rps, bytes.Compare)
 	return rps, nil
@@ -549,10 +564,7 @@ func (d *DB) DeleteCredential(id []byte) error {
 	key := sha256.Sum256(id)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.writable(); err != nil {
-		return err
-	}
-	err := d.update("deleteCredential", true, func(tx *bolt.Tx) error {
+	err := d.change("deleteCredential", "store: deleting credential", func(tx *bolt.Tx) error {
 		l, err := d.buckets(tx)
 		if err != nil {
 			return err
@@ -569,7 +581,7 @@ func (d *DB) DeleteCredential(id []byte) error {
 		return d.removeEntry(l, e)
 	})
 	if err != nil {
-		return wrap("store: deleting credential", err)
+		return err
 	}
 	delete(d.counters, key)
 	return nil
@@ -582,15 +594,13 @@ func (d *DB) CountCredentials() (int, error) { return d.countOf("countCredential
 // countOf reads the u64 meta value name in a read transaction.
 func (d *DB) countOf(op string, name []byte) (int, error) {
 	var n int
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	err := d.view(op, func(tx *bolt.Tx) error {
+	err := d.read(op, func(tx *bolt.Tx) error {
 		var err error
 		n, err = d.metaCount(tx, name)
 		return err
 	})
 	if err != nil {
-		return 0, wrap("store", err)
+		return 0, err
 	}
 	return n, nil
 }
@@ -599,9 +609,7 @@ func (d *DB) countOf(op string, name []byte) (int, error) {
 // with PutSetting is returned as a non-nil empty slice).
 func (d *DB) Setting(name string) ([]byte, error) {
 	var v []byte
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	err := d.view("setting", func(tx *bolt.Tx) error {
+	err := d.read("setting", func(tx *bolt.Tx) error {
 		b, err := d.get(tx, bucketSettings, []byte(name))
 		if err != nil || b == nil {
 			return err
@@ -610,7 +618,7 @@ func (d *DB) Setting(name string) ([]byte, error) {
 		return err
 	})
 	if err != nil {
-		return nil, wrap("store", err)
+		return nil, err
 	}
 	return v, nil
 }
@@ -658,10 +666,7 @@ const maxSettingName = 255
 func (d *DB) Wipe() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.writable(); err != nil {
-		return err
-	}
-	err := d.update("wipe", true, func(tx *bolt.Tx) error {
+	err := d.change("wipe", "store: wipe", func(tx *bolt.Tx) error {
 		root, err := d.rootBucket(tx)
 		if err != nil {
 			return err
@@ -687,7 +692,7 @@ func (d *DB) Wipe() error {
 		return nil
 	})
 	if err != nil {
-		return wrap("store: wipe", err)
+		return err
 	}
 	clear(d.counters)
 	return nil

@@ -20,7 +20,6 @@ import (
 	"github.com/virtkey/virtkey/control"
 	"github.com/virtkey/virtkey/control/client"
 	"github.com/virtkey/virtkey/control/factory"
-	"github.com/virtkey/virtkey/control/internal/apitest"
 	"github.com/virtkey/virtkey/internal/bench"
 )
 
@@ -46,12 +45,8 @@ func fdatasyncOp(b *testing.B) func() {
 
 // benchKey is an ephemeral UDP key behind a control server on a Unix socket.
 func benchKey(b *testing.B) (*client.Key, control.KeyInfo) {
-	e := apitest.Serve(b, control.NewServer(control.Options{Factory: factory.New(factory.Options{})}), "unix")
-	ki, err := e.Client.AddKey(context.Background(), control.KeyConfig{Attach: "udp"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return e.Client.Key(ki.ID), ki
+	ki, k := newKey(context.Background(), b, start(b, "unix", factory.Options{}), control.KeyConfig{Attach: "udp"})
+	return k, ki
 }
 
 func must(b *testing.B, err error) {

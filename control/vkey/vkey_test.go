@@ -35,9 +35,20 @@ func testCtx(t *testing.T) context.Context {
 
 // start serves a control server with the real key factory on a Unix
 // socket or token-guarded TCP.
-func start(t *testing.T, network string, fo factory.Options) *apitest.Env {
+func start(t testing.TB, network string, fo factory.Options) *apitest.Env {
 	t.Helper()
 	return apitest.Serve(t, control.NewServer(control.Options{Factory: factory.New(fo)}), network)
+}
+
+// newKey adds a key of cfg to e's server and returns it with its client;
+// the test stops if it cannot.
+func newKey(ctx context.Context, t testing.TB, e *apitest.Env, cfg control.KeyConfig) (control.KeyInfo, *client.Key) {
+	t.Helper()
+	ki, err := e.Client.AddKey(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ki, e.Client.Key(ki.ID)
 }
 
 // ctap is a CTAP client of a UDP key.
@@ -113,14 +124,10 @@ func TestCredentialsOverCTAP(t *testing.T) {
 			t.Parallel()
 			e := start(t, network, factory.Options{SelectNewestAccount: true})
 			ctx := testCtx(t)
-			ki, err := e.Client.AddKey(ctx, control.KeyConfig{Attach: "udp"})
-			if err != nil {
-				t.Fatal(err)
-			}
+			ki, k := newKey(ctx, t, e, control.KeyConfig{Attach: "udp"})
 			if ki.UDPAddr == "" || !ki.ExportAllowed || !ki.Ephemeral || !ki.IsUserVerified || !ki.HasResidentKey {
 				t.Fatalf("new key: %+v", ki)
 			}
-			k := e.Client.Key(ki.ID)
 			events, err := k.Events(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -145,8 +152,7 @@ func TestCredentialsOverCTAP(t *testing.T) {
 			if err != nil {
 				t.Fatalf("exported private key: %v", err)
 			}
-			ck, _ := cose.ParseKey(att.AuthData.PublicKey)
-			pub, _ := ck.PublicKey()
+			pub, _, _ := cose.DecodePublicKey(att.AuthData.PublicKey)
 			if !priv.(*ecdsa.PrivateKey).PublicKey.Equal(pub) || !c.IsResidentCredential || c.SignCount != 0 || c.UserName != "alice" {
 				t.Errorf("listed credential %+v does not match the CTAP one", c)
 			}
@@ -280,11 +286,7 @@ func TestUVPresenceOverridesPIN(t *testing.T) {
 
 func uvPresenceOverridesPIN(t *testing.T, e *apitest.Env) {
 	ctx := testCtx(t)
-	ki, err := e.Client.AddKey(ctx, control.KeyConfig{Attach: "udp"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := e.Client.Key(ki.ID)
+	ki, k := newKey(ctx, t, e, control.KeyConfig{Attach: "udp"})
 	events, _ := k.Events(ctx)
 	defer events.Close()
 	d := dial(t, ki.UDPAddr)
@@ -431,17 +433,13 @@ func TestExportPolicyAndRestart(t *testing.T) {
 	e := start(t, "unix", factory.Options{})
 	ctx := testCtx(t)
 	dir := t.TempDir()
-	ki, err := e.Client.AddKey(ctx, control.KeyConfig{Attach: "udp", StateDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ki, k := newKey(ctx, t, e, control.KeyConfig{Attach: "udp", StateDir: dir})
 	if ki.Ephemeral || ki.ExportAllowed {
 		t.Errorf("persistent key: %+v", ki)
 	}
-	k := e.Client.Key(ki.ID)
 	priv, _ := apitest.ES256Key(t)
 	tr := true
-	_, err = k.AddCredential(ctx, control.CredentialParams{RPID: "a.example", PrivateKey: priv, IsResidentCredential: &tr, UserHandle: []byte("u")})
+	_, err := k.AddCredential(ctx, control.CredentialParams{RPID: "a.example", PrivateKey: priv, IsResidentCredential: &tr, UserHandle: []byte("u")})
 	if !errors.Is(err, control.ErrForbidden) {
 		t.Errorf("import into a persistent key: %v, want 403", err)
 	}
@@ -483,8 +481,7 @@ func TestLargeBlob(t *testing.T) {
 	t.Parallel()
 	e := start(t, "unix", factory.Options{})
 	ctx := testCtx(t)
-	ki, _ := e.Client.AddKey(ctx, control.KeyConfig{Attach: "udp"})
-	k := e.Client.Key(ki.ID)
+	ki, k := newKey(ctx, t, e, control.KeyConfig{Attach: "udp"})
 	tr := true
 	blob := []byte("a large blob, stored for the credential")
 	c, err := k.AddCredential(ctx, control.CredentialParams{RPID: "blob.example", IsResidentCredential: &tr, UserHandle: []byte("u"), LargeBlob: blob})
@@ -508,11 +505,7 @@ func TestDeleteKeyInFlight(t *testing.T) {
 	func() {
 		e := start(t, "unix", factory.Options{})
 		ctx := testCtx(t)
-		ki, err := e.Client.AddKey(ctx, control.KeyConfig{Attach: "udp", Presence: control.PresenceManual})
-		if err != nil {
-			t.Fatal(err)
-		}
-		k := e.Client.Key(ki.ID)
+		ki, k := newKey(ctx, t, e, control.KeyConfig{Attach: "udp", Presence: control.PresenceManual})
 		events, _ := k.Events(ctx)
 		d := dial(t, ki.UDPAddr)
 		res := make(chan error, 1)
@@ -572,8 +565,7 @@ func TestConcurrentAPIAndCTAP(t *testing.T) {
 	t.Parallel()
 	e := start(t, "unix", factory.Options{})
 	ctx := testCtx(t)
-	ki, _ := e.Client.AddKey(ctx, control.KeyConfig{Attach: "udp"})
-	k := e.Client.Key(ki.ID)
+	ki, k := newKey(ctx, t, e, control.KeyConfig{Attach: "udp"})
 	events, _ := k.Events(ctx)
 	defer events.Close()
 	d := dial(t, ki.UDPAddr)

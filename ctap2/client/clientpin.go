@@ -28,18 +28,6 @@ const (
 	PermPersistentCredMgmt = ctap2.PermPersistentCredMgmt
 )
 
-// ClientPIN subcommands (CTAP 2.1 §6.5.5).
-const (
-	pinGetPINRetries    = 0x01
-	pinGetKeyAgreement  = 0x02
-	pinSetPIN           = 0x03
-	pinChangePIN        = 0x04
-	pinGetPINToken      = 0x05
-	pinGetTokenUsingUV  = 0x06
-	pinGetUVRetries     = 0x07
-	pinGetTokenUsingPIN = 0x09
-)
-
 // clientPINRequest is the authenticatorClientPIN (0x06) input.
 type clientPINRequest struct {
 	PinUvAuthProtocol uint        `cbor:"1,keyasint,omitempty"`
@@ -199,7 +187,7 @@ func (d *Device) GetPINRetries(ctx context.Context) (retries int, powerCycle *bo
 }
 
 func (d *Device) getPINRetries(ctx context.Context) (int, *bool, error) {
-	resp, err := d.pinQuery(ctx, "getPINRetries", pinGetPINRetries)
+	resp, err := d.pinQuery(ctx, "getPINRetries", ctap2.ClientPINGetRetries)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -214,7 +202,7 @@ func (d *Device) getPINRetries(ctx context.Context) (int, *bool, error) {
 func (d *Device) GetUVRetries(ctx context.Context) (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	resp, err := d.pinQuery(ctx, "getUVRetries", pinGetUVRetries)
+	resp, err := d.pinQuery(ctx, "getUVRetries", ctap2.ClientPINGetUVRetries)
 	if err != nil {
 		return 0, err
 	}
@@ -237,7 +225,7 @@ func (d *Device) GetKeyAgreement(ctx context.Context) (*ecdh.PublicKey, error) {
 }
 
 func (d *Device) getKeyAgreement(ctx context.Context, p ctap2.PINProtocol) (*ecdh.PublicKey, error) {
-	resp, err := d.clientPIN(ctx, "getKeyAgreement", &clientPINRequest{PinUvAuthProtocol: p.Version(), SubCommand: pinGetKeyAgreement})
+	resp, err := d.clientPIN(ctx, "getKeyAgreement", &clientPINRequest{PinUvAuthProtocol: p.Version(), SubCommand: ctap2.ClientPINGetKeyAgreement})
 	if err != nil {
 		return nil, err
 	}
@@ -280,7 +268,7 @@ func (d *Device) encapsulate(ctx context.Context) (ctap2.PINProtocol, map[int]an
 func (d *Device) SetPIN(ctx context.Context, pin string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	req, shared, err := d.newPINRequest(ctx, "setPIN", pinSetPIN, pin)
+	req, shared, err := d.newPINRequest(ctx, "setPIN", ctap2.ClientPINSetPIN, pin)
 	if err != nil {
 		return err
 	}
@@ -295,7 +283,7 @@ func (d *Device) SetPIN(ctx context.Context, pin string) error {
 func (d *Device) ChangePIN(ctx context.Context, oldPIN, newPIN string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	req, shared, err := d.newPINRequest(ctx, "changePIN", pinChangePIN, newPIN)
+	req, shared, err := d.newPINRequest(ctx, "changePIN", ctap2.ClientPINChangePIN, newPIN)
 	if err != nil {
 		return err
 	}
@@ -353,14 +341,14 @@ func (d *Device) GetPINToken(ctx context.Context, pin string, perms Permission, 
 	}
 	req := &clientPINRequest{
 		PinUvAuthProtocol: p.Version(),
-		SubCommand:        pinGetPINToken,
+		SubCommand:        ctap2.ClientPINGetPINToken,
 		KeyAgreement:      ka,
 		PinHashEnc:        pinHashEnc,
 	}
 	op := "getPinToken"
 	if v, _ := Option(info, "pinUvAuthToken"); v {
 		op = "getPinUvAuthTokenUsingPinWithPermissions"
-		req.SubCommand = pinGetTokenUsingPIN
+		req.SubCommand = ctap2.ClientPINGetTokenUsingPIN
 		req.Permissions = uint(perms)
 		req.RPID = rpID
 	}
@@ -383,7 +371,7 @@ func (d *Device) GetUVToken(ctx context.Context, perms Permission, rpID string) 
 	const op = "getPinUvAuthTokenUsingUvWithPermissions"
 	resp, err := d.clientPIN(ctx, op, &clientPINRequest{
 		PinUvAuthProtocol: p.Version(),
-		SubCommand:        pinGetTokenUsingUV,
+		SubCommand:        ctap2.ClientPINGetTokenUsingUV,
 		KeyAgreement:      ka,
 		Permissions:       uint(perms),
 		RPID:              rpID,

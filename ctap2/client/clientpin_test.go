@@ -28,12 +28,8 @@ func TestPINLifecycle(t *testing.T) {
 			if err := k.dev.SetPIN(ctx, "1234"); err != nil {
 				t.Fatal(err)
 			}
-			info, err := k.dev.CachedInfo(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if v, _ := Option(info, "clientPin"); !v {
-				t.Errorf("clientPin option after setPIN: %v", info.Options)
+			if !k.option(t, ctx, "clientPin") {
+				t.Error("no clientPin option after setPIN")
 			}
 			if err := k.dev.SetPIN(ctx, "5678"); !errors.Is(err, ctap2.ErrNotAllowed) {
 				t.Errorf("second setPIN: %v, want NOT_ALLOWED", err)

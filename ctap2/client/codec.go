@@ -4,14 +4,16 @@ import (
 	"errors"
 
 	"github.com/fxamacker/cbor/v2"
+
+	"github.com/virtkey/virtkey/ctap2"
 )
 
-// This is the only file of the client that configures the CBOR library.
-// Requests are CTAP2-canonical (CTAP 2.1 §8 "Message Encoding"); responses
-// are decoded strictly: duplicate map keys, indefinite lengths, tags and
-// more than four levels of nesting are errors, as they are outside the
-// canonical form every authenticator must send. Unknown map keys are
-// ignored, so newer authenticators still parse.
+// This is the only file of the client that builds the CBOR codec, from
+// ctap2's options (ctap2/codec.go): requests are CTAP2-canonical (CTAP 2.1
+// §8 "Message Encoding"); responses are decoded strictly (duplicate map
+// keys, indefinite lengths, tags and more than four levels of nesting are
+// errors, as they are outside the canonical form every authenticator must
+// send). Unknown map keys are ignored, so newer authenticators still parse.
 //
 // Text strings with invalid UTF-8 are accepted on decode: some hardware keys
 // cut stored user names at a byte limit in the middle of a character, and a
@@ -28,17 +30,13 @@ var (
 
 func init() {
 	var err error
-	encMode, err = cbor.CTAP2EncOptions().EncMode()
+	encMode, err = ctap2.CBOREncOptions().EncMode()
 	if err != nil {
 		panic("ctap2/client: CBOR encode options: " + err.Error())
 	}
-	decMode, err = cbor.DecOptions{
-		DupMapKey:       cbor.DupMapKeyEnforcedAPF,
-		IndefLength:     cbor.IndefLengthForbidden,
-		TagsMd:          cbor.TagsForbidden,
-		MaxNestedLevels: 4,
-		UTF8:            cbor.UTF8DecodeInvalid,
-	}.DecMode()
+	do := ctap2.CBORDecOptions()
+	do.UTF8 = cbor.UTF8DecodeInvalid
+	decMode, err = do.DecMode()
 	if err != nil {
 		panic("ctap2/client: CBOR decode options: " + err.Error())
 	}

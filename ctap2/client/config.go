@@ -9,13 +9,6 @@ import (
 	"github.com/virtkey/virtkey/ctap2"
 )
 
-// authenticatorConfig subcommands (CTAP 2.1 §6.11).
-const (
-	cfgEnableEnterpriseAttestation = 0x01
-	cfgToggleAlwaysUV              = 0x02
-	cfgSetMinPINLength             = 0x03
-)
-
 type setMinPINLengthParams struct {
 	NewMinPINLength   uint     `cbor:"1,keyasint,omitempty"`
 	MinPINLengthRPIDs []string `cbor:"2,keyasint,omitempty"`
@@ -45,9 +38,9 @@ func (d *Device) AuthenticatorConfig(ctx context.Context, token *PINToken) (*Aut
 }
 
 var cfgNames = map[uint]string{
-	cfgEnableEnterpriseAttestation: "enableEnterpriseAttestation",
-	cfgToggleAlwaysUV:              "toggleAlwaysUv",
-	cfgSetMinPINLength:             "setMinPINLength",
+	ctap2.ConfigEnableEnterpriseAttestation: "enableEnterpriseAttestation",
+	ctap2.ConfigToggleAlwaysUV:              "toggleAlwaysUv",
+	ctap2.ConfigSetMinPINLength:             "setMinPINLength",
 }
 
 // do sends one subcommand with pinUvAuthParam =
@@ -66,13 +59,13 @@ func (c *AuthenticatorConfig) do(ctx context.Context, sub uint, params any) erro
 
 // ToggleAlwaysUV flips the alwaysUv option (toggleAlwaysUv).
 func (c *AuthenticatorConfig) ToggleAlwaysUV(ctx context.Context) error {
-	return c.do(ctx, cfgToggleAlwaysUV, nil)
+	return c.do(ctx, ctap2.ConfigToggleAlwaysUV, nil)
 }
 
 // EnableEnterpriseAttestation turns enterprise attestation on
 // (enableEnterpriseAttestation).
 func (c *AuthenticatorConfig) EnableEnterpriseAttestation(ctx context.Context) error {
-	return c.do(ctx, cfgEnableEnterpriseAttestation, nil)
+	return c.do(ctx, ctap2.ConfigEnableEnterpriseAttestation, nil)
 }
 
 // SetMinPINLength raises the minimum PIN length to n code points (0 keeps
@@ -83,7 +76,7 @@ func (c *AuthenticatorConfig) SetMinPINLength(ctx context.Context, n uint, rpIDs
 	if n == 0 && len(rpIDs) == 0 && !forceChange {
 		return errors.New("config setMinPINLength: nothing to change")
 	}
-	return c.do(ctx, cfgSetMinPINLength, &setMinPINLengthParams{
+	return c.do(ctx, ctap2.ConfigSetMinPINLength, &setMinPINLengthParams{
 		NewMinPINLength:   n,
 		MinPINLengthRPIDs: rpIDs,
 		ForceChangePIN:    forceChange,

@@ -10,17 +10,6 @@ import (
 	"github.com/virtkey/virtkey/ctap2"
 )
 
-// Credential management subcommands (CTAP 2.1 §6.8).
-const (
-	cmGetCredsMetadata          = 0x01
-	cmEnumerateRPsBegin         = 0x02
-	cmEnumerateRPsGetNextRP     = 0x03
-	cmEnumerateCredentialsBegin = 0x04
-	cmEnumerateCredentialsNext  = 0x05
-	cmDeleteCredential          = 0x06
-	cmUpdateUserInformation     = 0x07
-)
-
 // subcommandRequest is the input of a command with subcommands
 // (authenticatorCredentialManagement 0x0A, authenticatorConfig 0x0D).
 // SubCommandParams is pre-encoded so that exactly the bytes authenticated
@@ -144,10 +133,10 @@ func (d *Device) CredentialManagement(ctx context.Context, token *PINToken) (*Cr
 }
 
 var cmNames = map[uint]string{
-	cmGetCredsMetadata: "getCredsMetadata", cmEnumerateRPsBegin: "enumerateRPsBegin",
-	cmEnumerateRPsGetNextRP: "enumerateRPsGetNextRP", cmEnumerateCredentialsBegin: "enumerateCredentialsBegin",
-	cmEnumerateCredentialsNext: "enumerateCredentialsGetNextCredential", cmDeleteCredential: "deleteCredential",
-	cmUpdateUserInformation: "updateUserInformation",
+	ctap2.CredMgmtGetCredsMetadata: "getCredsMetadata", ctap2.CredMgmtEnumerateRPsBegin: "enumerateRPsBegin",
+	ctap2.CredMgmtEnumerateRPsGetNextRP: "enumerateRPsGetNextRP", ctap2.CredMgmtEnumerateCredentialsBegin: "enumerateCredentialsBegin",
+	ctap2.CredMgmtEnumerateCredentialsNext: "enumerateCredentialsGetNextCredential", ctap2.CredMgmtDeleteCredential: "deleteCredential",
+	ctap2.CredMgmtUpdateUserInformation: "updateUserInformation",
 }
 
 // do sends one subcommand; authenticated subcommands carry
@@ -182,7 +171,7 @@ func (c *CredentialManagement) do(ctx context.Context, sub uint, params *credMgm
 func (c *CredentialManagement) Metadata(ctx context.Context) (*Metadata, error) {
 	c.d.mu.Lock()
 	defer c.d.mu.Unlock()
-	resp, err := c.do(ctx, cmGetCredsMetadata, nil, true)
+	resp, err := c.do(ctx, ctap2.CredMgmtGetCredsMetadata, nil, true)
 	if err != nil {
 		return nil, err
 	}
@@ -196,7 +185,7 @@ func (c *CredentialManagement) Metadata(ctx context.Context) (*Metadata, error) 
 // (enumerateRPsBegin, then enumerateRPsGetNextRP for the rest). No
 // credentials at all (NO_CREDENTIALS) is an empty list.
 func (c *CredentialManagement) EnumerateRPs(ctx context.Context) ([]RP, error) {
-	return enumerate(ctx, c, cmEnumerateRPsBegin, cmEnumerateRPsGetNextRP, nil,
+	return enumerate(ctx, c, ctap2.CredMgmtEnumerateRPsBegin, ctap2.CredMgmtEnumerateRPsGetNextRP, nil,
 		func(r *credMgmtResponse) (*uint, string) { return r.TotalRPs, "totalRPs" }, rpOf)
 }
 
@@ -267,7 +256,7 @@ func rpOf(r *credMgmtResponse) (RP, error) {
 // enumerateCredentialsGetNextCredential). None (NO_CREDENTIALS) is an empty
 // list.
 func (c *CredentialManagement) EnumerateCredentials(ctx context.Context, rpIDHash []byte) ([]Credential, error) {
-	return enumerate(ctx, c, cmEnumerateCredentialsBegin, cmEnumerateCredentialsNext, &credMgmtParams{RPIDHash: rpIDHash},
+	return enumerate(ctx, c, ctap2.CredMgmtEnumerateCredentialsBegin, ctap2.CredMgmtEnumerateCredentialsNext, &credMgmtParams{RPIDHash: rpIDHash},
 		func(r *credMgmtResponse) (*uint, string) { return r.TotalCredentials, "totalCredentials" }, credentialOf)
 }
 
@@ -298,7 +287,7 @@ func RPIDHash(rpID string) []byte {
 func (c *CredentialManagement) DeleteCredential(ctx context.Context, credID []byte) error {
 	c.d.mu.Lock()
 	defer c.d.mu.Unlock()
-	_, err := c.do(ctx, cmDeleteCredential, &credMgmtParams{
+	_, err := c.do(ctx, ctap2.CredMgmtDeleteCredential, &credMgmtParams{
 		CredentialID: &ctap2.CredDescriptor{Type: "public-key", ID: credID},
 	}, true)
 	return err
@@ -310,7 +299,7 @@ func (c *CredentialManagement) DeleteCredential(ctx context.Context, credID []by
 func (c *CredentialManagement) UpdateUserInformation(ctx context.Context, credID []byte, user ctap2.UserEntity) error {
 	c.d.mu.Lock()
 	defer c.d.mu.Unlock()
-	_, err := c.do(ctx, cmUpdateUserInformation, &credMgmtParams{
+	_, err := c.do(ctx, ctap2.CredMgmtUpdateUserInformation, &credMgmtParams{
 		CredentialID: &ctap2.CredDescriptor{Type: "public-key", ID: credID},
 		User:         &user,
 	}, true)

@@ -129,17 +129,13 @@ func TestConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := k.dev.CachedInfo(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v, _ := Option(info, "alwaysUv"); !v {
-		t.Errorf("alwaysUv after toggle: %v", info.Options)
+	if !k.option(t, ctx, "alwaysUv") {
+		t.Error("alwaysUv not set after toggle")
 	}
 	if err := cfg.SetMinPINLength(ctx, 6, []string{"example.com"}, true); err != nil {
 		t.Fatal(err)
 	}
-	info, _ = k.dev.CachedInfo(ctx)
+	info, _ := k.dev.CachedInfo(ctx)
 	if info.MinPINLength != 6 || info.ForcePINChange == nil || !*info.ForcePINChange {
 		t.Errorf("after setMinPINLength: minPINLength %d forcePINChange %v", info.MinPINLength, info.ForcePINChange)
 	}

@@ -60,6 +60,17 @@ func newTestKey(t *testing.T, mod ...func(*ctap2.Config)) *testKey {
 	return &testKey{auth: auth, server: srv, dev: dev}
 }
 
+// option reads option name of the key's cached getInfo.
+func (k *testKey) option(t *testing.T, ctx context.Context, name string) bool {
+	t.Helper()
+	info, err := k.dev.CachedInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := Option(info, name)
+	return v
+}
+
 // newPINKey is a new test key with the PIN 1234 set.
 func newPINKey(t *testing.T) *testKey {
 	t.Helper()
@@ -171,11 +182,7 @@ func TestMakeCredentialGetAssertion(t *testing.T) {
 	if !bytes.Equal(as.CredentialID, att.AuthData.CredentialID) || as.User == nil || !bytes.Equal(as.User.ID, []byte("u1")) {
 		t.Errorf("assertion for %x user %+v", as.CredentialID, as.User)
 	}
-	key, err := cose.ParseKey(att.AuthData.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := key.PublicKey()
+	pub, _, err := cose.DecodePublicKey(att.AuthData.PublicKey)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -243,16 +243,12 @@ func TestCredMgmtKillDuringWrite(t *testing.T) {
 		if err != nil {
 			t.Fatalf("makeCredential %d: %v", n, err)
 		}
-		ck, err := cose.ParseKey(att.AuthData.PublicKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pub, err := ck.PublicKey()
+		pub, keyAlg, err := cose.DecodePublicKey(att.AuthData.PublicKey)
 		if err != nil {
 			t.Fatal(err)
 		}
 		creds = append(creds, &cmCred{n: n, id: att.AuthData.CredentialID, rp: rp, uid: uid,
-			key: att.AuthData.PublicKey, pub: pub, alg: ck.Alg})
+			key: att.AuthData.PublicKey, pub: pub, alg: keyAlg})
 	}
 	k.Stop(t)
 

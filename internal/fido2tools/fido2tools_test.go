@@ -30,6 +30,17 @@ func setPIN(t *testing.T, k *keyProc, dir string) {
 	}
 }
 
+// pinKey starts a key for a test of programs and sets its PIN with
+// fido2-token; dir is the tools' working directory.
+func pinKey(t *testing.T, programs ...string) (*keyProc, string) {
+	t.Helper()
+	needSetup(t, programs...)
+	k := startKey(t)
+	dir := t.TempDir()
+	setPIN(t, k, dir)
+	return k, dir
+}
+
 // TestTokenInfoListAndPIN: `fido2-token -I` through the shim, `-L` lists the
 // UDP device via the interposed manifest, `-S` sets a PIN.
 func TestTokenInfoListAndPIN(t *testing.T) {
@@ -78,10 +89,7 @@ func TestTokenInfoListAndPIN(t *testing.T) {
 // fido2-assert -V; the hmac-secret output is stable per credential and salt
 // and differs with and without UV.
 func TestCredAssertHmacSecret(t *testing.T) {
-	needSetup(t, "fido2-token", "fido2-cred", "fido2-assert")
-	k := startKey(t)
-	dir := t.TempDir()
-	setPIN(t, k, dir)
+	k, dir := pinKey(t, "fido2-token", "fido2-cred", "fido2-assert")
 	p := func(name string) string { return filepath.Join(dir, name) }
 
 	const rp = "hmac.example.org"
@@ -217,10 +225,7 @@ func TestEdDSACredential(t *testing.T) {
 // TestCredentialManagement: fido2-token -L -r lists relying parties, -L -k
 // their credentials, -D -i deletes one.
 func TestCredentialManagement(t *testing.T) {
-	needSetup(t, "fido2-token", "fido2-cred")
-	k := startKey(t)
-	dir := t.TempDir()
-	setPIN(t, k, dir)
+	k, dir := pinKey(t, "fido2-token", "fido2-cred")
 	p := func(name string) string { return filepath.Join(dir, name) }
 
 	type made struct{ rp, user, userID, credID string }
@@ -330,10 +335,7 @@ func TestLargeBlobs(t *testing.T) {
 // links libfido2 and inherits LD_PRELOAD): ecdsa-sk with -O device= and
 // through the manifest, ed25519-sk -O resident, -Y sign / -Y verify, -K.
 func TestSSHKeygen(t *testing.T) {
-	needSetup(t, "fido2-token", "ssh-keygen")
-	k := startKey(t)
-	dir := t.TempDir()
-	setPIN(t, k, dir)
+	k, dir := pinKey(t, "fido2-token", "ssh-keygen")
 	p := func(name string) string { return filepath.Join(dir, name) }
 	pubKey := func(path string) string { // "type base64" of a .pub file
 		t.Helper()

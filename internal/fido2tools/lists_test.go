@@ -61,10 +61,7 @@ func randHex(n int) string {
 // credential it names.
 func TestLibfido2ExcludeAndAllowLists(t *testing.T) {
 	bin := needDriver(t)
-	needSetup(t, "fido2-token")
-	k := startKey(t)
-	dir := t.TempDir()
-	setPIN(t, k, dir)
+	k, dir := pinKey(t, "fido2-token")
 	const rp = "lists.example.org"
 
 	mc := func(user string, rk bool, exclude ...string) (byte, *listCred) {

@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"testing"
 	"time"
 
@@ -257,24 +258,37 @@ func CreationResponse(t testing.TB, att *Attestation, cdj []byte) *protocol.Pars
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, err := json.Marshal(protocol.CredentialCreationResponse{
-		PublicKeyCredential: protocol.PublicKeyCredential{
-			Credential:              protocol.Credential{ID: base64.RawURLEncoding.EncodeToString(ad.CredentialID), Type: "public-key"},
-			RawID:                   ad.CredentialID,
-			AuthenticatorAttachment: "cross-platform",
-		},
+	return parseAs(t, "registration", protocol.ParseCredentialCreationResponseBody, protocol.CredentialCreationResponse{
+		PublicKeyCredential: publicKeyCredential(ad.CredentialID),
 		AttestationResponse: protocol.AuthenticatorAttestationResponse{
 			AuthenticatorResponse: protocol.AuthenticatorResponse{ClientDataJSON: cdj},
 			AttestationObject:     attObj,
 			Transports:            []string{"usb"},
 		},
 	})
+}
+
+// publicKeyCredential is the PublicKeyCredential part of a security key's
+// answer with credential id.
+func publicKeyCredential(id []byte) protocol.PublicKeyCredential {
+	return protocol.PublicKeyCredential{
+		Credential:              protocol.Credential{ID: base64.RawURLEncoding.EncodeToString(id), Type: "public-key"},
+		RawID:                   id,
+		AuthenticatorAttachment: "cross-platform",
+	}
+}
+
+// parseAs encodes response as the JSON a browser sends the RP and parses
+// it with go-webauthn's parse; what names the ceremony in a failure.
+func parseAs[P any](t testing.TB, what string, parse func(io.Reader) (P, error), response any) P {
+	t.Helper()
+	body, err := json.Marshal(response)
 	if err != nil {
 		t.Fatal(err)
 	}
-	parsed, err := protocol.ParseCredentialCreationResponseBody(bytes.NewReader(body))
+	parsed, err := parse(bytes.NewReader(body))
 	if err != nil {
-		t.Fatalf("parse registration: %v", Describe(err))
+		t.Fatalf("parse %s: %v", what, Describe(err))
 	}
 	return parsed
 }
@@ -297,12 +311,8 @@ func AssertionResponse(t testing.TB, ga *ctap2.GetAssertionResponse, cdj []byte)
 	if ga.User != nil {
 		userHandle = ga.User.ID
 	}
-	body, err := json.Marshal(protocol.CredentialAssertionResponse{
-		PublicKeyCredential: protocol.PublicKeyCredential{
-			Credential:              protocol.Credential{ID: base64.RawURLEncoding.EncodeToString(ga.Credential.ID), Type: "public-key"},
-			RawID:                   []byte(ga.Credential.ID),
-			AuthenticatorAttachment: "cross-platform",
-		},
+	return parseAs(t, "assertion", protocol.ParseCredentialRequestResponseBody, protocol.CredentialAssertionResponse{
+		PublicKeyCredential: publicKeyCredential(ga.Credential.ID),
 		AssertionResponse: protocol.AuthenticatorAssertionResponse{
 			AuthenticatorResponse: protocol.AuthenticatorResponse{ClientDataJSON: cdj},
 			AuthenticatorData:     ga.AuthData,
@@ -310,14 +320,6 @@ func AssertionResponse(t testing.TB, ga *ctap2.GetAssertionResponse, cdj []byte)
 			UserHandle:            userHandle,
 		},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	parsed, err := protocol.ParseCredentialRequestResponseBody(bytes.NewReader(body))
-	if err != nil {
-		t.Fatalf("parse assertion: %v", Describe(err))
-	}
-	return parsed
 }
 
 // checkCounter requires a strictly growing counter and no clone warning,

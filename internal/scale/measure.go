@@ -8,7 +8,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +24,7 @@ import (
 	"github.com/virtkey/virtkey/ctap2/client"
 	"github.com/virtkey/virtkey/hid/udp"
 	"github.com/virtkey/virtkey/internal/statedir"
+	"github.com/virtkey/virtkey/internal/testkit"
 )
 
 // Options configure Measure.
@@ -328,19 +328,10 @@ func makeCredential(cdh []byte, rpID, user string) map[int]any {
 	}
 }
 
-func freeUDP() (string, error) {
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	return c.LocalAddr().String(), nil
-}
-
 // start runs `virtkey run` on k.dir and times it up to the first getInfo
 // answer.
 func (k *key) start(ctx context.Context, bin string) error {
-	addr, err := freeUDP()
+	addr, err := testkit.FreeUDP()
 	if err != nil {
 		return err
 	}
@@ -427,11 +418,7 @@ func (k *key) verifyOne(ctx context.Context) error {
 	if err := cbor.Unmarshal(out, &ga); err != nil {
 		return err
 	}
-	ck, err := cose.ParseKey(k.res.One.PublicKey)
-	if err != nil {
-		return err
-	}
-	pub, err := ck.PublicKey()
+	pub, _, err := cose.DecodePublicKey(k.res.One.PublicKey)
 	if err != nil {
 		return err
 	}

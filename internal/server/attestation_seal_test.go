@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"context"
 	"encoding/pem"
 	"log/slog"
 	"os"
@@ -11,23 +10,7 @@ import (
 
 	"github.com/virtkey/virtkey/internal/attca"
 	"github.com/virtkey/virtkey/internal/vktest"
-	"github.com/virtkey/virtkey/tpmkeys"
 )
-
-// testSealer is the device sealer of the software key store in dir (a
-// new one where dir holds none).
-func testSealer(t *testing.T, dir string) *tpmkeys.DeviceSealer {
-	t.Helper()
-	ks, err := tpmkeys.OpenSoftware(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := ks.DeviceSealer(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
 
 // TestAttestationMigratesPlaintextCA: a state directory whose attestation
 // keys an older virtkey left in plaintext gets them sealed at start, and
@@ -46,7 +29,7 @@ func TestAttestationMigratesPlaintextCA(t *testing.T) {
 		b, _ := os.ReadFile(filepath.Join(src, e.Name()))
 		os.WriteFile(filepath.Join(d, e.Name()), b, 0o600)
 	}
-	sealer := testSealer(t, stateDir)
+	sealer := vktest.DeviceSealer(t, stateDir)
 	f := Default()
 	f.StateDir = stateDir
 	// The fixture's certificates carry attca_test.go's AAGUID.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/internal/attca"
+	"github.com/virtkey/virtkey/internal/vktest"
 )
 
 func TestLoadAttestation(t *testing.T) {
@@ -37,7 +38,7 @@ func TestLoadAttestation(t *testing.T) {
 	t.Run("default batch", func(t *testing.T) {
 		t.Parallel()
 		f := flags(t, "--enterprise-rp", "a.example", "--enterprise-rp", "b.example")
-		c, err := loadAttestation(f, [16]byte{}, testSealer(t, t.TempDir()), log)
+		c, err := loadAttestation(f, [16]byte{}, vktest.DeviceSealer(t, t.TempDir()), log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -55,7 +56,7 @@ func TestLoadAttestation(t *testing.T) {
 	t.Run("modes", func(t *testing.T) {
 		t.Parallel()
 		for arg, want := range map[string]ctap2.Attestation{"self": ctap2.AttestationSelf, "none": ctap2.AttestationNone, "batch": ctap2.AttestationBatch} {
-			c, err := loadAttestation(flags(t, "--attestation", arg), [16]byte{}, testSealer(t, t.TempDir()), log)
+			c, err := loadAttestation(flags(t, "--attestation", arg), [16]byte{}, vktest.DeviceSealer(t, t.TempDir()), log)
 			if err != nil || c.mode != want {
 				t.Fatalf("--attestation %s: %v %v", arg, c, err)
 			}
@@ -67,7 +68,7 @@ func TestLoadAttestation(t *testing.T) {
 	t.Run("user key and certificate", func(t *testing.T) {
 		t.Parallel()
 		dir := t.TempDir()
-		set, err := attca.Open(dir, ctap2.DefaultAAGUID, time.Now(), testSealer(t, t.TempDir()))
+		set, err := attca.Open(dir, ctap2.DefaultAAGUID, time.Now(), vktest.DeviceSealer(t, t.TempDir()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -77,7 +78,7 @@ func TestLoadAttestation(t *testing.T) {
 		keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: userDER})
 		os.WriteFile(keyFile, keyPEM, 0o600)
 		certFile := filepath.Join(dir, attca.DirName, attca.BatchCertFile)
-		c, err := loadAttestation(flags(t, "--attestation-key", keyFile, "--attestation-cert", certFile), [16]byte{}, testSealer(t, t.TempDir()), log)
+		c, err := loadAttestation(flags(t, "--attestation-key", keyFile, "--attestation-cert", certFile), [16]byte{}, vktest.DeviceSealer(t, t.TempDir()), log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -102,7 +103,7 @@ func TestLoadAttestation(t *testing.T) {
 		}
 		badCert := filepath.Join(dir, "p521.pem")
 		os.WriteFile(badCert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certDER}), 0o644)
-		if _, err := loadAttestation(flags(t, "--attestation-key", bad, "--attestation-cert", badCert), [16]byte{}, testSealer(t, t.TempDir()), log); err == nil || !strings.Contains(err.Error(), "P-521") {
+		if _, err := loadAttestation(flags(t, "--attestation-key", bad, "--attestation-cert", badCert), [16]byte{}, vktest.DeviceSealer(t, t.TempDir()), log); err == nil || !strings.Contains(err.Error(), "P-521") {
 			t.Fatalf("P-521 attestation key: %v", err)
 		}
 	})

@@ -28,6 +28,26 @@ func must(t testing.TB, err error) {
 	}
 }
 
+// readFile returns the contents of path; the test stops if it cannot.
+func readFile(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	must(t, err)
+	return b
+}
+
+// fixture copies files of testdata/NAME (a state directory an older
+// virtkey wrote) into a new state directory and returns its path.
+func fixture(t testing.TB, name string, files ...string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "state")
+	must(t, os.MkdirAll(dir, 0o700))
+	for _, f := range files {
+		must(t, os.WriteFile(filepath.Join(dir, f), readFile(t, filepath.Join("..", "..", "testdata", name, f)), 0o600))
+	}
+	return dir
+}
+
 // device opens a CTAP2 client on a running key.
 func device(t testing.TB, k *vktest.Key) *client.Device {
 	t.Helper()

@@ -36,8 +36,7 @@ func TestRunRefusesLostMasterKey(t *testing.T) {
 	t.Parallel()
 	dir, _ := setUp(t)
 	keyPath := filepath.Join(dir, tpmkeys.KeyFileName)
-	orig, err := os.ReadFile(keyPath)
-	must(t, err)
+	orig := readFile(t, keyPath)
 
 	must(t, os.Remove(keyPath))
 	out := runFails(t, dir)
@@ -82,8 +81,7 @@ func TestRunRefusesRollback(t *testing.T) {
 	t.Parallel()
 	dir, _ := setUp(t)
 	db := filepath.Join(dir, statedir.StateFileName)
-	old, err := os.ReadFile(db)
-	must(t, err)
+	old := readFile(t, db)
 
 	k := vktest.Start(t, dir)
 	d := device(t, k)
@@ -129,13 +127,7 @@ func TestRunStartsFresh(t *testing.T) {
 // passkey for example.com) keeps its PIN, retries and passkey.
 func TestRunMigratesTodaysState(t *testing.T) {
 	t.Parallel()
-	dir := filepath.Join(t.TempDir(), "state")
-	must(t, os.MkdirAll(dir, 0o700))
-	for _, f := range []string{"state.db", "master.key"} {
-		b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "state-v1", f))
-		must(t, err)
-		must(t, os.WriteFile(filepath.Join(dir, f), b, 0o600))
-	}
+	dir := fixture(t, "state-v1", "state.db", "master.key")
 	want, _ := hex.DecodeString("013345773e330b598fa1f5943556742e7f820589512ea26f4ce7945766adbcd251109e028d3cc1b81ec6d64a5a34871d9e825eb46900a885bed98681f7949ae101ad64f449d00de4f8d05b022dca44a585531d3091e39fb911ada3d2")
 	for round := range 2 { // the migration, then the migrated file
 		k := vktest.Start(t, dir)
@@ -158,8 +150,7 @@ func TestRunMigratesTodaysState(t *testing.T) {
 			t.Errorf("round %d: migration logged %v:\n%s", round, round == 0, k.Output())
 		}
 	}
-	raw, err := os.ReadFile(filepath.Join(dir, statedir.StateFileName))
-	must(t, err)
+	raw := readFile(t, filepath.Join(dir, statedir.StateFileName))
 	if bytes.Contains(raw, []byte("example.com")) || bytes.Contains(raw, []byte("alice")) {
 		t.Error("the migrated state.db names the RP or the user in the clear")
 	}
@@ -173,13 +164,7 @@ func TestRunMigratesTodaysState(t *testing.T) {
 // hidden without UV, a registration for bob replacing his passkey.
 func TestRunMigratesSchema2(t *testing.T) {
 	t.Parallel()
-	dir := filepath.Join(t.TempDir(), "state")
-	must(t, os.MkdirAll(dir, 0o700))
-	for _, f := range []string{"state.db", "master.key", "epoch"} {
-		b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "state-v2", f))
-		must(t, err)
-		must(t, os.WriteFile(filepath.Join(dir, f), b, 0o600))
-	}
+	dir := fixture(t, "state-v2", "state.db", "master.key", "epoch")
 	ctx := context.Background()
 	for round := range 2 { // the migration, then the migrated file
 		k := vktest.Start(t, dir)
@@ -228,8 +213,7 @@ func TestRunMigratesSchema2(t *testing.T) {
 			t.Errorf("round %d: migration logged %v:\n%s", round, round == 1, k.Output())
 		}
 	}
-	epoch, err := os.ReadFile(filepath.Join(dir, "epoch"))
-	must(t, err)
+	epoch := readFile(t, filepath.Join(dir, "epoch"))
 	if n, _ := strconv.Atoi(strings.TrimSpace(string(epoch))); n <= 10 {
 		t.Errorf("epoch %q: the migration did not advance it (a copy of the schema 2 file would not count as rolled back)", epoch)
 	}
@@ -241,8 +225,7 @@ func TestRunRefusesDamagedStateDB(t *testing.T) {
 	t.Parallel()
 	dir, _ := setUp(t)
 	db := filepath.Join(dir, statedir.StateFileName)
-	good, err := os.ReadFile(db)
-	must(t, err)
+	good := readFile(t, db)
 	ps := int(binary.NativeEndian.Uint32(good[16+8:]))
 	for name, off := range map[string]int{
 		"meta pages": -1,
@@ -336,8 +319,7 @@ func TestRunServesAroundDamage(t *testing.T) {
 // not avoid's.
 func liveLeaf(t testing.TB, path string, some [][]byte, avoid []byte) (page uint64, ps, hit int) {
 	t.Helper()
-	raw, err := os.ReadFile(path)
-	must(t, err)
+	raw := readFile(t, path)
 	bdb, err := bolt.Open(path, 0o600, nil)
 	must(t, err)
 	defer bdb.Close()
@@ -375,8 +357,7 @@ func liveLeaf(t testing.TB, path string, some [][]byte, avoid []byte) (page uint
 func TestRunAfterReset(t *testing.T) {
 	t.Parallel()
 	dir, _ := setUp(t)
-	oldKey, err := os.ReadFile(filepath.Join(dir, tpmkeys.KeyFileName))
-	must(t, err)
+	oldKey := readFile(t, filepath.Join(dir, tpmkeys.KeyFileName))
 	k := vktest.Start(t, dir)
 	d := device(t, k)
 	must(t, d.Reset(context.Background()))

@@ -26,11 +26,7 @@ import (
 
 func BenchmarkGetAssertionTPM(b *testing.B) {
 	tmp := b.TempDir()
-	sw := startSwtpm(b, filepath.Join(tmp, "swtpm"))
-	open, err := tpmkeys.OpenerFor(sw.Addr())
-	if err != nil {
-		b.Fatal(err)
-	}
+	open := opener(b, startSwtpm(b, filepath.Join(tmp, "swtpm")))
 	ctx := context.Background()
 	state := filepath.Join(tmp, "state")
 	keys, err := tpmkeys.OpenTPM(ctx, state, open)
@@ -81,25 +77,10 @@ func BenchmarkGetAssertionTPM(b *testing.B) {
 }
 
 func BenchmarkRawTPMSign(b *testing.B) {
-	tmp := b.TempDir()
-	sw := startSwtpm(b, filepath.Join(tmp, "swtpm"))
-	open, err := tpmkeys.OpenerFor(sw.Addr())
-	if err != nil {
-		b.Fatal(err)
-	}
-	tpm, err := open()
-	if err != nil {
-		b.Fatal(err)
-	}
+	tpm := dialTPM(b, startSwtpm(b, filepath.Join(b.TempDir(), "swtpm")))
 	defer tpm.Close()
-	srk, err := tpm2.CreatePrimary{
-		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
-		InPublic:      tpm2.New2B(tpm2.ECCSRKTemplate),
-	}.Execute(tpm)
-	if err != nil {
-		b.Fatal(err)
-	}
-	parent := tpm2.AuthHandle{Handle: srk.ObjectHandle, Name: srk.Name, Auth: tpm2.PasswordAuth(nil)}
+	srk := createSRK(b, tpm)
+	parent := tpm2.AuthHandle{Handle: srk.Handle, Name: srk.Name, Auth: tpm2.PasswordAuth(nil)}
 	key, err := tpm2.Create{ParentHandle: parent, InPublic: tpm2.New2B(tpm2.TPMTPublic{
 		Type:    tpm2.TPMAlgECC,
 		NameAlg: tpm2.TPMAlgSHA256,

@@ -293,20 +293,26 @@ func checkStateDir(t *testing.T, state string, credID []byte, tpmA, tpmB *swtpm)
 	}
 }
 
-func dialTPM(t *testing.T, s *swtpm) transport.TPMCloser {
+// opener returns the tpmkeys opener of s.
+func opener(t testing.TB, s *swtpm) tpmkeys.Opener {
 	t.Helper()
 	open, err := tpmkeys.OpenerFor(s.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := open()
+	return open
+}
+
+func dialTPM(t testing.TB, s *swtpm) transport.TPMCloser {
+	t.Helper()
+	c, err := opener(t, s)()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
 }
 
-func createSRK(t *testing.T, tpm transport.TPM) *tpm2.NamedHandle {
+func createSRK(t testing.TB, tpm transport.TPM) *tpm2.NamedHandle {
 	t.Helper()
 	rsp, err := tpm2.CreatePrimary{
 		PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},

@@ -67,19 +67,15 @@ func Open(addr string) (*client.Device, func() error, error) {
 // adjusts the authenticator's configuration.
 func ServeUDP(t testing.TB, configure func(*ctap2.Config)) string {
 	t.Helper()
-	k, err := inproc.New(inproc.Options{Dir: t.TempDir(), Configure: configure})
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := InProc(t, inproc.Options{Dir: t.TempDir(), Configure: configure})
 	conn, err := udp.Listen("127.0.0.1:0")
 	if err != nil {
-		k.Close()
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { conn.Serve(ctx, k.Authenticator, nil); close(done) }()
-	t.Cleanup(func() { cancel(); conn.Close(); <-done; k.Close() })
+	t.Cleanup(func() { cancel(); conn.Close(); <-done })
 	return conn.Addr().String()
 }
 

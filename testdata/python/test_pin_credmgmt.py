@@ -291,9 +291,8 @@ def test_change_pin(key, proto):
     assert retries(ctap, proto)[0] == 8
     # Changing the PIN revokes the tokens issued before.
     cred = make(ctap, RP1, user("alice"), rk=False)
-    cdh = new_cdh()
     with ctap_error(ERR.PIN_AUTH_INVALID):
-        ctap.get_assertion(RP1["id"], cdh, [descriptor(cred["id"])], **auth_kw(proto, old_tok, cdh))
+        get_assertion(ctap, RP1, cred, auth=(proto, old_tok))
 
     with ctap_error(ERR.PIN_INVALID):
         token(ctap, proto, PERM.GET_ASSERTION, RP1["id"], pin=PIN)
@@ -329,9 +328,8 @@ def test_token_lifecycle(key, proto, addr, open_dev):
     t1 = token(ctap, proto, PERM.GET_ASSERTION, RP1["id"])
     t2 = token(ctap, proto, PERM.GET_ASSERTION, RP1["id"])
     assert t1 != t2
-    cdh = new_cdh()
     with ctap_error(ERR.PIN_AUTH_INVALID):
-        ctap.get_assertion(RP1["id"], cdh, [descriptor(cred["id"])], **auth_kw(proto, t1, cdh))
+        get_assertion(ctap, RP1, cred, auth=(proto, t1))
     get_assertion(ctap, RP1, cred, auth=(proto, t2))
 
     # The token is bound to its permissions RP ID.
@@ -343,9 +341,8 @@ def test_token_lifecycle(key, proto, addr, open_dev):
     # mc and ga are used up by one makeCredential (CTAP 2.1 §6.1.2 step 19).
     t4 = token(ctap, proto, PERM.MAKE_CREDENTIAL | PERM.GET_ASSERTION, RP1["id"])
     make(ctap, RP1, user("bob"), auth=(proto, t4))
-    cdh = new_cdh()
     with ctap_error(ERR.PIN_AUTH_INVALID):
-        ctap.get_assertion(RP1["id"], cdh, [descriptor(cred["id"])], **auth_kw(proto, t4, cdh))
+        get_assertion(ctap, RP1, cred, auth=(proto, t4))
 
     # A wrong pinUvAuthParam.
     t5 = token(ctap, proto, PERM.GET_ASSERTION, RP1["id"])
@@ -359,9 +356,8 @@ def test_token_lifecycle(key, proto, addr, open_dev):
     # A power cycle invalidates every token.
     t6 = token(ctap, proto, PERM.GET_ASSERTION, RP1["id"])
     ctap = power_cycle(addr, open_dev)
-    cdh = new_cdh()
     with ctap_error(ERR.PIN_AUTH_INVALID):
-        ctap.get_assertion(RP1["id"], cdh, [descriptor(cred["id"])], **auth_kw(proto, t6, cdh))
+        get_assertion(ctap, RP1, cred, auth=(proto, t6))
     get_assertion(ctap, RP1, cred, auth=(proto, token(ctap, proto, PERM.GET_ASSERTION, RP1["id"])))
 
 
@@ -425,9 +421,8 @@ def test_permissions_enforced(key, proto):
 
     # mc only: no getAssertion.
     mc = token(ctap, proto, PERM.MAKE_CREDENTIAL, RP1["id"])
-    cdh = new_cdh()
     with ctap_error(ERR.PIN_AUTH_INVALID):
-        ctap.get_assertion(RP1["id"], cdh, [descriptor(cred["id"])], **auth_kw(proto, mc, cdh))
+        get_assertion(ctap, RP1, cred, auth=(proto, mc))
 
     # cm only: no config, no makeCredential.
     cm = token(ctap, proto, PERM.CREDENTIAL_MGMT)

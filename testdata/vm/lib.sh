@@ -144,6 +144,66 @@ pinrun() {
 
 b64rand() { head -c "$1" /dev/urandom | base64 -w0; echo; }
 
+# cred_input FILE USER writes a fido2-cred -M input for USER at $RP: a
+# random client data hash, the RP, the user name and a random user id.
+cred_input() {
+	{
+		b64rand 32
+		echo "$RP"
+		echo "$2"
+		b64rand 32
+	} >"$1"
+}
+
+# assert_input FILE [IDFILE] writes a fido2-assert -G input at $RP: a
+# random client data hash and, with IDFILE, the credential id in it.
+assert_input() {
+	{
+		b64rand 32
+		echo "$RP"
+		[ -z "$2" ] || cat "$2"
+	} >"$1"
+}
+
+# resident_make NAME ALG makes a resident credential for user NAME with
+# fido2-cred -M -r, answering PIN prompts: $WORK/NAME.in, NAME.uid (the
+# user id) and NAME.cred.
+resident_make() {
+	cred_input "$WORK/$1.in" "$1"
+	sed -n 4p "$WORK/$1.in" >"$WORK/$1.uid"
+	pinrun fido2-cred -M -r -v -i "$WORK/$1.in" -o "$WORK/$1.cred" "$(dev)" "$2" ||
+		die "fido2-cred -M ($1, $2, resident) failed"
+}
+
+# resident_verify NAME ALG checks NAME's credential with fido2-cred -V and
+# keeps its id and public key: $WORK/NAME.id, NAME.pem.
+resident_verify() {
+	run fido2-cred -V -v -i "$WORK/$1.cred" -o "$WORK/$1.pub" "$2" ||
+		die "fido2-cred -V rejected $1's credential"
+	head -1 "$WORK/$1.pub" >"$WORK/$1.id"
+	tail -n +2 "$WORK/$1.pub" >"$WORK/$1.pem"
+}
+
+# spawn NAME CMD... starts CMD in its own session, its pid in
+# $WORK/NAME.pid and its output in $LOGS/NAME.log.
+spawn() {
+	_name=$1
+	shift
+	setsid sh -c 'echo $$ >"$0"; exec "$@"' "$WORK/$_name.pid" "$@" >"$LOGS/$_name.log" 2>&1 </dev/null &
+}
+
+# await_start PATTERN FILE NAME WHAT waits up to 20 s for a line PATTERN in
+# FILE, written by NAME (started with spawn); otherwise the scenario dies:
+# WHAT did not start, with NAME's last log lines.
+await_start() {
+	_i=0
+	until grep -q "$1" "$2" 2>/dev/null; do
+		_i=$((_i + 1))
+		[ $_i -gt 200 ] && die "$4 did not start: $(tail -n 5 "$LOGS/$3.log")"
+		sleep 0.1
+	done
+}
+
 # ---- browser groups (chromium.sh, firefox.sh) ----
 # The page's RP server (internal/vmtest/rp) on loopback, reached by the
 # browser as http://localhost:8080 (a secure context); its verdicts and the
@@ -167,15 +227,8 @@ browser_key_start() {
 # rp_start [ARGS...] starts the RP server with extra ARGS and waits for it.
 rp_start() {
 	rm -f "$RESULTS"
-	setsid sh -c 'echo $$ >"$0"; exec "$@"' "$WORK/rp.pid" \
-		"$BIN/rp" -listen "$RP_ADDR" -origin "$RP_ORIGIN" -results "$RESULTS" -timeout 10m "$@" \
-		>"$LOGS/rp.log" 2>&1 </dev/null &
-	_i=0
-	until grep -q "^rp-ready PASS" "$RESULTS" 2>/dev/null; do
-		_i=$((_i + 1))
-		[ $_i -gt 200 ] && die "the RP server did not start: $(tail -n 5 "$LOGS/rp.log")"
-		sleep 0.1
-	done
+	spawn rp "$BIN/rp" -listen "$RP_ADDR" -origin "$RP_ORIGIN" -results "$RESULTS" -timeout 10m "$@"
+	await_start "^rp-ready PASS" "$RESULTS" rp "the RP server"
 	detail "$(grep '^rp-ready' "$RESULTS" | cut -d' ' -f3-)"
 }
 

@@ -181,24 +181,16 @@ sc_fido2_token() {
 }
 
 sc_fido2_cred() {
-	{
-		b64rand 32
-		echo "$RP"
-		echo carol
-		b64rand 32
-	} >"$WORK/carol.in"
+	cred_input "$WORK/carol.in" carol
 	chmod 0644 "$WORK/carol.in"
 	mkdir -p "$WORK/u" && chown "$USR" "$WORK/u"
 	as_user fido2-cred -M -r -i "$WORK/carol.in" -o "$WORK/u/carol.cred" "$(dev)" es256 ||
 		die "fido2-cred -M as $USR failed"
 	as_user fido2-cred -V -i "$WORK/u/carol.cred" -o "$WORK/u/carol.pub" es256 ||
 		die "fido2-cred -V rejected the credential"
-	{
-		b64rand 32
-		echo "$RP"
-		head -n 1 "$WORK/u/carol.pub"
-	} >"$WORK/u/a.in"
+	head -n 1 "$WORK/u/carol.pub" >"$WORK/u/carol.id"
 	tail -n +2 "$WORK/u/carol.pub" >"$WORK/u/carol.pem"
+	assert_input "$WORK/u/a.in" "$WORK/u/carol.id"
 	as_user fido2-assert -G -p -i "$WORK/u/a.in" -o "$WORK/u/a.out" "$(dev)" || die "fido2-assert -G as $USR failed"
 	as_user fido2-assert -V -p -i "$WORK/u/a.out" "$WORK/u/carol.pem" es256 || die "the assertion does not verify"
 	detail "as $USR: a resident es256 credential (fido2-cred -M -r, verified with -V) and an assertion (fido2-assert -G, verified with -V)"

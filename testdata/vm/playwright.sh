@@ -30,14 +30,8 @@ sc_virtkey_start() {
 }
 
 sc_rp_start() {
-	setsid sh -c 'echo $$ >"$0"; exec "$@"' "$WORK/rp.pid" \
-		"$BIN/demo-rp" -listen "$RP_ADDR" >"$LOGS/rp.log" 2>&1 </dev/null &
-	i=0
-	until grep -q "^demo-rp ready" "$LOGS/rp.log" 2>/dev/null; do
-		i=$((i + 1))
-		[ $i -gt 200 ] && die "the demo site did not start: $(tail -n 5 "$LOGS/rp.log")"
-		sleep 0.1
-	done
+	spawn rp "$BIN/demo-rp" -listen "$RP_ADDR"
+	await_start "^demo-rp ready" "$LOGS/rp.log" rp "the demo site"
 	detail "$(grep '^demo-rp ready' "$LOGS/rp.log")"
 }
 

@@ -62,54 +62,25 @@ sc_fido2_set_pin() {
 
 sc_fido2_cred() {
 	# alice: ES256, resident, with PIN/UV; verified with fido2-cred -V.
-	{
-		b64rand 32
-		echo "$RP"
-		echo alice
-		b64rand 32
-	} >"$WORK/alice.in"
-	sed -n 4p "$WORK/alice.in" >"$WORK/alice.uid"
-	pinrun fido2-cred -M -r -v -i "$WORK/alice.in" -o "$WORK/alice.cred" "$(dev)" es256 ||
-		die "fido2-cred -M (alice, es256, resident) failed"
-	run fido2-cred -V -v -i "$WORK/alice.cred" -o "$WORK/alice.pub" es256 ||
-		die "fido2-cred -V rejected alice's credential"
-	head -1 "$WORK/alice.pub" >"$WORK/alice.id"
-	tail -n +2 "$WORK/alice.pub" >"$WORK/alice.pem"
+	resident_make alice es256
+	resident_verify alice es256
 	# bob: EdDSA, resident; deleted later.
-	{
-		b64rand 32
-		echo "$RP"
-		echo bob
-		b64rand 32
-	} >"$WORK/bob.in"
-	sed -n 4p "$WORK/bob.in" >"$WORK/bob.uid"
-	pinrun fido2-cred -M -r -v -i "$WORK/bob.in" -o "$WORK/bob.cred" "$(dev)" eddsa ||
-		die "fido2-cred -M (bob, eddsa, resident) failed"
-	run fido2-cred -V -v -i "$WORK/bob.cred" -o "$WORK/bob.pub" eddsa ||
-		die "fido2-cred -V rejected bob's credential"
-	head -1 "$WORK/bob.pub" >"$WORK/bob.id"
-	tail -n +2 "$WORK/bob.pub" >"$WORK/bob.pem"
+	resident_make bob eddsa
+	resident_verify bob eddsa
 	detail "2 resident credentials made and verified (es256 fmt=$(sed -n 3p "$WORK/alice.cred"), eddsa fmt=$(sed -n 3p "$WORK/bob.cred"))"
 }
 
 sc_fido2_assert() {
 	[ -s "$WORK/alice.id" ] || die "no credential from fido2-cred"
 	# With a credential id: alice's key, UP and UV.
-	{
-		b64rand 32
-		echo "$RP"
-		cat "$WORK/alice.id"
-	} >"$WORK/assert.in"
+	assert_input "$WORK/assert.in" "$WORK/alice.id"
 	pinrun fido2-assert -G -p -v -i "$WORK/assert.in" -o "$WORK/assert.out" "$(dev)" ||
 		die "fido2-assert -G failed"
 	run fido2-assert -V -p -v -i "$WORK/assert.out" "$WORK/alice.pem" es256 ||
 		die "fido2-assert -V rejected the assertion"
 	# Discoverable (-r): one assertion per resident credential, each
 	# verified with its own key, picked by user id.
-	{
-		b64rand 32
-		echo "$RP"
-	} >"$WORK/assert-r.in"
+	assert_input "$WORK/assert-r.in"
 	pinrun fido2-assert -G -r -p -v -i "$WORK/assert-r.in" -o "$WORK/assert-r.out" "$(dev)" ||
 		die "fido2-assert -G -r failed"
 	n=$(($(wc -l <"$WORK/assert-r.out") / 5))
@@ -249,11 +220,7 @@ wait_ping() {
 
 # assert_alice: an assertion with alice's credential, verified.
 assert_alice() {
-	{
-		b64rand 32
-		echo "$RP"
-		cat "$WORK/alice.id"
-	} >"$WORK/a.in"
+	assert_input "$WORK/a.in" "$WORK/alice.id"
 	pinrun fido2-assert -G -p -v -i "$WORK/a.in" -o "$WORK/a.out" "$(dev)" || return 1
 	run fido2-assert -V -p -v -i "$WORK/a.out" "$WORK/alice.pem" es256
 }

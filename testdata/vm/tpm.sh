@@ -53,12 +53,7 @@ sc_fido2_token_info() {
 	[ "$(echo "$algs" | grep -o '(public-key)' | wc -l)" = 1 ] || die "getInfo offers more than ES256: $algs"
 	# And a makeCredential that asks for EdDSA only is refused. No PIN is
 	# set yet, so nothing prompts.
-	{
-		b64rand 32
-		echo "$RP"
-		echo eve
-		b64rand 32
-	} >"$WORK/eve.in"
+	cred_input "$WORK/eve.in" eve
 	if out=$(run fido2-cred -M -i "$WORK/eve.in" -o "$WORK/eve.cred" "$(dev)" eddsa 2>&1); then
 		die "fido2-cred -M eddsa succeeded with --keystore tpm"
 	fi
@@ -76,21 +71,10 @@ sc_fido2_set_pin() {
 
 sc_fido2_cred() {
 	# alice: ES256, resident, with PIN; verified with fido2-cred -V.
-	{
-		b64rand 32
-		echo "$RP"
-		echo alice
-		b64rand 32
-	} >"$WORK/alice.in"
-	sed -n 4p "$WORK/alice.in" >"$WORK/alice.uid"
 	t0=$(now_ms)
-	pinrun fido2-cred -M -r -v -i "$WORK/alice.in" -o "$WORK/alice.cred" "$(dev)" es256 ||
-		die "fido2-cred -M (alice, es256, resident, PIN) failed"
+	resident_make alice es256
 	ms=$(($(now_ms) - t0))
-	run fido2-cred -V -v -i "$WORK/alice.cred" -o "$WORK/alice.pub" es256 ||
-		die "fido2-cred -V rejected alice's credential"
-	head -1 "$WORK/alice.pub" >"$WORK/alice.id"
-	tail -n +2 "$WORK/alice.pub" >"$WORK/alice.pem"
+	resident_verify alice es256
 	cat "$WORK/alice.pem"
 	grep -q 'cmd=makeCredential status=OK' "$VKLOGFILE" || die "no makeCredential OK in virtkey's log"
 	detail "resident es256 credential made in $ms ms (fmt=$(sed -n 3p "$WORK/alice.cred")) and verified (fido2-cred -V)"
@@ -99,11 +83,7 @@ sc_fido2_cred() {
 # assert_alice TAG: an assertion by alice's credential id with UP and UV,
 # verified with her public key; prints the time fido2-assert -G took.
 assert_alice() {
-	{
-		b64rand 32
-		echo "$RP"
-		cat "$WORK/alice.id"
-	} >"$WORK/a-$1.in"
+	assert_input "$WORK/a-$1.in" "$WORK/alice.id"
 	_t0=$(now_ms)
 	pinrun fido2-assert -G -p -v -i "$WORK/a-$1.in" -o "$WORK/a-$1.out" "$(dev)" >&2 || return 1
 	_ms=$(($(now_ms) - _t0))
@@ -115,10 +95,7 @@ sc_fido2_assert() {
 	[ -s "$WORK/alice.id" ] || die "no credential from fido2-cred"
 	ms=$(assert_alice first) || die "fido2-assert -G/-V with alice's credential id failed"
 	# Discoverable: no credential id, the key finds alice's resident key.
-	{
-		b64rand 32
-		echo "$RP"
-	} >"$WORK/assert-r.in"
+	assert_input "$WORK/assert-r.in"
 	pinrun fido2-assert -G -r -p -v -i "$WORK/assert-r.in" -o "$WORK/assert-r.out" "$(dev)" ||
 		die "fido2-assert -G -r failed"
 	[ "$(wc -l <"$WORK/assert-r.out")" = 5 ] || die "fido2-assert -G -r returned $(($(wc -l <"$WORK/assert-r.out") / 5)) assertions, want 1"

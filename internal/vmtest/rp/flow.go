@@ -80,7 +80,7 @@ type flowStep struct {
 func (f *flow) begin(w http.ResponseWriter, r *http.Request) {
 	var st flowStep
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&st); err != nil || st.Step == "" || st.User == "" {
-		writeJSON(w, 400, map[string]string{"error": fmt.Sprintf("want {step, op, user}: %v", err)})
+		writeError(w, 400, fmt.Sprintf("want {step, op, user}: %v", err))
 		return
 	}
 	f.mu.Lock()
@@ -108,7 +108,7 @@ func (f *flow) begin(w http.ResponseWriter, r *http.Request) {
 	case "allow":
 		u := f.users[st.User]
 		if u == nil || len(u.creds) == 0 {
-			writeJSON(w, 400, map[string]string{"error": "allow: " + st.User + " has no credential"})
+			writeError(w, 400, "allow: "+st.User+" has no credential")
 			return
 		}
 		fs.before = map[string]uint32{}
@@ -117,12 +117,12 @@ func (f *flow) begin(w http.ResponseWriter, r *http.Request) {
 		}
 		opts, sess, err = f.s.wa.BeginLogin(u, webauthn.WithUserVerification(protocol.VerificationRequired))
 	default:
-		writeJSON(w, 400, map[string]string{"error": "unknown op " + st.Op})
+		writeError(w, 400, "unknown op "+st.Op)
 		return
 	}
 	if err != nil {
 		f.s.result(st.Step, false, "begin: "+describe(err))
-		writeJSON(w, 500, map[string]string{"error": describe(err)})
+		writeError(w, 500, describe(err))
 		return
 	}
 	fs.sess = sess
@@ -132,14 +132,13 @@ func (f *flow) begin(w http.ResponseWriter, r *http.Request) {
 
 func (f *flow) finish(w http.ResponseWriter, r *http.Request) {
 	step := r.URL.Query().Get("step")
-	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	r.Body = io.NopCloser(bytes.NewReader(body))
+	body := keepBody(r)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	fs := f.sessions[step]
 	if fs == nil {
 		f.s.result(step, false, "finish without begin")
-		writeJSON(w, 400, map[string]string{"error": "no ceremony in progress for " + step})
+		writeError(w, 400, "no ceremony in progress for "+step)
 		return
 	}
 	delete(f.sessions, step)
@@ -147,7 +146,7 @@ func (f *flow) finish(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		log.Printf("%s body: %s", step, body)
 		f.s.result(step, false, detail+describe(err))
-		writeJSON(w, 400, map[string]string{"error": describe(err)})
+		writeError(w, 400, describe(err))
 		return
 	}
 	f.s.result(step, ok, detail+fmt.Sprintf(" (%v after begin)", time.Since(fs.begun).Round(time.Millisecond)))
@@ -222,7 +221,7 @@ func (u *user) update(c *webauthn.Credential) uint32 {
 func (f *flow) gate(w http.ResponseWriter, r *http.Request) {
 	name := r.URL.Query().Get("name")
 	if *gateDir == "" || name == "" || strings.ContainsAny(name, `/\`) || strings.HasPrefix(name, ".") {
-		writeJSON(w, 400, map[string]string{"error": "no -gate-dir, or a bad gate name"})
+		writeError(w, 400, "no -gate-dir, or a bad gate name")
 		return
 	}
 	_, err := os.Stat(filepath.Join(*gateDir, name))

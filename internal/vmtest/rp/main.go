@@ -165,6 +165,29 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
+// writeError answers code with {"error": msg}.
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+// writeBegun answers the begin of a ceremony: its options, or 500 with
+// go-webauthn's err.
+func writeBegun(w http.ResponseWriter, opts any, err error) {
+	if err != nil {
+		writeError(w, 500, describe(err))
+		return
+	}
+	writeJSON(w, 200, opts)
+}
+
+// keepBody reads r's body (up to 1 MiB), to log it if verification fails,
+// and leaves it in r for go-webauthn to read again.
+func keepBody(r *http.Request) []byte {
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	return body
+}
+
 // describe renders an error with go-webauthn's DevInfo, which says what
 // failed.
 func describe(err error) string {
@@ -194,23 +217,20 @@ func (s *server) registerBegin(w http.ResponseWriter, r *http.Request) {
 			ex = append(ex, c.Descriptor())
 		}
 		if len(ex) == 0 {
-			writeJSON(w, 409, map[string]string{"error": "nothing to exclude: no credential registered"})
+			writeError(w, 409, "nothing to exclude: no credential registered")
 			return
 		}
 		opts = append(opts, webauthn.WithExclusions(ex))
 	}
 	creation, sess, err := s.wa.BeginRegistration(s.alice, opts...)
-	if err != nil {
-		writeJSON(w, 500, map[string]string{"error": describe(err)})
-		return
+	if err == nil {
+		s.regSess = sess
 	}
-	s.regSess = sess
-	writeJSON(w, 200, creation)
+	writeBegun(w, creation, err)
 }
 
 func (s *server) registerFinish(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	r.Body = io.NopCloser(bytes.NewReader(body))
+	body := keepBody(r)
 	s.mu.Lock()
 	sess, excluding := s.regSess, s.excluding
 	if excluding {
@@ -219,19 +239,19 @@ func (s *server) registerFinish(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	if excluding {
 		s.result("chromium-exclude", false, "the browser finished a registration whose excludeCredentials list the credential on the key")
-		writeJSON(w, 400, map[string]string{"error": "excluded"})
+		writeError(w, 400, "excluded")
 		return
 	}
 	if sess == nil {
 		s.result("chromium-create", false, "finish without begin")
-		writeJSON(w, 400, map[string]string{"error": "no registration in progress"})
+		writeError(w, 400, "no registration in progress")
 		return
 	}
 	cred, err := s.wa.FinishRegistration(s.alice, *sess, r)
 	if err != nil {
 		s.result("chromium-create", false, "go-webauthn rejected the registration: "+describe(err))
 		log.Printf("registration body: %s", body)
-		writeJSON(w, 400, map[string]string{"error": describe(err)})
+		writeError(w, 400, describe(err))
 		return
 	}
 	var rk string
@@ -264,23 +284,20 @@ func (s *server) loginBegin(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	assertion, sess, err := s.wa.BeginDiscoverableLogin(webauthn.WithUserVerification(protocol.VerificationRequired))
-	if err != nil {
-		writeJSON(w, 500, map[string]string{"error": describe(err)})
-		return
+	if err == nil {
+		s.loginSes = sess
 	}
-	s.loginSes = sess
-	writeJSON(w, 200, assertion)
+	writeBegun(w, assertion, err)
 }
 
 func (s *server) loginFinish(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	r.Body = io.NopCloser(bytes.NewReader(body))
+	body := keepBody(r)
 	s.mu.Lock()
 	sess := s.loginSes
 	s.mu.Unlock()
 	if sess == nil {
 		s.result("chromium-get", false, "finish without begin")
-		writeJSON(w, 400, map[string]string{"error": "no login in progress"})
+		writeError(w, 400, "no login in progress")
 		return
 	}
 	handler := func(rawID, userHandle []byte) (webauthn.User, error) {
@@ -293,7 +310,7 @@ func (s *server) loginFinish(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.result("chromium-get", false, "go-webauthn rejected the sign-in: "+describe(err))
 		log.Printf("login body: %s", body)
-		writeJSON(w, 400, map[string]string{"error": describe(err)})
+		writeError(w, 400, describe(err))
 		return
 	}
 	s.mu.Lock()
@@ -312,7 +329,7 @@ func (s *server) report(w http.ResponseWriter, r *http.Request) {
 		Message string `json:"message"`
 	}
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&rep); err != nil {
-		writeJSON(w, 400, map[string]string{"error": err.Error()})
+		writeError(w, 400, err.Error())
 		return
 	}
 	s.result("page-"+rep.Step, rep.OK, rep.Message+fmt.Sprintf(" (at %v)", time.Since(s.t0).Round(time.Second)))
