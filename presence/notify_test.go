@@ -197,6 +197,10 @@ func startFakeServer(t *testing.T, addr, mode string, caps ...string) *fakeServe
 	if err != nil || reply != dbus.RequestNameReplyPrimaryOwner {
 		t.Fatalf("RequestName: %v, %v", reply, err)
 	}
+	// Give the name back before the connection closes: the bus frees the
+	// name of a closed connection only when it notices, and the next
+	// subtest's server (one name per bus) would find it still taken.
+	t.Cleanup(func() { conn.ReleaseName(notifyName) })
 	return f
 }
 
