@@ -3,13 +3,13 @@ package crash
 import (
 	"bytes"
 	"context"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/virtkey/virtkey/internal/testkit"
 	"github.com/virtkey/virtkey/store"
 )
 
@@ -55,7 +55,7 @@ func (p *Process) Start(ctx context.Context) (addr string, check error, err erro
 	if p.started {
 		check = store.Check(filepath.Join(p.Dir, "state.db"))
 	}
-	if addr, err = freeUDP(); err != nil {
+	if addr, err = testkit.FreeUDP(); err != nil {
 		return "", nil, err
 	}
 	p.out.Reset()
@@ -99,12 +99,3 @@ func (p *Process) Stop() {
 
 // Output implements [Key].
 func (p *Process) Output() string { return p.out.String() }
-
-func freeUDP() (string, error) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer pc.Close()
-	return pc.LocalAddr().String(), nil
-}
