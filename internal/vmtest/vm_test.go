@@ -100,7 +100,11 @@ func repoRoot(t *testing.T) string {
 	return root
 }
 
-func TestVM(t *testing.T) {
+// skipUnlessVM skips a test that boots qemu on purpose: VIRTKEY_VM=0 (or
+// skip), -short, a machine other than linux/amd64. It returns the groups
+// VIRTKEY_VM_GROUPS selects (empty: all).
+func skipUnlessVM(t *testing.T) map[string]bool {
+	t.Helper()
 	switch v := os.Getenv("VIRTKEY_VM"); {
 	case v == "0" || v == "skip":
 		t.Skip("VIRTKEY_VM=" + v)
@@ -116,6 +120,11 @@ func TestVM(t *testing.T) {
 			selected[strings.TrimSpace(g)] = true
 		}
 	}
+	return selected
+}
+
+func TestVM(t *testing.T) {
+	selected := skipUnlessVM(t)
 
 	root := repoRoot(t)
 	qemu, err := FindQemu()
