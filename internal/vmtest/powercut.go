@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -44,16 +45,21 @@ type PowerCutKey struct {
 	// ReadyTimeout bounds a boot up to "ready" (default 3 minutes).
 	ReadyTimeout time.Duration
 
-	cmd      *exec.Cmd
-	done     chan struct{} // the console reader is done
-	mu       sync.Mutex
-	tail     []string // the console's last lines
-	started  time.Time
-	canary   string // the unsynced canary the running boot wrote
-	lastBoot string // its console
+	// StartCutRate is the probability (0..1) that a start after a cut
+	// first cuts a boot while virtkey opens its state (Rand draws it and
+	// the moment): the repairs a start makes must survive a cut too.
+	StartCutRate float64
+	Rand         *rand.Rand
+
+	cmd    *exec.Cmd
+	done   chan struct{} // the console reader is done
+	mu     sync.Mutex
+	tail   []string // the console's last lines
+	canary string   // the unsynced canary the last boot wrote
 
 	// Figures for the report.
 	Boots        int
+	StartCuts    int // boots cut while virtkey started
 	Replayed     int // boots after a cut whose mount replayed the ext4 journal
 	CanaryLost   int // cuts after which the unsynced canary's content was gone
 	CanaryKept   int
@@ -79,8 +85,42 @@ type doctorReport struct {
 	} `json:"checks"`
 }
 
-// Start implements [crash.Key].
+// errStartCut ends a boot that [PowerCutKey.Start] cuts while virtkey
+// starts.
+var errStartCut = errors.New("cut during the start")
+
+// startCutWindow: a start cut falls uniformly in this long after the
+// doctor's report, while virtkey opens its state (about 1–2 s under TCG).
+const startCutWindow = 3 * time.Second
+
+// Start implements [crash.Key]. With probability StartCutRate (after the
+// first boot) it first cuts a boot at a random moment while virtkey opens
+// the state, then boots again; the check it returns joins every boot's.
 func (k *PowerCutKey) Start(ctx context.Context) (addr string, check error, err error) {
+	var checks []error
+	for {
+		cutAt := time.Duration(-1)
+		if k.Boots > 0 && k.Rand != nil && k.Rand.Float64() < k.StartCutRate {
+			cutAt = time.Duration(k.Rand.Int64N(int64(startCutWindow)))
+		}
+		addr, r, err := k.boot(ctx, cutAt)
+		if r != nil && r.check != nil {
+			checks = append(checks, fmt.Errorf("boot %d: %w", k.Boots, r.check))
+		}
+		switch {
+		case errors.Is(err, errStartCut):
+			k.StartCuts++
+			continue
+		case err != nil:
+			return "", nil, err
+		}
+		return addr, errors.Join(checks...), nil
+	}
+}
+
+// boot boots the VM and waits for ready; with cutAt ≥ 0 it cuts qemu that
+// long after the doctor's report and returns errStartCut.
+func (k *PowerCutKey) boot(ctx context.Context, cutAt time.Duration) (string, *vkpc, error) {
 	if k.cmd != nil {
 		return "", nil, errors.New("powercut: the VM is running")
 	}
@@ -111,7 +151,7 @@ func (k *PowerCutKey) Start(ctx context.Context) (addr string, check error, err 
 	k.cmd.Stdout, k.cmd.Stderr = pw, pw
 	// qemu dies with the campaign, whatever ends it.
 	k.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	k.started = time.Now()
+	started := time.Now()
 	err = k.cmd.Start()
 	pw.Close()
 	if err != nil {
@@ -120,7 +160,6 @@ func (k *PowerCutKey) Start(ctx context.Context) (addr string, check error, err 
 		k.cmd = nil
 		return "", nil, err
 	}
-	k.lastBoot = b.Console
 	k.mu.Lock()
 	k.tail = nil
 	k.mu.Unlock()
@@ -128,13 +167,11 @@ func (k *PowerCutKey) Start(ctx context.Context) (addr string, check error, err 
 	k.done = make(chan struct{})
 	go k.readConsole(pr, console, lines)
 
-	r, err := k.awaitReady(ctx, lines)
-	if err != nil {
+	r, err := k.awaitReady(ctx, lines, cutAt)
+	if err != nil && !errors.Is(err, errStartCut) {
 		k.Cut()
 		return "", nil, fmt.Errorf("boot %d: %v; console %s:\n%s", k.Boots, err, b.Console, k.Output())
 	}
-	k.ReadyTimes = append(k.ReadyTimes, time.Since(k.started))
-	k.BootsAtReady = append(k.BootsAtReady, r.ready)
 	if k.Boots > 1 {
 		if r.replayed {
 			k.Replayed++
@@ -148,7 +185,13 @@ func (k *PowerCutKey) Start(ctx context.Context) (addr string, check error, err 
 		}
 	}
 	k.canary = r.canary
-	return fmt.Sprintf("127.0.0.1:%d", port), r.check, nil
+	if err != nil {
+		k.Cut()
+		return "", r, err
+	}
+	k.ReadyTimes = append(k.ReadyTimes, time.Since(started))
+	k.BootsAtReady = append(k.BootsAtReady, r.ready)
+	return fmt.Sprintf("127.0.0.1:%d", port), r, nil
 }
 
 // readConsole copies qemu's console to the log file, keeps its tail and
@@ -179,7 +222,10 @@ func (k *PowerCutKey) readConsole(r io.ReadCloser, console *os.File, lines chan<
 }
 
 // awaitReady reads the boot's reports up to "ready".
-func (k *PowerCutKey) awaitReady(ctx context.Context, lines <-chan string) (*vkpc, error) {
+//
+// With cutAt ≥ 0 it returns errStartCut that long after the doctor's
+// report instead, whether or not ready came.
+func (k *PowerCutKey) awaitReady(ctx context.Context, lines <-chan string, cutAt time.Duration) (*vkpc, error) {
 	to := k.ReadyTimeout
 	if to <= 0 {
 		to = 3 * time.Minute
@@ -188,11 +234,14 @@ func (k *PowerCutKey) awaitReady(ctx context.Context, lines <-chan string) (*vkp
 	defer timer.Stop()
 	r := &vkpc{seen: map[string]string{}}
 	sawDoctor := false
+	var cut <-chan time.Time
 	for {
 		var line string
 		var ok bool
 		select {
 		case line, ok = <-lines:
+		case <-cut:
+			return r, errStartCut
 		case <-timer.C:
 			return nil, fmt.Errorf("not ready within %v", to)
 		case <-ctx.Done():
@@ -200,6 +249,9 @@ func (k *PowerCutKey) awaitReady(ctx context.Context, lines <-chan string) (*vkp
 		}
 		if !ok {
 			return nil, errors.New("qemu exited before the guest was ready")
+		}
+		if r.ready != "" {
+			continue // ready, waiting for the start cut
 		}
 		what, rest, _ := strings.Cut(line, " ")
 		switch what {
@@ -222,6 +274,9 @@ func (k *PowerCutKey) awaitReady(ctx context.Context, lines <-chan string) (*vkp
 		case "doctor":
 			sawDoctor = true
 			r.check = k.doctorVerdict(rest)
+			if cutAt >= 0 {
+				cut = time.After(cutAt)
+			}
 		case "ready":
 			// "/dev/vda /tmp/vkdisk ext2/ext3": df and stat -f of state.db.
 			if f := strings.Fields(rest); len(f) < 1 || f[0] != "/dev/vda" {
@@ -231,7 +286,9 @@ func (k *PowerCutKey) awaitReady(ctx context.Context, lines <-chan string) (*vkp
 				return nil, errors.New("ready before the mount and the doctor's report")
 			}
 			r.ready = rest
-			return r, nil
+			if cut == nil {
+				return r, nil
+			}
 		}
 	}
 }
@@ -287,7 +344,7 @@ func (k *PowerCutKey) Output() string {
 
 // Summary implements [crash.Summarizer].
 func (k *PowerCutKey) Summary() []string {
-	cuts := k.Boots - 1
+	cuts := k.Boots - 1 // campaign cuts and start cuts
 	var ready []time.Duration
 	ready = append(ready, k.ReadyTimes...)
 	slices.Sort(ready)
@@ -301,6 +358,7 @@ func (k *PowerCutKey) Summary() []string {
 	}
 	return []string{
 		fmt.Sprintf("%d boots (qemu's start to ready: median %.1f s)%s", k.Boots, med.Seconds(), where),
+		fmt.Sprintf("%d more cuts while virtkey opened its state after a cut, each followed by another boot", k.StartCuts),
 		fmt.Sprintf("ext4 replayed its journal at %d of %d boots after a cut", k.Replayed, cuts),
 		fmt.Sprintf("an unsynced canary written at each boot was lost at %d of %d cuts (kept: %d)", k.CanaryLost, k.CanaryLost+k.CanaryKept, k.CanaryKept),
 	}
@@ -354,8 +412,10 @@ type PowerCutOptions struct {
 	Cuts     int
 	Seed     uint64
 	MaxDelay time.Duration // the longest run of commands before a cut (default 4 s)
-	Progress io.Writer     // nil: nothing
-	Logf     Logf          // nil: nothing
+	// StartCutRate: see [PowerCutKey.StartCutRate] (0: none).
+	StartCutRate float64
+	Progress     io.Writer // nil: nothing
+	Logf         Logf      // nil: nothing
 }
 
 // RunPowerCut prepares the VM — kernel, initramfs, virtkey built for the
@@ -421,6 +481,7 @@ func RunPowerCut(ctx context.Context, o PowerCutOptions) (*crash.Report, *PowerC
 			Script: "/vkshare/testdata/vm/powercut.sh", Group: "powercut",
 			MemoryMB: 512, CPUs: 1, Disk: disk,
 		},
+		StartCutRate: o.StartCutRate, Rand: rand.New(rand.NewPCG(o.Seed, 2)),
 	}
 	rep, err := crash.Run(ctx, crash.Options{
 		Key: key, Kills: o.Cuts, Seed: o.Seed, MaxDelay: o.MaxDelay,

@@ -7,7 +7,7 @@
 // next boot. It prints what it did and found; the exit status is 1 when an
 // invariant was broken, 2 when the campaign could not run.
 //
-//	go run ./internal/vmtest/cmd/powercut [-cuts 50] [-seed N] [-max-delay 4s] [-keep DIR]
+//	go run ./internal/vmtest/cmd/powercut [-cuts 50] [-seed N] [-max-delay 4s] [-start-cuts 0.2] [-keep DIR]
 package main
 
 import (
@@ -27,6 +27,7 @@ func main() {
 	cuts := flag.Int("cuts", 50, "power cuts (each one boot of the VM)")
 	seed := flag.Uint64("seed", uint64(time.Now().UnixNano()), "random seed (printed, to repeat a run)")
 	maxDelay := flag.Duration("max-delay", 4*time.Second, "longest run of commands before a cut")
+	startCuts := flag.Float64("start-cuts", 0.2, "probability that a start after a cut is cut too, while virtkey opens its state")
 	keep := flag.String("keep", "", "keep the guest's shared folder here (virtkey.log, every boot's console); empty: a temporary one")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -51,7 +52,7 @@ func main() {
 	fmt.Printf("powercut: seed %d, %d cuts\n", *seed, *cuts)
 	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }
 	rep, _, err := vmtest.RunPowerCut(ctx, vmtest.PowerCutOptions{
-		Root: root, Share: *keep, Cuts: *cuts, Seed: *seed, MaxDelay: *maxDelay, Progress: os.Stderr, Logf: logf,
+		Root: root, Share: *keep, Cuts: *cuts, Seed: *seed, MaxDelay: *maxDelay, StartCutRate: *startCuts, Progress: os.Stderr, Logf: logf,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "powercut:", err)
