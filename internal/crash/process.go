@@ -1,11 +1,9 @@
 package crash
 
 import (
-	"bytes"
 	"context"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"time"
 
@@ -21,33 +19,8 @@ type Process struct {
 	Dir string // the state directory (made if missing)
 
 	cmd     *exec.Cmd
-	out     lockedBuffer
+	out     *testkit.SyncBuffer
 	started bool
-}
-
-// lockedBuffer is virtkey's output: written by exec's copying goroutines
-// while Output may read it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *lockedBuffer) Reset() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b.Reset()
 }
 
 // Start implements [Key].
@@ -58,10 +31,10 @@ func (p *Process) Start(ctx context.Context) (addr string, check error, err erro
 	if addr, err = testkit.FreeUDP(); err != nil {
 		return "", nil, err
 	}
-	p.out.Reset()
+	p.out = &testkit.SyncBuffer{}
 	p.cmd = exec.Command(p.Bin, "run", "--transport", "udp", "--udp-listen", addr, "--state-dir", p.Dir,
 		"--presence", "auto", "--reset-window", "0", "--max-resident", "0")
-	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		p.cmd = nil
 		return "", nil, err
@@ -98,4 +71,9 @@ func (p *Process) Stop() {
 }
 
 // Output implements [Key].
-func (p *Process) Output() string { return p.out.String() }
+func (p *Process) Output() string {
+	if p.out == nil {
+		return ""
+	}
+	return p.out.String()
+}

@@ -438,6 +438,9 @@ func RunPowerCut(ctx context.Context, o PowerCutOptions) (*crash.Report, *PowerC
 	if err != nil {
 		return nil, nil, err
 	}
+	if !hostHasIP() {
+		return nil, nil, envErrorf("ip is missing: install iproute2 (the guest configures its NIC with the host's ip)")
+	}
 	cache, err := CacheDir()
 	if err != nil {
 		return nil, nil, err
@@ -488,6 +491,15 @@ func RunPowerCut(ctx context.Context, o PowerCutOptions) (*crash.Report, *PowerC
 		Name: "powercut", Fault: "power cuts", Progress: o.Progress,
 	})
 	return rep, key, err
+}
+
+// hostHasIP: the guest runs the host's ip (iproute2), from its PATH with
+// the sbin folders.
+func hostHasIP() bool {
+	if _, err := exec.LookPath("ip"); err == nil {
+		return true
+	}
+	return fileExists("/usr/sbin/ip") || fileExists("/sbin/ip") || fileExists("/usr/bin/ip")
 }
 
 // PowerCutCutsFromEnv reads VIRTKEY_POWERCUT_CUTS (def when unset).

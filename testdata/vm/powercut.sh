@@ -80,7 +80,7 @@ say "canary-written $BOOT"
 
 # Where state.db lives: the virtio disk, not a tmpfs or the overlay.
 set -- $(df -P "$STATE/state.db" | tail -n 1)
-say "ready $1 $6 $(stat -f -c %T "$STATE/state.db")"
+say "ready $1 $6 $(stat -f -c %T "$STATE/state.db") uptime=$(cut -d' ' -f1 /proc/uptime)"
 
 wait $VKPID
 fail "virtkey exited with status $?: $(tail -n 5 "$LOGS/virtkey.log" | tr '\n' ' ')"
