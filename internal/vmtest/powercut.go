@@ -354,7 +354,10 @@ func (k *PowerCutKey) Summary() []string {
 	}
 	where := ""
 	if len(k.BootsAtReady) > 0 {
-		where = ", state.db on " + k.BootsAtReady[0]
+		// "/dev/vda /tmp/vkdisk ext2/ext3 uptime=…": device, mount point, file system.
+		if f := strings.Fields(k.BootsAtReady[0]); len(f) >= 3 {
+			where = fmt.Sprintf(", state.db on %s at %s (%s)", f[0], f[1], f[2])
+		}
 	}
 	return []string{
 		fmt.Sprintf("%d boots (qemu's start to ready: median %.1f s)%s", k.Boots, med.Seconds(), where),
