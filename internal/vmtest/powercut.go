@@ -74,7 +74,6 @@ type vkpc struct {
 	canary   string
 	seen     map[string]string // canary-seen: id → content
 	replayed bool
-	failed   string
 	mount    string
 }
 
