@@ -21,6 +21,11 @@ DEBIAN_PACKAGES=(
 	busybox-static
 	kmod
 	xz-utils
+	# The power-cut campaign (internal/vmtest powercut.go) formats the
+	# guest's state disk with mkfs.ext4; the guest configures its NIC with
+	# the host's ip.
+	e2fsprogs
+	iproute2
 	fido2-tools
 	openssh-client
 	chromium

@@ -19,7 +19,10 @@
 //   - the store opens (the key answers) and store.Check finds no damage.
 //
 // A kill -9 leaves the page cache intact, so this proves atomicity, not
-// durability (power cuts are the VM harness's part).
+// durability. The key is pluggable ([Key]): [Process] is virtkey killed with
+// SIGKILL; internal/vmtest's power-cut key (scripts/powercut.sh) runs
+// virtkey in a VM with its state on a virtio disk and kills qemu, which
+// loses the guest's page cache, and the same campaign proves durability.
 package crash
 
 import (
@@ -31,12 +34,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
@@ -44,34 +43,72 @@ import (
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/ctap2/client"
 	"github.com/virtkey/virtkey/hid/udp"
-	"github.com/virtkey/virtkey/store"
 )
+
+// Key is the authenticator a campaign drives over UDP and cuts: [Process]
+// (virtkey killed with SIGKILL) or internal/vmtest's power-cut VM (qemu
+// killed, the state on a virtio disk).
+type Key interface {
+	// Start brings the key up on the state the last cut left and returns
+	// its UDP address, and the verdict of the store's full consistency
+	// check on that state, made before the key opened it (nil at the first
+	// start, when there is nothing to check yet). err is for a key that
+	// cannot be started at all.
+	Start(ctx context.Context) (addr string, check error, err error)
+	// Cut ends the key at once: the fault the campaign is about.
+	Cut()
+	// Stop ends the key when the campaign is over.
+	Stop()
+	// Output is the key's recent output, for a failure message.
+	Output() string
+}
+
+// Summarizer is a [Key] with figures of its own for the report (the VM's
+// journal replays, say).
+type Summarizer interface {
+	Summary() []string
+}
 
 // Options configure Run.
 type Options struct {
-	Bin   string // the virtkey binary
-	Dir   string // the state directory (made if missing)
-	Kills int
+	// Key is the key to cut; nil: a [Process] running Bin on Dir.
+	Key   Key
+	Bin   string // the virtkey binary (Key nil)
+	Dir   string // the state directory, made if missing (Key nil)
+	Kills int    // cuts
 	Seed  uint64
-	// MaxDelay bounds how long the commands run before the kill (default
+	// MaxDelay bounds how long the commands run before the cut (default
 	// 400 ms); the moment is uniform in [0, MaxDelay].
 	MaxDelay time.Duration
-	Progress io.Writer // nil: nothing
+	// Name and Fault label the report: "crash" and "kill -9" (the default)
+	// or "powercut" and "power cuts".
+	Name, Fault string
+	Progress    io.Writer // nil: nothing
 }
 
 // Report is what Run did and found.
 type Report struct {
-	Kills      int
-	Acked      map[string]int // acknowledged operations by kind
-	InFlight   map[string]int // operations a kill cut, by kind
-	Checks     int            // invariants checked
-	Violations []string
-	Elapsed    time.Duration
+	Name, Fault string
+	Kills       int            // cuts
+	Acked       map[string]int // acknowledged operations by kind
+	InFlight    map[string]int // operations a cut interrupted, by kind
+	Checks      int            // invariants checked
+	Violations  []string
+	Notes       []string // the key's own figures ([Summarizer])
+	Elapsed     time.Duration
 }
 
 // Print writes r.
 func (r *Report) Print(w io.Writer) {
-	fmt.Fprintf(w, "crash: %d kill -9 in %s, %d invariant checks, %d violations\n", r.Kills, r.Elapsed.Round(time.Second), r.Checks, len(r.Violations))
+	fmt.Fprintf(w, "%s: %d %s in %s, %d invariant checks, %d violations\n", r.Name, r.Kills, r.Fault, r.Elapsed.Round(time.Second), r.Checks, len(r.Violations))
+	acked, cut := 0, 0
+	for k := range r.Acked {
+		acked += r.Acked[k]
+	}
+	for k := range r.InFlight {
+		cut += r.InFlight[k]
+	}
+	fmt.Fprintf(w, "  %-14s %6d acknowledged, %4d cut\n", "(all)", acked, cut)
 	kinds := slices.Sorted(func(yield func(string) bool) {
 		for k := range r.Acked {
 			if !yield(k) {
@@ -80,7 +117,10 @@ func (r *Report) Print(w io.Writer) {
 		}
 	})
 	for _, k := range kinds {
-		fmt.Fprintf(w, "  %-14s %6d acknowledged, %4d cut by a kill\n", k, r.Acked[k], r.InFlight[k])
+		fmt.Fprintf(w, "  %-14s %6d acknowledged, %4d cut\n", k, r.Acked[k], r.InFlight[k])
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintln(w, " ", n)
 	}
 	for _, v := range r.Violations {
 		fmt.Fprintln(w, "  VIOLATION:", v)
@@ -127,10 +167,9 @@ type campaign struct {
 	m      model
 	rep    *Report
 	seq    int
-	cmd    *exec.Cmd
+	key    Key
 	conn   *udp.ClientConn
 	dev    *client.Device
-	out    bytes.Buffer
 	flight *op
 	cdh    []byte
 	// wrongRun counts consecutive wrong PINs since the last right one or
@@ -146,16 +185,22 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
+	if o.Key == nil {
+		o.Key = &Process{Bin: o.Bin, Dir: o.Dir}
+	}
+	if o.Name == "" {
+		o.Name, o.Fault = "crash", "kill -9"
+	}
 	c := &campaign{
-		o: o, rng: rand.New(rand.NewPCG(o.Seed, 1)),
+		o: o, rng: rand.New(rand.NewPCG(o.Seed, 1)), key: o.Key,
 		m:   model{creds: map[string]*cred{}, retries: 8},
-		rep: &Report{Acked: map[string]int{}, InFlight: map[string]int{}},
+		rep: &Report{Name: o.Name, Fault: o.Fault, Acked: map[string]int{}, InFlight: map[string]int{}},
 	}
 	h := sha256.Sum256([]byte("crash client data"))
 	c.cdh = h[:]
 	start := time.Now()
 	defer c.stop()
-	if err := c.start(); err != nil {
+	if err := c.start(ctx, 0); err != nil {
 		return nil, err
 	}
 	for round := 0; round < o.Kills; round++ {
@@ -163,24 +208,24 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return nil, err
 		}
 		c.drive(ctx)
-		c.kill()
+		c.cut()
 		c.rep.Kills++
-		if err := store.Check(filepath.Join(o.Dir, "state.db")); err != nil {
-			c.violate("after kill %d the state.db check failed: %v", round+1, err)
-		}
-		if err := c.start(); err != nil {
-			c.violate("after kill %d virtkey does not start: %v", round+1, err)
-			return c.rep, nil
+		if err := c.start(ctx, round+1); err != nil {
+			c.violate("after cut %d the key does not start: %v", round+1, err)
+			break
 		}
 		c.check(round + 1)
-		if round%50 == 49 {
-			fmt.Fprintf(o.Progress, "crash: %d kills, %d violations\n", round+1, len(c.rep.Violations))
+		if round%50 == 49 || o.Kills <= 100 && round%10 == 9 {
+			fmt.Fprintf(o.Progress, "%s: %d cuts, %d violations\n", o.Name, round+1, len(c.rep.Violations))
 		}
 		if len(c.rep.Violations) > 20 {
 			break
 		}
 	}
 	c.rep.Elapsed = time.Since(start)
+	if s, ok := o.Key.(Summarizer); ok {
+		c.rep.Notes = s.Summary()
+	}
 	return c.rep, nil
 }
 
@@ -188,27 +233,18 @@ func (c *campaign) violate(format string, args ...any) {
 	c.rep.Violations = append(c.rep.Violations, fmt.Sprintf(format, args...))
 }
 
-func freeUDP() (string, error) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer pc.Close()
-	return pc.LocalAddr().String(), nil
-}
-
-// start runs virtkey on the state directory and opens a client.
-func (c *campaign) start() error {
-	addr, err := freeUDP()
+// start starts the key, records the verdict of its store check (after cut
+// number round; 0 is the first start) and opens a client.
+func (c *campaign) start(ctx context.Context, round int) error {
+	addr, check, err := c.key.Start(ctx)
 	if err != nil {
 		return err
 	}
-	c.out.Reset()
-	c.cmd = exec.Command(c.o.Bin, "run", "--transport", "udp", "--udp-listen", addr, "--state-dir", c.o.Dir,
-		"--presence", "auto", "--reset-window", "0", "--max-resident", "0")
-	c.cmd.Stdout, c.cmd.Stderr = &c.out, &c.out
-	if err := c.cmd.Start(); err != nil {
-		return err
+	if round > 0 {
+		c.rep.Checks++
+		if check != nil {
+			c.violate("after cut %d the store check failed: %v", round, check)
+		}
 	}
 	if c.conn, err = udp.Dial(addr); err != nil {
 		return err
@@ -216,43 +252,32 @@ func (c *campaign) start() error {
 	c.wrongRun = 0
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		ictx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		ictx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
 		c.dev, err = client.Open(ictx, c.conn, &client.Options{Timeout: 10 * time.Second})
 		cancel()
 		if err == nil {
 			return nil
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no answer: %v\n%s", err, c.out.String())
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("no answer: %v\n%s", err, c.key.Output())
 		}
 	}
 }
 
-func (c *campaign) kill() {
-	if c.cmd == nil {
-		return
+func (c *campaign) cut() {
+	c.key.Cut()
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn = nil
 	}
-	c.cmd.Process.Kill()
-	c.cmd.Wait()
-	c.conn.Close()
-	c.cmd = nil
 }
 
 func (c *campaign) stop() {
-	if c.cmd == nil {
-		return
+	c.key.Stop()
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn = nil
 	}
-	c.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { c.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		c.cmd.Process.Kill()
-		<-done
-	}
-	c.conn.Close()
-	c.cmd = nil
 }
 
 // drive runs random commands until the kill moment; the command running
@@ -268,7 +293,7 @@ func (c *campaign) drive(ctx context.Context) {
 		if err := c.do(dctx, o); err != nil {
 			if dctx.Err() != nil {
 				c.rep.InFlight[o.kind]++
-				return // cut by the kill (the deadline)
+				return // interrupted by the cut (the deadline)
 			}
 			c.violate("%s answered %v (no kill yet)", o.kind, err)
 			c.flight = nil
@@ -474,7 +499,7 @@ func (c *campaign) check(round int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	fail := func(format string, args ...any) {
-		c.violate("kill %d (%v in flight): "+format, append([]any{round, c.flightKind()}, args...)...)
+		c.violate("cut %d (%v in flight): "+format, append([]any{round, c.flightKind()}, args...)...)
 	}
 	f := c.flight
 	if f == nil {

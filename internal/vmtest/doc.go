@@ -42,6 +42,12 @@
 // udev and runs the installed binary as a non-root member of the group
 // virtkey. VIRTKEY_VM_GROUPS=tools,tpm picks groups.
 //
+// The power-cut campaign (powercut.go, TestPowerCut, scripts/powercut.sh)
+// boots the same VM again and again with virtkey's state on a virtio disk
+// (a raw ext4 image, qemu cache=none) and its UDP port forwarded to the
+// host, runs internal/crash's commands and invariant checks, and cuts each
+// boot by killing qemu.
+//
 // TestVM skips when qemu, busybox-static or the kernel cannot be had,
 // unless CI=true, where that fails; likewise the tpm group without swtpm. VIRTKEY_VM=0 (or -short) skips it on
 // purpose; scripts/vm-test.sh runs it alone.

@@ -187,6 +187,65 @@ func TestBootArgs(t *testing.T) {
 	}
 }
 
+// The power-cut campaign's disk is a virtio-blk drive with cache=none (the
+// guest's unflushed writes die with qemu), and its UDP forward listens on
+// 127.0.0.1 only.
+func TestBootArgsPowerCut(t *testing.T) {
+	b := &Boot{Kernel: &Kernel{Vmlinuz: "/k/vmlinuz", Vmlinux: "/k/vmlinux"}, Initramfs: "/c/i.cpio.gz",
+		Share: "/tmp/share", Script: "/vkshare/testdata/vm/powercut.sh", Group: "powercut", CPUs: 1,
+		Disk: "/c/powercut-1/state.img", UDPForward: "127.0.0.1:40000-10.0.2.15:8111"}
+	if err := b.check(); err != nil {
+		t.Fatal(err)
+	}
+	args := b.Args()
+	var drive, netdev string
+	for i, a := range args[:len(args)-1] {
+		switch a {
+		case "-drive":
+			drive = args[i+1]
+		case "-netdev":
+			netdev = args[i+1]
+		}
+	}
+	opts := map[string]bool{}
+	for _, o := range strings.Split(drive, ",") {
+		opts[o] = true
+	}
+	for _, want := range []string{"cache=none", "format=raw", "file=/c/powercut-1/state.img", "id=vkdisk"} {
+		if !opts[want] {
+			t.Errorf("-drive %q lacks %s", drive, want)
+		}
+	}
+	for o := range opts {
+		if strings.HasPrefix(o, "cache=") && o != "cache=none" || strings.HasPrefix(o, "cache.") {
+			t.Errorf("-drive %q: another cache mode %s", drive, o)
+		}
+	}
+	joined := strings.Join(args, " ")
+	for _, want := range []string{"-device virtio-blk-pci,drive=vkdisk", "-device virtio-net-pci,netdev=vknet", "-smp 1"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("qemu args lack %q: %s", want, joined)
+		}
+	}
+	if !strings.Contains(netdev, "hostfwd=udp:127.0.0.1:40000-10.0.2.15:8111") || !strings.HasPrefix(netdev, "user,") {
+		t.Errorf("-netdev %q: want user-mode networking forwarding UDP from 127.0.0.1:40000", netdev)
+	}
+	for _, bad := range []string{"0.0.0.0:40000-10.0.2.15:8111", ":40000-10.0.2.15:8111", "127.0.0.1:40000-10.0.2.15:8111,hostfwd=tcp::22-:22"} {
+		b.UDPForward = bad
+		if err := b.check(); err == nil {
+			t.Errorf("UDP forward %q accepted", bad)
+		}
+	}
+	b.UDPForward, b.Disk = "", "/c/my disk.img"
+	if err := b.check(); err == nil {
+		t.Error("a disk path with a space accepted")
+	}
+	b.Disk = ""
+	if joined := strings.Join(b.Args(), " "); strings.Contains(joined, "-drive") || strings.Contains(joined, "-netdev") {
+		t.Errorf("a boot without disk or forward: %s", joined)
+	}
+}
+
 // With a TPM, a PVH boot runs without ACPI on one vCPU (docs/testing.md); a
 // bzImage boot keeps both.
 func TestBootArgsTPM(t *testing.T) {

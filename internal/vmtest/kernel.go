@@ -37,6 +37,10 @@ func envErrorf(format string, a ...any) error { return &EnvError{fmt.Errorf(form
 // for the LUKS2 key slots, xts over ecb(aes) for the volume) let the login
 // group unlock a LUKS2 image. The guest cannot load modules on demand (its
 // /lib/modules is the host's), so xts's soft dependency ecb is named too.
+// The power-cut campaign's disk and network come last: virtio-blk and ext4
+// (with jbd2, mbcache, crc16, and crc32c_generic, which ext4 and jbd2 ask the
+// crypto API for at mount time), and virtio-net for the UDP port qemu
+// forwards.
 var Modules = []string{
 	"kernel/drivers/hid/hid.ko",
 	"kernel/drivers/hid/uhid.ko",
@@ -59,6 +63,15 @@ var Modules = []string{
 	"kernel/crypto/algif_skcipher.ko",
 	"kernel/crypto/ecb.ko",
 	"kernel/crypto/xts.ko",
+	"kernel/drivers/block/virtio_blk.ko",
+	"kernel/net/core/failover.ko",
+	"kernel/drivers/net/net_failover.ko",
+	"kernel/drivers/net/virtio_net.ko",
+	"kernel/lib/crc16.ko",
+	"kernel/crypto/crc32c_generic.ko",
+	"kernel/fs/mbcache.ko",
+	"kernel/fs/jbd2/jbd2.ko",
+	"kernel/fs/ext4/ext4.ko",
 }
 
 // kernelFiles describe what is unpacked from the kernel package besides

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path"
@@ -101,7 +100,11 @@ func repoRoot(t *testing.T) string {
 	return root
 }
 
-func TestVM(t *testing.T) {
+// skipUnlessVM skips a test that boots qemu on purpose: VIRTKEY_VM=0 (or
+// skip), -short, a machine other than linux/amd64. It returns the groups
+// VIRTKEY_VM_GROUPS selects (empty: all).
+func skipUnlessVM(t *testing.T) map[string]bool {
+	t.Helper()
 	switch v := os.Getenv("VIRTKEY_VM"); {
 	case v == "0" || v == "skip":
 		t.Skip("VIRTKEY_VM=" + v)
@@ -117,6 +120,11 @@ func TestVM(t *testing.T) {
 			selected[strings.TrimSpace(g)] = true
 		}
 	}
+	return selected
+}
+
+func TestVM(t *testing.T) {
+	selected := skipUnlessVM(t)
 
 	root := repoRoot(t)
 	qemu, err := FindQemu()
@@ -142,7 +150,7 @@ func TestVM(t *testing.T) {
 
 	share := shareDir(t)
 	t0 = time.Now()
-	if err := buildGuestFiles(ctx, root, share); err != nil {
+	if err := buildGuestFiles(ctx, root, share, guestPrograms...); err != nil {
 		t.Fatalf("building the guest's programs: %v", err)
 	}
 	t.Logf("built virtkey, hidtool and rp into %s in %v", share, time.Since(t0).Round(time.Millisecond))
@@ -226,63 +234,6 @@ func shareDir(t *testing.T) string {
 	d := t.TempDir()
 	os.MkdirAll(filepath.Join(d, "logs"), 0o755)
 	return d
-}
-
-// buildGuestFiles builds virtkey and the two helpers into share/bin (static,
-// no race detector: the guest runs them under TCG) and copies the scenario
-// scripts to share/testdata/vm.
-func buildGuestFiles(ctx context.Context, root, share string) error {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return fmt.Errorf("the go command is not on PATH: %w", err)
-	}
-	bin := filepath.Join(share, "bin")
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", bin+string(os.PathSeparator),
-		"./cmd/virtkey", "./internal/vmtest/hidtool", "./internal/vmtest/rp", "./examples/playwright/demo-rp")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	src := filepath.Join(root, "testdata", "vm")
-	dst := filepath.Join(share, "testdata", "vm")
-	if err := os.MkdirAll(dst, 0o755); err != nil {
-		return err
-	}
-	ents, err := os.ReadDir(src)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		if e.IsDir() {
-			continue
-		}
-		if err := copyFile(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, fi.Mode().Perm())
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // runGroup boots one group and reports each planned scenario as a
