@@ -10,9 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/virtkey/virtkey/internal/crash"
@@ -26,37 +24,31 @@ func main() {
 	maxDelay := flag.Duration("max-delay", 400*time.Millisecond, "longest run of commands before a kill")
 	bin := flag.String("bin", "", "virtkey binary; empty: build ./cmd/virtkey")
 	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, *kills, *seed, *dir, *maxDelay, *bin); err != nil {
-		fmt.Fprintln(os.Stderr, "crash:", err)
-		os.Exit(2)
-	}
+	testkit.Main("crash", func(ctx context.Context) (bool, error) {
+		return run(ctx, *kills, *seed, *dir, *maxDelay, *bin)
+	})
 }
 
-func run(ctx context.Context, kills int, seed uint64, dir string, maxDelay time.Duration, bin string) error {
+// run reports whether an invariant was broken.
+func run(ctx context.Context, kills int, seed uint64, dir string, maxDelay time.Duration, bin string) (failed bool, err error) {
 	tmp, err := os.MkdirTemp("", "virtkey-crash-")
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer os.RemoveAll(tmp)
 	if dir == "" {
 		dir = filepath.Join(tmp, "state")
 	}
 	if bin == "" {
-		var err error
 		if bin, err = testkit.BuildVirtkey(tmp); err != nil {
-			return err
+			return false, err
 		}
 	}
 	fmt.Printf("crash: seed %d, %d kills, state in %s\n", seed, kills, dir)
 	rep, err := crash.Run(ctx, crash.Options{Bin: bin, Dir: dir, Kills: kills, Seed: seed, MaxDelay: maxDelay, Progress: os.Stderr})
 	if err != nil {
-		return err
+		return false, err
 	}
 	rep.Print(os.Stdout)
-	if len(rep.Violations) > 0 {
-		os.Exit(1)
-	}
-	return nil
+	return len(rep.Violations) > 0, nil
 }

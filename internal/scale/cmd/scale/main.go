@@ -18,8 +18,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/virtkey/virtkey/internal/scale"
 	"github.com/virtkey/virtkey/internal/testkit"
@@ -32,42 +30,39 @@ func main() {
 	bin := flag.String("bin", "", "virtkey binary; empty: build ./cmd/virtkey")
 	check := flag.Bool("check", false, "exit with status 1 if a target is missed")
 	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, *n, *dir, *samples, *bin, *check); err != nil {
-		fmt.Fprintln(os.Stderr, "scale:", err)
-		os.Exit(2)
-	}
+	testkit.Main("scale", func(ctx context.Context) (bool, error) {
+		return run(ctx, *n, *dir, *samples, *bin, *check)
+	})
 }
 
-func run(ctx context.Context, n int, dir string, samples int, bin string, check bool) error {
+// run reports whether check is set and a target was missed.
+func run(ctx context.Context, n int, dir string, samples int, bin string, check bool) (missed bool, err error) {
 	if n < 100 {
-		return fmt.Errorf("-n %d: want at least 100", n)
+		return false, fmt.Errorf("-n %d: want at least 100", n)
 	}
 	if dir == "" {
 		tmp, err := os.MkdirTemp("", "virtkey-scale-")
 		if err != nil {
-			return err
+			return false, err
 		}
 		defer os.RemoveAll(tmp)
 		dir = tmp
 	}
 	if bin == "" {
-		var err error
 		if bin, err = testkit.BuildVirtkey(dir); err != nil {
-			return err
+			return false, err
 		}
 	}
 	spec := scale.Spec{N: n, RPs: n / 10, Big: min(10000, n/10)}
 	rep, err := scale.Measure(ctx, scale.Options{Spec: spec, Bin: bin, Dir: dir, Samples: samples, Progress: os.Stderr})
 	if err != nil {
-		return err
+		return false, err
 	}
 	rep.Print(os.Stdout)
 	for _, f := range rep.Figures {
 		if check && !f.Met() {
-			os.Exit(1)
+			return true, nil
 		}
 	}
-	return nil
+	return false, nil
 }

@@ -8,14 +8,12 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/virtkey/virtkey/internal/soak"
+	"github.com/virtkey/virtkey/internal/testkit"
 )
 
 func main() {
@@ -23,22 +21,17 @@ func main() {
 	clients := flag.Int("clients", 16, "concurrent UDP clients")
 	sample := flag.Duration("sample", 10*time.Second, "sampling interval of RSS, goroutines and open files")
 	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	tmp, err := os.MkdirTemp("", "virtkey-soak-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "soak:", err)
-		os.Exit(2)
-	}
-	defer os.RemoveAll(tmp)
-	rep, err := soak.Run(ctx, soak.Options{Duration: *d, Clients: *clients, Dir: filepath.Join(tmp, "state"), Sample: *sample, Progress: os.Stderr})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "soak:", err)
-		os.Exit(2)
-	}
-	rep.Print(os.Stdout)
-	if len(rep.Failures) > 0 {
-		os.RemoveAll(tmp)
-		os.Exit(1)
-	}
+	testkit.Main("soak", func(ctx context.Context) (bool, error) {
+		tmp, err := os.MkdirTemp("", "virtkey-soak-")
+		if err != nil {
+			return false, err
+		}
+		defer os.RemoveAll(tmp)
+		rep, err := soak.Run(ctx, soak.Options{Duration: *d, Clients: *clients, Dir: filepath.Join(tmp, "state"), Sample: *sample, Progress: os.Stderr})
+		if err != nil {
+			return false, err
+		}
+		rep.Print(os.Stdout)
+		return len(rep.Failures) > 0, nil
+	})
 }

@@ -15,11 +15,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
+	"github.com/virtkey/virtkey/internal/testkit"
 	"github.com/virtkey/virtkey/internal/vmtest"
 )
 
@@ -30,36 +29,31 @@ func main() {
 	startCuts := flag.Float64("start-cuts", 0.2, "probability that a start after a cut is cut too, while virtkey opens its state")
 	keep := flag.String("keep", "", "keep the guest's shared folder here (virtkey.log, every boot's console); empty: a temporary one")
 	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	root, err := os.Getwd()
-	if err == nil {
-		_, err = os.Stat(filepath.Join(root, "go.mod"))
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "powercut: run it from the repository's root (scripts/powercut.sh does):", err)
-		os.Exit(2)
-	}
-	if *keep != "" {
-		if *keep, err = filepath.Abs(*keep); err == nil {
-			err = os.MkdirAll(*keep, 0o755)
+	testkit.Main("powercut", func(ctx context.Context) (bool, error) {
+		root, err := os.Getwd()
+		if err == nil {
+			_, err = os.Stat(filepath.Join(root, "go.mod"))
 		}
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "powercut:", err)
-			os.Exit(2)
+			return false, fmt.Errorf("run it from the repository's root (scripts/powercut.sh does): %w", err)
 		}
-	}
-	fmt.Printf("powercut: seed %d, %d cuts\n", *seed, *cuts)
-	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }
-	rep, _, err := vmtest.RunPowerCut(ctx, vmtest.PowerCutOptions{
-		Root: root, Share: *keep, Cuts: *cuts, Seed: *seed, MaxDelay: *maxDelay, StartCutRate: *startCuts, Progress: os.Stderr, Logf: logf,
+		if *keep != "" {
+			if *keep, err = filepath.Abs(*keep); err == nil {
+				err = os.MkdirAll(*keep, 0o755)
+			}
+			if err != nil {
+				return false, err
+			}
+		}
+		fmt.Printf("powercut: seed %d, %d cuts\n", *seed, *cuts)
+		logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }
+		rep, _, err := vmtest.RunPowerCut(ctx, vmtest.PowerCutOptions{
+			Root: root, Share: *keep, Cuts: *cuts, Seed: *seed, MaxDelay: *maxDelay, StartCutRate: *startCuts, Progress: os.Stderr, Logf: logf,
+		})
+		if err != nil {
+			return false, err
+		}
+		rep.Print(os.Stdout)
+		return len(rep.Violations) > 0, nil
 	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "powercut:", err)
-		os.Exit(2)
-	}
-	rep.Print(os.Stdout)
-	if len(rep.Violations) > 0 {
-		os.Exit(1)
-	}
 }
