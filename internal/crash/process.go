@@ -59,14 +59,7 @@ func (p *Process) Stop() {
 		return
 	}
 	p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { p.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		p.cmd.Process.Kill()
-		<-done
-	}
+	testkit.WaitOrKill(p.cmd, 10*time.Second)
 	p.cmd = nil
 }
 

@@ -375,18 +375,13 @@ func (k *key) stop() error {
 		k.conn.Close()
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			return fmt.Errorf("%s: virtkey run: %v\n%s", k.name, err, k.out.String())
-		}
-		return nil
-	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
+	switch killed, err := testkit.WaitOrKill(cmd, 10*time.Second); {
+	case killed:
 		return fmt.Errorf("%s: virtkey run did not stop", k.name)
+	case err != nil:
+		return fmt.Errorf("%s: virtkey run: %v\n%s", k.name, err, k.out.String())
 	}
+	return nil
 }
 
 // want sends a command and requires success.

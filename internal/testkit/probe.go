@@ -161,14 +161,7 @@ func (p *Probe) Recv(wait time.Duration) ([]byte, bool) {
 
 func (p *Probe) close() {
 	p.stdin.Close()
-	done := make(chan struct{})
-	go func() { p.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		p.cmd.Process.Kill()
-		<-done
-	}
+	WaitOrKill(p.cmd, 5*time.Second)
 }
 
 // copyTestBinary copies the running test binary into a new directory that

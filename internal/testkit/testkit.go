@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // UnderCI reports whether a missing tool fails the test instead of
@@ -73,6 +74,21 @@ func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// WaitOrKill waits for cmd, already told to end (a signal, its input
+// closed), to exit; if it has not after grace it is killed. It returns
+// whether it had to be killed and cmd.Wait's error.
+func WaitOrKill(cmd *exec.Cmd, grace time.Duration) (killed bool, err error) {
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return false, err
+	case <-time.After(grace):
+		cmd.Process.Kill()
+		return true, <-done
+	}
 }
 
 // BuildVirtkey builds ./cmd/virtkey of the module at the working directory
