@@ -121,10 +121,7 @@ func openRoot(k *keyFiles, now time.Time, s *Set) (*Authority, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := k.write(RootKeyFile, ca.key); err != nil {
-			return nil, err
-		}
-		if err := writeCerts(certPath, ca.Root.Raw); err != nil {
+		if err := k.create(RootKeyFile, ca.key, certPath, ca.Root.Raw); err != nil {
 			return nil, err
 		}
 		// Leaves of an earlier root are stale.
@@ -164,10 +161,7 @@ func openLeaf(k *keyFiles, ca *Authority, keyFile, certFile string, aaguid [16]b
 		if err != nil {
 			return nil, err
 		}
-		if err := k.write(keyFile, id.Signer); err != nil {
-			return nil, err
-		}
-		if err := writeCerts(certPath, id.Leaf.Raw); err != nil {
+		if err := k.create(keyFile, id.Signer, certPath, id.Leaf.Raw); err != nil {
 			return nil, err
 		}
 		s.Changed = append(s.Changed, "created "+certPath)
@@ -356,6 +350,15 @@ func (k *keyFiles) read(name string) (crypto.Signer, error) {
 	}
 	k.set.Changed = append(k.set.Changed, "sealed the plaintext key "+path)
 	return key, nil
+}
+
+// create writes a new key and then its certificate: a certificate on disk
+// means its key is there too (see openRoot).
+func (k *keyFiles) create(keyName string, key crypto.Signer, certPath string, cert []byte) error {
+	if err := k.write(keyName, key); err != nil {
+		return err
+	}
+	return writeCerts(certPath, cert)
 }
 
 // write replaces file name with key, sealed.
