@@ -33,10 +33,6 @@ func (s *Server) routes() *router {
 		if !s.decode(w, r, &cfg) {
 			return
 		}
-		if err := cfg.Normalize(); err != nil {
-			s.fail(w, r, err)
-			return
-		}
 		ki, err := s.addKey(r.Context(), cfg)
 		s.respond(w, r, http.StatusCreated, ki, err)
 	})
@@ -63,10 +59,6 @@ func (s *Server) routes() *router {
 	rt.handle("POST", "/v1/keys/{id}/credentials", s.withKey(func(w http.ResponseWriter, r *http.Request, e *entry, _ params) {
 		var cp CredentialParams
 		if !s.decode(w, r, &cp) {
-			return
-		}
-		if err := cp.Normalize(); err != nil {
-			s.fail(w, r, err)
 			return
 		}
 		c, err := e.key.AddCredential(r.Context(), cp)
@@ -273,7 +265,9 @@ func toPlaywright(e *entry, c Credential) (PlaywrightCredential, error) {
 	return PlaywrightCredential{ID: c.CredentialID, RPID: c.RPID, UserHandle: c.UserHandle, PrivateKey: c.PrivateKey, PublicKey: c.PublicKey}, nil
 }
 
-// decode reads a JSON body into v, answering 400 itself when it cannot.
+// decode reads a JSON body into v and, for a type with a Normalize method
+// (KeyConfig, CredentialParams), checks it, answering the error itself when
+// either fails.
 func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	body := http.MaxBytesReader(w, r.Body, s.opts.MaxBody)
 	dec := json.NewDecoder(body)
@@ -287,6 +281,12 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	if err != nil {
 		s.fail(w, r, &BadRequestError{Msg: describeJSONError(err, s.opts.MaxBody)})
 		return false
+	}
+	if n, ok := v.(interface{ Normalize() error }); ok {
+		if err := n.Normalize(); err != nil {
+			s.fail(w, r, err)
+			return false
+		}
 	}
 	return true
 }

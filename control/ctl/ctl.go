@@ -175,6 +175,17 @@ func (e *env) flags(name string) *flag.FlagSet {
 	return fs
 }
 
+// jsonOnly parses the arguments of a command that takes none and only the
+// flag --json, and returns its value.
+func (e *env) jsonOnly(name string, args []string) (asJSON bool, err error) {
+	fs := e.flags(name)
+	j := fs.Bool("json", false, "")
+	if pos, err := parse(fs, args); err != nil || len(pos) != 0 {
+		return false, e.usage(name + " takes no arguments")
+	}
+	return *j, nil
+}
+
 // parse parses args, allowing flags after positional arguments, and
 // returns the positional ones.
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {
@@ -224,16 +235,15 @@ func (e *env) keys(args []string) error {
 	}
 	switch sub {
 	case "list":
-		fs := e.flags("keys list")
-		asJSON := fs.Bool("json", false, "")
-		if pos, err := parse(fs, args); err != nil || len(pos) != 0 {
-			return e.usage("keys list takes no arguments")
+		asJSON, err := e.jsonOnly("keys list", args)
+		if err != nil {
+			return err
 		}
 		ks, err := e.c.Keys(e.ctx)
 		if err != nil {
 			return err
 		}
-		return table(e, *asJSON, ks, "ID\tATTACH\tADDRESS\tUV\tPRESENCE\tPIN", func(k control.KeyInfo) []any {
+		return table(e, asJSON, ks, "ID\tATTACH\tADDRESS\tUV\tPRESENCE\tPIN", func(k control.KeyInfo) []any {
 			return []any{k.ID, k.Attach, keyAddr(k), uvWord(k), k.Presence, k.PINSet}
 		})
 	case "add":
@@ -304,16 +314,15 @@ func uvWord(k control.KeyInfo) string {
 }
 
 func (e *env) info(args []string) error {
-	fs := e.flags("info")
-	asJSON := fs.Bool("json", false, "")
-	if pos, err := parse(fs, args); err != nil || len(pos) != 0 {
-		return e.usage("info takes no arguments")
+	asJSON, err := e.jsonOnly("info", args)
+	if err != nil {
+		return err
 	}
 	ki, err := e.key.Info(e.ctx)
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	if asJSON {
 		return e.printJSON(ki)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
@@ -357,16 +366,15 @@ func (e *env) presence(args []string) error {
 		}
 		return e.answer(args[1], true)
 	case "pending":
-		fs := e.flags("presence pending")
-		asJSON := fs.Bool("json", false, "")
-		if pos, err := parse(fs, args[1:]); err != nil || len(pos) != 0 {
-			return e.usage("presence pending takes no arguments")
+		asJSON, err := e.jsonOnly("presence pending", args[1:])
+		if err != nil {
+			return err
 		}
 		ps, err := e.key.PendingPresence(e.ctx)
 		if err != nil {
 			return err
 		}
-		return table(e, *asJSON, ps, "REQUEST\tOP\tRP\tUSER\tSINCE", func(p control.PendingPresence) []any {
+		return table(e, asJSON, ps, "REQUEST\tOP\tRP\tUSER\tSINCE", func(p control.PendingPresence) []any {
 			return []any{p.RequestID, p.Op, p.RPID, p.UserName, p.Since.Format("15:04:05.000")}
 		})
 	}
