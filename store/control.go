@@ -8,14 +8,22 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
+// counterKey is the counters bucket's key of credential id.
+func counterKey(id []byte) ([32]byte, error) {
+	if len(id) == 0 {
+		return [32]byte{}, errors.New("store: empty credential ID")
+	}
+	return sha256.Sum256(id), nil
+}
+
 // Counter returns credential id's current signature counter: the last
 // value [DB.NextCounter] handed out, or 0 if none. After a crash it is the
 // persisted high-water mark, which the next NextCounter passes.
 func (d *DB) Counter(id []byte) (uint32, error) {
-	if len(id) == 0 {
-		return 0, errors.New("store: empty credential ID")
+	key, err := counterKey(id)
+	if err != nil {
+		return 0, err
 	}
-	key := sha256.Sum256(id)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
@@ -36,16 +44,16 @@ func (d *DB) Counter(id []byte) (uint32, error) {
 // NextCounter returns v+1. v is durable when SetCounter returns, so the
 // crash guarantee of NextCounter holds from v on.
 func (d *DB) SetCounter(id []byte, v uint32) error {
-	if len(id) == 0 {
-		return errors.New("store: empty credential ID")
+	key, err := counterKey(id)
+	if err != nil {
+		return err
 	}
-	key := sha256.Sum256(id)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return ErrClosed
 	}
-	err := d.bolt.Update(func(tx *bolt.Tx) error {
+	err = d.bolt.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketCounters).Put(key[:], be64(uint64(v)))
 	})
 	if err != nil {
