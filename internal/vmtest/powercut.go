@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 	"time"
 
 	"github.com/virtkey/virtkey/internal/crash"
+	"github.com/virtkey/virtkey/internal/testkit"
 )
 
 // The power-cut campaign (scripts/powercut.sh; docs/testing.md): internal/
@@ -123,12 +123,12 @@ func (k *PowerCutKey) boot(ctx context.Context, cutAt time.Duration) (string, *v
 	if k.cmd != nil {
 		return "", nil, errors.New("powercut: the VM is running")
 	}
-	port, err := freeUDPPort()
+	addr, err := testkit.FreeUDP()
 	if err != nil {
 		return "", nil, err
 	}
 	b := k.Boot
-	b.UDPForward = fmt.Sprintf("127.0.0.1:%d-10.0.2.15:%d", port, PowerCutGuestPort)
+	b.UDPForward = fmt.Sprintf("%s-10.0.2.15:%d", addr, PowerCutGuestPort)
 	k.Boots++
 	b.Console = filepath.Join(k.Logs, fmt.Sprintf("console-%03d.log", k.Boots))
 	if err := b.check(); err != nil {
@@ -190,7 +190,7 @@ func (k *PowerCutKey) boot(ctx context.Context, cutAt time.Duration) (string, *v
 	}
 	k.ReadyTimes = append(k.ReadyTimes, time.Since(started))
 	k.BootsAtReady = append(k.BootsAtReady, r.ready)
-	return fmt.Sprintf("127.0.0.1:%d", port), r, nil
+	return addr, r, nil
 }
 
 // readConsole copies qemu's console to the log file, keeps its tail and
@@ -364,15 +364,6 @@ func (k *PowerCutKey) Summary() []string {
 		fmt.Sprintf("ext4 replayed its journal at %d of %d boots after a cut", k.Replayed, cuts),
 		fmt.Sprintf("an unsynced canary written at each boot was lost at %d of %d cuts (kept: %d)", k.CanaryLost, k.CanaryLost+k.CanaryKept, k.CanaryKept),
 	}
-}
-
-func freeUDPPort() (int, error) {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer pc.Close()
-	return pc.LocalAddr().(*net.UDPAddr).Port, nil
 }
 
 // MakeDisk writes a fresh ext4 image of size MiB at path (a sparse raw
