@@ -13,7 +13,6 @@ import (
 
 	"github.com/virtkey/virtkey/ctap2"
 	"github.com/virtkey/virtkey/ctap2/client"
-	"github.com/virtkey/virtkey/hid/udp"
 	"github.com/virtkey/virtkey/internal/vktest"
 )
 
@@ -46,21 +45,6 @@ func fixture(t testing.TB, name string, files ...string) string {
 		must(t, os.WriteFile(filepath.Join(dir, f), readFile(t, filepath.Join("..", "..", "testdata", name, f)), 0o600))
 	}
 	return dir
-}
-
-// device opens a CTAP2 client on a running key.
-func device(t testing.TB, k *vktest.Key) *client.Device {
-	t.Helper()
-	conn, err := udp.Dial(k.Addr)
-	must(t, err)
-	t.Cleanup(func() { conn.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	d, err := client.Open(ctx, conn, &client.Options{Timeout: 30 * time.Second})
-	if err != nil {
-		t.Fatalf("CTAPHID INIT: %v\n%s", err, k.Output())
-	}
-	return d
 }
 
 func cdh() []byte { h := sha256.Sum256([]byte("client data")); return h[:] }
@@ -106,7 +90,7 @@ func setUp(t testing.TB) (dir string, credID []byte) {
 	t.Helper()
 	dir = filepath.Join(t.TempDir(), "state")
 	k := vktest.Start(t, dir)
-	d := device(t, k)
+	d := k.Client(t)
 	must(t, d.SetPIN(context.Background(), testPIN))
 	credID = makeRK(t, d, "example.com", "alice")
 	k.Stop(t)

@@ -84,7 +84,7 @@ func TestRunRefusesRollback(t *testing.T) {
 	old := readFile(t, db)
 
 	k := vktest.Start(t, dir)
-	d := device(t, k)
+	d := k.Client(t)
 	if _, err := d.GetPINToken(context.Background(), "9999", client.PermGetAssertion, "example.com"); err == nil {
 		t.Fatal("a wrong PIN was accepted")
 	}
@@ -98,7 +98,7 @@ func TestRunRefusesRollback(t *testing.T) {
 	wantOutput(t, out, "older than its rollback reference", "epoch file", "--accept-rollback", "Restore the newest state.db")
 
 	k = vktest.Start(t, dir, "--accept-rollback")
-	d = device(t, k)
+	d = k.Client(t)
 	if n, _, err := d.GetPINRetries(context.Background()); err != nil || n != 8 {
 		t.Errorf("accepted copy: retries %d, %v; want the copy's 8", n, err)
 	}
@@ -118,7 +118,7 @@ func TestRunStartsFresh(t *testing.T) {
 	rand.Read(key)
 	must(t, os.WriteFile(filepath.Join(half, tpmkeys.KeyFileName), key, 0o600))
 	k := vktest.Start(t, half)
-	d := device(t, k)
+	d := k.Client(t)
 	must(t, d.SetPIN(context.Background(), testPIN))
 }
 
@@ -131,7 +131,7 @@ func TestRunMigratesTodaysState(t *testing.T) {
 	want, _ := hex.DecodeString("013345773e330b598fa1f5943556742e7f820589512ea26f4ce7945766adbcd251109e028d3cc1b81ec6d64a5a34871d9e825eb46900a885bed98681f7949ae101ad64f449d00de4f8d05b022dca44a585531d3091e39fb911ada3d2")
 	for round := range 2 { // the migration, then the migrated file
 		k := vktest.Start(t, dir)
-		d := device(t, k)
+		d := k.Client(t)
 		ctx := context.Background()
 		// 7 as the fixture left them; 8 once the right PIN was given.
 		if n, _, err := d.GetPINRetries(ctx); err != nil || n != 7+round {
@@ -168,7 +168,7 @@ func TestRunMigratesSchema2(t *testing.T) {
 	ctx := context.Background()
 	for round := range 2 { // the migration, then the migrated file
 		k := vktest.Start(t, dir)
-		d := device(t, k)
+		d := k.Client(t)
 		tok, err := d.GetPINToken(ctx, testPIN, client.PermCredentialMgmt, "")
 		if err != nil {
 			t.Fatalf("round %d: the fixture's PIN: %v\n%s", round, err, k.Output())
@@ -270,7 +270,7 @@ func TestRunServesAroundDamage(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "state")
 	k := vktest.Start(t, dir)
-	d := device(t, k)
+	d := k.Client(t)
 	must(t, d.SetPIN(context.Background(), testPIN))
 	small := makeRK(t, d, "small.example", "carol")
 	var big [][]byte
@@ -281,7 +281,7 @@ func TestRunServesAroundDamage(t *testing.T) {
 	page, ps, hit := liveLeaf(t, filepath.Join(dir, statedir.StateFileName), big, small)
 
 	k = vktest.Start(t, dir)
-	d = device(t, k)
+	d = k.Client(t)
 	if st := assertRK(t, d, "small.example"); st != ctap2.StatusOK { // reserves counter values
 		t.Fatalf("before the damage: %v", st)
 	}
@@ -359,14 +359,14 @@ func TestRunAfterReset(t *testing.T) {
 	dir, _ := setUp(t)
 	oldKey := readFile(t, filepath.Join(dir, tpmkeys.KeyFileName))
 	k := vktest.Start(t, dir)
-	d := device(t, k)
+	d := k.Client(t)
 	must(t, d.Reset(context.Background()))
 	must(t, d.SetPIN(context.Background(), testPIN))
 	makeRK(t, d, "after.example", "bob")
 	k.Stop(t)
 
 	k = vktest.Start(t, dir)
-	d = device(t, k)
+	d = k.Client(t)
 	if st := assertRK(t, d, "after.example"); st != ctap2.StatusOK {
 		t.Errorf("passkey made after the reset: %v", st)
 	}
