@@ -222,6 +222,20 @@ func table[T any](e *env, asJSON bool, vs []T, header string, row func(T) []any)
 	return tw.Flush()
 }
 
+// list runs a listing command (no arguments, --json): the rows fetch
+// returns, as a table or JSON.
+func list[T any](e *env, name string, args []string, fetch func(context.Context) ([]T, error), header string, row func(T) []any) error {
+	asJSON, err := e.jsonOnly(name, args)
+	if err != nil {
+		return err
+	}
+	vs, err := fetch(e.ctx)
+	if err != nil {
+		return err
+	}
+	return table(e, asJSON, vs, header, row)
+}
+
 func (e *env) printJSON(v any) error {
 	enc := json.NewEncoder(e.stdout)
 	enc.SetIndent("", "  ")
@@ -235,15 +249,7 @@ func (e *env) keys(args []string) error {
 	}
 	switch sub {
 	case "list":
-		asJSON, err := e.jsonOnly("keys list", args)
-		if err != nil {
-			return err
-		}
-		ks, err := e.c.Keys(e.ctx)
-		if err != nil {
-			return err
-		}
-		return table(e, asJSON, ks, "ID\tATTACH\tADDRESS\tUV\tPRESENCE\tPIN", func(k control.KeyInfo) []any {
+		return list(e, "keys list", args, e.c.Keys, "ID\tATTACH\tADDRESS\tUV\tPRESENCE\tPIN", func(k control.KeyInfo) []any {
 			return []any{k.ID, k.Attach, keyAddr(k), uvWord(k), k.Presence, k.PINSet}
 		})
 	case "add":
@@ -366,15 +372,7 @@ func (e *env) presence(args []string) error {
 		}
 		return e.answer(args[1], true)
 	case "pending":
-		asJSON, err := e.jsonOnly("presence pending", args[1:])
-		if err != nil {
-			return err
-		}
-		ps, err := e.key.PendingPresence(e.ctx)
-		if err != nil {
-			return err
-		}
-		return table(e, asJSON, ps, "REQUEST\tOP\tRP\tUSER\tSINCE", func(p control.PendingPresence) []any {
+		return list(e, "presence pending", args[1:], e.key.PendingPresence, "REQUEST\tOP\tRP\tUSER\tSINCE", func(p control.PendingPresence) []any {
 			return []any{p.RequestID, p.Op, p.RPID, p.UserName, p.Since.Format("15:04:05.000")}
 		})
 	}
