@@ -201,21 +201,13 @@ func openLeaf(k *keyFiles, ca *Authority, keyFile, certFile string, aaguid [16]b
 // certificate. It does not check the FIDO certificate requirements: see
 // [Check].
 func LoadFiles(keyFile, certFile string) (*Identity, error) {
-	keyPEM, err := os.ReadFile(keyFile)
+	key, err := parseFile(keyFile, parseKey)
 	if err != nil {
 		return nil, err
 	}
-	key, err := parseKey(keyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", keyFile, err)
-	}
-	certPEM, err := os.ReadFile(certFile)
+	certs, err := parseFile(certFile, parseCerts)
 	if err != nil {
 		return nil, err
-	}
-	certs, err := parseCerts(certPEM)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", certFile, err)
 	}
 	if !samePublic(key, certs[0].PublicKey) {
 		return nil, fmt.Errorf("%s does not hold the key of the first certificate in %s", keyFile, certFile)
@@ -225,6 +217,20 @@ func LoadFiles(keyFile, certFile string) (*Identity, error) {
 		id.Chain = append(id.Chain, c.Raw)
 	}
 	return id, nil
+}
+
+// parseFile reads path and parses it; a parse error names the file.
+func parseFile[T any](path string, parse func([]byte) (T, error)) (T, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	v, err := parse(b)
+	if err != nil {
+		return v, fmt.Errorf("%s: %w", path, err)
+	}
+	return v, nil
 }
 
 // parseKey decodes the first PEM private key in b.
