@@ -49,24 +49,20 @@ type ClientPINResponse struct {
 	UVRetries       *uint       `cbor:"5,keyasint,omitempty"`
 }
 
-func parseClientPIN(params []byte) (*ClientPINRequest, error) {
-	var req ClientPINRequest
-	if err := decode(params, &req); err != nil {
-		return nil, err
-	}
+func (req *ClientPINRequest) validate() error {
 	if req.SubCommand == nil {
-		return nil, ErrMissingParameter
+		return ErrMissingParameter
 	}
 	// Every subcommand except the two retry queries needs a protocol.
 	switch *req.SubCommand {
 	case ClientPINGetRetries, ClientPINGetUVRetries:
-		return &req, nil
+		return nil
 	}
 	if req.PinUvAuthProtocol == nil {
-		return nil, ErrMissingParameter
+		return ErrMissingParameter
 	}
 	if _, ok := PINProtocolByVersion(*req.PinUvAuthProtocol); !ok {
-		return nil, ErrInvalidParameter
+		return ErrInvalidParameter
 	}
 	need := func(ok bool) error {
 		if !ok {
@@ -77,33 +73,29 @@ func parseClientPIN(params []byte) (*ClientPINRequest, error) {
 	ka := req.KeyAgreement != nil
 	switch *req.SubCommand {
 	case ClientPINGetKeyAgreement:
-		return &req, nil
+		return nil
 	case ClientPINSetPIN:
-		return &req, need(ka && req.NewPinEnc != nil && req.PinUvAuthParam != nil)
+		return need(ka && req.NewPinEnc != nil && req.PinUvAuthParam != nil)
 	case ClientPINChangePIN:
-		return &req, need(ka && req.NewPinEnc != nil && req.PinHashEnc != nil && req.PinUvAuthParam != nil)
+		return need(ka && req.NewPinEnc != nil && req.PinHashEnc != nil && req.PinUvAuthParam != nil)
 	case ClientPINGetPINToken:
 		if err := need(ka && req.PinHashEnc != nil); err != nil {
-			return nil, err
+			return err
 		}
 		if req.Permissions != nil || req.RPID != nil {
-			return nil, ErrInvalidParameter
+			return ErrInvalidParameter
 		}
-		return &req, nil
+		return nil
 	case ClientPINGetTokenUsingPIN:
-		return &req, need(ka && req.PinHashEnc != nil && req.Permissions != nil)
+		return need(ka && req.PinHashEnc != nil && req.Permissions != nil)
 	case ClientPINGetTokenUsingUV:
-		return &req, need(ka && req.Permissions != nil)
+		return need(ka && req.Permissions != nil)
 	}
-	return nil, ErrInvalidSubcommand
+	return ErrInvalidSubcommand
 }
 
 // clientPIN runs authenticatorClientPIN.
-func (a *Authenticator) clientPIN(ctx context.Context, r request) (any, error) {
-	req, err := parseClientPIN(r.params)
-	if err != nil {
-		return nil, err
-	}
+func (a *Authenticator) clientPIN(ctx context.Context, r request, req *ClientPINRequest) (any, error) {
 	switch *req.SubCommand {
 	case ClientPINGetRetries:
 		if !a.state.pinSet() {

@@ -110,3 +110,20 @@ func (b *Bytes) UnmarshalCBOR(data []byte) error {
 	*b = raw
 	return nil
 }
+
+// commandRequest is a command's request type: validate runs the checks
+// that need no state, once the CBOR is decoded.
+type commandRequest[T any] interface {
+	*T
+	validate() error
+}
+
+// parseRequest decodes a command's parameters into a T and validates it:
+// the one way every handler reads its request.
+func parseRequest[T any, P commandRequest[T]](params []byte) (*T, error) {
+	req := new(T)
+	if err := decode(params, req); err != nil {
+		return nil, err
+	}
+	return req, P(req).validate()
+}

@@ -40,39 +40,31 @@ type setMinPINLengthParams struct {
 // authenticatorConfig message (§6.11 step 4).
 var configAuthPrefix = append(bytes.Repeat([]byte{0xFF}, 32), CmdConfig)
 
-func parseConfig(params []byte) (*ConfigRequest, error) {
-	var req ConfigRequest
-	if err := decode(params, &req); err != nil {
-		return nil, err
-	}
+func (req *ConfigRequest) validate() error {
 	if req.SubCommand == nil {
-		return nil, ErrMissingParameter
+		return ErrMissingParameter
 	}
 	switch *req.SubCommand {
 	case ConfigEnableEnterpriseAttestation, ConfigToggleAlwaysUV:
 	case ConfigSetMinPINLength:
 		if req.SubCommandParams != nil {
 			if err := decode(req.SubCommandParams, &req.minPIN); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	default:
 		// No vendor prototype commands are defined
 		// (vendorPrototypeConfigCommands is absent from getInfo).
-		return nil, ErrInvalidSubcommand
+		return ErrInvalidSubcommand
 	}
 	if req.PinUvAuthParam != nil && req.PinUvAuthProtocol == nil {
-		return nil, ErrMissingParameter
+		return ErrMissingParameter
 	}
-	return &req, nil
+	return nil
 }
 
 // authenticatorConfig runs authenticatorConfig (0x0D).
-func (a *Authenticator) authenticatorConfig(ctx context.Context, r request) (any, error) {
-	req, err := parseConfig(r.params)
-	if err != nil {
-		return nil, err
-	}
+func (a *Authenticator) authenticatorConfig(ctx context.Context, r request, req *ConfigRequest) (any, error) {
 	// An authenticator protected by user verification needs a token with
 	// the acfg permission; an unprotected one accepts the command without
 	// (§6.11 steps 3–4). A pinUvAuthParam that is sent is always checked.

@@ -74,20 +74,12 @@ type credMgmtEnumState struct {
 	remaining int
 }
 
-func parseCredentialManagement(params []byte) (*CredentialManagementRequest, error) {
-	var req CredentialManagementRequest
-	if err := decode(params, &req); err != nil {
-		return nil, err
-	}
+func (req *CredentialManagementRequest) validate() error {
 	if req.SubCommandParams != nil {
 		if err := decode(req.SubCommandParams, &req.params); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return &req, req.validate()
-}
-
-func (req *CredentialManagementRequest) validate() error {
 	if req.SubCommand == nil {
 		return ErrMissingParameter
 	}
@@ -137,14 +129,11 @@ func credMgmtReadOnly(sub uint) bool {
 }
 
 // credentialManagement runs authenticatorCredentialManagement (0x0A, preview 0x41).
-func (a *Authenticator) credentialManagement(ctx context.Context, r request, enum *credMgmtEnumState) (any, error) {
-	req, err := parseCredentialManagement(r.params)
-	if err != nil {
-		return nil, err
-	}
+func (a *Authenticator) credentialManagement(ctx context.Context, r request, req *CredentialManagementRequest, enum *credMgmtEnumState) (any, error) {
 	sub := *req.SubCommand
 	var tokenRPID string
 	if credMgmtAuthenticated(sub) {
+		var err error
 		if tokenRPID, err = a.credMgmtAuth(req); err != nil {
 			return nil, err
 		}

@@ -45,24 +45,36 @@ func (a *Authenticator) dispatch(ctx context.Context, r request) (any, error) {
 	case CmdGetInfo:
 		return a.getInfo(ctx, r)
 	case CmdMakeCredential:
-		return a.makeCredential(ctx, r)
+		return handle(ctx, r, a.makeCredential)
 	case CmdGetAssertion:
-		return a.getAssertion(ctx, r)
+		return handle(ctx, r, a.getAssertion)
 	case CmdGetNextAssertion:
 		return a.getNextAssertion(ctx, r, next)
 	case CmdReset:
 		return a.reset(ctx, r)
 	case CmdClientPIN:
-		return a.clientPIN(ctx, r)
+		return handle(ctx, r, a.clientPIN)
 	case CmdCredentialManagement, CmdCredMgmtPreview:
-		return a.credentialManagement(ctx, r, enum)
+		return handle(ctx, r, func(ctx context.Context, r request, req *CredentialManagementRequest) (any, error) {
+			return a.credentialManagement(ctx, r, req, enum)
+		})
 	case CmdConfig:
-		return a.authenticatorConfig(ctx, r)
+		return handle(ctx, r, a.authenticatorConfig)
 	case CmdSelection:
 		return a.selection(ctx, r)
 	case CmdLargeBlobs:
-		return a.largeBlobs(ctx, r)
+		return handle(ctx, r, a.largeBlobs)
 	default:
 		return nil, ErrInvalidCommand
 	}
+}
+
+// handle decodes and validates r's parameters as the request type of h
+// ([parseRequest]) and runs h with them.
+func handle[T any, P commandRequest[T]](ctx context.Context, r request, h func(context.Context, request, *T) (any, error)) (any, error) {
+	req, err := parseRequest[T, P](r.params)
+	if err != nil {
+		return nil, err
+	}
+	return h(ctx, r, req)
 }

@@ -55,14 +55,6 @@ type nextAssertionState struct {
 // may ask for the next credential.
 const getNextAssertionTimeout = 30 * time.Second
 
-func parseGetAssertion(params []byte) (*GetAssertionRequest, error) {
-	var req GetAssertionRequest
-	if err := decode(params, &req); err != nil {
-		return nil, err
-	}
-	return &req, req.validate()
-}
-
 func (req *GetAssertionRequest) validate() error {
 	if req.RPID == "" || req.ClientDataHash == nil {
 		return ErrMissingParameter
@@ -85,11 +77,7 @@ func (req *GetAssertionRequest) validate() error {
 }
 
 // getAssertion signs a challenge with a credential of the RP (CTAP 2.1 §6.2.2).
-func (a *Authenticator) getAssertion(ctx context.Context, r request) (any, error) {
-	req, err := parseGetAssertion(r.params)
-	if err != nil {
-		return nil, err
-	}
+func (a *Authenticator) getAssertion(ctx context.Context, r request, req *GetAssertionRequest) (any, error) {
 	rpIDHash := sha256.Sum256([]byte(req.RPID))
 
 	// Step 5: options.

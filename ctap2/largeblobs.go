@@ -64,20 +64,11 @@ type LargeBlobsResponse struct {
 	Config []byte `cbor:"1,keyasint"`
 }
 
-// parseLargeBlobs decodes and validates a largeBlobs request: the checks
-// of §6.10.2 that need no state.
+// validate runs the checks of §6.10.2 that need no state.
 //
 // A missing offset or (first fragment) length is INVALID_PARAMETER, not
 // MISSING_PARAMETER: the spec's steps say so, and OpenSK and the SoloKeys
 // fido-authenticator agree.
-func parseLargeBlobs(params []byte) (*LargeBlobsRequest, error) {
-	var req LargeBlobsRequest
-	if err := decode(params, &req); err != nil {
-		return nil, err
-	}
-	return &req, req.validate()
-}
-
 func (req *LargeBlobsRequest) validate() error {
 	// Steps 1–3: offset, and exactly one of get and set.
 	if req.Offset == nil || (req.Get == nil) == (req.Set == nil) {
@@ -115,11 +106,7 @@ func (req *LargeBlobsRequest) validate() error {
 }
 
 // largeBlobs runs authenticatorLargeBlobs (CTAP 2.1 §6.10.2).
-func (a *Authenticator) largeBlobs(ctx context.Context, r request) (any, error) {
-	req, err := parseLargeBlobs(r.params)
-	if err != nil {
-		return nil, err
-	}
+func (a *Authenticator) largeBlobs(ctx context.Context, r request, req *LargeBlobsRequest) (any, error) {
 	if req.Get != nil {
 		return a.readLargeBlobs(*req.Offset, *req.Get)
 	}

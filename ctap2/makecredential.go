@@ -32,15 +32,6 @@ type MakeCredentialResponse struct {
 	LargeBlobKey []byte         `cbor:"5,keyasint,omitempty"`
 }
 
-// parseMakeCredential decodes and validates a makeCredential request.
-func parseMakeCredential(params []byte) (*MakeCredentialRequest, error) {
-	var req MakeCredentialRequest
-	if err := decode(params, &req); err != nil {
-		return nil, err
-	}
-	return &req, req.validate()
-}
-
 func (req *MakeCredentialRequest) validate() error {
 	if req.ClientDataHash == nil || req.RP == nil || req.User == nil || req.PubKeyCredParams == nil {
 		return ErrMissingParameter
@@ -79,11 +70,7 @@ func (req *MakeCredentialRequest) validate() error {
 }
 
 // makeCredential creates a credential (CTAP 2.1 §6.1.2).
-func (a *Authenticator) makeCredential(ctx context.Context, r request) (any, error) {
-	req, err := parseMakeCredential(r.params)
-	if err != nil {
-		return nil, err
-	}
+func (a *Authenticator) makeCredential(ctx context.Context, r request, req *MakeCredentialRequest) (any, error) {
 	rpIDHash := sha256.Sum256([]byte(req.RP.ID))
 
 	// Step 3: choose the algorithm.
