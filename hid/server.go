@@ -236,7 +236,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.mu.Unlock()
 	defer s.shutdown()
 
-	err, released := s.serve(ctx)
+	released, err := s.serve(ctx)
 	if released {
 		err = <-done // from the goroutine reading last
 	}
@@ -246,14 +246,14 @@ func (s *Server) Run(ctx context.Context) error {
 // serve reads and answers reports until ctx ends (nil), the device fails
 // (the wrapped error), or another goroutine took over reading while this
 // one ran a handler (released).
-func (s *Server) serve(ctx context.Context) (err error, released bool) {
+func (s *Server) serve(ctx context.Context) (released bool, err error) {
 	for ctx.Err() == nil {
 		r, from, err := s.read(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
 			}
-			return fmt.Errorf("hid: reading report: %w", err), false
+			return false, fmt.Errorf("hid: reading report: %w", err)
 		}
 		s.mu.Lock()
 		s.handleReport(r, from)
@@ -261,10 +261,10 @@ func (s *Server) serve(ctx context.Context) (err error, released bool) {
 		s.next = nil
 		s.mu.Unlock()
 		if t != nil && s.handle(t) {
-			return nil, true
+			return true, nil
 		}
 	}
-	return nil, false
+	return false, nil
 }
 
 // takeOver reads in place of a goroutine busy with a handler (see
@@ -272,7 +272,7 @@ func (s *Server) serve(ctx context.Context) (err error, released bool) {
 // of the run to Run.
 func (s *Server) takeOver(ctx context.Context, done chan<- error) {
 	defer s.wg.Done()
-	if err, released := s.serve(ctx); !released {
+	if released, err := s.serve(ctx); !released {
 		done <- err // the only reader left: the buffer is free
 	}
 }
