@@ -12,6 +12,21 @@ import (
 	"time"
 )
 
+// PendingReader is implemented by devices that can return a report that
+// has already arrived without waiting for one (hid/udp's Conn, [Pipe]).
+// Before it sends a handler's answer, the [Server] reads with it what
+// arrived while the handler ran on the reading goroutine, and acts on it
+// as it would have on arrival: another channel's request gets
+// ERR_CHANNEL_BUSY, and a power cycle or a resync of the channel drops the
+// answer.
+type PendingReader interface {
+	// ReadPending returns the next report that has arrived, and its sender
+	// (the zero address unless the device is a [SourceDevice]); ok is
+	// false when none is waiting. It must not be called concurrently with
+	// the device's ReadReport or ReadReportFrom.
+	ReadPending() (report []byte, from netip.AddrPort, ok bool, err error)
+}
+
 // ReportDevice reads and writes 64-byte HID reports without a report ID.
 // It is the one seam between CTAPHID and a transport (uhid, UDP, [Pipe]).
 //
@@ -91,7 +106,8 @@ type Options struct {
 // including from inside the device's ReadReport.
 type Server struct {
 	dev       ReportDevice
-	srcDev    SourceDevice // dev, when its reports carry their sender
+	srcDev    SourceDevice  // dev, when its reports carry their sender
+	pending   PendingReader // dev, when it can read without waiting
 	h         Handler
 	msgH      MsgHandler // nil: MSG unsupported, NMSG advertised
 	log       *slog.Logger
@@ -197,6 +213,7 @@ func NewServer(dev ReportDevice, h Handler, opts *Options) *Server {
 	}
 	s.busyFn = s.busyChannel
 	s.srcDev, _ = dev.(SourceDevice)
+	s.pending, _ = dev.(PendingReader)
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -608,10 +625,15 @@ func (s *Server) handle(t *txn) (released bool) {
 	// Close handled before taking s.mu: PowerCycle waits for it with s.mu
 	// held.
 	close(t.handled)
+	// No reader takes over from here on; unless one already has, what
+	// arrived while the handler ran is acted on before the answer goes.
+	released = !t.role.CompareAndSwap(roleReading, roleDone)
+	if !released {
+		s.readArrived(t)
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	released = !t.role.CompareAndSwap(roleReading, roleDone)
 	delete(s.live, t)
 	t.end()
 	if s.tx != t {
@@ -627,6 +649,29 @@ func (s *Server) handle(t *txn) (released bool) {
 	s.log.Debug("ctaphid response", "cid", hexCID(t.cid), "cmd", hexCmd(t.cmd), "len", len(resp))
 	s.send(t.src, t.cid, t.cmd, resp)
 	return released
+}
+
+// readArrived handles the reports that arrived while t's handler ran on
+// the reading goroutine, as they would have been on arrival (they find t
+// running), until none is waiting or one ends t (a power cycle, a
+// resync). Without a [PendingReader] they are read after the answer.
+func (s *Server) readArrived(t *txn) {
+	if s.pending == nil {
+		return
+	}
+	for {
+		r, from, ok, err := s.pending.ReadPending()
+		if !ok || err != nil {
+			return // a failing device fails the next read too
+		}
+		s.mu.Lock()
+		s.handleReport(r, from)
+		ended := s.tx != t // nothing can start while t runs
+		s.mu.Unlock()
+		if ended {
+			return
+		}
+	}
 }
 
 // keepaliveDue runs from s.kaTimer: when the request being answered is

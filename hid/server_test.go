@@ -981,3 +981,33 @@ func TestServerHandlerRunsOnReader(t *testing.T) {
 		h.quiet()
 	})
 }
+
+func TestServerReadsArrivedBeforeAnswering(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		// What arrives while a quick handler runs on the reader is acted on
+		// before its answer goes, as if it had been read on arrival: another
+		// channel's request gets CHANNEL_BUSY first, and a resync of the
+		// channel drops the answer.
+		h := serve(t, &fakeHandler{cbor: func(_ context.Context, _ uint32, msg []byte, _ func(byte)) []byte {
+			time.Sleep(readerHold / 2)
+			return append([]byte{0x00}, msg...)
+		}}, nil)
+		h.send(cidA, CmdCBOR, []byte{0x01})
+		synctest.Wait()
+		h.send(cidB, CmdCBOR, []byte{0x02})
+		if p := parsePacket(<-h.host.in); p.cid != cidB || p.cmd != CmdError || p.data[0] != byte(ErrChannelBusy) {
+			t.Fatalf("first report on %08X cmd %s, want CHANNEL_BUSY on %08X before the answer", p.cid, cmdName(p.cmd), cidB)
+		}
+		h.expect(cidA, CmdCBOR, []byte{0x00, 0x01})
+		h.quiet()
+
+		h.send(cidA, CmdCBOR, []byte{0x03})
+		synctest.Wait()
+		h.send(cidA, CmdInit, pattern(8))
+		if m := h.recv(cidA); m.Cmd != CmdInit {
+			t.Fatalf("got %s, want the INIT answer and no CBOR answer", cmdName(m.Cmd))
+		}
+		h.quiet()
+	})
+}
