@@ -274,14 +274,26 @@ func (s *Server) serve(ctx context.Context) (released bool, err error) {
 		}
 		s.mu.Lock()
 		s.handleReport(r, from)
-		t := s.next
-		s.next = nil
+		t := s.takeNext()
 		s.mu.Unlock()
-		if t != nil && s.handle(t) {
-			return true, nil
+		for t != nil {
+			if s.handle(t) {
+				return true, nil
+			}
+			// A report read before the answer may have started another.
+			s.mu.Lock()
+			t = s.takeNext()
+			s.mu.Unlock()
 		}
 	}
 	return false, nil
+}
+
+// takeNext returns and clears s.next. s.mu must be held.
+func (s *Server) takeNext() *txn {
+	t := s.next
+	s.next = nil
+	return t
 }
 
 // takeOver reads in place of a goroutine busy with a handler (see
@@ -654,7 +666,8 @@ func (s *Server) handle(t *txn) (released bool) {
 // readArrived handles the reports that arrived while t's handler ran on
 // the reading goroutine, as they would have been on arrival (they find t
 // running), until none is waiting or one ends t (a power cycle, a
-// resync). Without a [PendingReader] they are read after the answer.
+// resync; a request read after the power cycle may then start, and waits
+// in s.next). Without a [PendingReader] they are read after the answer.
 func (s *Server) readArrived(t *txn) {
 	if s.pending == nil {
 		return
@@ -666,7 +679,7 @@ func (s *Server) readArrived(t *txn) {
 		}
 		s.mu.Lock()
 		s.handleReport(r, from)
-		ended := s.tx != t // nothing can start while t runs
+		ended := s.tx != t
 		s.mu.Unlock()
 		if ended {
 			return
