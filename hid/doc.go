@@ -58,10 +58,10 @@
 //     (no hand-off for a quick answer); if it is still running 10 ms later
 //     (or one keepalive interval, if shorter), another goroutine takes over
 //     reading, so reports are never left unread longer. Reports that
-//     arrived while a quicker handler ran are read when it returns: before
-//     its answer on a device that is a [PendingReader] (UDP, [Pipe]), so
-//     that they meet the request still running, after it otherwise
-//     (uhid). KEEPALIVE goes out every
+//     arrived while a quicker handler ran are read when it returns, before
+//     its answer, so that they meet the request still running, on a device
+//     that is a [PendingReader] (UDP, uhid, [Pipe]); on another device,
+//     after it. KEEPALIVE goes out every
 //     [Options.KeepaliveInterval] (100 ms) carrying the status the handler
 //     last set through its keepalive callback ([StatusProcessing] until
 //     set, [StatusUPNeeded] while waiting for the user). CANCEL on the busy

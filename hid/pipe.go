@@ -56,6 +56,8 @@ func (p *PipeEnd) ReadReport(ctx context.Context) ([]byte, error) {
 	}
 }
 
+var _ PendingReader = (*PipeEnd)(nil)
+
 // ReadPending returns the next report written to the other end if there
 // is one ([PendingReader]); the address is always the zero one.
 func (p *PipeEnd) ReadPending() ([]byte, netip.AddrPort, bool, error) {

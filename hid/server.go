@@ -13,7 +13,8 @@ import (
 )
 
 // PendingReader is implemented by devices that can return a report that
-// has already arrived without waiting for one (hid/udp's Conn, [Pipe]).
+// has already arrived without waiting for one (hid/udp's Conn, hid/uhid's
+// Device, [Pipe]).
 // Before it sends a handler's answer, the [Server] reads with it what
 // arrived while the handler ran on the reading goroutine, and acts on it
 // as it would have on arrival: another channel's request gets

@@ -253,6 +253,8 @@ func (c *Conn) ReadReportFrom(ctx context.Context) ([]byte, netip.AddrPort, erro
 	}
 }
 
+var _ hid.PendingReader = (*Conn)(nil)
+
 // ReadPending is [Conn.ReadReportFrom] for a datagram that has arrived
 // already: ok is false when none is waiting ([hid.PendingReader]).
 func (c *Conn) ReadPending() ([]byte, netip.AddrPort, bool, error) {
