@@ -302,9 +302,17 @@ func (s *Server) takeNext() *txn {
 // of the run to Run.
 func (s *Server) takeOver(ctx context.Context, done chan<- error) {
 	defer s.wg.Done()
-	if released, err := s.serve(ctx); !released {
-		done <- err // the only reader left: the buffer is free
+	released, err := s.serve(ctx)
+	if released {
+		return
 	}
+	// The run ends (the device failed, or ctx). The goroutine that read
+	// before this one — Run's own, perhaps — may still be in a handler:
+	// end it, as Run's shutdown would.
+	s.mu.Lock()
+	s.abortAll()
+	s.mu.Unlock()
+	done <- err // the only reader left: the buffer is free
 }
 
 // release starts a goroutine that reads in place of the one running t's

@@ -1011,3 +1011,41 @@ func TestServerReadsArrivedBeforeAnswering(t *testing.T) {
 		h.quiet()
 	})
 }
+
+func TestServerDeviceFailsWhileHandlerWaits(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		// The device fails while a handler waits for the user and another
+		// goroutine reads: Run ends the handler and returns the error at
+		// once, as when the handler ran on a worker.
+		dev, host := Pipe()
+		started := make(chan context.Context, 1)
+		srv := NewServer(dev, &fakeHandler{cbor: blocking(true, started, nil)}, nil)
+		done := make(chan error, 1)
+		go func() { done <- srv.Run(t.Context()) }()
+		c := NewClient(host)
+		if err := c.Send(cidA, CmdCBOR, []byte{0x01}); err != nil {
+			t.Fatal(err)
+		}
+		ctx := <-started
+		time.Sleep(readerHold) // another goroutine reads now
+		synctest.Wait()
+		start := time.Now()
+		host.Close()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(time.Second):
+			t.Fatal("Run did not return after the device failed (the handler is still waiting)")
+		}
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("Run = %v, want the device's ErrClosed", err)
+		}
+		if d := time.Since(start); d != 0 {
+			t.Fatalf("Run returned %v after the device failed, want at once", d)
+		}
+		if ctx.Err() == nil {
+			t.Fatal("the handler's context was not cancelled")
+		}
+	})
+}
