@@ -41,7 +41,7 @@
 //     busy. An INIT payload other than 8 bytes → ERR_INVALID_LEN.
 //   - One transaction at a time per device. While a message is being
 //     received or a request is running, an init packet on another CID gets
-//     ERR_CHANNEL_BUSY at once; continuation packets on other CIDs are
+//     ERR_CHANNEL_BUSY as soon as it is read; continuation packets on other CIDs are
 //     ignored. A new init packet (other than INIT) on the receiving CID, or
 //     a skipped SEQ → ERR_INVALID_SEQ. BCNT > 7609 → ERR_INVALID_LEN. An
 //     incomplete message gets ERR_MSG_TIMEOUT [Options.MsgTimeout] (500 ms)
@@ -54,8 +54,14 @@
 //     CID, broadcast INIT included, get ERR_LOCK_REQUIRED (CANCEL is
 //     dropped). Unknown commands → ERR_INVALID_CMD. Capabilities
 //     are WINK | LOCK | CBOR (| NMSG).
-//   - CBOR and MSG run the handler on a worker goroutine; the reader never
-//     blocks on it. Meanwhile KEEPALIVE goes out every
+//   - CBOR and MSG run the handler on the goroutine that read the request
+//     (no hand-off for a quick answer); if it is still running 10 ms later
+//     (or one keepalive interval, if shorter), another goroutine takes over
+//     reading, so reports are never left unread longer. Reports that
+//     arrived while a quicker handler ran are read when it returns, before
+//     its answer, so that they meet the request still running, on a device
+//     that is a [PendingReader] (UDP, uhid, [Pipe]); on another device,
+//     after it. KEEPALIVE goes out every
 //     [Options.KeepaliveInterval] (100 ms) carrying the status the handler
 //     last set through its keepalive callback ([StatusProcessing] until
 //     set, [StatusUPNeeded] while waiting for the user). CANCEL on the busy

@@ -17,8 +17,9 @@ const (
 // keepalive sets the status reported by the KEEPALIVE packets the server
 // sends about every 100 ms while the request runs (PROCESSING until set).
 //
-// The server calls HandleCBOR on a goroutine other than its reader's, one
-// request at a time per device, though a request aborted by INIT or a
+// The server calls HandleCBOR on the goroutine that read the request, one
+// request at a time per device (another goroutine takes over reading if
+// it runs longer than 10 ms), though a request aborted by INIT or a
 // power cycle may still be returning when the next one starts. msg is the
 // handler's to keep. HandleCBOR must return soon after ctx is cancelled:
 // Server.Run and Server.PowerCycle wait for it. The answer must be 1 to

@@ -3,6 +3,7 @@ package hid
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"sync"
 )
 
@@ -52,6 +53,24 @@ func (p *PipeEnd) ReadReport(ctx context.Context) ([]byte, error) {
 		return nil, ErrClosed
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+}
+
+var _ PendingReader = (*PipeEnd)(nil)
+
+// ReadPending returns the next report written to the other end if there
+// is one ([PendingReader]); the address is always the zero one.
+func (p *PipeEnd) ReadPending() ([]byte, netip.AddrPort, bool, error) {
+	select {
+	case <-p.done:
+		return nil, netip.AddrPort{}, false, ErrClosed
+	default:
+	}
+	select {
+	case r := <-p.in:
+		return r, netip.AddrPort{}, true, nil
+	default:
+		return nil, netip.AddrPort{}, false, nil
 	}
 }
 

@@ -12,6 +12,22 @@ import (
 	"time"
 )
 
+// PendingReader is implemented by devices that can return a report that
+// has already arrived without waiting for one (hid/udp's Conn, hid/uhid's
+// Device, [Pipe]).
+// Before it sends a handler's answer, the [Server] reads with it what
+// arrived while the handler ran on the reading goroutine, and acts on it
+// as it would have on arrival: another channel's request gets
+// ERR_CHANNEL_BUSY, and a power cycle or a resync of the channel drops the
+// answer.
+type PendingReader interface {
+	// ReadPending returns the next report that has arrived, and its sender
+	// (the zero address unless the device is a [SourceDevice]); ok is
+	// false when none is waiting. It must not be called concurrently with
+	// the device's ReadReport or ReadReportFrom.
+	ReadPending() (report []byte, from netip.AddrPort, ok bool, err error)
+}
+
 // ReportDevice reads and writes 64-byte HID reports without a report ID.
 // It is the one seam between CTAPHID and a transport (uhid, UDP, [Pipe]).
 //
@@ -28,6 +44,12 @@ const (
 	DefaultMsgTimeout        = 500 * time.Millisecond
 	DefaultKeepaliveInterval = 100 * time.Millisecond
 )
+
+// readerHold is how long a handler may keep the reading goroutine (see
+// [Server]) before another one takes over reading: the longest a CANCEL,
+// an INIT or another channel's request waits to be read. It is cut to the
+// keepalive interval when that is shorter.
+const readerHold = 10 * time.Millisecond
 
 // maxLockSeconds is the longest CTAPHID_LOCK a channel may take.
 const maxLockSeconds = 10
@@ -65,15 +87,28 @@ type Options struct {
 
 // Server is the device side of CTAPHID: it reads reports from a
 // [ReportDevice], reassembles messages, enforces the channel rules, answers
-// PING, INIT, WINK, LOCK and errors itself, and hands CBOR (and MSG) to a
-// [Handler] on a worker goroutine while it keeps reading and sends
-// KEEPALIVE packets. See the package documentation for the rules.
+// PING, INIT, WINK, LOCK and errors itself, and passes CBOR (and MSG) to a
+// [Handler], sending KEEPALIVE packets while the handler runs. See the
+// package documentation for the rules.
+//
+// # Who reads
+//
+// The goroutine that reads the last report of a request runs the handler
+// itself: a request answered in well under a keepalive interval (an
+// assertion, a registration) then costs no hand-off to another goroutine,
+// whose wake-up on another CPU costs more than the CTAPHID work itself on
+// an idle machine. When the handler is still running [readerHold] after
+// the request arrived (waiting for the user, a slow TPM or disk), a new
+// goroutine takes over reading, so that CANCEL, INIT and the other
+// channels' requests (answered ERR_CHANNEL_BUSY) are read again; the
+// goroutine that ran the handler sends the answer and ends.
 //
 // Run serves the device; PowerCycle may be called from any goroutine,
 // including from inside the device's ReadReport.
 type Server struct {
 	dev       ReportDevice
-	srcDev    SourceDevice // dev, when its reports carry their sender
+	srcDev    SourceDevice  // dev, when its reports carry their sender
+	pending   PendingReader // dev, when it can read without waiting
 	h         Handler
 	msgH      MsgHandler // nil: MSG unsupported, NMSG advertised
 	log       *slog.Logger
@@ -84,7 +119,11 @@ type Server struct {
 	txTO      time.Duration
 
 	running atomic.Bool
-	wg      sync.WaitGroup // worker, handler and wink goroutines
+	wg      sync.WaitGroup // readers that took over, and wink goroutines
+
+	// readDone gets the result of the last reader of a run when that
+	// reader is not Run's own goroutine (made by Run).
+	readDone chan error
 
 	// mu guards everything below and serialises every write to dev, so
 	// the reports of one message never interleave with another's.
@@ -99,14 +138,9 @@ type Server struct {
 	chans   *channelTable
 	busyFn  func(uint32) bool // s.busyChannel, made once
 
-	// work hands requests to the worker goroutine Run keeps for the life
-	// of the run (nil outside Run). It holds one request; workerBusy is
-	// true from the hand-off until the worker has answered, so a send on
-	// work never blocks. A request that finds the worker busy (only
-	// possible while an aborted handler is still returning) gets a
-	// goroutine of its own.
-	work       chan *txn
-	workerBusy bool
+	// next is the request the reading goroutine is to run once it has
+	// released s.mu (set by start).
+	next *txn
 
 	// The partial message gets ERR_MSG_TIMEOUT at msgDeadline (zero: no
 	// deadline), and the request being answered its next KEEPALIVE at
@@ -118,6 +152,12 @@ type Server struct {
 	msgTimer, kaTimer     *time.Timer // nil until first needed
 	msgPending, kaPending bool        // the timer is armed
 	msgDeadline           time.Time
+
+	// relTimer has another goroutine take over reading when the request
+	// being answered still holds the reading one at tx.releaseAt; armed
+	// like the two above.
+	relTimer   *time.Timer
+	relPending bool
 }
 
 // txn is one CBOR or MSG request being handled.
@@ -131,8 +171,23 @@ type txn struct {
 	status  atomic.Uint32 // keepalive status byte
 	handled chan struct{} // closed when the handler has returned
 
+	// role says who reads the device while the handler runs on the
+	// goroutine that read the request: it (roleReading), a goroutine
+	// that took over (roleReleased), or no one: the handler has returned
+	// (roleDone). It changes from roleReading only, once.
+	role    atomic.Uint32
+	readCtx context.Context // the run's context, for a reader taking over
+
 	nextKeepalive time.Time // guarded by Server.mu
+	releaseAt     time.Time // guarded by Server.mu
 }
+
+// Values of txn.role.
+const (
+	roleReading uint32 = iota
+	roleReleased
+	roleDone
+)
 
 // end cancels the request's context; its keepalives stop as it is no
 // longer Server.tx. end may be called more than once.
@@ -159,6 +214,7 @@ func NewServer(dev ReportDevice, h Handler, opts *Options) *Server {
 	}
 	s.busyFn = s.busyChannel
 	s.srcDev, _ = dev.(SourceDevice)
+	s.pending, _ = dev.(PendingReader)
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -191,28 +247,84 @@ func (s *Server) Run(ctx context.Context) error {
 		return errors.New("hid: Server.Run is already running")
 	}
 	defer s.running.Store(false)
-	work := make(chan *txn, 1)
 	s.mu.Lock()
 	s.base = ctx
-	s.work, s.workerBusy = work, false
+	s.readDone = make(chan error, 1)
+	done := s.readDone
 	s.mu.Unlock()
-	s.wg.Add(1)
-	go s.worker(work)
 	defer s.shutdown()
 
+	released, err := s.serve(ctx)
+	if released {
+		err = <-done // from the goroutine reading last
+	}
+	return err
+}
+
+// serve reads and answers reports until ctx ends (nil), the device fails
+// (the wrapped error), or another goroutine took over reading while this
+// one ran a handler (released).
+func (s *Server) serve(ctx context.Context) (released bool, err error) {
 	for ctx.Err() == nil {
 		r, from, err := s.read(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
 			}
-			return fmt.Errorf("hid: reading report: %w", err)
+			return false, fmt.Errorf("hid: reading report: %w", err)
 		}
 		s.mu.Lock()
 		s.handleReport(r, from)
+		t := s.takeNext()
 		s.mu.Unlock()
+		for t != nil {
+			if s.handle(t) {
+				return true, nil
+			}
+			// A report read before the answer may have started another.
+			s.mu.Lock()
+			t = s.takeNext()
+			s.mu.Unlock()
+		}
 	}
-	return nil
+	return false, nil
+}
+
+// takeNext returns and clears s.next. s.mu must be held.
+func (s *Server) takeNext() *txn {
+	t := s.next
+	s.next = nil
+	return t
+}
+
+// takeOver reads in place of a goroutine busy with a handler (see
+// [Server.release]) and, unless it is released in turn, reports the end
+// of the run to Run.
+func (s *Server) takeOver(ctx context.Context, done chan<- error) {
+	defer s.wg.Done()
+	released, err := s.serve(ctx)
+	if released {
+		return
+	}
+	// The run ends (the device failed, or ctx). The goroutine that read
+	// before this one — Run's own, perhaps — may still be in a handler:
+	// end it, as Run's shutdown would.
+	s.mu.Lock()
+	s.abortAll()
+	s.mu.Unlock()
+	done <- err // the only reader left: the buffer is free
+}
+
+// release starts a goroutine that reads in place of the one running t's
+// handler, unless t's handler has returned or released its reader
+// already. s.mu must be held.
+func (s *Server) release(t *txn) {
+	if s.readDone == nil || !t.role.CompareAndSwap(roleReading, roleReleased) {
+		return
+	}
+	s.log.Debug("ctaphid handler still running: another goroutine reads", "cid", hexCID(t.cid))
+	s.wg.Add(1)
+	go s.takeOver(t.readCtx, s.readDone)
 }
 
 // read reads the next report and its sender (the zero address unless the
@@ -225,8 +337,7 @@ func (s *Server) read(ctx context.Context) ([]byte, netip.AddrPort, error) {
 	return r, netip.AddrPort{}, err
 }
 
-// shutdown drops all state, stops the worker and waits for the
-// goroutines Run started.
+// shutdown drops all state and waits for the goroutines Run started.
 func (s *Server) shutdown() {
 	s.mu.Lock()
 	s.abortAll()
@@ -234,30 +345,17 @@ func (s *Server) shutdown() {
 	s.clearMsgTimeout()
 	s.chans.reset()
 	s.base = context.Background()
-	for _, t := range []*time.Timer{s.msgTimer, s.kaTimer} {
+	for _, t := range []*time.Timer{s.msgTimer, s.kaTimer, s.relTimer} {
 		if t != nil {
 			t.Stop()
 		}
 	}
-	s.msgTimer, s.kaTimer = nil, nil
-	s.msgPending, s.kaPending = false, false
-	if s.work != nil {
-		close(s.work) // the worker returns once its handler has
-		s.work, s.workerBusy = nil, false
-	}
+	s.msgTimer, s.kaTimer, s.relTimer = nil, nil, nil
+	s.msgPending, s.kaPending, s.relPending = false, false, false
+	s.next = nil
+	s.readDone = nil // no reader takes over any more
 	s.mu.Unlock()
 	s.wg.Wait()
-}
-
-// worker runs the requests handed to it on work until work is closed.
-// One long-lived goroutine spares each request a fresh goroutine, whose
-// small stack the CBOR decoder would grow by copying, and the wake-up of
-// a goroutine that only sent keepalives.
-func (s *Server) worker(work <-chan *txn) {
-	defer s.wg.Done()
-	for t := range work {
-		s.handle(t, true)
-	}
 }
 
 // PowerCycle simulates pulling the device and plugging it back in: it
@@ -492,9 +590,9 @@ func (s *Server) handleLock(m *Message, from netip.AddrPort) {
 	s.send(from, m.CID, CmdLock, nil)
 }
 
-// start runs a CBOR or MSG request from from on the worker (or, if the
-// worker is still busy with an aborted request or Run is not running, on a
-// goroutine of its own) and arms its keepalives. s.mu must be held.
+// start makes a CBOR or MSG request from from the one being answered, arms
+// its keepalives and leaves it in s.next for the reading goroutine to run
+// (see [Server.handle]). s.mu must be held.
 func (s *Server) start(m *Message, from netip.AddrPort) {
 	var (
 		ctx    context.Context
@@ -513,31 +611,31 @@ func (s *Server) start(m *Message, from netip.AddrPort) {
 		ctx:     ctx,
 		cancel:  cancel,
 		handled: make(chan struct{}),
+		readCtx: s.base,
 	}
 	t.status.Store(uint32(StatusProcessing))
-	t.nextKeepalive = time.Now().Add(s.keepEvery)
+	now := time.Now()
+	t.nextKeepalive = now.Add(s.keepEvery)
 	if !s.kaPending {
 		s.kaPending = true
 		s.kaTimer = startTimer(s.kaTimer, s.keepEvery, s.keepaliveDue)
 	}
+	hold := min(readerHold, s.keepEvery)
+	t.releaseAt = now.Add(hold)
+	if !s.relPending {
+		s.relPending = true
+		s.relTimer = startTimer(s.relTimer, hold, s.releaseDue)
+	}
 	s.tx = t
 	s.live[t] = struct{}{}
-	if s.work != nil && !s.workerBusy {
-		s.workerBusy = true
-		s.work <- t // never blocks: the worker has taken the last one
-		return
-	}
-	s.wg.Add(1)
-	go s.handle(t, false)
+	s.next = t
 }
 
-// handle runs the handler and sends its answer unless the request was
-// aborted meanwhile. onWorker says whether it runs on the worker, which
-// it then marks idle again.
-func (s *Server) handle(t *txn, onWorker bool) {
-	if !onWorker {
-		defer s.wg.Done()
-	}
+// handle runs t's handler on the reading goroutine and sends its answer
+// unless the request was aborted meanwhile. It reports whether another
+// goroutine took over reading meanwhile ([Server.release]): the caller
+// then reads no more.
+func (s *Server) handle(t *txn) (released bool) {
 	keepalive := func(status byte) { t.status.Store(uint32(status)) }
 	var resp []byte
 	if t.cmd == CmdMsg {
@@ -548,26 +646,54 @@ func (s *Server) handle(t *txn, onWorker bool) {
 	// Close handled before taking s.mu: PowerCycle waits for it with s.mu
 	// held.
 	close(t.handled)
+	// No reader takes over from here on; unless one already has, what
+	// arrived while the handler ran is acted on before the answer goes.
+	released = !t.role.CompareAndSwap(roleReading, roleDone)
+	if !released {
+		s.readArrived(t)
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if onWorker && s.work != nil {
-		s.workerBusy = false
-	}
 	delete(s.live, t)
 	t.end()
 	if s.tx != t {
 		s.log.Debug("ctaphid answer dropped after abort", "cid", hexCID(t.cid), "cmd", hexCmd(t.cmd))
-		return
+		return released
 	}
 	s.tx = nil
 	if len(resp) == 0 || len(resp) > MaxMessageSize {
 		s.log.Warn("ctaphid handler returned an unsendable answer", "cid", hexCID(t.cid), "cmd", hexCmd(t.cmd), "len", len(resp))
 		s.sendError(t.src, t.cid, ErrOther)
-		return
+		return released
 	}
 	s.log.Debug("ctaphid response", "cid", hexCID(t.cid), "cmd", hexCmd(t.cmd), "len", len(resp))
 	s.send(t.src, t.cid, t.cmd, resp)
+	return released
+}
+
+// readArrived handles the reports that arrived while t's handler ran on
+// the reading goroutine, as they would have been on arrival (they find t
+// running), until none is waiting or one ends t (a power cycle, a
+// resync; a request read after the power cycle may then start, and waits
+// in s.next). Without a [PendingReader] they are read after the answer.
+func (s *Server) readArrived(t *txn) {
+	if s.pending == nil {
+		return
+	}
+	for {
+		r, from, ok, err := s.pending.ReadPending()
+		if !ok || err != nil {
+			return // a failing device fails the next read too
+		}
+		s.mu.Lock()
+		s.handleReport(r, from)
+		ended := s.tx != t
+		s.mu.Unlock()
+		if ended {
+			return
+		}
+	}
 }
 
 // keepaliveDue runs from s.kaTimer: when the request being answered is
@@ -595,6 +721,25 @@ func (s *Server) keepaliveDue() {
 	}
 	t.nextKeepalive = next
 	s.kaTimer.Reset(next.Sub(now))
+}
+
+// releaseDue runs from s.relTimer: when the request being answered still
+// holds the reading goroutine at its releaseAt, another one takes over
+// reading.
+func (s *Server) releaseDue() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.tx
+	if t == nil || s.relTimer == nil || t.role.Load() != roleReading {
+		s.relPending = false // nothing holds the reader (or shut down)
+		return
+	}
+	if d := time.Until(t.releaseAt); d > 0 {
+		s.relTimer.Reset(d) // armed for an earlier request
+		return
+	}
+	s.relPending = false
+	s.release(t)
 }
 
 // armMsgTimeout (re)starts the MSG_TIMEOUT clock for the partial message.

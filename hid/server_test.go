@@ -135,6 +135,13 @@ func (h *harness) expectError(cid uint32, code ErrorCode) {
 	h.expect(cid, CmdError, []byte{byte(code)})
 }
 
+// handOver lets a handler that blocks hand reading over to another
+// goroutine (after readerHold): reports sent meanwhile are read.
+func (h *harness) handOver() {
+	time.Sleep(readerHold)
+	synctest.Wait()
+}
+
 // quiet checks that the server has nothing more to say right now.
 func (h *harness) quiet() {
 	h.t.Helper()
@@ -346,7 +353,7 @@ func TestServerChannelBusyWhileProcessing(t *testing.T) {
 
 		start := time.Now()
 		h.send(cidB, CmdCBOR, []byte{0x01})
-		h.expectError(cidB, ErrChannelBusy)
+		h.expectError(cidB, ErrChannelBusy) // read once another goroutine took over from the handler
 		h.send(cidB, CmdPing, []byte{1})
 		h.expectError(cidB, ErrChannelBusy)
 		h.send(cidA, CmdPing, []byte{1}) // the busy channel itself
@@ -356,8 +363,8 @@ func TestServerChannelBusyWhileProcessing(t *testing.T) {
 		}
 		h.send(cidB, CmdCancel, nil) // another channel's CANCEL: ignored
 		h.write(contPkt(cidB, 0, nil))
-		if d := time.Since(start); d != 0 {
-			t.Fatalf("answers took %v", d)
+		if d := time.Since(start); d != readerHold {
+			t.Fatalf("answers took %v, want %v (until a reader takes over from the handler)", d, readerHold)
 		}
 		h.quiet()
 
@@ -522,7 +529,7 @@ func TestServerCancel(t *testing.T) {
 		ctx := <-started
 
 		h.send(cidB, CmdCancel, nil) // not the busy channel: no effect
-		synctest.Wait()
+		h.handOver()
 		if ctx.Err() != nil {
 			t.Fatal("CANCEL on another channel cancelled the request")
 		}
@@ -915,6 +922,130 @@ func FuzzServer(f *testing.F) {
 			if to := rec.to[i]; to != hostA && to != hostB {
 				t.Fatalf("wrote to %v, which sent nothing", to)
 			}
+		}
+	})
+}
+
+// readWatch is a device that counts the ReadReport calls in flight.
+type readWatch struct {
+	ReportDevice
+	reading atomic.Int32
+}
+
+func (d *readWatch) ReadReport(ctx context.Context) ([]byte, error) {
+	d.reading.Add(1)
+	defer d.reading.Add(-1)
+	return d.ReportDevice.ReadReport(ctx)
+}
+
+func TestServerHandlerRunsOnReader(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		// A quick answer costs no hand-off: the handler runs on the
+		// goroutine that read the request, so nothing reads the device
+		// meanwhile. One that still runs readerHold later has another
+		// goroutine read, which sees the CANCEL sent meanwhile.
+		pipe, host := Pipe()
+		t.Cleanup(func() { host.Close() })
+		dev := &readWatch{ReportDevice: pipe}
+		var readingInHandler []int32
+		srv := NewServer(dev, &fakeHandler{cbor: func(ctx context.Context, _ uint32, msg []byte, _ func(byte)) []byte {
+			time.Sleep(readerHold / 2)
+			synctest.Wait()
+			readingInHandler = append(readingInHandler, dev.reading.Load())
+			if msg[0] == 0x02 {
+				<-ctx.Done()
+				return []byte{0x2D}
+			}
+			return []byte{0x00}
+		}}, nil)
+		runServer(t, srv)
+		h := &harness{t: t, srv: srv, host: host, c: NewClient(host), ctx: t.Context()}
+
+		h.send(cidA, CmdCBOR, []byte{0x01})
+		h.expect(cidA, CmdCBOR, []byte{0x00})
+		if readingInHandler[0] != 0 {
+			t.Fatalf("%d reads in flight while a quick handler ran, want 0 (it runs on the reader)", readingInHandler[0])
+		}
+
+		h.send(cidA, CmdCBOR, []byte{0x02}) // waits for CANCEL
+		synctest.Wait()
+		start := time.Now()
+		h.send(cidA, CmdCancel, nil)
+		h.expect(cidA, CmdCBOR, []byte{0x2D})
+		if d := time.Since(start); d != readerHold {
+			t.Fatalf("CANCEL took %v, want %v (until a reader takes over)", d, readerHold)
+		}
+		h.send(cidB, CmdCBOR, []byte{0x01}) // the reader that took over serves on
+		h.expect(cidB, CmdCBOR, []byte{0x00})
+		h.quiet()
+	})
+}
+
+func TestServerReadsArrivedBeforeAnswering(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		// What arrives while a quick handler runs on the reader is acted on
+		// before its answer goes, as if it had been read on arrival: another
+		// channel's request gets CHANNEL_BUSY first, and a resync of the
+		// channel drops the answer.
+		h := serve(t, &fakeHandler{cbor: func(_ context.Context, _ uint32, msg []byte, _ func(byte)) []byte {
+			time.Sleep(readerHold / 2)
+			return append([]byte{0x00}, msg...)
+		}}, nil)
+		h.send(cidA, CmdCBOR, []byte{0x01})
+		synctest.Wait()
+		h.send(cidB, CmdCBOR, []byte{0x02})
+		if p := parsePacket(<-h.host.in); p.cid != cidB || p.cmd != CmdError || p.data[0] != byte(ErrChannelBusy) {
+			t.Fatalf("first report on %08X cmd %s, want CHANNEL_BUSY on %08X before the answer", p.cid, cmdName(p.cmd), cidB)
+		}
+		h.expect(cidA, CmdCBOR, []byte{0x00, 0x01})
+		h.quiet()
+
+		h.send(cidA, CmdCBOR, []byte{0x03})
+		synctest.Wait()
+		h.send(cidA, CmdInit, pattern(8))
+		if m := h.recv(cidA); m.Cmd != CmdInit {
+			t.Fatalf("got %s, want the INIT answer and no CBOR answer", cmdName(m.Cmd))
+		}
+		h.quiet()
+	})
+}
+
+func TestServerDeviceFailsWhileHandlerWaits(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		// The device fails while a handler waits for the user and another
+		// goroutine reads: Run ends the handler and returns the error at
+		// once, as when the handler ran on a worker.
+		dev, host := Pipe()
+		started := make(chan context.Context, 1)
+		srv := NewServer(dev, &fakeHandler{cbor: blocking(true, started, nil)}, nil)
+		done := make(chan error, 1)
+		go func() { done <- srv.Run(t.Context()) }()
+		c := NewClient(host)
+		if err := c.Send(cidA, CmdCBOR, []byte{0x01}); err != nil {
+			t.Fatal(err)
+		}
+		ctx := <-started
+		time.Sleep(readerHold) // another goroutine reads now
+		synctest.Wait()
+		start := time.Now()
+		host.Close()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(time.Second):
+			t.Fatal("Run did not return after the device failed (the handler is still waiting)")
+		}
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("Run = %v, want the device's ErrClosed", err)
+		}
+		if d := time.Since(start); d != 0 {
+			t.Fatalf("Run returned %v after the device failed, want at once", d)
+		}
+		if ctx.Err() == nil {
+			t.Fatal("the handler's context was not cancelled")
 		}
 	})
 }

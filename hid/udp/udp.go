@@ -67,6 +67,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/virtkey/virtkey/hid"
@@ -246,25 +247,50 @@ func (c *Conn) ReadReportFrom(ctx context.Context) ([]byte, netip.AddrPort, erro
 		if err != nil {
 			return nil, netip.AddrPort{}, err
 		}
-		if n != hid.ReportSize {
-			continue
+		if c.accept(buf[:n], from) {
+			return buf[:n], from, nil
 		}
-		r := buf[:n]
-		reboot := bytes.Equal(r, magicReboot)
-		if c.filter != nil && !c.filter.allowed(r, from, reboot) {
-			continue
-		}
-		if reboot {
-			c.mu.Lock()
-			f := c.onReboot
-			c.mu.Unlock()
-			if f != nil {
-				f()
-			}
-			continue
-		}
-		return r, from, nil
 	}
+}
+
+var _ hid.PendingReader = (*Conn)(nil)
+
+// ReadPending is [Conn.ReadReportFrom] for a datagram that has arrived
+// already: ok is false when none is waiting ([hid.PendingReader]).
+func (c *Conn) ReadPending() ([]byte, netip.AddrPort, bool, error) {
+	buf := make([]byte, hid.ReportSize+1)
+	for {
+		n, from, ok, err := c.r.readNow(buf)
+		if !ok || err != nil {
+			return nil, netip.AddrPort{}, false, err
+		}
+		if c.accept(buf[:n], from) {
+			return buf[:n], from, true, nil
+		}
+	}
+}
+
+// accept reports whether datagram r from from is a report to deliver: it
+// drops datagrams of other sizes and from senders it does not serve, and
+// handles the magic reboot itself (from a served sender only).
+func (c *Conn) accept(r []byte, from netip.AddrPort) bool {
+	if len(r) != hid.ReportSize {
+		return false
+	}
+	reboot := bytes.Equal(r, magicReboot)
+	if c.filter != nil && !c.filter.allowed(r, from, reboot) {
+		return false
+	}
+	if reboot {
+		c.mu.Lock()
+		f := c.onReboot
+		c.mu.Unlock()
+		if f != nil {
+			f()
+		}
+		return false
+	}
+	return true
 }
 
 // ReadReport is [Conn.ReadReportFrom] without the sender.
@@ -446,6 +472,7 @@ func pad(report []byte) ([]byte, error) {
 // with another Done channel) or the socket is closed.
 type reader struct {
 	pc *net.UDPConn
+	rc syscall.RawConn // of pc, for readNow (made on first use)
 
 	mu   sync.Mutex
 	done <-chan struct{} // Done of the watched context

@@ -22,6 +22,9 @@ func (h *handler) HandleCBOR(ctx context.Context, cid uint32, msg []byte, keepal
 		<-ctx.Done()
 		return []byte{0x2D}
 	}
+	if msg[0] == 0xFE { // a quick answer, but not instant
+		time.Sleep(5 * time.Millisecond)
+	}
 	return append([]byte{0x00}, msg...)
 }
 
@@ -158,6 +161,34 @@ func TestUDPRebootCancelsRequest(t *testing.T) {
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("CBOR = %v", err)
+	}
+}
+
+func TestUDPRebootWhileHandlerAnswers(t *testing.T) {
+	// A power cycle that arrives while a quick request is being answered on
+	// the reading goroutine drops the answer, and the request sent after
+	// it is answered.
+	conn, h := serve(t)
+	c, cc := client(t, conn)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	if err := c.Send(c.CID(), hid.CmdCBOR, []byte{0xFE}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cc.Reboot(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.CBOR(ctx, []byte{0x01})
+	if err != nil {
+		t.Fatalf("the request after the power cycle: %v", err)
+	}
+	if !bytes.Equal(got, []byte{0x00, 0x01}) {
+		t.Fatalf("answer % X, want 00 01 (the answer of the request before the power cycle is dropped)", got)
+	}
+	select {
+	case <-h.cycles:
+	case <-time.After(limit):
+		t.Fatal("no power cycle")
 	}
 }
 

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -134,6 +136,38 @@ func (d *Device) ReadReport(ctx context.Context) ([]byte, error) {
 		}
 		if r := d.handle(d.rbuf[:n]); r != nil {
 			return r, nil
+		}
+	}
+}
+
+// ReadPending is ReadReport for an output report the kernel has queued
+// already: it handles the events before it and returns without waiting;
+// ok is false when no report is queued ([hid.PendingReader]; the address
+// is always the zero one).
+func (d *Device) ReadPending() ([]byte, netip.AddrPort, bool, error) {
+	rc, err := d.f.SyscallConn()
+	if err != nil {
+		return nil, netip.AddrPort{}, false, fmt.Errorf("uhid: %w", err)
+	}
+	for {
+		var n int
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			n, rerr = syscall.Read(int(fd), d.rbuf)
+			return true // one try
+		})
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(rerr, syscall.EAGAIN), errors.Is(rerr, syscall.EINTR):
+			return nil, netip.AddrPort{}, false, nil
+		case err != nil:
+			return nil, netip.AddrPort{}, false, fmt.Errorf("uhid: %w", err)
+		case rerr != nil:
+			return nil, netip.AddrPort{}, false, fmt.Errorf("uhid: %w", rerr)
+		case n == 0:
+			return nil, netip.AddrPort{}, false, errors.New("uhid: device file returned end of file")
+		}
+		if r := d.handle(d.rbuf[:n]); r != nil {
+			return r, netip.AddrPort{}, true, nil
 		}
 	}
 }

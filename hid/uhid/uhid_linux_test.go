@@ -455,3 +455,35 @@ func TestServerOverDevice(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+func TestDeviceReadPending(t *testing.T) {
+	t.Parallel()
+	// What the kernel has queued is read without waiting, events before a
+	// report handled on the way; nothing queued is no report, at once.
+	d, k := newFakeDevice(t, Options{})
+	if r, _, ok, err := d.ReadPending(); ok || err != nil {
+		t.Fatalf("ReadPending with nothing queued = %x, %v, %v", r, ok, err)
+	}
+	k.send(kernelEvent(evOpen))
+	k.send(hidrawWrite(testReport(7)))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r, _, ok, err := d.ReadPending()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			if !bytes.Equal(r, testReport(7)) {
+				t.Fatalf("report = %x, want %x", r, testReport(7))
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the queued report was never read")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if r, _, ok, err := d.ReadPending(); ok || err != nil {
+		t.Fatalf("ReadPending after the queue was read = %x, %v, %v", r, ok, err)
+	}
+}

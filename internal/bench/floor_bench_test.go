@@ -8,6 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"syscall"
 	"testing"
@@ -40,16 +43,56 @@ func TestMain(m *testing.M) {
 	os.Exit(2)
 }
 
+// profileEnv names a directory where each child writes a CPU profile and
+// an execution trace of its life (KIND-PID.cpu.prof, KIND-PID.trace), to
+// study the servers' own processes: go tool pprof, go tool trace.
+const profileEnv = "VIRTKEY_BENCH_PROFILE"
+
 // serveChild runs serve until SIGTERM or stdin closes (the parent went).
 func serveChild(serve func(ctx context.Context) error) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	if dir := os.Getenv(profileEnv); dir != "" {
+		end, err := profileChild(dir)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench child:", err)
+			return 1
+		}
+		defer end()
+	}
 	go func() { io.Copy(io.Discard, os.Stdin); stop() }()
 	if err := serve(ctx); err != nil && ctx.Err() == nil {
 		fmt.Fprintln(os.Stderr, "bench child:", err)
 		return 1
 	}
 	return 0
+}
+
+// profileChild starts a CPU profile and an execution trace in dir; the
+// function it returns stops and writes both.
+func profileChild(dir string) (func(), error) {
+	name := filepath.Join(dir, fmt.Sprintf("%s-%d", os.Getenv(childEnv), os.Getpid()))
+	cpu, err := os.Create(name + ".cpu.prof")
+	if err != nil {
+		return nil, err
+	}
+	tr, err := os.Create(name + ".trace")
+	if err != nil {
+		cpu.Close()
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(cpu); err != nil {
+		return nil, err
+	}
+	if err := trace.Start(tr); err != nil {
+		return nil, err
+	}
+	return func() {
+		trace.Stop()
+		pprof.StopCPUProfile()
+		tr.Close()
+		cpu.Close()
+	}, nil
 }
 
 // serveKey serves an in-process key on VIRTKEY_BENCH_DIR over hid/udp, as
