@@ -2,10 +2,6 @@ package bench
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -98,7 +94,7 @@ func ServeFloor(ctx context.Context, lengths string) error {
 // durable with fdatasync — the least a durable registration costs on dir's
 // file system.
 func RawKeygenSignSyncOp(b *testing.B, dir string) func() {
-	digest := sha256.Sum256(signedMessage)
+	keygenSign := RawKeygenSignOp(b)
 	f, err := os.OpenFile(filepath.Join(dir, "append.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		b.Fatal(err)
@@ -106,13 +102,7 @@ func RawKeygenSignSyncOp(b *testing.B, dir string) func() {
 	b.Cleanup(func() { f.Close() })
 	rec := make([]byte, 512)
 	return func() {
-		priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := ecdsa.SignASN1(rand.Reader, priv, digest[:]); err != nil {
-			b.Fatal(err)
-		}
+		keygenSign()
 		if _, err := f.Write(rec); err != nil {
 			b.Fatal(err)
 		}
