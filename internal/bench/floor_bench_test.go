@@ -21,6 +21,7 @@ import (
 	"github.com/virtkey/virtkey/hid/udp"
 	"github.com/virtkey/virtkey/inproc"
 	"github.com/virtkey/virtkey/internal/bench"
+	"github.com/virtkey/virtkey/internal/testkit"
 )
 
 // The UDP benchmarks against the physical floor run both servers — the
@@ -121,14 +122,7 @@ func child(b *testing.B, kind string, env ...string) *hid.Client {
 	cmd := exec.Command(os.Args[0], "-test.run", "^$")
 	cmd.Env = append(append(os.Environ(), childEnv+"="+kind), env...)
 	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
+	stdin, stdout := testkit.Pipes(b, cmd)
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}

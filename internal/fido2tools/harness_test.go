@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/virtkey/virtkey/internal/testkit"
 	"github.com/virtkey/virtkey/internal/vktest"
 )
 
@@ -221,14 +222,7 @@ func (k *keyProc) runPIN(t *testing.T, dir, pin string, argv ...string) result {
 	cmd.Env = k.toolEnv(dir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.WaitDelay = 5 * time.Second
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	stdin, stdout := testkit.Pipes(t, cmd)
 	cmd.Stderr = cmd.Stdout // script writes the terminal to stdout
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("script: %v", err)
@@ -250,7 +244,7 @@ func (k *keyProc) runPIN(t *testing.T, dir, pin string, argv ...string) result {
 			break
 		}
 	}
-	err = cmd.Wait()
+	err := cmd.Wait()
 	stdin.Close()
 	if ctx.Err() != nil {
 		err = fmt.Errorf("timed out after %v: %v", toolTimeout, err)

@@ -104,14 +104,7 @@ func startProbe(t testing.TB, mode string) *Probe {
 	cmd.Dir = "/"
 	cmd.Env = []string{probeEnv + "=" + mode, "PATH=/usr/bin:/bin"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	stdin, stdout := Pipes(t, cmd)
 	p := &Probe{UID: uid, t: t, stdin: stdin, recv: make(chan []byte, 256), cmd: cmd, out: &SyncBuffer{}}
 	cmd.Stderr = p.out
 	if err := cmd.Start(); err != nil {

@@ -9,6 +9,7 @@ package testkit
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -101,4 +102,19 @@ func BuildVirtkey(dir string) (string, error) {
 		return "", fmt.Errorf("building virtkey: %w", err)
 	}
 	return bin, nil
+}
+
+// Pipes returns the pipes to cmd's standard input and from its standard
+// output (cmd not started yet), stopping tb if either cannot be made.
+func Pipes(tb testing.TB, cmd *exec.Cmd) (io.WriteCloser, io.ReadCloser) {
+	tb.Helper()
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return stdin, stdout
 }
