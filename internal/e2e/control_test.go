@@ -45,22 +45,6 @@ func controlCheck(t *testing.T, addr string, args ...string) pyResult {
 	return r
 }
 
-// waitControl waits for the control API of a freshly started key.
-func waitControl(t *testing.T, c *client.Client) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, err := c.Keys(context.Background())
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("control API not up: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func nextEvent(t *testing.T, es *client.EventStream, typ string) control.Event {
 	t.Helper()
 	return vktest.NextEvent(t, es, func(ev control.Event) bool { return ev.Type == typ })
@@ -92,7 +76,7 @@ func TestControlAPIWithPythonFIDO2(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			waitControl(t, c)
+			vktest.WaitControl(t, c)
 			ctx := context.Background()
 			key := c.Key(control.DefaultKeyID)
 			ki, err := key.Info(ctx)
@@ -185,7 +169,7 @@ func TestControlAPIWithPythonFIDO2(t *testing.T) {
 			k2 := k.Restart(t)
 			c2, _ := client.New(addr, tok)
 			defer c2.Close()
-			waitControl(t, c2)
+			vktest.WaitControl(t, c2)
 			if as = controlCheck(t, k2.Addr, "assert", "--rp", "keep.example"); as.Error != "" || as.SignCount != 51 {
 				t.Errorf("API-made credential after a restart: %+v", as)
 			}

@@ -1,6 +1,7 @@
 package vktest
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -32,5 +33,22 @@ func NextEvent(t testing.TB, es *client.EventStream, match func(control.Event) b
 		case <-deadline:
 			t.Fatal("no matching event within 15 s")
 		}
+	}
+}
+
+// WaitControl waits up to 10 s for the control API of a freshly started
+// key to answer.
+func WaitControl(t testing.TB, c *client.Client) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := c.Keys(context.Background())
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("control API not up: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
